@@ -1,0 +1,1 @@
+//! Locating the model on disk, and downloading it from the Hugging Face hub.

@@ -1,0 +1,9 @@
+//! jina-clip-v2 text and image encoders, re-implemented in candle.
+//!
+//! See `docs/api-contracts.md` for the public surface.
+
+pub mod error;
+pub mod hub;
+pub mod preprocess;
+
+pub use error::{EncoderError, Result};

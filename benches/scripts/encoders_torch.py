@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""PyTorch peer for the encoder benchmark (`cargo run --release -p jsearch-benches --bin encoders`).
+
+A compact PyTorch implementation of jina-clip-v2 inference written from docs/jina-clip-v2-spec.md
+(XLM-R with rotary + merged LoRA, post-LN, GELU; EVA02 with 2D RoPE, SwiGLU, sub-LN), using
+`torch.nn.functional.scaled_dot_product_attention`. It loads the SAME checkpoint directory as the Rust
+bench (real jina-clip-v2 sizes, random weights, official tensor names), times the same shapes, and
+writes the embeddings it computed so that the Rust bench can report the agreement of the two.
+
+Prints one JSON object per case on stdout.
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", required=True, help="checkpoint dir (config.json + model.safetensors)")
+ap.add_argument("--threads", type=int, default=os.cpu_count())
+ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+ap.add_argument("--cases", default="load,q1,q32,p512,img")
+ap.add_argument("--iters", type=int, default=3)
+ap.add_argument("--passage-batch", type=int, default=2)
+ap.add_argument("--image-batch", type=int, default=1)
+ap.add_argument("--inputs", help="npz with ids_q (int64 [n,8]) / ids_p / pixels to use instead of random")
+ap.add_argument("--out-embeddings", help="write the embeddings of the fixed inputs (npz)")
+a = ap.parse_args()
+torch.set_num_threads(a.threads)
+DT = getattr(torch, a.dtype)
+
+
+def emit(**row):
+    row.update(peer="pytorch", torch=torch.__version__, threads=a.threads, dtype=a.dtype)
+    print(json.dumps(row), flush=True)
+
+
+cfg = json.load(open(os.path.join(a.model, "config.json")))
+tk = cfg["text_config"]["hf_model_config_kwargs"]
+vc = cfg["vision_config"]
+H, NL, NH = tk["hidden_size"], tk["num_hidden_layers"], tk["num_attention_heads"]
+RB = tk.get("rotary_emb_base", 20000.0)
+LORA_S = tk["lora_alpha"] / tk["lora_rank"]
+VW, VL, VHW = vc["width"], vc["layers"], vc["head_width"]
+VNH = VW // VHW
+IMG, PATCH = vc["image_size"], vc["patch_size"]
+GRID = IMG // PATCH
+
+t0 = time.perf_counter()
+sd = load_file(os.path.join(a.model, "model.safetensors"))
+T = "text_model.transformer.roberta."
+
+
+def lin(prefix):
+    w = sd[prefix + ".parametrizations.weight.original"].float()
+    A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
+    B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
+    return (w + LORA_S * B @ A).to(DT).contiguous(), sd[prefix + ".bias"].to(DT)
+
+
+def emb(prefix):
+    w = sd[prefix + ".parametrizations.weight.original"].float()
+    A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
+    B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
+    return (w + LORA_S * A @ B).to(DT)
+
+
+word = emb(T + "embeddings.word_embeddings")
+ttype = emb(T + "embeddings.token_type_embeddings")
+g = lambda k: sd[k].to(DT)  # noqa: E731
+emb_ln = (g(T + "emb_ln.weight"), g(T + "emb_ln.bias"))
+tl = []
+for i in range(NL):
+    p = f"{T}encoder.layers.{i}."
+    tl.append(dict(qkv=lin(p + "mixer.Wqkv"), out=lin(p + "mixer.out_proj"), fc1=lin(p + "mlp.fc1"),
+                   fc2=lin(p + "mlp.fc2"), n1=(g(p + "norm1.weight"), g(p + "norm1.bias")),
+                   n2=(g(p + "norm2.weight"), g(p + "norm2.bias"))))
+V = "vision_model."
+vb = []
+for i in range(VL):
+    p = f"{V}blocks.{i}."
+    zero_k = torch.zeros(VW, dtype=DT)
+    wqkv = torch.cat([g(p + "attn.q_proj.weight"), g(p + "attn.k_proj.weight"), g(p + "attn.v_proj.weight")])
+    bqkv = torch.cat([g(p + "attn.q_bias"), zero_k, g(p + "attn.v_bias")])
+    vb.append(dict(n1=(g(p + "norm1.weight"), g(p + "norm1.bias")), qkv=(wqkv.contiguous(), bqkv),
+                   iln=(g(p + "attn.inner_attn_ln.weight"), g(p + "attn.inner_attn_ln.bias")),
+                   proj=(g(p + "attn.proj.weight"), g(p + "attn.proj.bias")),
+                   n2=(g(p + "norm2.weight"), g(p + "norm2.bias")),
+                   w12=(torch.cat([g(p + "mlp.w1.weight"), g(p + "mlp.w2.weight")]).contiguous(),
+                        torch.cat([g(p + "mlp.w1.bias"), g(p + "mlp.w2.bias")])),
+                   fln=(g(p + "mlp.ffn_ln.weight"), g(p + "mlp.ffn_ln.bias")),
+                   w3=(g(p + "mlp.w3.weight"), g(p + "mlp.w3.bias"))))
+patch_w, patch_b = g(V + "patch_embed.proj.weight"), g(V + "patch_embed.proj.bias")
+cls, pos = g(V + "cls_token"), g(V + "pos_embed")
+vnorm = (g(V + "norm.weight"), g(V + "norm.bias"))
+del sd
+load_s = time.perf_counter() - t0
+
+# text rotary (NeoX halves, base 20000, positions from 0)
+hd = H // NH
+inv = 1.0 / (RB ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+# vision 2D RoPE (interleaved pairs, base 10000, positions r * pt_hw_seq_len / grid)
+theta = 1.0 / (10000 ** (torch.arange(0, VHW // 2, 2, dtype=torch.float32) / (VHW // 2)))
+t = torch.arange(GRID, dtype=torch.float32) * vc["pt_hw_seq_len"] / GRID
+ax = (t[:, None] * theta[None, :]).repeat_interleave(2, dim=-1)  # [grid, hd/2]
+ang = torch.cat([ax[:, None, :].expand(GRID, GRID, -1), ax[None, :, :].expand(GRID, GRID, -1)], dim=-1)
+vcos, vsin = ang.reshape(GRID * GRID, -1).cos().to(DT), ang.reshape(GRID * GRID, -1).sin().to(DT)
+
+
+def ln(x, wb, eps):
+    return F.layer_norm(x, (x.shape[-1],), wb[0], wb[1], eps)
+
+
+def text_forward(ids):
+    b, L = ids.shape
+    x = ln(word[ids] + ttype[0], emb_ln, 1e-5)
+    mask = ids != 1
+    bias = torch.zeros(b, 1, 1, L, dtype=DT).masked_fill(~mask[:, None, None, :], -10000.0)
+    angl = torch.arange(L, dtype=torch.float32)[:, None] * inv[None, :]
+    c, s = angl.cos().to(DT), angl.sin().to(DT)
+    half = hd // 2
+    for ly in tl:
+        qkv = F.linear(x, *ly["qkv"]).view(b, L, 3, NH, hd)
+        q, k, v = qkv.unbind(2)
+
+        def rot(u):
+            u1, u2 = u[..., :half], u[..., half:]
+            cc, ss = c[None, :, None, :], s[None, :, None, :]
+            return torch.cat([u1 * cc - u2 * ss, u2 * cc + u1 * ss], dim=-1)
+
+        q, k = rot(q).transpose(1, 2), rot(k).transpose(1, 2)
+        ctx = F.scaled_dot_product_attention(q, k, v.transpose(1, 2), attn_mask=bias)
+        ctx = ctx.transpose(1, 2).reshape(b, L, H)
+        x = ln(x + F.linear(ctx, *ly["out"]), ly["n1"], 1e-5)
+        x = ln(x + F.linear(F.gelu(F.linear(x, *ly["fc1"])), *ly["fc2"]), ly["n2"], 1e-5)
+    m = mask[..., None].to(x.dtype)
+    return (x * m).sum(1) / m.sum(1)
+
+
+def rot2d(u):  # u [b, heads, n, hd] for patch tokens
+    u2 = torch.stack([-u[..., 1::2], u[..., 0::2]], dim=-1).flatten(-2)
+    return u * vcos + u2 * vsin
+
+
+def vision_forward(px):
+    b = px.shape[0]
+    x = F.conv2d(px, patch_w, patch_b, stride=PATCH).flatten(2).transpose(1, 2)
+    x = torch.cat([cls.expand(b, -1, -1), x], dim=1) + pos
+    n = x.shape[1]
+    for blk in vb:
+        h = ln(x, blk["n1"], 1e-6)
+        qkv = F.linear(h, *blk["qkv"]).view(b, n, 3, VNH, VHW).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q = torch.cat([q[:, :, :1], rot2d(q[:, :, 1:])], dim=2)
+        k = torch.cat([k[:, :, :1], rot2d(k[:, :, 1:])], dim=2)
+        ctx = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, VW)
+        x = x + F.linear(ln(ctx, blk["iln"], 1e-6), *blk["proj"])
+        h = ln(x, blk["n2"], 1e-6)
+        g1, g2 = F.linear(h, *blk["w12"]).chunk(2, dim=-1)
+        x = x + F.linear(ln(F.silu(g1) * g2, blk["fln"], 1e-6), *blk["w3"])
+    return ln(x, vnorm, 1e-6)[:, 0]
+
+
+def timed(fn, iters):
+    with torch.inference_mode():
+        tw = time.perf_counter()
+        out = fn()
+        warm = time.perf_counter() - tw
+        ts = []
+        for _ in range(iters):
+            t1 = time.perf_counter()
+            out = fn()
+            ts.append(time.perf_counter() - t1)
+    return out, warm, ts
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+cases = a.cases.split(",")
+if "load" in cases:
+    emit(case="load", seconds=round(load_s, 3), peak_rss_mb=round(rss_mb(), 1))
+rng = np.random.default_rng(7)
+inp = np.load(a.inputs) if a.inputs else None
+
+
+def ids_for(name, b, L):
+    if inp is not None and name in inp:
+        return torch.from_numpy(inp[name]).long()
+    ids = torch.from_numpy(rng.integers(5, word.shape[0] - 1, size=(b, L))).long()
+    ids[:, 0], ids[:, -1] = 0, 2
+    return ids
+
+
+saved = {}
+if "q1" in cases:
+    ids = ids_for("ids_q1", 1, 8)
+    out, warm, ts = timed(lambda: text_forward(ids), max(a.iters, 10))
+    saved["q1"] = out.float().numpy()
+    emit(case="query_1x8", batch=1, seq=8, median_ms=round(1000 * float(np.median(ts)), 2),
+         per_s=round(1 / float(np.median(ts)), 2), peak_rss_mb=round(rss_mb(), 1))
+if "q32" in cases:
+    ids = ids_for("ids_q32", 32, 8)
+    out, warm, ts = timed(lambda: text_forward(ids), a.iters)
+    saved["q32"] = out.float().numpy()
+    emit(case="queries_32x8", batch=32, seq=8, median_ms=round(1000 * float(np.median(ts)), 2),
+         per_s=round(32 / float(np.median(ts)), 2), peak_rss_mb=round(rss_mb(), 1))
+if "p512" in cases:
+    bp = a.passage_batch
+    ids = ids_for("ids_p", bp, 512)
+    out, warm, ts = timed(lambda: text_forward(ids), max(1, a.iters - 1))
+    saved["p512"] = out.float().numpy()
+    emit(case=f"passages_{bp}x512", batch=bp, seq=512, median_ms=round(1000 * float(np.median(ts)), 2),
+         per_s=round(bp / float(np.median(ts)), 3), peak_rss_mb=round(rss_mb(), 1))
+if "img" in cases:
+    bi = a.image_batch
+    if inp is not None and "pixels" in inp:
+        px = torch.from_numpy(inp["pixels"]).to(DT)
+    else:
+        px = torch.from_numpy(rng.standard_normal((bi, 3, IMG, IMG), dtype=np.float32)).to(DT)
+    out, warm, ts = timed(lambda: vision_forward(px), max(1, a.iters - 2))
+    saved["img"] = out.float().numpy()
+    emit(case=f"images_{bi}x{IMG}", batch=bi, seq=GRID * GRID + 1, median_ms=round(1000 * float(np.median(ts)), 2),
+         per_s=round(bi / float(np.median(ts)), 4), peak_rss_mb=round(rss_mb(), 1))
+if a.out_embeddings:
+    np.savez(a.out_embeddings, **saved)
+sys.exit(0)

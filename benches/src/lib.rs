@@ -1,1 +1,3 @@
+//! Shared helpers of the jsearch benchmark binaries (`encoders`, `ann`, `ingest`).
 
+pub mod checkpoint;

@@ -29,8 +29,8 @@ ap.add_argument("--cases", default="load,q1,q32,p512,img")
 ap.add_argument("--iters", type=int, default=3)
 ap.add_argument("--passage-batch", type=int, default=2)
 ap.add_argument("--image-batch", type=int, default=1)
-ap.add_argument("--inputs", help="npz with ids_q (int64 [n,8]) / ids_p / pixels to use instead of random")
-ap.add_argument("--out-embeddings", help="write the embeddings of the fixed inputs (npz)")
+ap.add_argument("--inputs", help="JSON {ids_q1, ids_q32, ids_p: [[int]], pixels_f32: path of raw little-endian f32 [b,3,S,S]} to use instead of random")
+ap.add_argument("--out-embeddings", help="write the raw embeddings of the cases run (JSON {case: [[f32]]})")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 DT = getattr(torch, a.dtype)
@@ -188,12 +188,12 @@ cases = a.cases.split(",")
 if "load" in cases:
     emit(case="load", seconds=round(load_s, 3), peak_rss_mb=round(rss_mb(), 1))
 rng = np.random.default_rng(7)
-inp = np.load(a.inputs) if a.inputs else None
+inp = json.load(open(a.inputs)) if a.inputs else None
 
 
 def ids_for(name, b, L):
     if inp is not None and name in inp:
-        return torch.from_numpy(inp[name]).long()
+        return torch.tensor(inp[name], dtype=torch.long)
     ids = torch.from_numpy(rng.integers(5, word.shape[0] - 1, size=(b, L))).long()
     ids[:, 0], ids[:, -1] = 0, 2
     return ids
@@ -221,8 +221,8 @@ if "p512" in cases:
          per_s=round(bp / float(np.median(ts)), 3), peak_rss_mb=round(rss_mb(), 1))
 if "img" in cases:
     bi = a.image_batch
-    if inp is not None and "pixels" in inp:
-        px = torch.from_numpy(inp["pixels"]).to(DT)
+    if inp is not None and "pixels_f32" in inp:
+        px = torch.from_numpy(np.fromfile(inp["pixels_f32"], dtype="<f4").reshape(-1, 3, IMG, IMG)).to(DT)
     else:
         px = torch.from_numpy(rng.standard_normal((bi, 3, IMG, IMG), dtype=np.float32)).to(DT)
     out, warm, ts = timed(lambda: vision_forward(px), max(1, a.iters - 2))
@@ -230,5 +230,6 @@ if "img" in cases:
     emit(case=f"images_{bi}x{IMG}", batch=bi, seq=GRID * GRID + 1, median_ms=round(1000 * float(np.median(ts)), 2),
          per_s=round(bi / float(np.median(ts)), 4), peak_rss_mb=round(rss_mb(), 1))
 if a.out_embeddings:
-    np.savez(a.out_embeddings, **saved)
+    with open(a.out_embeddings, "w") as f:
+        json.dump({k: v.tolist() for k, v in saved.items()}, f)
 sys.exit(0)

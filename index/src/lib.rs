@@ -1,1 +1,36 @@
-//! placeholder
+//! # jsearch-index
+//!
+//! A vector store in **one redb file**: settings (format version, model identity, dimensions, graph
+//! parameters), item records (id + opaque metadata), the full-dimension vectors (f16, packed
+//! several per redb value), an HNSW graph over Matryoshka-truncated, re-normalised f16 vectors
+//! (node records persisted in the same transaction as the vectors they cover), and caller-owned
+//! key-value namespaces. It never runs a model: it takes vectors and ids.
+//!
+//! Search = graph over the truncated vectors → `k'` candidates → exact re-rank at full dimension
+//! (simsimd) → top-k. An exact, parallel brute-force search serves small stores and ground truth.
+//!
+//! ```no_run
+//! use jsearch_index::{Batch, SearchParams, Store, StoreSettings};
+//! # fn main() -> jsearch_index::Result<()> {
+//! let mut store = Store::open("my.redb".as_ref(), StoreSettings::new("toy", "abc123", 128))?;
+//! let mut b = Batch::new();
+//! b.upsert(1, vec![0.5; 128], b"meta".to_vec());
+//! b.kv_put("paths", b"/a.jpg".to_vec(), 1u64.to_le_bytes().to_vec());
+//! store.commit(b)?;
+//! let hits = store.search(&vec![0.5; 128], 10, &SearchParams::default())?;
+//! assert_eq!(hits[0].id, 1);
+//! # Ok(()) }
+//! ```
+
+pub mod error;
+pub mod graph;
+pub mod settings;
+pub mod store;
+pub mod vecmath;
+
+pub use error::{IndexError, Result};
+pub use settings::{default_ann_dim, HnswParams, StoreSettings};
+pub use store::{
+    default_candidates, Batch, Hit, SearchParams, Store, StoreStats, EXACT_SEARCH_BELOW,
+    FORMAT_VERSION,
+};

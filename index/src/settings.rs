@@ -1,0 +1,101 @@
+//! Store settings: model identity, dimensions and graph parameters, fixed when a store is created.
+
+use crate::error::{IndexError, Result};
+
+/// Graph parameters, fixed at store creation (the graph was built with them).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HnswParams {
+    /// Links per node on upper levels; level 0 keeps `2 * m`. Default 16.
+    pub m: usize,
+    /// Beam width while inserting. Default 200.
+    pub ef_construction: usize,
+    /// Default beam width of a search when [`crate::SearchParams::ef`] is 0. Default 64.
+    pub ef_search: usize,
+}
+
+impl Default for HnswParams {
+    fn default() -> Self {
+        HnswParams {
+            m: 16,
+            ef_construction: 200,
+            ef_search: 64,
+        }
+    }
+}
+
+/// What a store is: which model made its vectors, their dimensions, and how the graph is built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreSettings {
+    /// Model name supplied by the caller (e.g. `jina-clip-v2`).
+    pub model_name: String,
+    /// Model fingerprint supplied by the caller (e.g. a sha256 hex of the weights' headers).
+    pub model_fingerprint: String,
+    /// Full vector dimension (1024 for the real model, 128 for the toy one).
+    pub dim: usize,
+    /// Matryoshka dimension of the graph (the first `ann_dim` coordinates, re-normalised).
+    pub ann_dim: usize,
+    /// Graph parameters.
+    pub hnsw: HnswParams,
+    /// Compaction runs automatically after a commit when tombstoned nodes exceed this
+    /// fraction of all graph nodes (default 0.25). Not persisted: a policy of the opener.
+    pub compact_threshold: f32,
+}
+
+impl StoreSettings {
+    /// Settings with the default graph parameters and `ann_dim = default_ann_dim(dim)`.
+    pub fn new(
+        model_name: impl Into<String>,
+        model_fingerprint: impl Into<String>,
+        dim: usize,
+    ) -> Self {
+        StoreSettings {
+            model_name: model_name.into(),
+            model_fingerprint: model_fingerprint.into(),
+            dim,
+            ann_dim: default_ann_dim(dim),
+            hnsw: HnswParams::default(),
+            compact_threshold: 0.25,
+        }
+    }
+
+    /// `name@fingerprint`, as printed in errors.
+    pub fn model_identity(&self) -> String {
+        format!("{}@{}", self.model_name, self.model_fingerprint)
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |s: &str| Err(IndexError::InvalidSettings(s.to_string()));
+        if self.dim == 0 || self.dim > 65536 {
+            return bad("dim must be in 1..=65536");
+        }
+        if self.ann_dim == 0 || self.ann_dim > self.dim {
+            return bad("ann_dim must be in 1..=dim");
+        }
+        if self.hnsw.m < 2 || self.hnsw.m > 127 {
+            return bad("hnsw.m must be in 2..=127");
+        }
+        if self.hnsw.ef_construction == 0 || self.hnsw.ef_search == 0 {
+            return bad("hnsw.ef_construction and hnsw.ef_search must be > 0");
+        }
+        if self.model_name.is_empty() {
+            return bad("model_name must not be empty");
+        }
+        if !(self.compact_threshold > 0.0) {
+            return bad("compact_threshold must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Graph dimension for a full dimension: a quarter (256 for 1024-d, 32 for the 128-d toy model),
+/// never below 32 (or `dim` itself when smaller).
+pub fn default_ann_dim(dim: usize) -> usize {
+    (dim / 4).max(32).min(dim)
+}
+
+/// How many full f16 vectors share one redb value: as many as fit a 16 KiB page
+/// (redb stores a value larger than half a page on its own power-of-two run of pages).
+pub(crate) fn vectors_per_chunk(dim: usize) -> u32 {
+    let bytes = 2 * dim;
+    ((16384 - 64) / bytes).clamp(1, 4096) as u32
+}

@@ -1,0 +1,1233 @@
+//! The store: one redb file holding settings, items, full vectors, the graph and caller key-value tables.
+
+use crate::error::{IndexError, Result};
+use crate::graph::{AnnGraph, GraphParams, Hnsw};
+use crate::settings::{vectors_per_chunk, HnswParams, StoreSettings};
+use crate::vecmath::{self, dot_f16, F16};
+use rayon::prelude::*;
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
+    ReadableTable, TableDefinition, TableError, WriteTransaction,
+};
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+
+/// Format version written into every store; stores with another version are refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Stores with at most this many live items are searched exactly (brute force) instead of through the graph.
+pub const EXACT_SEARCH_BELOW: usize = 2048;
+
+/// How many commits of graph changes are kept for readers in other processes to catch up
+/// incrementally; a reader further behind reloads the whole graph.
+const GRAPH_LOG_KEEP: u64 = 256;
+
+/// redb page cache. The full vectors are read through it for re-ranking; keep it modest so that
+/// the memory of a serving process stays dominated by the graph.
+const CACHE_BYTES: usize = 256 << 20;
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// id -> node (u32 LE) + caller metadata blob.
+const ITEMS: TableDefinition<u64, &[u8]> = TableDefinition::new("items");
+/// node -> id (u64 LE) + flags (u8, bit 0 = tombstone) + links (see `Hnsw::encode_node`).
+const NODES: TableDefinition<u32, &[u8]> = TableDefinition::new("nodes");
+/// chunk -> `vectors_per_chunk` full vectors, f16 LE, packed by node number.
+const VECTORS: TableDefinition<u32, &[u8]> = TableDefinition::new("vectors");
+/// generation -> nodes (u32 LE) whose records that commit changed.
+const GRAPH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("graph_log");
+
+const FLAG_DELETED: u8 = 1;
+
+/// A search result: caller id and cosine similarity at full dimension.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hit {
+    /// The caller's id.
+    pub id: u64,
+    /// Cosine similarity of the (normalised) query and the stored full vector (f16).
+    pub score: f32,
+}
+
+/// Search parameters.
+#[derive(Clone, Copy, Default)]
+pub struct SearchParams<'a> {
+    /// Beam width of the graph search; 0 uses the store's `hnsw.ef_search`. Raised to the candidate count.
+    pub ef: usize,
+    /// Candidates taken from the graph and re-ranked at full dimension (k'); `None` uses
+    /// [`default_candidates`]`(k)`. Raised to `k`.
+    pub candidates: Option<usize>,
+    /// Keep only ids for which this returns true. The graph search walks through rejected nodes,
+    /// and falls back to an exact scan when the graph yields fewer than `k` accepted items.
+    pub filter: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+}
+
+impl std::fmt::Debug for SearchParams<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchParams")
+            .field("ef", &self.ef)
+            .field("candidates", &self.candidates)
+            .field("filter", &self.filter.map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+/// Default number of graph candidates re-ranked at full dimension for a top-`k` search.
+pub fn default_candidates(k: usize) -> usize {
+    (5 * k).max(50)
+}
+
+enum KvOp {
+    Put(String, Vec<u8>, Vec<u8>),
+    Delete(String, Vec<u8>),
+}
+
+/// One atomic unit of writes: upserts, deletes and caller key-value changes, committed together.
+#[derive(Default)]
+pub struct Batch {
+    upserts: Vec<(u64, Vec<f32>, Vec<u8>)>,
+    deletes: Vec<u64>,
+    kv: Vec<KvOp>,
+}
+
+impl Batch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Insert or replace item `id` with a full-dimension vector (normalised by the store) and an
+    /// opaque metadata blob. A replaced vector never appears in results again.
+    pub fn upsert(&mut self, id: u64, vector: Vec<f32>, meta: Vec<u8>) {
+        self.upserts.push((id, vector, meta));
+    }
+    /// Delete item `id` (no-op if absent).
+    pub fn delete(&mut self, id: u64) {
+        self.deletes.push(id);
+    }
+    /// Put `key -> value` into the caller namespace `ns`.
+    pub fn kv_put(&mut self, ns: &str, key: Vec<u8>, value: Vec<u8>) {
+        self.kv.push(KvOp::Put(ns.to_string(), key, value));
+    }
+    /// Delete `key` from the caller namespace `ns` (no-op if absent).
+    pub fn kv_delete(&mut self, ns: &str, key: Vec<u8>) {
+        self.kv.push(KvOp::Delete(ns.to_string(), key));
+    }
+    /// Number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.upserts.len() + self.deletes.len() + self.kv.len()
+    }
+    /// True when the batch holds no operation.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Graph, id maps and tombstones as loaded in memory.
+struct State {
+    graph: Hnsw,
+    ids: Vec<u64>,
+    deleted: Vec<bool>,
+    by_id: HashMap<u64, u32>,
+    tombstones: usize,
+    generation: u64,
+}
+
+enum Db {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn read(&self) -> Result<ReadTransaction> {
+        Ok(match self {
+            Db::Rw(d) => d.begin_read()?,
+            Db::Ro(d) => d.begin_read()?,
+        })
+    }
+}
+
+/// Sizes of what a store holds, for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreStats {
+    /// Live items.
+    pub live: usize,
+    /// Graph nodes (live + tombstoned).
+    pub nodes: usize,
+    /// Tombstoned graph nodes.
+    pub tombstones: usize,
+    /// Bytes of the graph in memory (f16 vectors + links).
+    pub graph_memory_bytes: usize,
+    /// Size of the file on disk.
+    pub file_bytes: u64,
+}
+
+/// A vector store in one redb file. See the crate docs.
+pub struct Store {
+    path: PathBuf,
+    db: Db,
+    settings: StoreSettings,
+    per_chunk: u32,
+    state: RwLock<State>,
+}
+
+fn is_busy(e: &DatabaseError) -> bool {
+    matches!(
+        e,
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch
+    )
+}
+
+fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .set_cache_size(CACHE_BYTES);
+    b
+}
+
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    b.get(at..at + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    b.get(at..at + 8).map(|s| {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(s);
+        u64::from_le_bytes(a)
+    })
+}
+
+fn kv_table(ns: &str) -> Result<String> {
+    if ns.is_empty()
+        || ns.len() > 64
+        || !ns
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+    {
+        return Err(IndexError::InvalidNamespace(ns.to_string()));
+    }
+    Ok(format!("kv:{ns}"))
+}
+
+/// Read-side view of the meta table (works on read and write transactions).
+struct Meta(HashMap<String, Vec<u8>>);
+
+impl Meta {
+    fn read<T: ReadableTable<&'static str, &'static [u8]>>(t: &T) -> Result<Self> {
+        let mut m = HashMap::new();
+        for r in t.iter()? {
+            let (k, v) = r?;
+            m.insert(k.value().to_string(), v.value().to_vec());
+        }
+        Ok(Meta(m))
+    }
+    fn u64(&self, k: &str) -> Option<u64> {
+        self.0.get(k).and_then(|v| u64_at(v, 0))
+    }
+    fn str(&self, k: &str) -> Option<String> {
+        self.0
+            .get(k)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+    fn entry(&self) -> Option<(u32, u8)> {
+        self.0
+            .get("entry")
+            .and_then(|v| Some((u32_at(v, 0)?, *v.get(4)?)))
+    }
+}
+
+fn put_u64(t: &mut redb::Table<&str, &[u8]>, k: &str, v: u64) -> Result<()> {
+    t.insert(k, v.to_le_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Validated, converted upsert.
+struct Prepared {
+    id: u64,
+    full: Vec<F16>,
+    ann: Vec<F16>,
+    meta: Vec<u8>,
+}
+
+impl Store {
+    /// Open the store at `path` for reading and writing, creating it if absent.
+    ///
+    /// An existing store must have this crate's format version, the same model identity
+    /// (name and fingerprint) and the same dimensions; its stored graph parameters are kept.
+    /// Fails with [`IndexError::Busy`] when another process (or handle) has it open for writing.
+    pub fn open(path: &Path, settings: StoreSettings) -> Result<Store> {
+        settings.validate()?;
+        let db = builder().create(path).map_err(|e| {
+            if is_busy(&e) {
+                IndexError::Busy {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        let txn = db.begin_write()?;
+        let existing = {
+            let t = txn.open_table(META)?;
+            Meta::read(&t)?
+        };
+        let settings = if existing.0.is_empty() {
+            Self::init_tables(&txn, &settings)?;
+            txn.commit()?;
+            settings
+        } else {
+            drop(txn);
+            let stored = Self::settings_from_meta(path, &existing)?;
+            if stored.model_name != settings.model_name
+                || stored.model_fingerprint != settings.model_fingerprint
+            {
+                return Err(IndexError::ModelMismatch {
+                    path: path.to_path_buf(),
+                    stored: stored.model_identity(),
+                    requested: settings.model_identity(),
+                });
+            }
+            for (what, a, b) in [
+                ("dim", stored.dim, settings.dim),
+                ("ann_dim", stored.ann_dim, settings.ann_dim),
+            ] {
+                if a != b {
+                    return Err(IndexError::SettingsMismatch {
+                        path: path.to_path_buf(),
+                        what: format!("{what}: store has {a}, caller asks {b}"),
+                    });
+                }
+            }
+            StoreSettings {
+                compact_threshold: settings.compact_threshold,
+                ..stored
+            }
+        };
+        Self::finish_open(path, Db::Rw(db), settings)
+    }
+
+    /// Open an existing store for reading only. Several readers (in any processes) may run beside
+    /// one writer; each search sees the latest committed state (the graph catches up with the
+    /// writer's commits incrementally).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(IndexError::NotAStore {
+                path: path.to_path_buf(),
+                reason: "file does not exist".into(),
+            });
+        }
+        let db = builder().open_read_only(path).map_err(|e| {
+            if is_busy(&e) {
+                IndexError::Busy {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                e.into()
+            }
+        })?;
+        let txn = db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => Meta::read(&t)?,
+            Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        drop(txn);
+        let settings = Self::settings_from_meta(path, &meta)?;
+        Self::finish_open(path, Db::Ro(db), settings)
+    }
+
+    fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {
+        let per_chunk = vectors_per_chunk(settings.dim);
+        let empty = Self::empty_state(&settings);
+        let store = Store {
+            path: path.to_path_buf(),
+            db,
+            settings,
+            per_chunk,
+            state: RwLock::new(empty),
+        };
+        let txn = store.db.read()?;
+        let st = store.load_state(&txn)?;
+        drop(txn);
+        *store.state.write().unwrap_or_else(|e| e.into_inner()) = st;
+        Ok(store)
+    }
+
+    fn graph_params(s: &StoreSettings) -> GraphParams {
+        GraphParams {
+            m: s.hnsw.m,
+            ef_construction: s.hnsw.ef_construction,
+            seed: 0x6a73_6561_7263_6821,
+        }
+    }
+
+    fn empty_state(s: &StoreSettings) -> State {
+        State {
+            graph: Hnsw::new(s.ann_dim, Self::graph_params(s)),
+            ids: Vec::new(),
+            deleted: Vec::new(),
+            by_id: HashMap::new(),
+            tombstones: 0,
+            generation: 0,
+        }
+    }
+
+    fn init_tables(txn: &WriteTransaction, s: &StoreSettings) -> Result<()> {
+        {
+            let mut m = txn.open_table(META)?;
+            m.insert(
+                "format_version",
+                (FORMAT_VERSION as u64).to_le_bytes().as_slice(),
+            )?;
+            m.insert("model_name", s.model_name.as_bytes())?;
+            m.insert("model_fingerprint", s.model_fingerprint.as_bytes())?;
+            put_u64(&mut m, "dim", s.dim as u64)?;
+            put_u64(&mut m, "ann_dim", s.ann_dim as u64)?;
+            put_u64(&mut m, "hnsw_m", s.hnsw.m as u64)?;
+            put_u64(
+                &mut m,
+                "hnsw_ef_construction",
+                s.hnsw.ef_construction as u64,
+            )?;
+            put_u64(&mut m, "hnsw_ef_search", s.hnsw.ef_search as u64)?;
+            put_u64(&mut m, "vectors_per_chunk", vectors_per_chunk(s.dim) as u64)?;
+            put_u64(&mut m, "next_node", 0)?;
+            put_u64(&mut m, "generation", 0)?;
+            put_u64(&mut m, "live", 0)?;
+            put_u64(&mut m, "tombstones", 0)?;
+        }
+        txn.open_table(ITEMS)?;
+        txn.open_table(NODES)?;
+        txn.open_table(VECTORS)?;
+        txn.open_table(GRAPH_LOG)?;
+        Ok(())
+    }
+
+    fn settings_from_meta(path: &Path, m: &Meta) -> Result<StoreSettings> {
+        let not_store = |reason: &str| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let Some(v) = m.u64("format_version") else {
+            return Err(not_store("no jsearch format version in the file"));
+        };
+        if v != FORMAT_VERSION as u64 {
+            return Err(IndexError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: v.min(u32::MAX as u64) as u32,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let get = |k: &str| {
+            m.u64(k)
+                .ok_or_else(|| not_store(&format!("meta key {k} missing")))
+        };
+        let s = StoreSettings {
+            model_name: m.str("model_name").unwrap_or_default(),
+            model_fingerprint: m.str("model_fingerprint").unwrap_or_default(),
+            dim: get("dim")? as usize,
+            ann_dim: get("ann_dim")? as usize,
+            hnsw: HnswParams {
+                m: get("hnsw_m")? as usize,
+                ef_construction: get("hnsw_ef_construction")? as usize,
+                ef_search: get("hnsw_ef_search")? as usize,
+            },
+            compact_threshold: 0.25,
+        };
+        s.validate()?;
+        if get("vectors_per_chunk")? != vectors_per_chunk(s.dim) as u64 {
+            return Err(not_store("unexpected vector chunk size"));
+        }
+        Ok(s)
+    }
+
+    fn corrupt(&self, what: impl Into<String>) -> IndexError {
+        IndexError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// Load graph, ids and tombstones from the committed state of `txn`.
+    fn load_state(&self, txn: &ReadTransaction) -> Result<State> {
+        let meta = Meta::read(&txn.open_table(META)?)?;
+        let next = meta.u64("next_node").unwrap_or(0) as u32;
+        let mut st = Self::empty_state(&self.settings);
+        st.generation = meta.u64("generation").unwrap_or(0);
+        let nodes = txn.open_table(NODES)?;
+        let vectors = txn.open_table(VECTORS)?;
+        let dim = self.settings.dim;
+        let ann_dim = self.settings.ann_dim;
+        let mut node_iter = nodes.range(0..next)?;
+        let mut buf = Vec::new();
+        let mut node = 0u32;
+        for r in vectors.iter()? {
+            if node >= next {
+                break;
+            }
+            let (ck, cv) = r?;
+            if ck.value() != node / self.per_chunk {
+                return Err(self.corrupt(format!("vector chunk {} missing", node / self.per_chunk)));
+            }
+            vecmath::f16_from_bytes(cv.value(), &mut buf);
+            // Derive the graph vectors of the whole chunk in parallel.
+            let anns: Vec<Vec<F16>> = buf
+                .par_chunks_exact(dim)
+                .map(|full| vecmath::ann_from_full(full, ann_dim))
+                .collect();
+            for ann in anns {
+                if node >= next {
+                    break;
+                }
+                let Some(r) = node_iter.next() else {
+                    return Err(self.corrupt(format!("node record {node} missing")));
+                };
+                let (nk, nv) = r?;
+                let rec = nv.value();
+                if nk.value() != node || rec.len() < 10 {
+                    return Err(self.corrupt(format!("node record {node} missing or short")));
+                }
+                let (id, flags) = (u64_at(rec, 0).unwrap_or(0), rec[8]);
+                if !st.graph.load_node(node, Some(&ann), &rec[9..], next) {
+                    return Err(self.corrupt(format!("node record {node} does not decode")));
+                }
+                st.ids.push(id);
+                let del = flags & FLAG_DELETED != 0;
+                st.deleted.push(del);
+                if del {
+                    st.tombstones += 1;
+                } else {
+                    st.by_id.insert(id, node);
+                }
+                node += 1;
+            }
+        }
+        if node != next {
+            return Err(self.corrupt(format!("{next} nodes expected, {node} vectors found")));
+        }
+        st.graph.set_entry(meta.entry());
+        st.graph.clear_dirty();
+        Ok(st)
+    }
+
+    /// Bring a reader's in-memory graph to the generation committed in `txn`.
+    fn refresh(&self, st: &mut State, txn: &ReadTransaction) -> Result<()> {
+        let meta = Meta::read(&txn.open_table(META)?)?;
+        let gen = meta.u64("generation").unwrap_or(0);
+        if gen == st.generation {
+            return Ok(());
+        }
+        let log = txn.open_table(GRAPH_LOG)?;
+        let mut changed: Vec<u32> = Vec::new();
+        let mut complete = gen > st.generation;
+        if complete {
+            for g in st.generation + 1..=gen {
+                match log.get(g)? {
+                    Some(v) => {
+                        changed.extend(v.value().chunks_exact(4).filter_map(|c| u32_at(c, 0)))
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if !complete {
+            *st = self.load_state(txn)?;
+            return Ok(());
+        }
+        changed.sort_unstable();
+        changed.dedup();
+        let next = meta.u64("next_node").unwrap_or(0) as u32;
+        let nodes = txn.open_table(NODES)?;
+        let vectors = txn.open_table(VECTORS)?;
+        let mut buf = Vec::new();
+        for &n in &changed {
+            let rec = nodes
+                .get(n)?
+                .ok_or_else(|| self.corrupt(format!("node record {n} missing")))?;
+            let rec = rec.value();
+            if rec.len() < 10 {
+                return Err(self.corrupt(format!("node record {n} short")));
+            }
+            let (id, flags) = (u64_at(rec, 0).unwrap_or(0), rec[8]);
+            let is_new = n as usize >= st.ids.len();
+            let ann = if is_new {
+                if n as usize != st.ids.len() {
+                    return Err(self.corrupt(format!("node {n} appended out of order")));
+                }
+                let full = self.read_full(&vectors, n, &mut buf)?;
+                Some(vecmath::ann_from_full(&full, self.settings.ann_dim))
+            } else {
+                None
+            };
+            if !st.graph.load_node(n, ann.as_deref(), &rec[9..], next) {
+                return Err(self.corrupt(format!("node record {n} does not decode")));
+            }
+            if is_new {
+                st.ids.push(id);
+                st.deleted.push(false);
+            }
+            let del = flags & FLAG_DELETED != 0;
+            st.deleted[n as usize] = del;
+            if del {
+                if st.by_id.get(&id) == Some(&n) {
+                    st.by_id.remove(&id);
+                }
+            } else {
+                st.by_id.insert(id, n);
+            }
+        }
+        st.tombstones = meta.u64("tombstones").unwrap_or(0) as usize;
+        st.graph.set_entry(meta.entry());
+        st.graph.clear_dirty();
+        st.generation = gen;
+        Ok(())
+    }
+
+    fn read_full<T: ReadableTable<u32, &'static [u8]>>(
+        &self,
+        vectors: &T,
+        node: u32,
+        buf: &mut Vec<F16>,
+    ) -> Result<Vec<F16>> {
+        let (c, i) = (node / self.per_chunk, (node % self.per_chunk) as usize);
+        let v = vectors
+            .get(c)?
+            .ok_or_else(|| self.corrupt(format!("vector chunk {c} missing")))?;
+        let dim = self.settings.dim;
+        let bytes = v
+            .value()
+            .get(i * dim * 2..(i + 1) * dim * 2)
+            .ok_or_else(|| self.corrupt(format!("vector of node {node} missing")))?;
+        vecmath::f16_from_bytes(bytes, buf);
+        Ok(buf.clone())
+    }
+
+    /// Run `f` on the in-memory state at the generation of a fresh read transaction.
+    fn with_state<R>(&self, f: impl Fn(&State, &ReadTransaction) -> Result<R>) -> Result<R> {
+        loop {
+            let txn = self.db.read()?;
+            let gen = {
+                let m = txn.open_table(META)?;
+                m.get("generation")?
+                    .and_then(|v| u64_at(v.value(), 0))
+                    .unwrap_or(0)
+            };
+            {
+                let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+                if st.generation == gen {
+                    return f(&st, &txn);
+                }
+            }
+            {
+                let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+                if st.generation != gen {
+                    self.refresh(&mut st, &txn)?;
+                }
+            }
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            if st.generation == gen {
+                return f(&st, &txn);
+            }
+        }
+    }
+
+    /// The settings the store was created with (model identity, dimensions, graph parameters).
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of live items (for a read-only store: as of the latest commit).
+    pub fn len(&self) -> usize {
+        if let Db::Ro(_) = self.db {
+            if let Ok(n) = self.with_state(|st, _| Ok(st.by_id.len())) {
+                return n;
+            }
+        }
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
+    }
+
+    /// True when the store holds no live item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sizes, for reports.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let file_bytes = std::fs::metadata(&self.path)
+            .map_err(|source| IndexError::Io {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
+        self.with_state(|st, _| {
+            Ok(StoreStats {
+                live: st.by_id.len(),
+                nodes: st.ids.len(),
+                tombstones: st.tombstones,
+                graph_memory_bytes: st.graph.memory_bytes()
+                    + st.ids.len() * 9
+                    + st.by_id.capacity() * 16,
+                file_bytes,
+            })
+        })
+    }
+
+    fn prepare(&self, batch: &Batch) -> Result<Vec<Prepared>> {
+        let mut seen = HashSet::with_capacity(batch.upserts.len() + batch.deletes.len());
+        for id in batch
+            .upserts
+            .iter()
+            .map(|u| u.0)
+            .chain(batch.deletes.iter().copied())
+        {
+            if !seen.insert(id) {
+                return Err(IndexError::DuplicateId(id));
+            }
+        }
+        for op in &batch.kv {
+            match op {
+                KvOp::Put(ns, ..) | KvOp::Delete(ns, _) => {
+                    kv_table(ns)?;
+                }
+            }
+        }
+        let (dim, ann_dim) = (self.settings.dim, self.settings.ann_dim);
+        batch
+            .upserts
+            .par_iter()
+            .map(|(id, v, meta)| {
+                let norm = vecmath::validate(v, dim, Some(*id))?;
+                let full = vecmath::to_f16(&v.iter().map(|x| x / norm).collect::<Vec<_>>());
+                let ann = vecmath::ann_from_full(&full, ann_dim);
+                if ann.iter().all(|x| x.0 & 0x7fff == 0) {
+                    return Err(IndexError::ZeroVector {
+                        id: Some(*id),
+                        norm: 0.0,
+                    });
+                }
+                Ok(Prepared {
+                    id: *id,
+                    full,
+                    ann,
+                    meta: meta.clone(),
+                })
+            })
+            .collect()
+    }
+
+    fn writable(&self) -> Result<&Database> {
+        match &self.db {
+            Db::Rw(d) => Ok(d),
+            Db::Ro(_) => Err(IndexError::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// Commit a batch in one redb transaction: either all of it is in the file afterwards, or
+    /// nothing (also when the process dies mid-commit). Vectors are validated first: wrong
+    /// dimension, NaN/inf, zero vectors, duplicate ids and bad namespaces fail with nothing written.
+    /// New vectors are linked into the graph in parallel (rayon). Afterwards, if tombstones exceed
+    /// `compact_threshold`, the store is compacted.
+    pub fn commit(&mut self, batch: Batch) -> Result<()> {
+        self.writable()?;
+        let prepared = self.prepare(&batch)?;
+        let res = self.commit_inner(batch, prepared);
+        if res.is_err() {
+            // The in-memory graph may be ahead of the file: reload what is committed.
+            let txn = self.db.read()?;
+            let st = self.load_state(&txn)?;
+            drop(txn);
+            *self.state.get_mut().unwrap_or_else(|e| e.into_inner()) = st;
+            return res;
+        }
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !st.ids.is_empty()
+            && st.tombstones as f32 > self.settings.compact_threshold * st.ids.len() as f32
+        {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn commit_inner(&mut self, batch: Batch, prepared: Vec<Prepared>) -> Result<()> {
+        let per_chunk = self.per_chunk;
+        let dim = self.settings.dim;
+        let Db::Rw(db) = &self.db else {
+            return Err(IndexError::ReadOnly {
+                path: self.path.clone(),
+            });
+        };
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let txn = db.begin_write()?;
+        let mut flagged: Vec<u32> = Vec::new();
+        {
+            let mut items = txn.open_table(ITEMS)?;
+            for id in batch.deletes.iter().chain(prepared.iter().map(|p| &p.id)) {
+                if let Some(n) = st.by_id.remove(id) {
+                    st.deleted[n as usize] = true;
+                    st.tombstones += 1;
+                    flagged.push(n);
+                    items.remove(*id)?;
+                }
+            }
+            // Full vectors, appended at node numbers start.. in packed chunks.
+            let start = st.ids.len() as u32;
+            let mut vectors = txn.open_table(VECTORS)?;
+            let mut n = start;
+            let mut i = 0usize;
+            while i < prepared.len() {
+                let chunk = n / per_chunk;
+                let room = (per_chunk - n % per_chunk) as usize;
+                let take = room.min(prepared.len() - i);
+                let mut val: Vec<u8> = if n % per_chunk != 0 {
+                    vectors
+                        .get(chunk)?
+                        .map(|v| v.value().to_vec())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                if val.len() != (n % per_chunk) as usize * dim * 2 {
+                    return Err(IndexError::Corrupt {
+                        path: self.path.clone(),
+                        what: format!("vector chunk {chunk} has an unexpected length"),
+                    });
+                }
+                for p in &prepared[i..i + take] {
+                    vecmath::f16_to_bytes(&p.full, &mut val);
+                }
+                vectors.insert(chunk, val.as_slice())?;
+                n += take as u32;
+                i += take;
+            }
+            // Graph (parallel insertion), then the records of every node it touched.
+            let ann: Vec<F16> = prepared
+                .iter()
+                .flat_map(|p| p.ann.iter().copied())
+                .collect();
+            st.graph.add_batch(&ann);
+            for (j, p) in prepared.iter().enumerate() {
+                let node = start + j as u32;
+                st.ids.push(p.id);
+                st.deleted.push(false);
+                st.by_id.insert(p.id, node);
+                let mut v = Vec::with_capacity(4 + p.meta.len());
+                v.extend_from_slice(&node.to_le_bytes());
+                v.extend_from_slice(&p.meta);
+                items.insert(p.id, v.as_slice())?;
+            }
+            let mut changed = st.graph.take_dirty();
+            changed.extend(flagged);
+            changed.sort_unstable();
+            changed.dedup();
+            let mut nodes = txn.open_table(NODES)?;
+            let mut rec = Vec::new();
+            for &n in &changed {
+                rec.clear();
+                rec.extend_from_slice(&st.ids[n as usize].to_le_bytes());
+                rec.push(if st.deleted[n as usize] {
+                    FLAG_DELETED
+                } else {
+                    0
+                });
+                st.graph.encode_node(n, &mut rec);
+                nodes.insert(n, rec.as_slice())?;
+            }
+            // Caller key-value tables.
+            for op in &batch.kv {
+                match op {
+                    KvOp::Put(ns, k, v) => {
+                        let name = kv_table(ns)?;
+                        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+                        txn.open_table(def)?.insert(k.as_slice(), v.as_slice())?;
+                    }
+                    KvOp::Delete(ns, k) => {
+                        let name = kv_table(ns)?;
+                        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+                        txn.open_table(def)?.remove(k.as_slice())?;
+                    }
+                }
+            }
+            let gen = st.generation + 1;
+            let mut log = txn.open_table(GRAPH_LOG)?;
+            let bytes: Vec<u8> = changed.iter().flat_map(|n| n.to_le_bytes()).collect();
+            log.insert(gen, bytes.as_slice())?;
+            if gen > GRAPH_LOG_KEEP {
+                log.remove(gen - GRAPH_LOG_KEEP)?;
+            }
+            let mut m = txn.open_table(META)?;
+            put_u64(&mut m, "generation", gen)?;
+            put_u64(&mut m, "next_node", st.ids.len() as u64)?;
+            put_u64(&mut m, "live", st.by_id.len() as u64)?;
+            put_u64(&mut m, "tombstones", st.tombstones as u64)?;
+            match st.graph.entry() {
+                Some((n, l)) => {
+                    let mut e = n.to_le_bytes().to_vec();
+                    e.push(l);
+                    m.insert("entry", e.as_slice())?;
+                }
+                None => {
+                    m.remove("entry")?;
+                }
+            }
+        }
+        txn.commit()?;
+        st.generation += 1;
+        Ok(())
+    }
+
+    /// Rebuild the graph from the live items only (dropping tombstones), renumber the nodes and
+    /// rewrite vectors, nodes and items in one transaction, then let redb reclaim the free space.
+    pub fn compact(&mut self) -> Result<()> {
+        self.writable()?;
+        let dim = self.settings.dim;
+        let per_chunk = self.per_chunk;
+        let path = self.path.clone();
+        let Db::Rw(db) = &mut self.db else {
+            return Err(IndexError::ReadOnly { path });
+        };
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let txn = db.begin_write()?;
+        {
+            let live: Vec<u32> = (0..st.ids.len() as u32)
+                .filter(|&n| !st.deleted[n as usize])
+                .collect();
+            let mut fulls: Vec<u8> = Vec::with_capacity(live.len() * dim * 2);
+            {
+                let vectors = txn.open_table(VECTORS)?;
+                let mut cur: Option<(u32, Vec<u8>)> = None;
+                for &n in &live {
+                    let c = n / per_chunk;
+                    if cur.as_ref().is_none_or(|x| x.0 != c) {
+                        let v = vectors.get(c)?.map(|v| v.value().to_vec()).ok_or_else(|| {
+                            IndexError::Corrupt {
+                                path: path.clone(),
+                                what: format!("vector chunk {c} missing"),
+                            }
+                        })?;
+                        cur = Some((c, v));
+                    }
+                    let i = (n % per_chunk) as usize;
+                    if let Some((_, v)) = &cur {
+                        let b = v.get(i * dim * 2..(i + 1) * dim * 2).ok_or_else(|| {
+                            IndexError::Corrupt {
+                                path: path.clone(),
+                                what: format!("vector of node {n} missing"),
+                            }
+                        })?;
+                        fulls.extend_from_slice(b);
+                    }
+                }
+            }
+            let mut full16 = Vec::new();
+            vecmath::f16_from_bytes(&fulls, &mut full16);
+            let ann: Vec<F16> = full16
+                .par_chunks_exact(dim)
+                .flat_map_iter(|f| vecmath::ann_from_full(f, self.settings.ann_dim))
+                .collect();
+            let mut graph = Hnsw::new(self.settings.ann_dim, Self::graph_params(&self.settings));
+            graph.add_batch(&ann);
+            let ids: Vec<u64> = live.iter().map(|&n| st.ids[n as usize]).collect();
+            txn.delete_table(VECTORS)?;
+            txn.delete_table(NODES)?;
+            txn.delete_table(GRAPH_LOG)?;
+            let mut vectors = txn.open_table(VECTORS)?;
+            for (c, chunk) in fulls.chunks(per_chunk as usize * dim * 2).enumerate() {
+                vectors.insert(c as u32, chunk)?;
+            }
+            let mut nodes = txn.open_table(NODES)?;
+            let mut items = txn.open_table(ITEMS)?;
+            let mut rec = Vec::new();
+            for (n, &id) in ids.iter().enumerate() {
+                rec.clear();
+                rec.extend_from_slice(&id.to_le_bytes());
+                rec.push(0);
+                graph.encode_node(n as u32, &mut rec);
+                nodes.insert(n as u32, rec.as_slice())?;
+                let old = items
+                    .get(id)?
+                    .map(|v| v.value().to_vec())
+                    .unwrap_or_default();
+                let mut v = (n as u32).to_le_bytes().to_vec();
+                v.extend_from_slice(old.get(4..).unwrap_or(&[]));
+                items.insert(id, v.as_slice())?;
+            }
+            txn.open_table(GRAPH_LOG)?;
+            graph.clear_dirty();
+            let gen = st.generation + 1;
+            let mut m = txn.open_table(META)?;
+            put_u64(&mut m, "generation", gen)?;
+            put_u64(&mut m, "next_node", ids.len() as u64)?;
+            put_u64(&mut m, "live", ids.len() as u64)?;
+            put_u64(&mut m, "tombstones", 0)?;
+            match graph.entry() {
+                Some((n, l)) => {
+                    let mut e = n.to_le_bytes().to_vec();
+                    e.push(l);
+                    m.insert("entry", e.as_slice())?;
+                }
+                None => {
+                    m.remove("entry")?;
+                }
+            }
+            *st = State {
+                by_id: ids
+                    .iter()
+                    .enumerate()
+                    .map(|(n, &id)| (id, n as u32))
+                    .collect(),
+                deleted: vec![false; ids.len()],
+                ids,
+                graph,
+                tombstones: 0,
+                generation: gen,
+            };
+        }
+        txn.commit()?;
+        // Give freed pages back to the file system (best effort: fails while readers hold old snapshots).
+        let _ = db.compact();
+        Ok(())
+    }
+
+    /// Metadata blob of item `id`.
+    pub fn get_meta(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.read()?;
+        let items = txn.open_table(ITEMS)?;
+        Ok(items
+            .get(id)?
+            .map(|v| v.value().get(4..).unwrap_or(&[]).to_vec()))
+    }
+
+    /// Stored full vector of item `id` (normalised, f16 precision, as f32).
+    pub fn get_vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
+        let txn = self.db.read()?;
+        let items = txn.open_table(ITEMS)?;
+        let Some(node) = items.get(id)?.and_then(|v| u32_at(v.value(), 0)) else {
+            return Ok(None);
+        };
+        let vectors = txn.open_table(VECTORS)?;
+        let mut buf = Vec::new();
+        Ok(Some(vecmath::from_f16(
+            &self.read_full(&vectors, node, &mut buf)?,
+        )))
+    }
+
+    /// Ids of all live items, ascending.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let txn = self.db.read()?;
+        let items = txn.open_table(ITEMS)?;
+        let mut out = Vec::new();
+        for r in items.iter()? {
+            out.push(r?.0.value());
+        }
+        Ok(out)
+    }
+
+    fn query16(&self, query: &[f32]) -> Result<(Vec<F16>, Vec<F16>)> {
+        let norm = vecmath::validate(query, self.settings.dim, None)?;
+        let q: Vec<f32> = query.iter().map(|x| x / norm).collect();
+        let full = vecmath::to_f16(&q);
+        let ann = vecmath::to_f16(&vecmath::truncate_normalize(&q, self.settings.ann_dim));
+        Ok((full, ann))
+    }
+
+    /// Approximate top-`k` by cosine: the graph over the truncated f16 vectors yields
+    /// `candidates` (k') accepted items, which are re-ranked exactly at full dimension.
+    /// Deleted or replaced items never appear. With a filter, `k` results come back whenever
+    /// `k` items pass it (an exact scan backs the graph up). Small stores are searched exactly.
+    pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
+        let (q_full, q_ann) = self.query16(query)?;
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let kp = params
+            .candidates
+            .unwrap_or_else(|| default_candidates(k))
+            .max(k);
+        let ef = if params.ef == 0 {
+            self.settings.hnsw.ef_search
+        } else {
+            params.ef
+        }
+        .max(kp);
+        let filter = params.filter;
+        self.with_state(|st, txn| {
+            let live = st.by_id.len();
+            if live <= EXACT_SEARCH_BELOW {
+                return self.exact_inner(st, txn, &q_full, k, filter);
+            }
+            let accept =
+                |n: u32| !st.deleted[n as usize] && filter.is_none_or(|f| f(st.ids[n as usize]));
+            let cands = st.graph.search(&q_ann, kp, ef, &accept);
+            let hits = self.rerank(st, txn, &q_full, cands.iter().map(|c| c.1), k)?;
+            if hits.len() < k && hits.len() < live {
+                return self.exact_inner(st, txn, &q_full, k, filter);
+            }
+            Ok(hits)
+        })
+    }
+
+    fn rerank(
+        &self,
+        st: &State,
+        txn: &ReadTransaction,
+        q: &[F16],
+        nodes: impl Iterator<Item = u32>,
+        k: usize,
+    ) -> Result<Vec<Hit>> {
+        let mut nodes: Vec<u32> = nodes.collect();
+        nodes.sort_unstable();
+        let vectors = txn.open_table(VECTORS)?;
+        let dim = self.settings.dim;
+        let mut buf = Vec::with_capacity(dim);
+        let mut hits = Vec::with_capacity(nodes.len());
+        let mut i = 0;
+        while i < nodes.len() {
+            let c = nodes[i] / self.per_chunk;
+            let v = vectors
+                .get(c)?
+                .ok_or_else(|| self.corrupt(format!("vector chunk {c} missing")))?;
+            let val = v.value();
+            while i < nodes.len() && nodes[i] / self.per_chunk == c {
+                let j = (nodes[i] % self.per_chunk) as usize;
+                let b = val
+                    .get(j * dim * 2..(j + 1) * dim * 2)
+                    .ok_or_else(|| self.corrupt(format!("vector of node {} missing", nodes[i])))?;
+                vecmath::f16_from_bytes(b, &mut buf);
+                hits.push(Hit {
+                    id: st.ids[nodes[i] as usize],
+                    score: dot_f16(q, &buf),
+                });
+                i += 1;
+            }
+        }
+        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Exact top-`k` by cosine at full dimension: a parallel (rayon) SIMD scan over every stored
+    /// vector. Serves small stores and is the ground truth for recall.
+    pub fn exact_search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<Hit>> {
+        let (q_full, _) = self.query16(query)?;
+        self.with_state(|st, txn| self.exact_inner(st, txn, &q_full, k, filter))
+    }
+
+    fn exact_inner(
+        &self,
+        st: &State,
+        txn: &ReadTransaction,
+        q: &[F16],
+        k: usize,
+        filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
+    ) -> Result<Vec<Hit>> {
+        if k == 0 {
+            return Ok(Vec::new());
+        }
+        let n = st.ids.len() as u32;
+        let nchunks = n.div_ceil(self.per_chunk);
+        let dim = self.settings.dim;
+        let per = self.per_chunk;
+        let vectors = txn.open_table(VECTORS)?;
+        let span = 64u32;
+        let parts: Vec<Result<Vec<Hit>>> = (0..nchunks.div_ceil(span))
+            .into_par_iter()
+            .map(|p| {
+                let mut heap: BinaryHeap<std::cmp::Reverse<(OrdF32, u64)>> = BinaryHeap::new();
+                let mut buf = Vec::with_capacity(dim);
+                for r in vectors.range(p * span..((p + 1) * span).min(nchunks))? {
+                    let (ck, cv) = r?;
+                    let base = ck.value() * per;
+                    for (j, b) in cv.value().chunks_exact(dim * 2).enumerate() {
+                        let node = base + j as u32;
+                        if node >= n || st.deleted[node as usize] {
+                            continue;
+                        }
+                        let id = st.ids[node as usize];
+                        if filter.is_some_and(|f| !f(id)) {
+                            continue;
+                        }
+                        vecmath::f16_from_bytes(b, &mut buf);
+                        let s = dot_f16(q, &buf);
+                        if heap.len() < k {
+                            heap.push(std::cmp::Reverse((OrdF32(s), id)));
+                        } else if heap.peek().is_some_and(|w| s > w.0 .0 .0) {
+                            heap.pop();
+                            heap.push(std::cmp::Reverse((OrdF32(s), id)));
+                        }
+                    }
+                }
+                Ok(heap
+                    .into_iter()
+                    .map(|std::cmp::Reverse((s, id))| Hit { id, score: s.0 })
+                    .collect())
+            })
+            .collect();
+        let mut all = Vec::new();
+        for p in parts {
+            all.extend(p?);
+        }
+        all.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        all.truncate(k);
+        Ok(all)
+    }
+
+    /// Value of `key` in the caller namespace `ns`.
+    pub fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let name = kv_table(ns)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let txn = self.db.read()?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// All `(key, value)` pairs of namespace `ns` whose key starts with `prefix`, in key order.
+    pub fn kv_scan_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = kv_table(ns)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let txn = self.db.read()?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for r in t.range(prefix..)? {
+            let (k, v) = r?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+struct OrdF32(f32);
+impl Eq for OrdF32 {}
+impl Ord for OrdF32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}

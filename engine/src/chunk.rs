@@ -1,0 +1,173 @@
+//! Splitting text files into passages that fit the text encoder's 512-token window.
+
+use std::path::Path;
+
+use tokenizers::Tokenizer;
+
+use crate::error::{Error, Result};
+
+/// Tokens per chunk (the window is 512 including `<s>` and `</s>`; a margin absorbs re-tokenisation
+/// differences at chunk boundaries).
+pub const DEFAULT_MAX_TOKENS: usize = 480;
+
+/// A passage of a text file.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Chunk {
+    pub text: String,
+    pub tokens: usize,
+}
+
+/// Splits text into chunks of at most `max_tokens` tokens, preferring paragraph, then sentence,
+/// then word boundaries.
+pub(crate) struct Chunker {
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+}
+
+impl Chunker {
+    /// Loads `tokenizer.json` from the model folder.
+    pub(crate) fn load(model_dir: &Path, max_tokens: usize) -> Result<Self> {
+        let path = model_dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        tokenizer.with_padding(None);
+        Ok(Chunker {
+            tokenizer,
+            max_tokens: max_tokens.max(16),
+        })
+    }
+
+    pub(crate) fn chunk(&self, text: &str) -> Result<Vec<Chunk>> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(Vec::new());
+        }
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer {
+                path: "tokenizer.json".into(),
+                message: e.to_string(),
+            })?;
+        let offsets: Vec<(usize, usize)> = enc
+            .get_offsets()
+            .iter()
+            .copied()
+            .filter(|(a, b)| b > a)
+            .collect();
+        let n = offsets.len();
+        if n <= self.max_tokens {
+            return Ok(vec![Chunk {
+                text: text.to_string(),
+                tokens: n,
+            }]);
+        }
+        let mut chunks = Vec::new();
+        let mut s = 0;
+        while s < n {
+            let mut e = (s + self.max_tokens).min(n);
+            if e < n {
+                e = best_break(text, &offsets, s, e);
+            }
+            let start = offsets[s].0;
+            let end = offsets[e - 1].1.min(text.len());
+            let piece = text.get(start..end).unwrap_or("").trim();
+            if !piece.is_empty() {
+                chunks.push(Chunk {
+                    text: piece.to_string(),
+                    tokens: e - s,
+                });
+            }
+            s = e;
+        }
+        Ok(chunks)
+    }
+}
+
+/// Best end (exclusive token index) in `(s + (e - s) / 2, e]`: after a paragraph break, else a
+/// sentence end, else a space, else `e`.
+fn best_break(text: &str, offsets: &[(usize, usize)], s: usize, e: usize) -> usize {
+    let lo = s + (e - s) / 2;
+    let after = |i: usize| -> &str {
+        // Text between token i's end and token i+1's start.
+        let a = offsets[i].1;
+        let b = offsets.get(i + 1).map(|o| o.0).unwrap_or(text.len());
+        text.get(a..b.max(a)).unwrap_or("")
+    };
+    let ends_sentence = |i: usize| -> bool {
+        let t = text.get(offsets[i].0..offsets[i].1).unwrap_or("");
+        t.ends_with(['.', '!', '?', '。', '！', '？', '…', ';', ':'])
+    };
+    for i in (lo..e).rev() {
+        if after(i).contains("\n\n") {
+            return i + 1;
+        }
+    }
+    for i in (lo..e).rev() {
+        if ends_sentence(i) && !after(i).is_empty() {
+            return i + 1;
+        }
+    }
+    for i in (lo..e).rev() {
+        if after(i).contains(char::is_whitespace) {
+            return i + 1;
+        }
+    }
+    e
+}
+
+/// A title for a text file: its first non-empty line (Markdown `#` removed), at most 100 characters.
+pub(crate) fn title_of(text: &str) -> Option<String> {
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let line = line.trim_start_matches('#').trim();
+    if line.is_empty() {
+        return None;
+    }
+    Some(crate::item::snippet(line, 100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toy_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/toy-shapes/model")
+    }
+
+    #[test]
+    fn short_text_is_one_chunk_long_text_is_split_within_limit() {
+        let c = Chunker::load(&toy_dir(), 40).unwrap();
+        assert!(c.chunk("   ").unwrap().is_empty());
+        let one = c.chunk("ein roter Kreis").unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].text, "ein roter Kreis");
+        let para = "a red circle and a blue star. a green heart on a plain background. ";
+        let long = format!("{}\n\n{}", para.repeat(6), para.repeat(6));
+        let chunks = c.chunk(&long).unwrap();
+        assert!(chunks.len() > 2, "{}", chunks.len());
+        for ch in &chunks {
+            assert!(ch.tokens <= 40);
+            // Re-tokenising a chunk stays within the window (plus a small margin).
+            let n = c.tokenizer.encode(ch.text.as_str(), false).unwrap().len();
+            assert!(n <= 44, "{n}: {}", ch.text);
+        }
+        // Nothing lost: every word of the input appears in order in the chunks.
+        let joined: String = chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+        assert_eq!(
+            joined.split_whitespace().collect::<Vec<_>>(),
+            long.split_whitespace().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn titles() {
+        assert_eq!(title_of("\n# Hello\nworld").as_deref(), Some("Hello"));
+        assert_eq!(title_of("  \n"), None);
+    }
+}

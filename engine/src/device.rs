@@ -1,0 +1,155 @@
+//! Choosing the compute device: `cpu`, `cuda`, `cuda:N` or `auto`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, Result};
+
+/// Which device the model runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// CUDA device 0 when the crate is built with the `cuda` feature and a GPU is present, else CPU.
+    #[default]
+    Auto,
+    /// The CPU.
+    Cpu,
+    /// CUDA device N (needs the `cuda` feature).
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = Error;
+
+    /// Parses `auto`, `cpu`, `cuda` (= `cuda:0`) or `cuda:N` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "cuda" | "gpu" => Ok(DeviceChoice::Cuda(0)),
+            _ => {
+                if let Some(n) = t.strip_prefix("cuda:") {
+                    n.parse::<usize>().map(DeviceChoice::Cuda).map_err(|_| {
+                        Error::InvalidArgument(format!(
+                            "invalid device {s:?}: expected cpu, cuda, cuda:N or auto"
+                        ))
+                    })
+                } else {
+                    Err(Error::InvalidArgument(format!(
+                        "invalid device {s:?}: expected cpu, cuda, cuda:N or auto"
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// A resolved device, with a one-line human description for the log.
+#[derive(Debug, Clone)]
+pub struct ResolvedDevice {
+    /// The candle device.
+    pub device: candle_core::Device,
+    /// E.g. `"cpu (2 threads)"`, `"cuda:0"`, `"cpu (auto: built without the cuda feature)"`.
+    pub description: String,
+}
+
+/// Whether this build can use CUDA at all (the `cuda` cargo feature).
+pub fn cuda_compiled() -> bool {
+    cfg!(feature = "cuda")
+}
+
+/// Resolves a choice to a device. `Auto` falls back to the CPU (saying why); an explicit `cuda`
+/// that is unavailable is an error.
+pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let cpu = |why: &str| ResolvedDevice {
+        device: candle_core::Device::Cpu,
+        description: if why.is_empty() {
+            format!("cpu ({threads} threads)")
+        } else {
+            format!("cpu ({threads} threads; {why})")
+        },
+    };
+    match choice {
+        DeviceChoice::Cpu => Ok(cpu("")),
+        DeviceChoice::Cuda(n) => {
+            if !cuda_compiled() {
+                return Err(Error::Device(format!(
+                    "cuda:{n} requested but this build has no CUDA support; rebuild with `--features cuda` or use --device cpu"
+                )));
+            }
+            let device = candle_core::Device::new_cuda(n)
+                .map_err(|e| Error::Device(format!("cannot open cuda:{n}: {e}")))?;
+            Ok(ResolvedDevice {
+                device,
+                description: format!("cuda:{n}"),
+            })
+        }
+        DeviceChoice::Auto => {
+            if !cuda_compiled() {
+                return Ok(cpu("auto: built without the cuda feature"));
+            }
+            if !candle_core::utils::cuda_is_available() {
+                return Ok(cpu("auto: no CUDA device"));
+            }
+            match candle_core::Device::new_cuda(0) {
+                Ok(device) => Ok(ResolvedDevice {
+                    device,
+                    description: "cuda:0 (auto)".to_string(),
+                }),
+                Err(e) => Ok(cpu(&format!("auto: CUDA device 0 unusable: {e}"))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!("CPU".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!(
+            "cuda:3".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Cuda(3)
+        );
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+        assert!("tpu".parse::<DeviceChoice>().is_err());
+        assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn cpu_always_resolves() {
+        let d = resolve(DeviceChoice::Cpu).unwrap();
+        assert!(d.device.is_cpu());
+        assert!(d.description.starts_with("cpu"));
+        let a = resolve(DeviceChoice::Auto).unwrap();
+        if !cuda_compiled() {
+            assert!(a.device.is_cpu());
+            assert!(a.description.contains("without the cuda feature"));
+        }
+    }
+
+    #[test]
+    fn explicit_cuda_without_feature_is_an_error() {
+        if !cuda_compiled() {
+            let err = resolve(DeviceChoice::Cuda(0)).unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Errors of the engine.
+
+use std::path::PathBuf;
+
+/// Result alias of the engine.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the engine. Messages name the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file or folder could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store was built with another model than the one in use.
+    #[error(
+        "store {store} was built with model {store_model} (fingerprint {store_fp}, dim {store_dim}), \
+         but the model in use is {model} (fingerprint {model_fp}, dim {model_dim}).\n\
+         Use the same model (--model DIR or JSEARCH_MODEL), or re-index into a new store: \
+         `jsearch --db NEW.jsearch index PATH...` (or delete {store} and index again)"
+    )]
+    ModelMismatch {
+        /// Path of the store.
+        store: PathBuf,
+        /// Model name recorded in the store.
+        store_model: String,
+        /// Model fingerprint recorded in the store.
+        store_fp: String,
+        /// Dimension recorded in the store.
+        store_dim: usize,
+        /// Name of the model in use.
+        model: String,
+        /// Fingerprint of the model in use.
+        model_fp: String,
+        /// Dimension of the model in use.
+        model_dim: usize,
+    },
+    /// No store exists at the given path (for commands that only read).
+    #[error("no store at {0}: index something first (`jsearch index PATH...`) or pass --db FILE")]
+    NoStore(PathBuf),
+    /// Another process holds the store open for writing.
+    #[error("store {path} is locked by another jsearch process that is writing to it; wait for it to finish ({detail})")]
+    Locked {
+        /// Path of the store.
+        path: PathBuf,
+        /// What the storage layer said.
+        detail: String,
+    },
+    /// A catalog (.jsonl / .csv) is malformed.
+    #[error("catalog {path}: {message}")]
+    Catalog {
+        /// The catalog file.
+        path: PathBuf,
+        /// What is wrong (with the line number where known).
+        message: String,
+    },
+    /// A path given to a command is not in the store.
+    #[error("{0} is not in the store (index it first)")]
+    NotIndexed(PathBuf),
+    /// A caller passed an invalid argument (bad device name, empty query, ...).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The requested device is not available.
+    #[error("device: {0}")]
+    Device(String),
+    /// An item's stored metadata could not be parsed (store written by an incompatible version).
+    #[error("corrupt item metadata for vector {id}: {message}")]
+    CorruptMeta {
+        /// The vector id.
+        id: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The model failed (loading, tokenising, encoding, decoding an image).
+    #[error(transparent)]
+    Encoder(#[from] crate::enc::EncoderError),
+    /// The vector store failed.
+    #[error(transparent)]
+    Index(#[from] crate::idx::IndexError),
+    /// The tokenizer used for chunking failed.
+    #[error("tokenizer {path}: {message}")]
+    Tokenizer {
+        /// The tokenizer.json file.
+        path: PathBuf,
+        /// What it said.
+        message: String,
+    },
+    /// The pipeline stopped unexpectedly (a worker thread panicked).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,27 +1,244 @@
 //! `jsearch`: search your images, text and catalogs in any language, from one file on disk.
+//!
+//! A thin front end over the `jsearch` library: argument parsing, progress display, output formats.
 
 mod embed;
+mod output;
+mod progress;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Query};
 
 /// Embedded multilingual text + image search (jina-clip-v2, one file, no server).
 #[derive(Debug, Parser)]
 #[command(name = "jsearch", version, about, long_about = None)]
 struct Cli {
+    /// Store file [default: <data dir>/jsearch/index.jsearch].
+    #[arg(long, global = true, env = "JSEARCH_DB", value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// Model folder [default: $JSEARCH_MODEL, the Hugging Face cache, else download].
+    #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// Compute device: auto, cpu, cuda or cuda:N.
+    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto")]
+    device: String,
+    /// Print only results and errors (no progress, no summary).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Index folders (recursively), images, text files and catalogs (.jsonl/.csv). Incremental.
+    Index(IndexArgs),
+    /// Search by text (any language), by image, or both.
+    Query(QueryArgs),
+    /// Items similar to an indexed file.
+    Similar(SimilarArgs),
+    /// Remove files, or everything under folders, from the store.
+    Rm(RmArgs),
+    /// Counts by kind, model, dimensions and size of the store.
+    Stats(StatsArgs),
     /// Print embeddings of texts and images as JSON lines.
     Embed(embed::EmbedArgs),
+}
+
+#[derive(Debug, Args)]
+struct IndexArgs {
+    /// Folders, files and catalogs to index.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Skip files matching this gitignore-style pattern (repeatable), e.g. '*.tmp' or 'drafts/'.
+    #[arg(long, value_name = "GLOB")]
+    exclude: Vec<String>,
+    /// Skip images above this many megapixels (checked before decoding).
+    #[arg(long, default_value_t = 100.0, value_name = "MP")]
+    max_megapixels: f64,
+    /// Vectors per model batch and per commit.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Threads for reading, decoding and preprocessing (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Pause after each commit, in milliseconds (for testing interrupted runs).
+    #[arg(long, hide = true, default_value_t = 0)]
+    throttle_ms: u64,
+}
+
+#[derive(Debug, Args)]
+struct FilterArgs {
+    /// Number of results.
+    #[arg(short = 'k', long = "limit", default_value_t = 10)]
+    limit: usize,
+    /// Only this kind: image, text or product (repeatable).
+    #[arg(long = "type", value_name = "KIND")]
+    kinds: Vec<String>,
+    /// Only items whose file path starts with PREFIX.
+    #[arg(long = "path", value_name = "PREFIX")]
+    path_prefix: Option<PathBuf>,
+    /// Drop results with a calibrated score below this (see README: how scores work).
+    #[arg(long, value_name = "SCORE", allow_negative_numbers = true)]
+    min_score: Option<f32>,
+    /// One JSON object per hit (rank, score, kind, id, path, title, metadata, ...).
+    #[arg(long, conflicts_with = "paths")]
+    json: bool,
+    /// Print paths only, one per line (for pipes).
+    #[arg(long)]
+    paths: bool,
+}
+
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Query text, in any language.
+    #[arg(value_name = "TEXT")]
+    text: Option<String>,
+    /// Query text (alternative to the positional TEXT, e.g. with --image).
+    #[arg(long = "text", value_name = "TEXT", conflicts_with = "text")]
+    text_opt: Option<String>,
+    /// Search by this image (image-to-image); with a text, both are combined.
+    #[arg(long, value_name = "FILE")]
+    image: Option<PathBuf>,
+    /// Weight of the image when combined with a text (0..1; the text gets the rest).
+    #[arg(long, default_value_t = 0.5, value_name = "W")]
+    image_weight: f32,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+struct SimilarArgs {
+    /// An indexed file.
+    path: PathBuf,
+    #[command(flatten)]
+    filter: FilterArgs,
+}
+
+#[derive(Debug, Args)]
+struct RmArgs {
+    /// Files or folders to remove from the store (the files themselves are not touched).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn open_engine(cli: &Cli) -> Result<Engine> {
+    let device: DeviceChoice = cli.device.parse().context("--device")?;
+    let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
+    Engine::open(OpenOptions {
+        db,
+        model_dir: cli.model.clone(),
+        device,
+        download_progress: !cli.quiet && std::io::stderr().is_terminal(),
+    })
+    .context("opening the engine")
+}
+
+fn log_device(engine: &mut Engine, quiet: bool) -> Result<()> {
+    let d = engine.device()?.description.clone();
+    if !quiet {
+        eprintln!("device: {d}");
+    }
+    Ok(())
+}
+
+fn build_query(mut q: Query, f: &FilterArgs) -> Result<Query> {
+    q.limit = f.limit;
+    q.kinds = f
+        .kinds
+        .iter()
+        .map(|k| k.parse::<Kind>())
+        .collect::<std::result::Result<_, _>>()
+        .context("--type")?;
+    q.path_prefix = f.path_prefix.clone();
+    q.min_score = f.min_score;
+    Ok(q)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match &cli.command {
+        Command::Embed(_) => unreachable!("handled in main"),
+        Command::Index(a) => {
+            let mut engine = open_engine(&cli)?;
+            log_device(&mut engine, cli.quiet)?;
+            let opts = IndexOptions {
+                excludes: a.exclude.clone(),
+                max_megapixels: (a.max_megapixels > 0.0).then_some(a.max_megapixels),
+                batch_size: a.batch_size.max(1),
+                threads: a.threads,
+                batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
+                ..IndexOptions::default()
+            };
+            let mut reporter = progress::Reporter::new(cli.quiet);
+            let summary = engine
+                .index(&a.paths, &opts, &mut |ev| reporter.event(ev))
+                .with_context(|| format!("indexing into {}", engine.db_path().display()))?;
+            reporter.finish();
+            if a.json {
+                println!("{}", serde_json::to_string(&summary)?);
+            }
+            if !cli.quiet {
+                eprintln!("{}", progress::summary_line(&summary));
+            }
+            Ok(())
+        }
+        Command::Query(a) => {
+            let mut engine = open_engine(&cli)?;
+            let text = a.text.clone().or_else(|| a.text_opt.clone());
+            let q = Query {
+                text,
+                image: a.image.clone(),
+                image_weight: a.image_weight,
+                ..Query::default()
+            };
+            let q = build_query(q, &a.filter)?;
+            let hits = engine.query(&q).context("query failed")?;
+            output::print_hits(&hits, a.filter.json, a.filter.paths)
+        }
+        Command::Similar(a) => {
+            let mut engine = open_engine(&cli)?;
+            let q = build_query(Query::default(), &a.filter)?;
+            let hits = engine
+                .similar(&a.path, &q)
+                .with_context(|| format!("similar to {}", a.path.display()))?;
+            output::print_hits(&hits, a.filter.json, a.filter.paths)
+        }
+        Command::Rm(a) => {
+            let mut engine = open_engine(&cli)?;
+            let n = engine.remove(&a.paths).context("rm failed")?;
+            if !cli.quiet {
+                eprintln!("removed {n} file(s) from {}", engine.db_path().display());
+            }
+            Ok(())
+        }
+        Command::Stats(a) => {
+            let mut engine = open_engine(&cli)?;
+            let stats = engine.stats()?;
+            output::print_stats(&stats, a.json)
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => embed::run(args),
+        _ => run(cli),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,0 +1,122 @@
+//! Printing results: a table on a terminal, JSON lines, or paths.
+
+use std::io::{IsTerminal, Write};
+
+use anyhow::Result;
+use jsearch::{SearchHit, Stats};
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let keep = max.saturating_sub(1);
+        let skip = s.chars().count() - keep;
+        // Keep the end of paths (the file name), the start of titles.
+        format!("…{}", s.chars().skip(skip).collect::<String>())
+    }
+}
+
+fn cut_start(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(max.saturating_sub(1)).collect::<String>())
+    }
+}
+
+/// Shorter path for display: relative to the current folder when inside it.
+fn shown_path(p: &str) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rel) = std::path::Path::new(p).strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    p.to_string()
+}
+
+/// The path or id shown for a hit.
+fn locator(h: &SearchHit) -> String {
+    match h.kind {
+        jsearch::Kind::Image => shown_path(&h.path),
+        jsearch::Kind::Text => match h.chunk {
+            Some(c) => format!("{}#{c}", shown_path(&h.path)),
+            None => shown_path(&h.path),
+        },
+        jsearch::Kind::Product => h.id.clone(),
+    }
+}
+
+/// Prints hits as JSON lines (`json`), paths (`paths`) or a table.
+pub fn print_hits(hits: &[SearchHit], json: bool, paths: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        for h in hits {
+            let v = serde_json::json!({
+                "rank": h.rank,
+                "score": h.score,
+                "cosine": h.cosine,
+                "kind": h.kind,
+                "id": h.id,
+                "path": h.path,
+                "title": h.title,
+                "chunk": h.chunk,
+                "image": h.image,
+                "snippet": h.snippet,
+                "metadata": h.metadata,
+            });
+            writeln!(out, "{v}")?;
+        }
+    } else if paths {
+        let mut seen = std::collections::HashSet::new();
+        for h in hits {
+            let p = match (&h.kind, &h.image) {
+                (jsearch::Kind::Product, Some(img)) => img.clone(),
+                _ => h.path.clone(),
+            };
+            if seen.insert(p.clone()) {
+                writeln!(out, "{p}")?;
+            }
+        }
+    } else {
+        if hits.is_empty() {
+            if std::io::stderr().is_terminal() {
+                eprintln!("no results");
+            }
+            return Ok(());
+        }
+        let locs: Vec<String> = hits.iter().map(|h| cut(&locator(h), 60)).collect();
+        let w = locs.iter().map(|l| l.chars().count()).max().unwrap_or(4).max(12);
+        writeln!(out, "{:>4}  {:>6}  {:<7}  {:<w$}  title", "rank", "score", "kind", "path or id")?;
+        for (h, loc) in hits.iter().zip(&locs) {
+            let title = h.title.as_deref().unwrap_or("");
+            writeln!(
+                out,
+                "{:>4}  {:>6.2}  {:<7}  {:<w$}  {}",
+                h.rank,
+                h.score,
+                h.kind.as_str(),
+                loc,
+                cut_start(title, 60)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Prints store statistics.
+pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+        return Ok(());
+    }
+    println!("store:   {} ({:.1} MiB)", s.store.display(), s.store_bytes as f64 / 1048576.0);
+    println!("model:   {} ({})", s.model, s.model_fingerprint);
+    println!("dims:    {} (ANN graph {})", s.dim, s.ann_dim);
+    println!("files:   {}", s.files);
+    println!("vectors: {}", s.vectors);
+    for (k, n) in &s.items {
+        println!("{:<8} {n}", format!("{k}s:"));
+    }
+    Ok(())
+}

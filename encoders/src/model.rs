@@ -1,0 +1,495 @@
+//! `ClipModel`: the jina-clip-v2 checkpoint (tokenizer, text tower, vision tower, preprocessor
+//! settings) loaded from a directory in the Hugging Face layout.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use sha2::{Digest, Sha256};
+
+use crate::config::{ClipConfig, PreprocessorConfig};
+use crate::error::{EncoderError, Result};
+use crate::nn::Adapter;
+use crate::preprocess::{PixelValues, Preprocessor};
+use crate::text::TextModel;
+use crate::tokenizer::TextTokenizer;
+use crate::vision::VisionModel;
+
+/// Token budget (batch × padded length) of one text forward pass.
+const TEXT_CHUNK_TOKENS: usize = 8192;
+/// Maximum texts per forward pass.
+const TEXT_CHUNK_MAX: usize = 64;
+/// Maximum images per forward pass.
+const IMAGE_CHUNK_MAX: usize = 16;
+
+/// Which towers to load; the other one is never read from disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Towers {
+    /// Text tower and tokenizer only.
+    Text,
+    /// Vision tower only.
+    Vision,
+    /// Both towers.
+    #[default]
+    Both,
+}
+
+impl Towers {
+    /// Whether the text tower is included.
+    pub fn text(self) -> bool {
+        matches!(self, Towers::Text | Towers::Both)
+    }
+
+    /// Whether the vision tower is included.
+    pub fn vision(self) -> bool {
+        matches!(self, Towers::Vision | Towers::Both)
+    }
+}
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where tensors live (CPU by default).
+    pub device: Device,
+    /// Compute dtype; weights on disk (f32/f16/bf16) are converted to it. LayerNorm and
+    /// softmax always run in f32.
+    pub dtype: DType,
+    /// Towers to load.
+    pub towers: Towers,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            towers: Towers::Both,
+        }
+    }
+}
+
+/// Texts are documents (no prefix) or queries (the `retrieval.query` instruction prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextRole {
+    /// Indexed text: encoded as is.
+    #[default]
+    Document,
+    /// A search query: prefixed with "Represent the query for retrieving evidence documents: ".
+    Query,
+}
+
+/// Stable identity of a set of weights.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ModelIdentity {
+    /// Human-readable name (`jina-clip-v2` for the real architecture size).
+    pub name: String,
+    /// Hex sha256 over the configs, the tokenizer and the safetensors headers + sizes.
+    pub fingerprint: String,
+}
+
+/// The jina-clip-v2 model: tokenizer, text tower, vision tower.
+pub struct ClipModel {
+    config: ClipConfig,
+    preprocessor: Preprocessor,
+    tokenizer: Option<TextTokenizer>,
+    text: Option<TextModel>,
+    vision: Option<VisionModel>,
+    logit_scale: Option<f32>,
+    identity: ModelIdentity,
+}
+
+impl std::fmt::Debug for ClipModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipModel")
+            .field("identity", &self.identity)
+            .field("text", &self.text.is_some())
+            .field("vision", &self.vision.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EncoderError + '_ {
+    move |source| EncoderError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn require(path: PathBuf) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(EncoderError::Io {
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+            path,
+        })
+    }
+}
+
+/// The safetensors files of a model directory: `model.safetensors`, or the shards listed in
+/// `model.safetensors.index.json`.
+pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let bytes = std::fs::read(&index).map_err(io_err(&index))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| EncoderError::Config {
+                path: index.clone(),
+                message: e.to_string(),
+            })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| EncoderError::Config {
+                path: index.clone(),
+                message: "missing `weight_map`".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect();
+        files.sort();
+        files.dedup();
+        return files.into_iter().map(|f| require(dir.join(f))).collect();
+    }
+    Err(EncoderError::Io {
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "file not found"),
+        path: single,
+    })
+}
+
+/// Reads the JSON header of a safetensors file (for fingerprints and quick validation).
+fn safetensors_header(path: &Path) -> Result<(Vec<u8>, u64)> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    let size = f.metadata().map_err(io_err(path))?.len();
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| EncoderError::Weights {
+        path: path.to_path_buf(),
+        message: "truncated file (no safetensors header)".into(),
+    })?;
+    let n = u64::from_le_bytes(len);
+    if n > 100 << 20 || n + 8 > size {
+        return Err(EncoderError::Weights {
+            path: path.to_path_buf(),
+            message: format!("corrupt safetensors header length {n} (file size {size})"),
+        });
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(io_err(path))?;
+    if serde_json::from_slice::<serde_json::Value>(&header).is_err() {
+        return Err(EncoderError::Weights {
+            path: path.to_path_buf(),
+            message: "corrupt safetensors header (not JSON)".into(),
+        });
+    }
+    Ok((header, size))
+}
+
+/// Name and fingerprint of a model directory (hashes configs, tokenizer, safetensors headers).
+pub fn model_identity(dir: &Path, config: &ClipConfig) -> Result<ModelIdentity> {
+    let mut h = Sha256::new();
+    for name in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+        let p = dir.join(name);
+        let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+        h.update(name.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+    }
+    for p in safetensors_files(dir)? {
+        let (header, size) = safetensors_header(&p)?;
+        h.update(b"safetensors");
+        h.update(size.to_le_bytes());
+        h.update(&header);
+    }
+    let fingerprint = h
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    Ok(ModelIdentity {
+        name: default_name(config),
+        fingerprint,
+    })
+}
+
+fn default_name(config: &ClipConfig) -> String {
+    let t = &config.text_config;
+    let v = &config.vision_config;
+    if t.hidden_size == 1024 && t.num_hidden_layers == 24 && v.width == 1024 && v.layers == 24 {
+        "jina-clip-v2".into()
+    } else {
+        format!("jina-clip-v2-arch-{}d", config.embed_dim())
+    }
+}
+
+impl ClipModel {
+    /// Loads a model directory in the Hugging Face layout (`config.json`,
+    /// `preprocessor_config.json`, `tokenizer.json`, `model.safetensors`). Weights are
+    /// memory-mapped; only the requested towers' tensors are read. The LoRA `retrieval.query`
+    /// adapter is merged into the text weights.
+    pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
+        let config = ClipConfig::load(&dir.join("config.json"))?;
+        let pre_cfg = PreprocessorConfig::load(&dir.join("preprocessor_config.json"))?;
+        let tokenizer = if opts.towers.text() {
+            Some(TextTokenizer::load(&dir.join("tokenizer.json"))?)
+        } else {
+            None
+        };
+        let identity = model_identity(dir, &config)?;
+        let files = safetensors_files(dir)?;
+        let weights_err = |message: String| EncoderError::Weights {
+            path: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
+            message,
+        };
+        // SAFETY: the file is mapped read-only; like every mmap user we assume it is not
+        // truncated while the model is alive (the same contract as candle / safetensors).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
+            .map_err(|e| weights_err(e.to_string()))?;
+        Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity)
+            .map_err(|e| match e {
+                EncoderError::Candle(c) => weights_err(c.to_string()),
+                other => other,
+            })
+    }
+
+    /// Builds a model from any VarBuilder (safetensors, in-memory tensors, a random `VarMap`
+    /// for benchmarks). `vb` is rooted at the checkpoint root; its dtype is the compute dtype.
+    pub fn from_var_builder(
+        config: ClipConfig,
+        preprocessor: PreprocessorConfig,
+        tokenizer: Option<TextTokenizer>,
+        vb: VarBuilder,
+        towers: Towers,
+        identity: ModelIdentity,
+    ) -> Result<Self> {
+        if preprocessor.size != config.vision_config.image_size {
+            return Err(EncoderError::InvalidArgument(format!(
+                "preprocessor size {} != vision image_size {}",
+                preprocessor.size, config.vision_config.image_size
+            )));
+        }
+        let text = if towers.text() {
+            if tokenizer.is_none() {
+                return Err(EncoderError::InvalidArgument(
+                    "the text tower needs a tokenizer".into(),
+                ));
+            }
+            Some(TextModel::new(&config.text_config, vb.clone(), Adapter::Merged)?)
+        } else {
+            None
+        };
+        let vision = if towers.vision() {
+            Some(VisionModel::new(&config.vision_config, vb.clone())?)
+        } else {
+            None
+        };
+        let logit_scale = if vb.contains_tensor("logit_scale") {
+            let t = vb.get_unchecked_dtype("logit_scale", DType::F32)?;
+            Some(t.flatten_all()?.get(0)?.to_scalar::<f32>()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            preprocessor: Preprocessor::from_config(&preprocessor),
+            config,
+            tokenizer: if towers.text() { tokenizer } else { None },
+            text,
+            vision,
+            logit_scale,
+            identity,
+        })
+    }
+
+    /// The parsed `config.json`.
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    /// Embedding dimension (1024 real, 128 toy, 64 fixture).
+    pub fn embed_dim(&self) -> usize {
+        self.config.embed_dim()
+    }
+
+    /// Input resolution of the vision tower (512 real, 84 toy, 56 fixture).
+    pub fn image_size(&self) -> usize {
+        self.config.vision_config.image_size
+    }
+
+    /// Name + fingerprint of the weights.
+    pub fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    /// The image preprocessor configured from `preprocessor_config.json`.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// The tokenizer (text tower loaded only).
+    pub fn tokenizer(&self) -> Option<&TextTokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The text tower, if loaded.
+    pub fn text_model(&self) -> Option<&TextModel> {
+        self.text.as_ref()
+    }
+
+    /// The vision tower, if loaded.
+    pub fn vision_model(&self) -> Option<&VisionModel> {
+        self.vision.as_ref()
+    }
+
+    /// The checkpoint's `logit_scale` parameter (logits multiply cosines by its exp).
+    pub fn logit_scale(&self) -> Option<f32> {
+        self.logit_scale
+    }
+
+    /// Token ids of `texts` as the model sees them (instruction prefix for queries, truncated
+    /// to 512 ids, unpadded).
+    pub fn tokenize(&self, texts: &[&str], role: TextRole) -> Result<Vec<Vec<u32>>> {
+        let tok = self
+            .tokenizer
+            .as_ref()
+            .ok_or(EncoderError::TowerNotLoaded("text"))?;
+        match role {
+            TextRole::Document => tok.encode_batch(texts),
+            TextRole::Query => {
+                let prefix = self.config.text_config.query_instruction();
+                let owned: Vec<String> = texts.iter().map(|t| format!("{prefix}{t}")).collect();
+                let refs: Vec<&str> = owned.iter().map(String::as_str).collect();
+                tok.encode_batch(&refs)
+            }
+        }
+    }
+
+    /// Raw pooled embeddings of already tokenised texts, input order kept. Sequences are
+    /// grouped by length and right-padded internally (equal to one-by-one within ~1e-6).
+    pub fn encode_ids_raw(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let text = self
+            .text
+            .as_ref()
+            .ok_or(EncoderError::TowerNotLoaded("text"))?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by(|&a, &b| ids[b].len().cmp(&ids[a].len()).then(a.cmp(&b)));
+        let mut out = vec![Vec::new(); ids.len()];
+        let mut start = 0;
+        while start < order.len() {
+            let max_len = ids[order[start]].len().max(1);
+            let n = (TEXT_CHUNK_TOKENS / max_len).clamp(1, TEXT_CHUNK_MAX);
+            let end = (start + n).min(order.len());
+            let chunk: Vec<Vec<u32>> = order[start..end].iter().map(|&i| ids[i].clone()).collect();
+            let pooled = text.forward(&chunk)?.to_vec2::<f32>()?;
+            for (row, &i) in pooled.into_iter().zip(&order[start..end]) {
+                out[i] = row;
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// Raw (un-normalised) pooled text embeddings, one per input, input order kept.
+    pub fn encode_texts_raw(&self, texts: &[&str], role: TextRole) -> Result<Vec<Vec<f32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = self.tokenize(texts, role)?;
+        self.encode_ids_raw(&ids)
+    }
+
+    /// L2-normalised text embeddings.
+    pub fn encode_texts(&self, texts: &[&str], role: TextRole) -> Result<Vec<Vec<f32>>> {
+        let mut v = self.encode_texts_raw(texts, role)?;
+        v.iter_mut().for_each(|e| normalize(e));
+        Ok(v)
+    }
+
+    /// Raw (un-normalised) image embeddings (CLS after the final LN) of preprocessed pixels
+    /// (`[3, S, S]` CHW f32, normalised, S = [`image_size`](Self::image_size)).
+    pub fn encode_pixels_raw(&self, pixels: &[PixelValues]) -> Result<Vec<Vec<f32>>> {
+        let vision = self
+            .vision
+            .as_ref()
+            .ok_or(EncoderError::TowerNotLoaded("vision"))?;
+        let s = self.image_size();
+        for (i, p) in pixels.iter().enumerate() {
+            if p.size != s || p.data.len() != 3 * s * s {
+                return Err(EncoderError::InvalidArgument(format!(
+                    "image {i}: pixel values of size {} ({} floats), the model takes exactly 3x{s}x{s}",
+                    p.size,
+                    p.data.len()
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(pixels.len());
+        for chunk in pixels.chunks(IMAGE_CHUNK_MAX) {
+            let refs: Vec<&[f32]> = chunk.iter().map(|p| p.data.as_slice()).collect();
+            let t = vision.pixels_tensor(&refs)?;
+            out.extend(vision.forward(&t)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// L2-normalised image embeddings.
+    pub fn encode_pixels(&self, pixels: &[PixelValues]) -> Result<Vec<Vec<f32>>> {
+        let mut v = self.encode_pixels_raw(pixels)?;
+        v.iter_mut().for_each(|e| normalize(e));
+        Ok(v)
+    }
+}
+
+/// L2-normalise in place: `v / max(‖v‖₂, 1e-12)` (spec §3.6).
+pub fn normalize(v: &mut [f32]) {
+    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let denom = norm.max(1e-12);
+    v.iter_mut().for_each(|x| *x = (*x as f64 / denom) as f32);
+}
+
+/// Matryoshka: keep the first `dim` values, then L2-normalise (truncate **then** normalise).
+/// Errors if `dim` is 0 or above the vector's length.
+pub fn truncate_normalize(v: &[f32], dim: usize) -> Result<Vec<f32>> {
+    if dim == 0 || dim > v.len() {
+        return Err(EncoderError::InvalidArgument(format!(
+            "Matryoshka dim {dim} out of range 1..={}",
+            v.len()
+        )));
+    }
+    let mut out = v[..dim].to_vec();
+    normalize(&mut out);
+    Ok(out)
+}
+
+/// CLIP logits `exp(logit_scale) · cos(text_i, image_j)`, rows = texts (spec §6).
+pub fn clip_logits(texts: &[Vec<f32>], images: &[Vec<f32>], logit_scale: f32) -> Vec<Vec<f32>> {
+    let scale = (logit_scale as f64).exp();
+    let norm = |v: &Vec<f32>| {
+        let mut v = v.clone();
+        normalize(&mut v);
+        v
+    };
+    let imgs: Vec<Vec<f32>> = images.iter().map(norm).collect();
+    texts
+        .iter()
+        .map(|t| {
+            let t = norm(t);
+            imgs.iter()
+                .map(|i| {
+                    let dot: f64 = t.iter().zip(i).map(|(a, b)| *a as f64 * *b as f64).sum();
+                    (scale * dot) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Convenience: a `[B, D]` f32 tensor from rows (tests, benches).
+pub fn rows_to_tensor(rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
+    let d = rows.first().map(Vec::len).unwrap_or(0);
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), d), device)?)
+}

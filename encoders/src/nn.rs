@@ -1,0 +1,210 @@
+//! Small building blocks shared by both towers: linear layers, LayerNorm with an f32 policy,
+//! LoRA merging, and a precise CPU LayerNorm kernel.
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// How the LoRA adapter of the text tower is treated at load time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Adapter {
+    /// Merge adapter `index` into the base weights (what jina-clip-v2 always does).
+    #[default]
+    Merged,
+    /// Use the base weights only (for comparison; not the reference behaviour).
+    Ignored,
+}
+
+/// `y = x·Wᵀ + b` over the last dimension, any leading shape; one 2-D GEMM.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// From an `[out, in]` weight and an optional `[out]` bias.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// The `[out, in]` weight.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// Output width.
+    pub fn out_dim(&self) -> usize {
+        self.weight.dims()[0]
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / in_dim.max(1);
+        let x2 = x.reshape((rows, in_dim))?;
+        let y = x2.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.out_dim();
+        y.reshape(out)
+    }
+}
+
+/// Standard LayerNorm (biased variance, eps inside the sqrt), computed in f32 whatever the
+/// activation dtype; the result is cast back to the input dtype.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` / `bias` of width `dim` under `vb` (kept in f32).
+    pub fn load(vb: &VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get(dim, "weight")?.to_dtype(DType::F32)?;
+        let bias = vb.get(dim, "bias")?.to_dtype(DType::F32)?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    /// Same parameters, another epsilon.
+    pub fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(DType::F32)?;
+        let y = if xf.device().is_cpu() {
+            let xf = xf.contiguous()?;
+            xf.apply_op3_no_bwd(&self.weight, &self.bias, &PreciseLayerNorm { eps: self.eps })?
+        } else {
+            let mean = xf.mean_keepdim(D::Minus1)?;
+            let xc = xf.broadcast_sub(&mean)?;
+            let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+            xc.broadcast_div(&(var + self.eps)?.sqrt()?)?
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)?
+        };
+        y.to_dtype(dtype)
+    }
+}
+
+/// Two-pass LayerNorm over the last dimension with f64 accumulation (f32 in/out).
+struct PreciseLayerNorm {
+    eps: f64,
+}
+
+impl CustomOp3 for PreciseLayerNorm {
+    fn name(&self) -> &'static str {
+        "precise-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(src), CpuStorage::F32(w), CpuStorage::F32(b)) = (s1, s2, s3) else {
+            candle_core::bail!("precise-layer-norm: f32 only");
+        };
+        let (Some((o1, e1)), Some((o2, e2)), Some((o3, e3))) = (
+            l1.contiguous_offsets(),
+            l2.contiguous_offsets(),
+            l3.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("precise-layer-norm: contiguous inputs required");
+        };
+        let src = &src[o1..e1];
+        let w = &w[o2..e2];
+        let b = &b[o3..e3];
+        let dim = w.len();
+        if dim == 0 || b.len() != dim || src.len() % dim != 0 {
+            candle_core::bail!("precise-layer-norm: shape mismatch");
+        }
+        let eps = self.eps;
+        let mut dst = vec![0f32; src.len()];
+        dst.par_chunks_mut(dim)
+            .zip(src.par_chunks(dim))
+            .for_each(|(d, s)| {
+                let mean = s.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+                let var = s
+                    .iter()
+                    .map(|&v| {
+                        let c = v as f64 - mean;
+                        c * c
+                    })
+                    .sum::<f64>()
+                    / dim as f64;
+                let inv = 1.0 / (var + eps).sqrt();
+                for i in 0..dim {
+                    d[i] = ((s[i] as f64 - mean) * inv) as f32 * w[i] + b[i];
+                }
+            });
+        Ok((CpuStorage::F32(dst), l1.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension, computed in f32.
+pub fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
+    let dtype = x.dtype();
+    if dtype == DType::F32 {
+        candle_nn::ops::softmax_last_dim(x)
+    } else {
+        candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
+}
+
+/// Loads a LoRA-parametrised weight `<prefix>.parametrizations.weight.original` and merges
+/// adapter `task` when `adapter` is [`Adapter::Merged`].
+///
+/// * Linear (`embedding == false`): `W + s · B[task] @ A[task]`, A `[n, r, in]`, B `[n, out, r]`.
+/// * Embedding (`embedding == true`): `E + s · A[task] @ B[task]`, A `[n, rows, r]`, B `[n, r, dim]`.
+///
+/// The merge is computed in f32 and the result is cast to `vb.dtype()`.
+#[allow(clippy::too_many_arguments)]
+pub fn load_lora_weight(
+    vb: &VarBuilder,
+    rows: usize,
+    cols: usize,
+    embedding: bool,
+    n_adapters: usize,
+    rank: usize,
+    task: usize,
+    scaling: f64,
+    adapter: Adapter,
+) -> Result<Tensor> {
+    let p = vb.pp("parametrizations").pp("weight");
+    let dtype = vb.dtype();
+    let w = p.get((rows, cols), "original")?;
+    if adapter == Adapter::Ignored {
+        return Ok(w);
+    }
+    let l = p.pp("0");
+    let (a_shape, b_shape) = if embedding {
+        ((n_adapters, rows, rank), (n_adapters, rank, cols))
+    } else {
+        ((n_adapters, rank, cols), (n_adapters, rows, rank))
+    };
+    let a = l.get(a_shape, "lora_A")?.to_dtype(DType::F32)?.get(task)?;
+    let b = l.get(b_shape, "lora_B")?.to_dtype(DType::F32)?.get(task)?;
+    let delta = if embedding { a.matmul(&b)? } else { b.matmul(&a)? };
+    let merged = (w.to_dtype(DType::F32)? + (delta * scaling)?)?;
+    Ok(merged.to_dtype(dtype)?)
+}

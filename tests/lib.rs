@@ -1,1 +1,169 @@
+//! Helpers for the end-to-end tests: build and run the real `jsearch` binary on the bundled toy
+//! model and corpus, in temporary stores.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// Repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The toy model folder.
+pub fn toy_model() -> PathBuf {
+    repo_root().join("datasets/toy-shapes/model")
+}
+
+/// The toy corpus folder.
+pub fn toy_corpus() -> PathBuf {
+    repo_root().join("datasets/toy-shapes/corpus")
+}
+
+/// Path of the `jsearch` binary, built once per test process with the same profile as the tests
+/// (`cargo build --profile test -p jsearch-cli`, a no-op when up to date), so the tests never run
+/// a stale binary.
+pub fn jsearch_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> -> target/<profile>
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile> folder")
+            .to_path_buf();
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "jsearch-cli", "--bin", "jsearch"])
+            .current_dir(repo_root());
+        // Same profile as the tests themselves (`test` shares target/debug with `dev`).
+        if release {
+            cmd.arg("--release");
+        } else {
+            cmd.args(["--profile", "test"]);
+        }
+        if let Some(target_dir) = profile_dir.parent() {
+            cmd.env("CARGO_TARGET_DIR", target_dir);
+        }
+        let status = cmd.status().expect("running cargo build for the jsearch binary");
+        assert!(status.success(), "cargo build -p jsearch-cli failed");
+        let bin = profile_dir.join(format!("jsearch{}", std::env::consts::EXE_SUFFIX));
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// A `jsearch` command on the toy model and the given store, environment cleared of JSEARCH_*.
+pub fn jsearch(db: &Path) -> Command {
+    jsearch_with_model(db, &toy_model())
+}
+
+/// A `jsearch` command on the given model and store.
+pub fn jsearch_with_model(db: &Path, model: &Path) -> Command {
+    let mut c = Command::new(jsearch_bin());
+    c.env_remove("JSEARCH_DB")
+        .env_remove("JSEARCH_MODEL")
+        .env_remove("JSEARCH_DEVICE")
+        .env("HF_HUB_OFFLINE", "1")
+        .arg("--db")
+        .arg(db)
+        .arg("--model")
+        .arg(model)
+        .arg("--device")
+        .arg("cpu")
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs a command, returning its output; panics with stderr when `expect_ok` and it failed.
+pub fn run(mut cmd: Command, expect_ok: bool) -> Output {
+    let out = cmd.output().expect("spawning jsearch");
+    if expect_ok && !out.status.success() {
+        panic!(
+            "{:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            cmd,
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("panicked"),
+        "jsearch panicked:\n{stderr}"
+    );
+    out
+}
+
+/// `jsearch index ARGS... --json`: the summary object.
+pub fn index(db: &Path, args: &[&Path], extra: &[&str]) -> (Value, String) {
+    let mut c = jsearch(db);
+    c.arg("index").args(args).args(extra).arg("--json");
+    let out = run(c, true);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "index --json printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (summary, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// `jsearch query ... --json`: the hits.
+pub fn query_json(db: &Path, args: &[&str]) -> Vec<Value> {
+    let mut c = jsearch(db);
+    c.arg("query").args(args).arg("--json");
+    json_lines(&run(c, true).stdout)
+}
+
+/// Parses JSON lines.
+pub fn json_lines(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// `jsearch stats --json`.
+pub fn stats(db: &Path) -> Value {
+    let mut c = jsearch(db);
+    c.arg("stats").arg("--json");
+    serde_json::from_slice(&run(c, true).stdout).expect("stats JSON")
+}
+
+/// Reads a JSON-lines file of the corpus.
+pub fn read_jsonl(path: &Path) -> Vec<Value> {
+    json_lines(&std::fs::read(path).expect("reading corpus file"))
+}
+
+/// Copies the first `n` corpus images (sorted by name) into `dir`; returns their new paths.
+pub fn copy_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(toy_corpus().join("images"))
+        .expect("corpus images")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .take(n)
+        .map(|src| {
+            let dst = dir.join(src.file_name().expect("file name"));
+            std::fs::copy(&src, &dst).expect("copy image");
+            dst
+        })
+        .collect()
+}
+
+/// A new temporary folder.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}

@@ -111,6 +111,10 @@ struct QueryArgs {
     /// Weight of the image when combined with a text (0..1; the text gets the rest).
     #[arg(long, default_value_t = 0.5, value_name = "W")]
     image_weight: f32,
+    /// Run many text queries from a file: one per line, plain text or JSON with "text" (and "id").
+    /// Hits of each query are printed in turn; with --json each carries a "query" field.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["text", "text_opt", "image"])]
+    queries: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
 }
@@ -194,6 +198,43 @@ fn run(cli: Cli) -> Result<()> {
             }
             if !cli.quiet {
                 eprintln!("{}", progress::summary_line(&summary));
+            }
+            Ok(())
+        }
+        Command::Query(a) if a.queries.is_some() => {
+            let mut engine = open_engine(&cli)?;
+            let file = a.queries.clone().unwrap_or_default();
+            let content = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            for (i, line) in content.lines().enumerate() {
+                let line = line.trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let (id, text) = match serde_json::from_str::<serde_json::Value>(line) {
+                    Ok(serde_json::Value::Object(o)) => {
+                        let text = o
+                            .get("text")
+                            .and_then(|t| t.as_str())
+                            .with_context(|| format!("{} line {}: no \"text\"", file.display(), i + 1))?
+                            .to_string();
+                        let id = match o.get("id") {
+                            Some(serde_json::Value::String(s)) => s.clone(),
+                            Some(v) => v.to_string(),
+                            None => (i + 1).to_string(),
+                        };
+                        (id, text)
+                    }
+                    _ => ((i + 1).to_string(), line.to_string()),
+                };
+                let q = build_query(Query::text(text.clone()), &a.filter)?;
+                let hits = engine
+                    .query(&q)
+                    .with_context(|| format!("query {id} ({text:?})"))?;
+                if !a.filter.json && !a.filter.paths {
+                    println!("# {id}: {text}");
+                }
+                output::print_hits_for(&hits, a.filter.json, a.filter.paths, Some(&id))?;
             }
             Ok(())
         }

@@ -48,11 +48,16 @@ fn locator(h: &SearchHit) -> String {
 
 /// Prints hits as JSON lines (`json`), paths (`paths`) or a table.
 pub fn print_hits(hits: &[SearchHit], json: bool, paths: bool) -> Result<()> {
+    print_hits_for(hits, json, paths, None)
+}
+
+/// [`print_hits`], JSON lines tagged with `"query": query` when given.
+pub fn print_hits_for(hits: &[SearchHit], json: bool, paths: bool, query: Option<&str>) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
         for h in hits {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "rank": h.rank,
                 "score": h.score,
                 "cosine": h.cosine,
@@ -65,6 +70,9 @@ pub fn print_hits(hits: &[SearchHit], json: bool, paths: bool) -> Result<()> {
                 "snippet": h.snippet,
                 "metadata": h.metadata,
             });
+            if let (Some(q), Some(o)) = (query, v.as_object_mut()) {
+                o.insert("query".into(), serde_json::Value::String(q.to_string()));
+            }
             writeln!(out, "{v}")?;
         }
     } else if paths {

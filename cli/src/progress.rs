@@ -73,7 +73,12 @@ impl Reporter {
                 }
             }
             IndexEvent::Problem { path, message } => {
-                self.say(&format!("skipped {}: {message}", path.display()));
+                let p = path.display().to_string();
+                if message.contains(&p) {
+                    self.say(&format!("skipped: {message}"));
+                } else {
+                    self.say(&format!("skipped {p}: {message}"));
+                }
             }
         }
     }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{read_catalog, Record};
 use crate::chunk::{title_of, Chunker, DEFAULT_MAX_TOKENS};
-use crate::enc::preprocess::{decode_rgb, DecodeOptions, PixelValues, Preprocessor};
+use crate::enc::preprocess::{decode_rgb_named, DecodeOptions, PixelValues, Preprocessor};
 use crate::enc::{ClipModel, TextRole};
 use crate::error::{Error, Result};
 use crate::idx::{Batch, Store};
@@ -240,12 +240,12 @@ impl Ctx<'_> {
         if self.known.contains(&hash) {
             return Ok((hash, Input::Known(path.to_path_buf())));
         }
-        Ok((hash, Input::Pixels(self.decode_bytes(&bytes)?)))
+        Ok((hash, Input::Pixels(self.decode_bytes(&bytes, path)?)))
     }
 
-    fn decode_bytes(&self, bytes: &[u8]) -> std::result::Result<PixelValues, String> {
+    fn decode_bytes(&self, bytes: &[u8], path: &Path) -> std::result::Result<PixelValues, String> {
         let t = Instant::now();
-        let img = decode_rgb(bytes, &self.decode).map_err(|e| e.to_string())?;
+        let img = decode_rgb_named(bytes, path, &self.decode).map_err(|e| e.to_string())?;
         self.clocks.decode.add(t);
         let t = Instant::now();
         let px = self.pre.preprocess_rgb(&img);
@@ -539,7 +539,7 @@ impl Consumer<'_> {
                     // The stored copy vanished (its file changed in this run): decode here.
                     let decoded = std::fs::read(&path)
                         .map_err(|e| format!("cannot read: {e}"))
-                        .and_then(|b| self.ctx.decode_bytes(&b));
+                        .and_then(|b| self.ctx.decode_bytes(&b, &path));
                     match decoded {
                         Ok(px) => {
                             pixels_idx.push(fi);
@@ -874,6 +874,7 @@ fn run(
         decode: DecodeOptions {
             apply_exif_orientation: true,
             max_megapixels: opts.max_megapixels,
+            ..Default::default()
         },
         clocks: &clocks,
         cancel: &cancel,

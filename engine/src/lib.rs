@@ -45,9 +45,10 @@ pub use item::{ItemMeta, Kind, Modality};
 pub use search::{Query, SearchHit};
 pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 
-// TEMPORARY: the encoders' model/preprocess/hub come from the shim until helpers A and B land them.
+pub(crate) use jsearch_encoders as enc;
 pub(crate) use jsearch_index as idx;
-pub(crate) use shim::encoders as enc;
+// TEMPORARY: model lookup comes from the shim until helper B's `hub` lands.
+pub(crate) use shim::hub;
 
 use enc::{ClipModel, LoadOptions, Towers};
 use idx::{Store, StoreSettings};
@@ -174,7 +175,7 @@ impl Engine {
         if let Some(d) = &self.resolved_model_dir {
             return Ok(d.clone());
         }
-        let d = enc::hub::resolve_model_dir(self.model_dir.as_deref(), self.download_progress)?;
+        let d = hub::resolve_model_dir(self.model_dir.as_deref(), self.download_progress)?;
         self.resolved_model_dir = Some(d.clone());
         Ok(d)
     }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::enc::preprocess::{decode_rgb, DecodeOptions};
+use crate::enc::preprocess::{decode_rgb_named, DecodeOptions};
 use crate::enc::{Towers, TextRole};
 use crate::error::{Error, Result};
 use crate::idx::{SearchParams, Store};
@@ -362,9 +362,9 @@ pub(crate) fn run_query(engine: &mut Engine, q: &Query) -> Result<Vec<SearchHit>
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let opts = DecodeOptions {
             apply_exif_orientation: true,
-            max_megapixels: None,
+            ..Default::default()
         };
-        let img = decode_rgb(&bytes, &opts)?;
+        let img = decode_rgb_named(&bytes, path, &opts)?;
         let px = model.preprocessor().preprocess_rgb(&img);
         let v = model
             .encode_pixels(&[px])?

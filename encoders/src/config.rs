@@ -504,7 +504,8 @@ impl PreprocessorConfig {
             path: path.to_path_buf(),
             message,
         };
-        let cfg: PreprocessorConfig = serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
+        let cfg: PreprocessorConfig =
+            serde_json::from_value(value).map_err(|e| err(e.to_string()))?;
         if cfg.interpolation != "bicubic" {
             return Err(err(format!(
                 "interpolation {:?} unsupported (bicubic expected)",

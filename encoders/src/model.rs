@@ -250,11 +250,12 @@ impl ClipModel {
         // truncated while the model is alive (the same contract as candle / safetensors).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
             .map_err(|e| weights_err(e.to_string()))?;
-        Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity)
-            .map_err(|e| match e {
+        Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity).map_err(|e| {
+            match e {
                 EncoderError::Candle(c) => weights_err(c.to_string()),
                 other => other,
-            })
+            }
+        })
     }
 
     /// Builds a model from any VarBuilder (safetensors, in-memory tensors, a random `VarMap`
@@ -279,7 +280,11 @@ impl ClipModel {
                     "the text tower needs a tokenizer".into(),
                 ));
             }
-            Some(TextModel::new(&config.text_config, vb.clone(), Adapter::Merged)?)
+            Some(TextModel::new(
+                &config.text_config,
+                vb.clone(),
+                Adapter::Merged,
+            )?)
         } else {
             None
         };
@@ -445,7 +450,11 @@ impl ClipModel {
 
 /// L2-normalise in place: `v / max(‖v‖₂, 1e-12)` (spec §3.6).
 pub fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| (*x as f64) * (*x as f64)).sum::<f64>().sqrt();
+    let norm = v
+        .iter()
+        .map(|x| (*x as f64) * (*x as f64))
+        .sum::<f64>()
+        .sqrt();
     let denom = norm.max(1e-12);
     v.iter_mut().for_each(|x| *x = (*x as f64 / denom) as f32);
 }

@@ -89,7 +89,11 @@ impl Module for LayerNorm {
         let xf = x.to_dtype(DType::F32)?;
         let y = if xf.device().is_cpu() {
             let xf = xf.contiguous()?;
-            xf.apply_op3_no_bwd(&self.weight, &self.bias, &PreciseLayerNorm { eps: self.eps })?
+            xf.apply_op3_no_bwd(
+                &self.weight,
+                &self.bias,
+                &PreciseLayerNorm { eps: self.eps },
+            )?
         } else {
             let mean = xf.mean_keepdim(D::Minus1)?;
             let xc = xf.broadcast_sub(&mean)?;
@@ -204,7 +208,11 @@ pub fn load_lora_weight(
     };
     let a = l.get(a_shape, "lora_A")?.to_dtype(DType::F32)?.get(task)?;
     let b = l.get(b_shape, "lora_B")?.to_dtype(DType::F32)?.get(task)?;
-    let delta = if embedding { a.matmul(&b)? } else { b.matmul(&a)? };
+    let delta = if embedding {
+        a.matmul(&b)?
+    } else {
+        b.matmul(&a)?
+    };
     let merged = (w.to_dtype(DType::F32)? + (delta * scaling)?)?;
     Ok(merged.to_dtype(dtype)?)
 }

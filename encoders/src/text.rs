@@ -97,7 +97,12 @@ impl TextModel {
         };
         let emb = vb.pp("embeddings");
         let word_embeddings = lora(&emb.pp("word_embeddings"), cfg.vocab_size, h, true)?;
-        let token_type = lora(&emb.pp("token_type_embeddings"), cfg.type_vocab_size, h, true)?;
+        let token_type = lora(
+            &emb.pp("token_type_embeddings"),
+            cfg.type_vocab_size,
+            h,
+            true,
+        )?;
         let token_type_row = token_type.get(0)?.contiguous()?;
         let eps = cfg.layer_norm_eps;
         let emb_ln = LayerNorm::load(&vb.pp("emb_ln"), h, eps)?;

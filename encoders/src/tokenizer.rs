@@ -76,13 +76,13 @@ impl TextTokenizer {
 
     /// Token ids of several texts (parallel), each unpadded, input order kept.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let encs = self
-            .inner
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| EncoderError::Tokenizer {
-                path: self.path.clone(),
-                message: e.to_string(),
-            })?;
+        let encs =
+            self.inner
+                .encode_batch(texts.to_vec(), true)
+                .map_err(|e| EncoderError::Tokenizer {
+                    path: self.path.clone(),
+                    message: e.to_string(),
+                })?;
         Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 }

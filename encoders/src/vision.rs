@@ -124,7 +124,11 @@ impl VisionModel {
     }
 
     #[doc(hidden)]
-    pub fn new_with_deviations(cfg: &VisionConfig, vb: VarBuilder, dev: Deviations) -> Result<Self> {
+    pub fn new_with_deviations(
+        cfg: &VisionConfig,
+        vb: VarBuilder,
+        dev: Deviations,
+    ) -> Result<Self> {
         let vb = vb.pp("vision_model");
         let w = cfg.width;
         let p = cfg.patch_size;
@@ -147,9 +151,7 @@ impl VisionModel {
         let cls_pos = (cls + pos.narrow(1, 0, 1)?)?.contiguous()?;
         let patch_pos = pos.narrow(1, 1, n - 1)?.contiguous()?;
 
-        let scale = dev
-            .attention_scale
-            .unwrap_or(1.0 / (hd as f64).sqrt());
+        let scale = dev.attention_scale.unwrap_or(1.0 / (hd as f64).sqrt());
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let b = vb.pp("blocks").pp(i);
@@ -171,7 +173,10 @@ impl VisionModel {
             let b1 = m.pp("w1").get(hid, "bias")?;
             let w2 = m.pp("w2").get((hid, w), "weight")?;
             let b2 = m.pp("w2").get(hid, "bias")?;
-            let w12 = Linear::new(Tensor::cat(&[&w1, &w2], 0)?, Some(Tensor::cat(&[&b1, &b2], 0)?));
+            let w12 = Linear::new(
+                Tensor::cat(&[&w1, &w2], 0)?,
+                Some(Tensor::cat(&[&b1, &b2], 0)?),
+            );
             let w3 = Linear::new(
                 m.pp("w3").get((w, hid), "weight")?,
                 Some(m.pp("w3").get(w, "bias")?),
@@ -253,7 +258,11 @@ impl VisionModel {
             }
             flat.extend_from_slice(img);
         }
-        Ok(Tensor::from_vec(flat, (images.len(), 3, s, s), &self.device)?)
+        Ok(Tensor::from_vec(
+            flat,
+            (images.len(), 3, s, s),
+            &self.device,
+        )?)
     }
 
     fn attention(&self, blk: &VisionBlock, h: &Tensor) -> Result<Tensor> {

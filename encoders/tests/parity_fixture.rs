@@ -5,9 +5,7 @@ mod model_support;
 
 use jsearch_encoders::text::TextModel;
 use jsearch_encoders::vision::VisionRopeParams;
-use jsearch_encoders::{
-    clip_logits, normalize, truncate_normalize, Adapter, ClipModel, TextRole,
-};
+use jsearch_encoders::{clip_logits, normalize, truncate_normalize, Adapter, ClipModel, TextRole};
 use model_support::*;
 
 const HIDDEN_TOL: f32 = 1e-4;
@@ -26,7 +24,11 @@ fn token_ids_are_exact() {
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let ids = model.tokenize(&refs, TextRole::Document).unwrap();
     for (i, got) in ids.iter().enumerate() {
-        assert_eq!(got, &exp.ids(&format!("text.{i}.input_ids")), "text {i} ids");
+        assert_eq!(
+            got,
+            &exp.ids(&format!("text.{i}.input_ids")),
+            "text {i} ids"
+        );
         let mask = exp.ids(&format!("text.{i}.attention_mask"));
         assert_eq!(mask.len(), got.len(), "text {i} mask length");
         assert!(mask.iter().all(|&m| m == 1));
@@ -36,8 +38,14 @@ fn token_ids_are_exact() {
     assert_eq!(*ids[6].last().unwrap(), 2);
     assert_eq!(ids[5], vec![0, 2]);
     // The padded batch of the reference = our ids right-padded with 1.
-    let padded = exp.t("text.batch.input_ids_padded").to_vec2::<i64>().unwrap();
-    let mask_padded = exp.t("text.batch.attention_mask_padded").to_vec2::<i64>().unwrap();
+    let padded = exp
+        .t("text.batch.input_ids_padded")
+        .to_vec2::<i64>()
+        .unwrap();
+    let mask_padded = exp
+        .t("text.batch.attention_mask_padded")
+        .to_vec2::<i64>()
+        .unwrap();
     for (i, row) in padded.iter().enumerate() {
         let n = ids[i].len();
         assert_eq!(row.len(), 512);
@@ -60,16 +68,31 @@ fn text_hidden_states_every_layer() {
         let (pooled, hidden) = text.forward_hidden(&[ids]).unwrap();
         let emb_name = format!("text.{i}.hidden.emb_ln");
         if exp.tensors.contains_key(&emb_name) {
-            assert_close(&emb_name, &flat(&hidden.emb_ln), &exp.f32s(&emb_name), HIDDEN_TOL);
+            assert_close(
+                &emb_name,
+                &flat(&hidden.emb_ln),
+                &exp.f32s(&emb_name),
+                HIDDEN_TOL,
+            );
         }
         for l in 0..n_layers {
             let name = format!("text.{i}.hidden.layer{l}");
             if exp.tensors.contains_key(&name) {
-                assert_close(&name, &flat(&hidden.layers[l]), &exp.f32s(&name), HIDDEN_TOL);
+                assert_close(
+                    &name,
+                    &flat(&hidden.layers[l]),
+                    &exp.f32s(&name),
+                    HIDDEN_TOL,
+                );
             }
         }
         let last = format!("text.{i}.hidden.last");
-        assert_close(&last, &flat(hidden.layers.last().unwrap()), &exp.f32s(&last), HIDDEN_TOL);
+        assert_close(
+            &last,
+            &flat(hidden.layers.last().unwrap()),
+            &exp.f32s(&last),
+            HIDDEN_TOL,
+        );
         let p = format!("text.{i}.pooled");
         assert_close(&p, &flat(&pooled), &exp.f32s(&p), RAW_TOL);
     }
@@ -87,8 +110,14 @@ fn text_batch_raw_normalized_truncated() {
     let norm = model.encode_texts(&refs, TextRole::Document).unwrap();
     let d = max_abs_diff_rows(&norm, &exp.rows("text.batch.embeds_normalized"));
     assert!(d <= NORM_TOL, "normalized {d:e}");
-    let trunc: Vec<Vec<f32>> = raw.iter().map(|v| truncate_normalize(v, 16).unwrap()).collect();
-    let d = max_abs_diff_rows(&trunc, &exp.rows("text.batch.embeds_truncated16_normalized"));
+    let trunc: Vec<Vec<f32>> = raw
+        .iter()
+        .map(|v| truncate_normalize(v, 16).unwrap())
+        .collect();
+    let d = max_abs_diff_rows(
+        &trunc,
+        &exp.rows("text.batch.embeds_truncated16_normalized"),
+    );
     assert!(d <= NORM_TOL, "truncated16 {d:e}");
 }
 
@@ -116,7 +145,9 @@ fn batched_text_equals_one_by_one() {
 fn lora_adapter_matters_without_lora_fixture() {
     let exp = Expected::load();
     let cfg = fixture_config();
-    let ids: Vec<Vec<u32>> = (0..8).map(|i| exp.ids(&format!("text.{i}.input_ids"))).collect();
+    let ids: Vec<Vec<u32>> = (0..8)
+        .map(|i| exp.ids(&format!("text.{i}.input_ids")))
+        .collect();
     let plain = TextModel::new(&cfg.text_config, fixture_vb(), Adapter::Ignored).unwrap();
     let got = plain.forward(&ids).unwrap().to_vec2::<f32>().unwrap();
     let want = exp.rows("text.batch.embeds_raw_without_lora");
@@ -144,7 +175,10 @@ fn instruction_variant() {
     );
     let refs: Vec<&str> = idx.iter().map(|&i| texts[i].as_str()).collect();
     let ids = model.tokenize(&refs, TextRole::Query).unwrap();
-    let padded = exp.t("text.instruction.input_ids_padded").to_vec2::<i64>().unwrap();
+    let padded = exp
+        .t("text.instruction.input_ids_padded")
+        .to_vec2::<i64>()
+        .unwrap();
     for (row, got) in padded.iter().zip(&ids) {
         let unpadded: Vec<u32> = row.iter().take(got.len()).map(|&v| v as u32).collect();
         assert_eq!(&unpadded, got);
@@ -166,19 +200,37 @@ fn image_hidden_states_every_block() {
         let t = vision.pixels_tensor(&[&px]).unwrap();
         let (emb, hidden) = vision.forward_hidden(&t).unwrap();
         let name = format!("image.{j}.hidden.patch_embed");
-        assert_close(&name, &flat(&hidden.patch_embed), &exp.f32s(&name), HIDDEN_TOL);
+        assert_close(
+            &name,
+            &flat(&hidden.patch_embed),
+            &exp.f32s(&name),
+            HIDDEN_TOL,
+        );
         for b in 0..layers {
             let name = format!("image.{j}.hidden.block{b}");
-            assert_close(&name, &flat(&hidden.blocks[b]), &exp.f32s(&name), HIDDEN_TOL);
+            assert_close(
+                &name,
+                &flat(&hidden.blocks[b]),
+                &exp.f32s(&name),
+                HIDDEN_TOL,
+            );
         }
         let name = format!("image.{j}.hidden.final_norm");
-        assert_close(&name, &flat(&hidden.final_norm), &exp.f32s(&name), HIDDEN_TOL);
+        assert_close(
+            &name,
+            &flat(&hidden.final_norm),
+            &exp.f32s(&name),
+            HIDDEN_TOL,
+        );
         let name = format!("image.{j}.embeds_raw");
         assert_close(&name, &flat(&emb), &exp.f32s(&name), RAW_TOL);
     }
 }
 
-fn fixture_pixels(exp: &Expected, model: &ClipModel) -> Vec<jsearch_encoders::preprocess::PixelValues> {
+fn fixture_pixels(
+    exp: &Expected,
+    model: &ClipModel,
+) -> Vec<jsearch_encoders::preprocess::PixelValues> {
     (0..exp.n_images())
         .map(|j| jsearch_encoders::preprocess::PixelValues {
             size: model.image_size(),
@@ -198,8 +250,14 @@ fn image_batch_raw_normalized_truncated() {
     let norm = model.encode_pixels(&pixels).unwrap();
     let d = max_abs_diff_rows(&norm, &exp.rows("image.batch.embeds_normalized"));
     assert!(d <= NORM_TOL, "image normalized {d:e}");
-    let trunc: Vec<Vec<f32>> = raw.iter().map(|v| truncate_normalize(v, 16).unwrap()).collect();
-    let d = max_abs_diff_rows(&trunc, &exp.rows("image.batch.embeds_truncated16_normalized"));
+    let trunc: Vec<Vec<f32>> = raw
+        .iter()
+        .map(|v| truncate_normalize(v, 16).unwrap())
+        .collect();
+    let d = max_abs_diff_rows(
+        &trunc,
+        &exp.rows("image.batch.embeds_truncated16_normalized"),
+    );
     assert!(d <= NORM_TOL, "image truncated16 {d:e}");
     // One-by-one equals batched.
     for (j, p) in pixels.iter().enumerate() {
@@ -224,11 +282,17 @@ fn clip_logits_with_logit_scale() {
     let model = load_fixture_model();
     let scale = model.logit_scale().expect("logit_scale tensor");
     let want_exp = exp.f32s("clip.logit_scale_exp")[0];
-    assert!((scale.exp() - want_exp).abs() <= 1e-4 * want_exp, "{} vs {want_exp}", scale.exp());
+    assert!(
+        (scale.exp() - want_exp).abs() <= 1e-4 * want_exp,
+        "{} vs {want_exp}",
+        scale.exp()
+    );
     let texts = texts(&exp);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let t = model.encode_texts_raw(&refs, TextRole::Document).unwrap();
-    let i = model.encode_pixels_raw(&fixture_pixels(&exp, &model)).unwrap();
+    let i = model
+        .encode_pixels_raw(&fixture_pixels(&exp, &model))
+        .unwrap();
     let logits = clip_logits(&t, &i, scale);
     let d = max_abs_diff_rows(&logits, &exp.rows("clip.logits_per_text"));
     assert!(d <= 1e-3, "logits {d:e}");

@@ -54,8 +54,9 @@ pub struct Expected {
 impl Expected {
     pub fn load() -> Self {
         let dir = fixture_dir();
-        let tensors = candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
-            .expect("expected.safetensors");
+        let tensors =
+            candle_core::safetensors::load(dir.join("expected.safetensors"), &Device::Cpu)
+                .expect("expected.safetensors");
         let json: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("expected.json")).expect("json"))
                 .expect("expected.json");
@@ -79,7 +80,11 @@ impl Expected {
     }
 
     pub fn rows(&self, name: &str) -> Vec<Vec<f32>> {
-        self.t(name).to_dtype(DType::F32).unwrap().to_vec2().unwrap()
+        self.t(name)
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec2()
+            .unwrap()
     }
 
     pub fn ids(&self, name: &str) -> Vec<u32> {

@@ -1,6 +1,8 @@
 //! Shared helpers of the model parity tests (fixtures are read from `datasets/` in the repo).
 #![allow(dead_code)]
 
+pub mod toy;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 

@@ -1,0 +1,2 @@
+//! Preprocessing benchmarks (placeholder, filled below).
+fn main() {}

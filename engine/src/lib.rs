@@ -248,7 +248,16 @@ impl Engine {
             if !self.db.exists() {
                 return Err(Error::NoStore(self.db.clone()));
             }
-            let s = Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))?;
+            let s = match Store::open_read_only(&self.db) {
+                Ok(s) => s,
+                Err(e) if e.to_string().to_lowercase().contains("repair") => {
+                    // A writer was killed: its last commit is intact but the file needs the
+                    // recovery that only a writer can run. Do it, then read.
+                    self.recover()?;
+                    Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))?
+                }
+                Err(e) => return Err(self.map_open_error(e)),
+            };
             self.handle = Some(Handle::Reader(s));
         }
         match &self.handle {
@@ -264,6 +273,28 @@ impl Engine {
             Some(h) => Ok((h.store(), &mut self.calibration)),
             None => Err(Error::Internal("store not open".into())),
         }
+    }
+
+    /// Opens the store once as a writer (with the model's identity, read from its files without
+    /// loading weights) so that redb recovers a store left by a killed writer.
+    fn recover(&mut self) -> Result<()> {
+        let dir = self.model_dir()?;
+        let config = enc::ClipConfig::load(&dir.join("config.json"))?;
+        let id = enc::model::model_identity(&dir, &config)?;
+        let settings = StoreSettings::new(id.name, id.fingerprint, config.embed_dim());
+        if let Ok(ro) = Store::open_read_only(&self.db) {
+            drop(ro);
+        }
+        let s = Store::open(&self.db, settings).map_err(|e| match e {
+            idx::IndexError::ModelMismatch { stored, requested, .. } => Error::InvalidArgument(format!(
+                "store {} was built with model {stored}, but the model in use is {requested}; \
+                 use the same --model, or re-index into a new store",
+                self.db.display()
+            )),
+            other => self.map_open_error(other),
+        })?;
+        drop(s);
+        Ok(())
     }
 
     /// Opens the store for writing with `settings` (or the store's own when `None`).

@@ -52,7 +52,9 @@ pub fn jsearch_bin() -> &'static Path {
         if let Some(target_dir) = profile_dir.parent() {
             cmd.env("CARGO_TARGET_DIR", target_dir);
         }
-        let status = cmd.status().expect("running cargo build for the jsearch binary");
+        let status = cmd
+            .status()
+            .expect("running cargo build for the jsearch binary");
         assert!(status.success(), "cargo build -p jsearch-cli failed");
         let bin = profile_dir.join(format!("jsearch{}", std::env::consts::EXE_SUFFIX));
         assert!(bin.exists(), "{} missing after build", bin.display());
@@ -95,10 +97,7 @@ pub fn run(mut cmd: Command, expect_ok: bool) -> Output {
         );
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("panicked"),
-        "jsearch panicked:\n{stderr}"
-    );
+    assert!(!stderr.contains("panicked"), "jsearch panicked:\n{stderr}");
     out
 }
 

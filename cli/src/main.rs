@@ -216,7 +216,9 @@ fn run(cli: Cli) -> Result<()> {
                         let text = o
                             .get("text")
                             .and_then(|t| t.as_str())
-                            .with_context(|| format!("{} line {}: no \"text\"", file.display(), i + 1))?
+                            .with_context(|| {
+                                format!("{} line {}: no \"text\"", file.display(), i + 1)
+                            })?
                             .to_string();
                         let id = match o.get("id") {
                             Some(serde_json::Value::String(s)) => s.clone(),

@@ -20,7 +20,10 @@ fn cut_start(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
-        format!("{}…", s.chars().take(max.saturating_sub(1)).collect::<String>())
+        format!(
+            "{}…",
+            s.chars().take(max.saturating_sub(1)).collect::<String>()
+        )
     }
 }
 
@@ -52,7 +55,12 @@ pub fn print_hits(hits: &[SearchHit], json: bool, paths: bool) -> Result<()> {
 }
 
 /// [`print_hits`], JSON lines tagged with `"query": query` when given.
-pub fn print_hits_for(hits: &[SearchHit], json: bool, paths: bool, query: Option<&str>) -> Result<()> {
+pub fn print_hits_for(
+    hits: &[SearchHit],
+    json: bool,
+    paths: bool,
+    query: Option<&str>,
+) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if json {
@@ -94,8 +102,17 @@ pub fn print_hits_for(hits: &[SearchHit], json: bool, paths: bool, query: Option
             return Ok(());
         }
         let locs: Vec<String> = hits.iter().map(|h| cut(&locator(h), 60)).collect();
-        let w = locs.iter().map(|l| l.chars().count()).max().unwrap_or(4).max(12);
-        writeln!(out, "{:>4}  {:>6}  {:<7}  {:<w$}  title", "rank", "score", "kind", "path or id")?;
+        let w = locs
+            .iter()
+            .map(|l| l.chars().count())
+            .max()
+            .unwrap_or(4)
+            .max(12);
+        writeln!(
+            out,
+            "{:>4}  {:>6}  {:<7}  {:<w$}  title",
+            "rank", "score", "kind", "path or id"
+        )?;
         for (h, loc) in hits.iter().zip(&locs) {
             let title = h.title.as_deref().unwrap_or("");
             writeln!(
@@ -118,7 +135,11 @@ pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(s)?);
         return Ok(());
     }
-    println!("store:   {} ({:.1} MiB)", s.store.display(), s.store_bytes as f64 / 1048576.0);
+    println!(
+        "store:   {} ({:.1} MiB)",
+        s.store.display(),
+        s.store_bytes as f64 / 1048576.0
+    );
     println!("model:   {} ({})", s.model, s.model_fingerprint);
     println!("dims:    {} (ANN graph {})", s.dim, s.ann_dim);
     println!("files:   {}", s.files);

@@ -35,7 +35,12 @@ impl Reporter {
     /// Handles one event.
     pub fn event(&mut self, ev: IndexEvent) {
         match ev {
-            IndexEvent::Planned { files, units, unchanged, to_remove } => {
+            IndexEvent::Planned {
+                files,
+                units,
+                unchanged,
+                to_remove,
+            } => {
                 self.started = Instant::now();
                 if self.quiet {
                     return;
@@ -54,7 +59,12 @@ impl Reporter {
                     self.bar = Some(bar);
                 }
             }
-            IndexEvent::Progress { done, total, encoded, reused } => {
+            IndexEvent::Progress {
+                done,
+                total,
+                encoded,
+                reused,
+            } => {
                 if self.quiet {
                     return;
                 }
@@ -65,7 +75,11 @@ impl Reporter {
                     self.last_log = Instant::now();
                     let secs = self.started.elapsed().as_secs_f64().max(1e-3);
                     let rate = done as f64 / secs;
-                    let eta = if rate > 0.0 { (total - done) as f64 / rate } else { 0.0 };
+                    let eta = if rate > 0.0 {
+                        (total - done) as f64 / rate
+                    } else {
+                        0.0
+                    };
                     eprintln!(
                         "indexed {done}/{total} ({:.0}%), {rate:.1} items/s, ETA {eta:.0}s, {encoded} encoded, {reused} reused",
                         100.0 * done as f64 / total.max(1) as f64

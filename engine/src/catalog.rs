@@ -56,7 +56,10 @@ fn value_to_string(v: &Value) -> Option<String> {
     }
 }
 
-fn record_from_map(mut obj: Map<String, Value>, base: &Path) -> std::result::Result<Record, String> {
+fn record_from_map(
+    mut obj: Map<String, Value>,
+    base: &Path,
+) -> std::result::Result<Record, String> {
     let id = obj
         .remove("id")
         .as_ref()
@@ -110,7 +113,10 @@ pub(crate) fn read_catalog(path: &Path) -> Result<(Vec<Record>, Vec<String>)> {
         if seen.insert(rec.id.clone()) {
             records.push(rec);
         } else {
-            problems.push(format!("line {line}: duplicate id {:?} (kept the first)", rec.id));
+            problems.push(format!(
+                "line {line}: duplicate id {:?} (kept the first)",
+                rec.id
+            ));
         }
     };
     if ext == "csv" {
@@ -203,7 +209,10 @@ mod tests {
         let (recs, problems) = read_catalog(&p).unwrap();
         assert_eq!(recs.len(), 2);
         assert_eq!(recs[0].id, "a");
-        assert_eq!(recs[0].image.as_deref(), Some(dir.path().join("img/a.png").as_path()));
+        assert_eq!(
+            recs[0].image.as_deref(),
+            Some(dir.path().join("img/a.png").as_path())
+        );
         assert_eq!(recs[0].metadata["price"], 3);
         assert_eq!(recs[1].id, "7");
         assert_eq!(recs[1].embed_text().as_deref(), Some("Blue"));
@@ -215,7 +224,11 @@ mod tests {
     fn reads_csv() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.csv");
-        std::fs::write(&p, "id,title,image,color\n1,\"Red, round\",a.png,red\n2,,,\n").unwrap();
+        std::fs::write(
+            &p,
+            "id,title,image,color\n1,\"Red, round\",a.png,red\n2,,,\n",
+        )
+        .unwrap();
         let (recs, problems) = read_catalog(&p).unwrap();
         assert!(problems.is_empty());
         assert_eq!(recs[0].title.as_deref(), Some("Red, round"));
@@ -223,6 +236,9 @@ mod tests {
         assert_eq!(recs[1].embed_text(), None);
         let bad = dir.path().join("b.csv");
         std::fs::write(&bad, "name\nx\n").unwrap();
-        assert!(read_catalog(&bad).unwrap_err().to_string().contains("no \"id\" column"));
+        assert!(read_catalog(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("no \"id\" column"));
     }
 }

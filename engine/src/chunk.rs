@@ -32,10 +32,12 @@ impl Chunker {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        tokenizer.with_truncation(None).map_err(|e| Error::Tokenizer {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
         tokenizer.with_padding(None);
         Ok(Chunker {
             tokenizer,
@@ -158,7 +160,11 @@ mod tests {
             assert!(n <= 44, "{n}: {}", ch.text);
         }
         // Nothing lost: every word of the input appears in order in the chunks.
-        let joined: String = chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>().join(" ");
+        let joined: String = chunks
+            .iter()
+            .map(|c| c.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
         assert_eq!(
             joined.split_whitespace().collect::<Vec<_>>(),
             long.split_whitespace().collect::<Vec<_>>()

@@ -547,10 +547,7 @@ impl Consumer<'_> {
                         }
                         Err(msg) => {
                             first.remove(&v.hash);
-                            on_event(IndexEvent::Problem {
-                                path,
-                                message: msg,
-                            });
+                            on_event(IndexEvent::Problem { path, message: msg });
                             self.summary.problems += 1;
                             if self.ctx.files[file].kind != FileKind::Catalog {
                                 self.failed.insert(file);
@@ -856,9 +853,9 @@ fn run(
     } else {
         None
     };
-    let needs_images = units
-        .iter()
-        .any(|u| matches!(&u.work, Work::Image) || matches!(&u.work, Work::Record(r) if r.image.is_some()));
+    let needs_images = units.iter().any(|u| {
+        matches!(&u.work, Work::Image) || matches!(&u.work, Work::Record(r) if r.image.is_some())
+    });
     let known = if needs_images {
         known_hashes(store)?
     } else {

@@ -286,7 +286,9 @@ impl Engine {
             drop(ro);
         }
         let s = Store::open(&self.db, settings).map_err(|e| match e {
-            idx::IndexError::ModelMismatch { stored, requested, .. } => Error::InvalidArgument(format!(
+            idx::IndexError::ModelMismatch {
+                stored, requested, ..
+            } => Error::InvalidArgument(format!(
                 "store {} was built with model {stored}, but the model in use is {requested}; \
                  use the same --model, or re-index into a new store",
                 self.db.display()
@@ -360,7 +362,9 @@ impl Engine {
         on_event: &mut dyn FnMut(IndexEvent),
     ) -> Result<IndexSummary> {
         if paths.is_empty() {
-            return Err(Error::InvalidArgument("nothing to index: give at least one path".into()));
+            return Err(Error::InvalidArgument(
+                "nothing to index: give at least one path".into(),
+            ));
         }
         let model = self.model(Towers::Both)?;
         let model_dir = self.model_dir()?;

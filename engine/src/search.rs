@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions};
-use crate::enc::{Towers, TextRole};
+use crate::enc::{TextRole, Towers};
 use crate::error::{Error, Result};
 use crate::idx::{SearchParams, Store};
 use crate::item::{self, ItemMeta, Kind, Modality};
@@ -181,8 +181,7 @@ fn calibrate(q: &[f32], sample: &[Vec<f32>]) -> (f32, f32) {
     let cos: Vec<f32> = sample.iter().map(|v| dot(q, v)).collect();
     let mean = cos.iter().sum::<f32>() / n;
     let var = cos.iter().map(|c| (c - mean) * (c - mean)).sum::<f32>() / n;
-    let sigma =
-        ((n * var + PRIOR_WEIGHT * PRIOR_SIGMA * PRIOR_SIGMA) / (n + PRIOR_WEIGHT)).sqrt();
+    let sigma = ((n * var + PRIOR_WEIGHT * PRIOR_SIGMA * PRIOR_SIGMA) / (n + PRIOR_WEIGHT)).sqrt();
     (mean, sigma.max(1e-4))
 }
 

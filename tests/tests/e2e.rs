@@ -24,7 +24,10 @@ fn images_store() -> &'static Path {
 
 /// Passages written for the mixed store.
 const NOTES: &[(&str, &str)] = &[
-    ("rot.md", "# Roter Kreis\n\nEin roter Kreis auf einfarbigem Hintergrund."),
+    (
+        "rot.md",
+        "# Roter Kreis\n\nEin roter Kreis auf einfarbigem Hintergrund.",
+    ),
     ("stern.txt", "a yellow star next to a blue heart"),
     ("mond.md", "# Mond\n\nein grüner Mond"),
 ];
@@ -43,7 +46,11 @@ fn mixed_store() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
         let corpus = toy_corpus();
         let (s, _) = index(
             &db,
-            &[&corpus.join("images"), &corpus.join("products.jsonl"), &notes],
+            &[
+                &corpus.join("images"),
+                &corpus.join("products.jsonl"),
+                &notes,
+            ],
             &[],
         );
         assert_eq!(s["failed"], 0, "{s}");
@@ -74,7 +81,11 @@ fn batch_queries(db: &Path, extra: &[&str]) -> HashMap<String, Vec<Value>> {
         .collect();
     std::fs::write(&qfile, lines.join("\n")).unwrap();
     let mut c = jsearch(db);
-    c.arg("query").arg("--queries").arg(&qfile).arg("--json").args(extra);
+    c.arg("query")
+        .arg("--queries")
+        .arg(&qfile)
+        .arg("--json")
+        .args(extra);
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for hit in json_lines(&run(c, true).stdout) {
         out.entry(hit["query"].as_str().unwrap().to_string())
@@ -120,10 +131,15 @@ fn measured_r5(
             .iter()
             .map(|v| v.as_str().unwrap().to_string())
             .collect();
-        let got = hits.get(q["id"].as_str().unwrap()).cloned().unwrap_or_default();
+        let got = hits
+            .get(q["id"].as_str().unwrap())
+            .cloned()
+            .unwrap_or_default();
         assert!(got.len() <= 5);
         let ok = got.iter().any(|h| rel.contains(&name(h)));
-        let e = agg.entry(q["lang"].as_str().unwrap().to_string()).or_default();
+        let e = agg
+            .entry(q["lang"].as_str().unwrap().to_string())
+            .or_default();
         e.0 += ok as usize;
         e.1 += 1;
     }
@@ -166,41 +182,94 @@ fn image_to_image_and_similar() {
     let db = images_store();
     let img = toy_corpus().join("images/img_027.jpg"); // a red circle
     let red: HashSet<&str> = [
-        "img_027.jpg", "img_076.jpg", "img_088.jpg", "img_094.jpg", "img_102.jpg", "img_104.png",
+        "img_027.jpg",
+        "img_076.jpg",
+        "img_088.jpg",
+        "img_094.jpg",
+        "img_102.jpg",
+        "img_104.png",
         "img_109.jpg",
     ]
     .into_iter()
     .collect();
     let hits = query_json(db, &["--image", img.to_str().unwrap(), "-k", "5"]);
-    assert_eq!(file_name(&hits[0]), "img_027.jpg", "the image itself first: {hits:?}");
-    let relevant = hits.iter().filter(|h| red.contains(file_name(h).as_str())).count();
-    assert!(relevant >= 3, "only {relevant} red circles in the top 5: {hits:?}");
+    assert_eq!(
+        file_name(&hits[0]),
+        "img_027.jpg",
+        "the image itself first: {hits:?}"
+    );
+    let relevant = hits
+        .iter()
+        .filter(|h| red.contains(file_name(h).as_str()))
+        .count();
+    assert!(
+        relevant >= 3,
+        "only {relevant} red circles in the top 5: {hits:?}"
+    );
 
     let mut c = jsearch(db);
     c.arg("similar").arg(&img).args(["-k", "4", "--json"]);
     let sim = json_lines(&run(c, true).stdout);
     assert_eq!(sim.len(), 4);
-    assert!(sim.iter().all(|h| file_name(h) != "img_027.jpg"), "itself excluded");
-    let relevant = sim.iter().filter(|h| red.contains(file_name(h).as_str())).count();
+    assert!(
+        sim.iter().all(|h| file_name(h) != "img_027.jpg"),
+        "itself excluded"
+    );
+    let relevant = sim
+        .iter()
+        .filter(|h| red.contains(file_name(h).as_str()))
+        .count();
     assert!(relevant >= 2, "{sim:?}");
 
     // Combined query: the weights move the ranking between the two single-modality rankings.
-    let ids = |v: &[Value]| v.iter().map(|h| h["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let ids = |v: &[Value]| {
+        v.iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
     let text_only = ids(&query_json(db, &["blauer Stern", "-k", "5"]));
-    let image_only = ids(&query_json(db, &["--image", img.to_str().unwrap(), "-k", "5"]));
+    let image_only = ids(&query_json(
+        db,
+        &["--image", img.to_str().unwrap(), "-k", "5"],
+    ));
     let w1 = ids(&query_json(
         db,
-        &["--image", img.to_str().unwrap(), "--text", "blauer Stern", "--image-weight", "1", "-k", "5"],
+        &[
+            "--image",
+            img.to_str().unwrap(),
+            "--text",
+            "blauer Stern",
+            "--image-weight",
+            "1",
+            "-k",
+            "5",
+        ],
     ));
     let w0 = ids(&query_json(
         db,
-        &["--image", img.to_str().unwrap(), "--text", "blauer Stern", "--image-weight", "0", "-k", "5"],
+        &[
+            "--image",
+            img.to_str().unwrap(),
+            "--text",
+            "blauer Stern",
+            "--image-weight",
+            "0",
+            "-k",
+            "5",
+        ],
     ));
     assert_eq!(w1, image_only);
     assert_eq!(w0, text_only);
     let mid = ids(&query_json(
         db,
-        &["--image", img.to_str().unwrap(), "--text", "blauer Stern", "-k", "5"],
+        &[
+            "--image",
+            img.to_str().unwrap(),
+            "--text",
+            "blauer Stern",
+            "-k",
+            "5",
+        ],
     ));
     assert!(mid != image_only && mid != text_only, "{mid:?}");
 }
@@ -224,7 +293,10 @@ fn mixed_store_returns_every_kind_and_keeps_metadata() {
         .iter()
         .find(|h| h["kind"] == "text")
         .expect("the passage");
-    assert_eq!(Path::new(passage["path"].as_str().unwrap()), notes.join("rot.md"));
+    assert_eq!(
+        Path::new(passage["path"].as_str().unwrap()),
+        notes.join("rot.md")
+    );
     assert_eq!(passage["chunk"], 0);
     // The modality gap is real (text-text cosines run higher than text-image ones), and the
     // calibrated scores still bring the images up.
@@ -233,7 +305,10 @@ fn mixed_store_returns_every_kind_and_keeps_metadata() {
         .filter(|h| h["kind"] == "image")
         .map(|h| h["cosine"].as_f64().unwrap())
         .fold(f64::MIN, f64::max);
-    assert!(passage["cosine"].as_f64().unwrap() > max_img_cos + 0.1, "{hits:#?}");
+    assert!(
+        passage["cosine"].as_f64().unwrap() > max_img_cos + 0.1,
+        "{hits:#?}"
+    );
     // Relevance: images and products are red circles.
     let q150 = read_jsonl(&toy_corpus().join("queries.jsonl"))
         .into_iter()
@@ -264,7 +339,9 @@ fn mixed_store_returns_every_kind_and_keeps_metadata() {
 
     // Text → product recall over all corpus queries.
     let hits = batch_queries(db, &["-k", "5", "--type", "product"]);
-    let ours = measured_r5(&hits, "relevant_products", |h| h["id"].as_str().unwrap().to_string());
+    let ours = measured_r5(&hits, "relevant_products", |h| {
+        h["id"].as_str().unwrap().to_string()
+    });
     let official = official_r5("text_to_product_title.instruction");
     for (lang, (r5, _)) in &ours {
         assert!(*r5 >= official[lang] - 0.02, "{lang}: products R@5 {r5}");
@@ -296,7 +373,16 @@ fn json_and_paths_output_schema() {
     let imgs = query_json(db, &["ein gelber Stern", "-k", "5", "--type", "image"]);
     assert!(imgs.iter().all(|h| h["kind"] == "image"));
     let cut = hits[2]["score"].as_f64().unwrap();
-    let high = query_json(db, &["ein gelber Stern", "-k", "8", "--min-score", &cut.to_string()]);
+    let high = query_json(
+        db,
+        &[
+            "ein gelber Stern",
+            "-k",
+            "8",
+            "--min-score",
+            &cut.to_string(),
+        ],
+    );
     assert!(high.len() >= 3 && high.len() < 8, "{}", high.len());
     let mut c = jsearch(db);
     c.args(["query", "ein gelber Stern", "-k", "5", "--paths"]);
@@ -307,7 +393,10 @@ fn json_and_paths_output_schema() {
     // --path prefix: only the notes.
     let (_, _, notes) = mixed_store();
     let only = query_json(db, &["roter Kreis", "--path", notes.to_str().unwrap()]);
-    assert!(!only.is_empty() && only.iter().all(|h| h["kind"] == "text"), "{only:?}");
+    assert!(
+        !only.is_empty() && only.iter().all(|h| h["kind"] == "text"),
+        "{only:?}"
+    );
     // Table output on a pipe is readable and has a header.
     let mut c = jsearch(db);
     c.args(["query", "roter Kreis", "-k", "3"]);
@@ -328,7 +417,11 @@ fn incremental_runs_encode_only_what_changed() {
     let db = dir.path().join("inc.jsearch");
 
     let (s, _) = index(&db, &[&root], &[]);
-    assert_eq!((s["indexed"].as_u64(), s["encoded"].as_u64()), (Some(12), Some(12)), "{s}");
+    assert_eq!(
+        (s["indexed"].as_u64(), s["encoded"].as_u64()),
+        (Some(12), Some(12)),
+        "{s}"
+    );
 
     let (s, _) = index(&db, &[&root], &[]);
     assert_eq!(s["skipped"], 12, "{s}");
@@ -336,21 +429,42 @@ fn incremental_runs_encode_only_what_changed() {
     assert_eq!(s["indexed"], 0, "{s}");
 
     // add, modify, delete, rename, duplicate
-    std::fs::copy(toy_corpus().join("images/img_010.png"), root.join("new.png")).unwrap();
-    std::fs::write(notes.join("a.md"), "# A\n\nein roter Kreis und ein blauer Stern").unwrap();
+    std::fs::copy(
+        toy_corpus().join("images/img_010.png"),
+        root.join("new.png"),
+    )
+    .unwrap();
+    std::fs::write(
+        notes.join("a.md"),
+        "# A\n\nein roter Kreis und ein blauer Stern",
+    )
+    .unwrap();
     std::fs::remove_file(&imgs[0]).unwrap();
-    let renamed = root.join("renamed").with_extension(imgs[1].extension().unwrap());
+    let renamed = root
+        .join("renamed")
+        .with_extension(imgs[1].extension().unwrap());
     std::fs::rename(&imgs[1], &renamed).unwrap();
-    let dup = root.join("dup").with_extension(imgs[2].extension().unwrap());
+    let dup = root
+        .join("dup")
+        .with_extension(imgs[2].extension().unwrap());
     std::fs::copy(&imgs[2], &dup).unwrap();
 
     let (s, _) = index(&db, &[&root], &[]);
     assert_eq!(s["indexed"], 3, "new, renamed, duplicate: {s}");
     assert_eq!(s["updated"], 1, "a.md: {s}");
-    assert_eq!(s["removed"], 2, "deleted + old name of the renamed file: {s}");
+    assert_eq!(
+        s["removed"], 2,
+        "deleted + old name of the renamed file: {s}"
+    );
     assert_eq!(s["skipped"], 9, "{s}");
-    assert_eq!(s["encoded"], 2, "only new.png and a.md's chunk are encoded: {s}");
-    assert_eq!(s["reused"], 2, "renamed + duplicate reuse stored vectors: {s}");
+    assert_eq!(
+        s["encoded"], 2,
+        "only new.png and a.md's chunk are encoded: {s}"
+    );
+    assert_eq!(
+        s["reused"], 2,
+        "renamed + duplicate reuse stored vectors: {s}"
+    );
     assert_eq!(s["failed"], 0, "{s}");
 
     let st = stats(&db);
@@ -371,12 +485,19 @@ fn incremental_runs_encode_only_what_changed() {
     let hits = query_json(&db, &["blauer Stern", "--path", a_md.to_str().unwrap()]);
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert!(
-        hits[0]["snippet"].as_str().unwrap().contains("blauer Stern"),
+        hits[0]["snippet"]
+            .as_str()
+            .unwrap()
+            .contains("blauer Stern"),
         "modified text re-embedded: {hits:?}"
     );
 
     let (s, _) = index(&db, &[&root], &[]);
-    assert_eq!((s["encoded"].as_u64(), s["skipped"].as_u64()), (Some(0), Some(13)), "{s}");
+    assert_eq!(
+        (s["encoded"].as_u64(), s["skipped"].as_u64()),
+        (Some(0), Some(13)),
+        "{s}"
+    );
 
     // rm: a folder, then an unknown path.
     let mut c = jsearch(&db);
@@ -474,7 +595,11 @@ fn png_header(w: u32, h: u32) -> Vec<u8> {
         for &b in data {
             c ^= b as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0xedb8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
         }
         !c
@@ -495,14 +620,22 @@ fn bad_images_are_reported_and_skipped() {
     let dir = tempdir();
     let root = dir.path().join("bad");
     std::fs::create_dir_all(&root).unwrap();
-    std::fs::copy(toy_corpus().join("images/img_001.png"), root.join("good.png")).unwrap();
+    std::fs::copy(
+        toy_corpus().join("images/img_001.png"),
+        root.join("good.png"),
+    )
+    .unwrap();
     std::fs::write(root.join("notes.txt"), "ein roter Kreis").unwrap();
     std::fs::write(root.join("zero.png"), b"").unwrap();
     let png = std::fs::read(toy_corpus().join("images/img_001.png")).unwrap();
     std::fs::write(root.join("truncated.png"), &png[..png.len() / 2]).unwrap();
     let jpg = std::fs::read(toy_corpus().join("images/img_000.jpg")).unwrap();
     std::fs::write(root.join("truncated.jpg"), &jpg[..jpg.len() / 3]).unwrap();
-    std::fs::write(root.join("garbage.jpg"), b"this is not a jpeg at all, just text").unwrap();
+    std::fs::write(
+        root.join("garbage.jpg"),
+        b"this is not a jpeg at all, just text",
+    )
+    .unwrap();
     std::fs::write(root.join("huge.png"), png_header(100_000, 100_000)).unwrap();
     // A real 2000x1000 image, above --max-megapixels 1.5.
     image::RgbImage::from_pixel(2000, 1000, image::Rgb([200, 30, 30]))
@@ -510,7 +643,14 @@ fn bad_images_are_reported_and_skipped() {
         .unwrap();
     let db = dir.path().join("bad.jsearch");
     let (s, stderr) = index(&db, &[&root], &["--max-megapixels", "1.5"]);
-    let bad = ["zero.png", "truncated.png", "truncated.jpg", "garbage.jpg", "huge.png", "big.png"];
+    let bad = [
+        "zero.png",
+        "truncated.png",
+        "truncated.jpg",
+        "garbage.jpg",
+        "huge.png",
+        "big.png",
+    ];
     for b in bad {
         let lines = stderr.lines().filter(|l| l.contains(b)).count();
         assert_eq!(lines, 1, "{b} reported once:\n{stderr}");
@@ -521,7 +661,11 @@ fn bad_images_are_reported_and_skipped() {
     assert_eq!(st["vectors"], 2, "{st}");
     // Unreadable files are retried (and reported) next run; good ones are skipped.
     let (s, _) = index(&db, &[&root], &["--max-megapixels", "1.5"]);
-    assert_eq!((s["skipped"].as_u64(), s["failed"].as_u64()), (Some(2), Some(bad.len() as u64)), "{s}");
+    assert_eq!(
+        (s["skipped"].as_u64(), s["failed"].as_u64()),
+        (Some(2), Some(bad.len() as u64)),
+        "{s}"
+    );
 }
 
 #[test]
@@ -532,13 +676,19 @@ fn another_model_is_refused_with_a_clear_message() {
     let db = dir.path().join("m.jsearch");
     index(&db, &[&root], &[]);
     let other = repo_root().join("datasets/jina-clip-v2-tiny/model");
-    for args in [vec!["query", "roter Kreis"], vec!["index", root.to_str().unwrap()]] {
+    for args in [
+        vec!["query", "roter Kreis"],
+        vec!["index", root.to_str().unwrap()],
+    ] {
         let mut c = jsearch_with_model(&db, &other);
         c.args(&args);
         let out = run(c, false);
         assert!(!out.status.success());
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("was built with model") && err.contains("re-index"), "{err}");
+        assert!(
+            err.contains("was built with model") && err.contains("re-index"),
+            "{err}"
+        );
     }
     // No store at all: a clear message too.
     let mut c = jsearch(&dir.path().join("none.jsearch"));

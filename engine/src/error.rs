@@ -18,28 +18,8 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The store was built with another model than the one in use.
-    #[error(
-        "store {store} was built with model {store_model} (fingerprint {store_fp}, dim {store_dim}), \
-         but the model in use is {model} (fingerprint {model_fp}, dim {model_dim}).\n\
-         Use the same model (--model DIR or JSEARCH_MODEL), or re-index into a new store: \
-         `jsearch --db NEW.jsearch index PATH...` (or delete {store} and index again)"
-    )]
-    ModelMismatch {
-        /// Path of the store.
-        store: PathBuf,
-        /// Model name recorded in the store.
-        store_model: String,
-        /// Model fingerprint recorded in the store.
-        store_fp: String,
-        /// Dimension recorded in the store.
-        store_dim: usize,
-        /// Name of the model in use.
-        model: String,
-        /// Fingerprint of the model in use.
-        model_fp: String,
-        /// Dimension of the model in use.
-        model_dim: usize,
-    },
+    #[error("{0}")]
+    ModelMismatch(Box<ModelMismatch>),
     /// No store exists at the given path (for commands that only read).
     #[error("no store at {0}: index something first (`jsearch index PATH...`) or pass --db FILE")]
     NoStore(PathBuf),
@@ -102,4 +82,29 @@ impl Error {
             source,
         }
     }
+}
+
+/// Details of [`Error::ModelMismatch`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "store {store} was built with model {store_model} (fingerprint {store_fp}, dim {store_dim}), \
+     but the model in use is {model} (fingerprint {model_fp}, dim {model_dim}).\n\
+     Use the same model (--model DIR or JSEARCH_MODEL), or re-index into a new store: \
+     `jsearch --db NEW.jsearch index PATH...` (or delete {store} and index again)"
+)]
+pub struct ModelMismatch {
+    /// Path of the store.
+    pub store: PathBuf,
+    /// Model name recorded in the store.
+    pub store_model: String,
+    /// Model fingerprint recorded in the store.
+    pub store_fp: String,
+    /// Dimension recorded in the store.
+    pub store_dim: usize,
+    /// Name of the model in use.
+    pub model: String,
+    /// Fingerprint of the model in use.
+    pub model_fp: String,
+    /// Dimension of the model in use.
+    pub model_dim: usize,
 }

@@ -182,11 +182,10 @@ impl Engine {
 
     pub(crate) fn model(&mut self, need: Towers) -> Result<Arc<ClipModel>> {
         if let Some((have, m)) = &self.model {
-            let enough = match (have, need) {
-                (Towers::Both, _) => true,
-                (Towers::Text, Towers::Text) | (Towers::Vision, Towers::Vision) => true,
-                _ => false,
-            };
+            let enough = matches!(
+                (have, need),
+                (Towers::Both, _) | (Towers::Text, Towers::Text) | (Towers::Vision, Towers::Vision)
+            );
             if enough {
                 return Ok(m.clone());
             }
@@ -219,7 +218,7 @@ impl Engine {
             || stored.model_fingerprint != id.fingerprint
             || stored.dim != model.embed_dim()
         {
-            return Err(Error::ModelMismatch {
+            return Err(Error::ModelMismatch(Box::new(error::ModelMismatch {
                 store: self.db.clone(),
                 store_model: stored.model_name.clone(),
                 store_fp: stored.model_fingerprint.clone(),
@@ -227,7 +226,7 @@ impl Engine {
                 model: id.name.clone(),
                 model_fp: id.fingerprint.clone(),
                 model_dim: model.embed_dim(),
-            });
+            })));
         }
         Ok(())
     }
@@ -314,7 +313,7 @@ impl Engine {
                                 || stored.model_fingerprint != s.model_fingerprint
                                 || stored.dim != s.dim
                             {
-                                return Err(Error::ModelMismatch {
+                                return Err(Error::ModelMismatch(Box::new(error::ModelMismatch {
                                     store: self.db.clone(),
                                     store_model: stored.model_name,
                                     store_fp: stored.model_fingerprint,
@@ -322,7 +321,7 @@ impl Engine {
                                     model: s.model_name,
                                     model_fp: s.model_fingerprint,
                                     model_dim: s.dim,
-                                });
+                                })));
                             }
                         }
                     }

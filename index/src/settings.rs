@@ -80,7 +80,7 @@ impl StoreSettings {
         if self.model_name.is_empty() {
             return bad("model_name must not be empty");
         }
-        if !(self.compact_threshold > 0.0) {
+        if self.compact_threshold.is_nan() || self.compact_threshold <= 0.0 {
             return bad("compact_threshold must be > 0");
         }
         Ok(())

@@ -790,7 +790,7 @@ impl Store {
                 let chunk = n / per_chunk;
                 let room = (per_chunk - n % per_chunk) as usize;
                 let take = room.min(prepared.len() - i);
-                let mut val: Vec<u8> = if n % per_chunk != 0 {
+                let mut val: Vec<u8> = if !n.is_multiple_of(per_chunk) {
                     vectors
                         .get(chunk)?
                         .map(|v| v.value().to_vec())
@@ -1223,9 +1223,19 @@ impl Store {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Clone, Copy)]
 struct OrdF32(f32);
+impl PartialEq for OrdF32 {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == std::cmp::Ordering::Equal
+    }
+}
 impl Eq for OrdF32 {}
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 impl Ord for OrdF32 {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&o.0)

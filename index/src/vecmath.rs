@@ -22,7 +22,7 @@ pub fn validate(v: &[f32], expected: usize, id: Option<u64>) -> Result<f32> {
         return Err(IndexError::NonFinite { id, position });
     }
     let norm = norm(v);
-    if !(norm > MIN_NORM) || !norm.is_finite() {
+    if norm.is_nan() || norm <= MIN_NORM || !norm.is_finite() {
         return Err(IndexError::ZeroVector { id, norm });
     }
     Ok(norm)

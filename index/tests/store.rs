@@ -82,14 +82,14 @@ fn upsert_delete_filter_and_kv() {
     assert_eq!(s.get_meta(150).unwrap().unwrap(), b"new");
     assert_eq!(s.get_meta(50).unwrap(), None);
     // filter: only ids divisible by 97 (41 of them live) -> k results when they exist
-    let f = |id: u64| id % 97 == 0;
+    let f = |id: u64| id.is_multiple_of(97);
     let p = SearchParams {
         filter: Some(&f),
         ..Default::default()
     };
     let hits = s.search(&vector(5, 123456, DIM), 10, &p).unwrap();
     assert_eq!(hits.len(), 10);
-    assert!(hits.iter().all(|h| h.id % 97 == 0 && h.id >= 100));
+    assert!(hits.iter().all(|h| h.id.is_multiple_of(97) && h.id >= 100));
     // filter matching 3 live items: all 3 come back
     let g = |id: u64| id == 500 || id == 600 || id == 700 || id == 5;
     let p = SearchParams {

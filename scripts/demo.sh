@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Offline demo on the bundled toy model and corpus: builds jsearch (release), indexes the toy images,
+# the product catalog and a text note into a temporary store, then queries in several languages,
+# by image, and shows incremental re-indexing. Needs only a Rust toolchain.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+cargo build --release -p jsearch-cli
+BIN="$PWD/target/release/jsearch"
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+export JSEARCH_DB="$TMP/toy.jsearch"
+export JSEARCH_MODEL="$PWD/datasets/toy-shapes/model"
+CORPUS="$PWD/datasets/toy-shapes/corpus"
+mkdir -p "$TMP/notes"
+printf '# Roter Kreis\n\nEin roter Kreis auf einfarbigem Hintergrund.\n' > "$TMP/notes/rot.md"
+
+run() { echo; echo "\$ jsearch $*"; "$BIN" "$@"; }
+
+run index "$CORPUS/images" "$CORPUS/products.jsonl" "$TMP/notes"
+run query "roter Kreis" -k 5                     # German
+run query "a yellow star" -k 5 --type image      # English, images only
+run query "红色圆形" -k 3                          # Chinese
+run query "синее сердце" -k 3 --type product     # Russian, products only
+run query "une étoile jaune" -k 3 --json         # French, JSON lines
+run query --image "$CORPUS/images/img_027.jpg" -k 3 --type image
+run query --image "$CORPUS/images/img_037.png" --text "roter Stern" -k 3 --type image
+run similar "$CORPUS/images/img_027.jpg" -k 3
+run query "roter Kreis" -k 3 --paths
+run stats
+run index "$CORPUS/images" "$CORPUS/products.jsonl" "$TMP/notes"   # incremental: nothing to do

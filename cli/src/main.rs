@@ -67,6 +67,9 @@ struct IndexArgs {
     /// Threads for reading, decoding and preprocessing (0 = one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Decode big JPEGs at reduced scale before the exact resize (much faster, not bit-exact).
+    #[arg(long)]
+    fast_jpeg: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -186,6 +189,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch_size: a.batch_size.max(1),
                 threads: a.threads,
                 batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
+                fast_jpeg: a.fast_jpeg,
                 ..IndexOptions::default()
             };
             let mut reporter = progress::Reporter::new(cli.quiet);

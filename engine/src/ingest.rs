@@ -44,6 +44,9 @@ pub struct IndexOptions {
     pub max_tokens: usize,
     /// Sleep after each commit (testing interrupted runs; normally `None`).
     pub batch_pause: Option<Duration>,
+    /// Decode large JPEGs at a reduced DCT scale (still ≥ 2× the model's input size) before the
+    /// exact resize: several times faster on big photos, not bit-exact with the reference. Default off.
+    pub fast_jpeg: bool,
 }
 
 impl Default for IndexOptions {
@@ -55,6 +58,7 @@ impl Default for IndexOptions {
             threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
             batch_pause: None,
+            fast_jpeg: false,
         }
     }
 }
@@ -868,10 +872,17 @@ fn run(
         pre: model.preprocessor(),
         chunker: chunker.as_ref(),
         known: &known,
-        decode: DecodeOptions {
-            apply_exif_orientation: true,
-            max_megapixels: opts.max_megapixels,
-            ..Default::default()
+        decode: {
+            let d = DecodeOptions {
+                apply_exif_orientation: true,
+                max_megapixels: opts.max_megapixels,
+                ..Default::default()
+            };
+            if opts.fast_jpeg {
+                d.with_fast_jpeg(model.image_size())
+            } else {
+                d
+            }
         },
         clocks: &clocks,
         cancel: &cancel,

@@ -23,9 +23,10 @@ pub const EXACT_SEARCH_BELOW: usize = 2048;
 /// incrementally; a reader further behind reloads the whole graph.
 const GRAPH_LOG_KEEP: u64 = 256;
 
-/// redb page cache. The full vectors are read through it for re-ranking; keep it modest so that
-/// the memory of a serving process stays dominated by the graph.
-const CACHE_BYTES: usize = 256 << 20;
+/// redb page cache (MiB) unless `JSEARCH_STORE_CACHE_MIB` says otherwise. The full vectors are read
+/// through it for re-ranking; keep it modest so that the memory of a serving process stays dominated
+/// by the graph.
+const CACHE_MIB: usize = 256;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// id -> node (u32 LE) + caller metadata blob.
@@ -178,8 +179,12 @@ fn is_busy(e: &DatabaseError) -> bool {
 
 fn builder() -> redb::Builder {
     let mut b = redb::Builder::new();
+    let mib = std::env::var("JSEARCH_STORE_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(CACHE_MIB);
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
-        .set_cache_size(CACHE_BYTES);
+        .set_cache_size(mib << 20);
     b
 }
 
@@ -998,6 +1003,17 @@ impl Store {
         // Give freed pages back to the file system (best effort: fails while readers hold old snapshots).
         let _ = db.compact();
         Ok(())
+    }
+
+    /// Give the file's free pages back to the file system (redb compaction; no graph rebuild).
+    /// Commits are copy-on-write, so after a large index run the file holds freed pages; call this
+    /// at the end of such a run. Returns false when it could not run (e.g. readers hold snapshots).
+    pub fn vacuum(&mut self) -> Result<bool> {
+        self.writable()?;
+        let Db::Rw(db) = &mut self.db else {
+            return Ok(false);
+        };
+        Ok(db.compact().unwrap_or(false))
     }
 
     /// Metadata blob of item `id`.

@@ -437,9 +437,11 @@ impl VisionConfig {
         if self.head_width % 4 != 0 {
             return Err("vision_config: head_width must be a multiple of 4 (2D RoPE)".into());
         }
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        // 512 is not a multiple of 14: like the reference's stride-14 conv, the grid is
+        // floor(512 / 14) = 36 and the last 8 rows/columns of pixels are never read.
+        if self.patch_size == 0 || self.image_size < self.patch_size {
             return Err(format!(
-                "vision_config: image_size {} not a multiple of patch_size {}",
+                "vision_config: image_size {} smaller than patch_size {}",
                 self.image_size, self.patch_size
             ));
         }
@@ -457,7 +459,7 @@ impl VisionConfig {
         self.width / self.head_width
     }
 
-    /// Patches per side.
+    /// Patches per side, `floor(image_size / patch_size)` (36 real).
     pub fn grid_size(&self) -> usize {
         self.image_size / self.patch_size
     }

@@ -216,3 +216,51 @@ pub fn load_lora_weight(
     let merged = (w.to_dtype(DType::F32)? + (delta * scaling)?)?;
     Ok(merged.to_dtype(dtype)?)
 }
+
+/// A VarBuilder backend that makes up weights of whatever shape is asked for: LayerNorm
+/// weights 1, biases 0, everything else N(0, `std`). For benchmarks at the real size without
+/// the checkpoint (speed and memory depend only on shapes).
+#[derive(Debug, Clone)]
+pub struct RandomWeights {
+    /// Standard deviation of the matrices.
+    pub std: f64,
+}
+
+impl candle_nn::var_builder::SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _h: candle_nn::Init,
+        dtype: DType,
+        dev: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        let is_norm = name.contains("norm") || name.contains("_ln") || name.ends_with("ln.weight");
+        let t = if is_norm && name.ends_with("weight") {
+            Tensor::ones(s, DType::F32, dev)?
+        } else if name.ends_with("bias") || name == "logit_scale" {
+            Tensor::zeros(s, DType::F32, dev)?
+        } else {
+            Tensor::randn(0f32, self.std as f32, s, dev)?
+        };
+        t.to_dtype(dtype)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _dtype: DType,
+        _dev: &candle_core::Device,
+    ) -> candle_core::Result<Tensor> {
+        candle_core::bail!("RandomWeights cannot make up {name} without a shape")
+    }
+
+    fn contains_tensor(&self, _name: &str) -> bool {
+        true
+    }
+}
+
+/// A VarBuilder over [`RandomWeights`] (std 0.02).
+pub fn random_var_builder(dtype: DType, device: &candle_core::Device) -> VarBuilder<'static> {
+    VarBuilder::from_backend(Box::new(RandomWeights { std: 0.02 }), dtype, device.clone())
+}

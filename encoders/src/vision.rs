@@ -345,6 +345,13 @@ impl VisionModel {
         let g = self.cfg.grid_size();
         let w = self.cfg.width;
         // Conv2d with kernel = stride = patch as one GEMM over flattened patches (row-major).
+        // A stride-p conv reads only the top-left (g·p)² pixels (504 of 512 for the real model).
+        let used = g * p;
+        let pixels = if used == s {
+            pixels.clone()
+        } else {
+            pixels.narrow(2, 0, used)?.narrow(3, 0, used)?
+        };
         let patches = pixels
             .to_dtype(self.dtype)?
             .reshape((b, 3, g, p, g, p))?

@@ -390,6 +390,29 @@ fn trap12_exact_input_size_and_cls_pos_row() {
         Err(EncoderError::InvalidArgument(m)) => assert!(m.contains("exactly"), "{m}"),
         other => panic!("expected an error for a wrong input size, got {other:?}"),
     }
+    // Like the reference's stride-14 conv, a size that is not a multiple of the patch (real
+    // model: 512 = 36·14 + 8) reads only the top-left grid·patch pixels.
+    let exp = Expected::load();
+    let mut cfg = fixture_config();
+    cfg.vision_config.image_size = 60;
+    assert_eq!(cfg.vision_config.grid_size(), 4);
+    let v60 = VisionModel::new(&cfg.vision_config, fixture_vb()).unwrap();
+    let px = exp.pixels(0);
+    let mut big = vec![7.5f32; 3 * 60 * 60];
+    for c in 0..3 {
+        for y in 0..56 {
+            for x in 0..56 {
+                big[c * 3600 + y * 60 + x] = px[c * 56 * 56 + y * 56 + x];
+            }
+        }
+    }
+    let emb = v60.forward(&v60.pixels_tensor(&[&big]).unwrap()).unwrap();
+    assert_close(
+        "60px input, 56px used",
+        &flat(&emb),
+        &exp.f32s("image.0.embeds_raw"),
+        TOL,
+    );
     // pos_embed row 0 belongs to CLS.
     let mut w = fixture_weights();
     let pos = w["vision_model.pos_embed"].clone();

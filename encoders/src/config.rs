@@ -274,13 +274,13 @@ impl TextConfig {
         if self.hidden_size == 0 || self.num_attention_heads == 0 {
             return Err("text_config: hidden_size / num_attention_heads must be > 0".into());
         }
-        if self.hidden_size % self.num_attention_heads != 0 {
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "text_config: hidden_size {} not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
+        if !self.head_dim().is_multiple_of(2) {
             return Err("text_config: head dim must be even for rotary".into());
         }
         if self.position_embedding_type != "rotary" {
@@ -428,13 +428,13 @@ impl VisionConfig {
                 bad.join(", ")
             ));
         }
-        if self.head_width == 0 || self.width % self.head_width != 0 {
+        if self.head_width == 0 || !self.width.is_multiple_of(self.head_width) {
             return Err(format!(
                 "vision_config: width {} not divisible by head_width {}",
                 self.width, self.head_width
             ));
         }
-        if self.head_width % 4 != 0 {
+        if !self.head_width.is_multiple_of(4) {
             return Err("vision_config: head_width must be a multiple of 4 (2D RoPE)".into());
         }
         // 512 is not a multiple of 14: like the reference's stride-14 conv, the grid is
@@ -529,6 +529,8 @@ impl PreprocessorConfig {
 
 impl Default for PreprocessorConfig {
     /// The real jina-clip-v2 values (spec §1.4).
+    // The constants are written as in preprocessor_config.json (parsed to the same f32).
+    #[allow(clippy::excessive_precision)]
     fn default() -> Self {
         Self {
             size: 512,

@@ -533,9 +533,9 @@ fn trap18_tokenizer_truncation_and_padding_overridden() {
     );
     // ... ours overrides them: 512 max, no padding.
     let tok = TextTokenizer::load(&p77).unwrap();
-    for i in 0..texts.len() {
+    for (i, text) in texts.iter().enumerate() {
         assert_eq!(
-            tok.encode(&texts[i]).unwrap(),
+            tok.encode(text).unwrap(),
             exp.ids(&format!("text.{i}.input_ids")),
             "text {i}"
         );

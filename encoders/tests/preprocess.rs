@@ -8,7 +8,7 @@ use jsearch_encoders::preprocess::{
     center_crop, center_crop_offsets, decode_rgb, decode_rgb_named, resize_shortest_bicubic,
     shortest_side_dims, DecodeOptions, Preprocessor,
 };
-use jsearch_encoders::EncoderError;
+use jsearch_encoders::{EncoderError, PreprocessorConfig};
 use safetensors::{Dtype, SafeTensors};
 
 fn fixture_dir() -> PathBuf {
@@ -514,11 +514,7 @@ fn synthetic_photo(w: u32, h: u32, seed: u32) -> RgbImage {
 /// full decode followed by the same exact resize. Prints the numbers and asserts a bound.
 #[test]
 fn reduced_dct_jpeg_fast_path_accuracy() {
-    let pre = Preprocessor::new(
-        512,
-        [0.481_454_66, 0.457_827_5, 0.408_210_73],
-        [0.268_629_54, 0.261_302_58, 0.275_777_1],
-    );
+    let pre = Preprocessor::from_config(&PreprocessorConfig::default());
     let full = DecodeOptions::default();
     for ratio in [2u32, 1] {
         let fast = DecodeOptions {

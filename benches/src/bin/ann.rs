@@ -137,8 +137,9 @@ fn generate(seed: u64, stream: u64, rows: usize, dim: usize, centers: &[f32]) ->
         rng.normals(&mut e);
         let mut f = vec![0f32; dim];
         rng.normals(&mut f);
-        for i in 0..dim {
-            x[i] = centers[c * dim + i] + sd[i] * e[i] + 0.2 * f[i];
+        let centre = &centers[c * dim..(c + 1) * dim];
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi = centre[i] + sd[i] * e[i] + 0.2 * f[i];
         }
         vecmath::normalize(x);
     });
@@ -800,11 +801,7 @@ fn main() -> Result<()> {
         );
     }
     let mut all: Vec<Value> = points.clone();
-    all.extend(peer_points.iter().map(|p| {
-        let mut p = p.clone();
-        p["kprime"] = p["kprime"].clone();
-        p
-    }));
+    all.extend(peer_points.iter().cloned());
     all.extend(graph_rows.iter().cloned());
     println!("\n| system | ef | k' | recall@{} | QPS 1 thread | QPS {threads} threads | build s |\n|---|---|---|---|---|---|---|", a.k);
     for p in &all {

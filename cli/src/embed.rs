@@ -19,7 +19,8 @@ use jsearch_encoders::{normalize, ClipModel, LoadOptions, TextRole, Towers};
 /// Arguments of `jsearch embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// Model folder (config.json, tokenizer.json, model.safetensors, ...).
+    /// Model folder (config.json, tokenizer.json, model.safetensors, ...) [default:
+    /// $JSEARCH_MODEL, the Hugging Face cache, else download].
     #[arg(long, env = "JSEARCH_MODEL", value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Text to embed (repeatable).
@@ -93,13 +94,14 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if args.texts.is_empty() && args.images.is_empty() {
         bail!("nothing to embed: give at least one --text or --image");
     }
-    let dir = args
-        .model
-        .clone()
-        .context("no model: pass --model DIR or set JSEARCH_MODEL")?;
-    if !dir.is_dir() {
-        bail!("model folder {} does not exist", dir.display());
+    if let Some(dir) = &args.model {
+        if !dir.is_dir() {
+            bail!("model folder {} does not exist", dir.display());
+        }
     }
+    // --model / $JSEARCH_MODEL, else the Hugging Face cache, else a download (see `hub`).
+    let dir = jsearch_encoders::hub::resolve_model_dir(args.model.as_deref(), true)
+        .context("cannot locate the model")?;
     let towers = match (args.texts.is_empty(), args.images.is_empty()) {
         (false, true) => Towers::Text,
         (true, false) => Towers::Vision,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Offline demo on the bundled toy model and corpus: builds jsearch (release), indexes the toy images,
 # the product catalog and a text note into a temporary store, then queries in several languages,
-# by image, and shows incremental re-indexing. Needs only a Rust toolchain.
+# by image, and shows incremental re-indexing. Needs only a Rust toolchain. Uses the real jina-clip-v2
+# when it is present, else (offline) the bundled toy model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
@@ -10,7 +11,17 @@ BIN="$PWD/target/release/jsearch"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
 export JSEARCH_DB="$TMP/toy.jsearch"
-export JSEARCH_MODEL="$PWD/datasets/toy-shapes/model"
+# The real jina-clip-v2 when one is present ($JSEARCH_MODEL or the Hugging Face cache), else the toy model.
+if [ -z "${JSEARCH_MODEL:-}" ]; then
+    snap="$(ls -d "${HF_HOME:-$HOME/.cache/huggingface}"/hub/models--jinaai--jina-clip-v2/snapshots/*/ 2>/dev/null | head -n 1 || true)"
+    if [ -n "$snap" ] && [ -f "$snap/model.safetensors" ]; then
+        JSEARCH_MODEL="$snap"
+    else
+        JSEARCH_MODEL="$PWD/datasets/toy-shapes/model"
+    fi
+fi
+export JSEARCH_MODEL
+echo "model: $JSEARCH_MODEL"
 CORPUS="$PWD/datasets/toy-shapes/corpus"
 mkdir -p "$TMP/notes"
 printf '# Roter Kreis\n\nEin roter Kreis auf einfarbigem Hintergrund.\n' > "$TMP/notes/rot.md"

@@ -47,7 +47,10 @@ pub fn state_dict() -> Result<Vec<TensorSpec>> {
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("bad shape for {name}"))?
         };
-        out.push(TensorSpec { name: name.to_string(), shape });
+        out.push(TensorSpec {
+            name: name.to_string(),
+            shape,
+        });
     }
     Ok(out)
 }
@@ -73,15 +76,18 @@ fn init_for(name: &str) -> (f32, f32) {
 fn random_bf16(n: usize, mean: f32, std: f32, seed: u64) -> Vec<u8> {
     const CHUNK: usize = 1 << 20;
     let mut out = vec![0u8; n * 2];
-    out.par_chunks_mut(CHUNK * 2).enumerate().for_each(|(ci, chunk)| {
-        let mut rng = SmallRng::seed_from_u64(seed ^ (ci as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        for pair in chunk.chunks_exact_mut(2) {
-            // Irwin-Hall(4) approximation of a normal: fast and bounded, good enough for benchmark weights.
-            let s: f32 = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0;
-            let v = mean + std * s * 1.732_050_8;
-            pair.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
-        }
-    });
+    out.par_chunks_mut(CHUNK * 2)
+        .enumerate()
+        .for_each(|(ci, chunk)| {
+            let mut rng =
+                SmallRng::seed_from_u64(seed ^ (ci as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            for pair in chunk.chunks_exact_mut(2) {
+                // Irwin-Hall(4) approximation of a normal: fast and bounded, good enough for benchmark weights.
+                let s: f32 = (0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0;
+                let v = mean + std * s * 1.732_050_8;
+                pair.copy_from_slice(&bf16::from_f32(v).to_le_bytes());
+            }
+        });
     out
 }
 
@@ -94,7 +100,10 @@ pub fn ensure_random_checkpoint(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let specs = state_dict()?;
     if specs.len() != 999 {
-        bail!("expected 999 tensors in the state-dict listing, found {}", specs.len());
+        bail!(
+            "expected 999 tensors in the state-dict listing, found {}",
+            specs.len()
+        );
     }
     let data: Vec<(String, Vec<usize>, Vec<u8>)> = specs
         .iter()
@@ -102,14 +111,22 @@ pub fn ensure_random_checkpoint(dir: &Path) -> Result<PathBuf> {
         .map(|(i, t)| {
             let n: usize = t.shape.iter().product::<usize>().max(1);
             let (mean, std) = init_for(&t.name);
-            (t.name.clone(), t.shape.clone(), random_bf16(n, mean, std, 1_000 + i as u64))
+            (
+                t.name.clone(),
+                t.shape.clone(),
+                random_bf16(n, mean, std, 1_000 + i as u64),
+            )
         })
         .collect();
     let views: HashMap<String, safetensors::tensor::TensorView<'_>> = data
         .iter()
         .map(|(name, shape, bytes)| {
-            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, shape.clone(), bytes)
-                .with_context(|| format!("tensor view {name}"));
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::BF16,
+                shape.clone(),
+                bytes,
+            )
+            .with_context(|| format!("tensor view {name}"));
             view.map(|v| (name.clone(), v))
         })
         .collect::<Result<_>>()?;
@@ -119,7 +136,11 @@ pub fn ensure_random_checkpoint(dir: &Path) -> Result<PathBuf> {
     std::fs::write(dir.join("config.json"), CONFIG)?;
     std::fs::write(dir.join("preprocessor_config.json"), PREPROCESSOR)?;
     let toy = repo_root().join("datasets/toy-shapes/model");
-    for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ] {
         std::fs::copy(toy.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
     }
     std::fs::write(&done, b"ok")?;

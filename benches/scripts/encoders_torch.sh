@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# PyTorch peer of the `encoders` bench: creates benches/.venv-torch (git-ignored) with torch, numpy and
+# safetensors on first use, then runs encoders_torch.py with the given arguments (JSON lines on stdout).
+# PyPI's default torch wheel is used (it carries CUDA libraries, unused on a CPU machine).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="$here/../.venv-torch"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import torch, numpy, safetensors" 2>/dev/null; then
+  python3 -m venv "$venv" >&2
+  "$venv/bin/pip" install --quiet --disable-pip-version-check torch numpy safetensors >&2
+fi
+exec "$venv/bin/python" "$here/encoders_torch.py" "$@"

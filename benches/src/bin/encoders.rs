@@ -1,0 +1,382 @@
+//! Speed and memory of the jina-clip-v2 encoders at the REAL model size (random weights generated
+//! on the fly, official layout), against PyTorch on the same inputs in the same run.
+//!
+//! ```text
+//! cargo run --release -p jsearch-benches --bin encoders
+//! cargo run --release -p jsearch-benches --bin encoders -- --dtypes f32,bf16 --peer-dtypes float32,bfloat16
+//! ```
+//!
+//! Cases: model load (from the bf16 safetensors, LoRA merged), one query of 8 tokens (latency),
+//! 32 queries of 8 tokens (throughput), passages of 512 tokens, images at 512x512. Every Rust
+//! dtype runs in a child process of its own (so that peak RSS is its own), then the PyTorch peer
+//! (`benches/scripts/encoders_torch.sh`: a compact torch implementation of the same architecture,
+//! checked against the golden fixtures by `check_torch_peer.py`) runs the same token ids and pixels
+//! from the same checkpoint. The table gives per-case times, the ratio to PyTorch f32, and the
+//! agreement of each path with PyTorch f32 (minimum cosine over the case's outputs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use clap::Parser;
+use jsearch_benches::checkpoint;
+use jsearch_encoders::preprocess::PixelValues;
+use jsearch_encoders::{ClipModel, LoadOptions, Towers};
+use rand::{rngs::SmallRng, Rng, SeedableRng};
+use serde_json::{json, Value};
+
+#[derive(Debug, Parser)]
+#[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
+struct Args {
+    /// Rust compute dtypes to measure (f32, bf16, f16).
+    #[arg(long, default_value = "f32,bf16", value_delimiter = ',')]
+    dtypes: Vec<String>,
+    /// PyTorch dtypes to measure (float32, bfloat16); empty for none.
+    #[arg(long, default_value = "float32", value_delimiter = ',')]
+    peer_dtypes: Vec<String>,
+    /// Cases: load, q1, q32, p512, img.
+    #[arg(long, default_value = "load,q1,q32,p512,img")]
+    cases: String,
+    /// Timed repetitions of the batched cases (q1 always gets at least 10).
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+    /// Passages per 512-token batch.
+    #[arg(long, default_value_t = 2)]
+    passage_batch: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 1)]
+    image_batch: usize,
+    /// Threads for both sides (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Checkpoint folder (generated there when missing).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Folder for the shared inputs and the embeddings of each side.
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Internal: run one Rust dtype and print JSON lines.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+}
+
+const VOCAB: u32 = 250_002;
+
+fn main() -> Result<()> {
+    let mut a = Args::parse();
+    if a.threads == 0 {
+        a.threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+    }
+    let ckpt = match &a.checkpoint {
+        Some(d) => d.clone(),
+        None => checkpoint::default_checkpoint_dir(),
+    };
+    let work = a
+        .work
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("jsearch-bench-encoders"));
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    if let Some(dtype) = &a.worker {
+        return worker(&a, &ckpt, &work, dtype);
+    }
+    let t = Instant::now();
+    checkpoint::ensure_random_checkpoint(&ckpt)?;
+    eprintln!(
+        "checkpoint ready in {:.1}s: {}",
+        t.elapsed().as_secs_f64(),
+        ckpt.display()
+    );
+    write_inputs(&a, &ckpt, &work)?;
+
+    // rows[(case, system)] = result object; systems in run order.
+    let mut rows: BTreeMap<(String, String), Value> = BTreeMap::new();
+    let mut systems = Vec::new();
+    let exe = std::env::current_exe()?;
+    for dtype in &a.dtypes {
+        let sys = format!("jsearch {dtype}");
+        eprintln!("running {sys} ...");
+        let out = Command::new(&exe)
+            .args(std::env::args().skip(1))
+            .args(["--worker", dtype])
+            .env("RAYON_NUM_THREADS", a.threads.to_string())
+            .output()
+            .context("running the Rust worker")?;
+        if !out.status.success() {
+            bail!(
+                "{sys} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        collect(&out.stdout, &sys, &mut rows)?;
+        systems.push(sys);
+    }
+    let script = checkpoint::repo_root().join("benches/scripts/encoders_torch.sh");
+    for dtype in a.peer_dtypes.iter().filter(|d| !d.is_empty()) {
+        let sys = format!("pytorch {dtype}");
+        eprintln!("running {sys} ...");
+        let emb = work.join(format!("emb-pytorch-{dtype}.json"));
+        let out = Command::new(&script)
+            .arg("--model")
+            .arg(&ckpt)
+            .args(["--threads", &a.threads.to_string(), "--dtype", dtype])
+            .args(["--cases", &a.cases, "--iters", &a.iters.to_string()])
+            .args(["--passage-batch", &a.passage_batch.to_string()])
+            .args(["--image-batch", &a.image_batch.to_string()])
+            .arg("--inputs")
+            .arg(work.join("inputs.json"))
+            .arg("--out-embeddings")
+            .arg(&emb)
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{sys} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        collect(&out.stdout, &sys, &mut rows)?;
+        systems.push(sys);
+    }
+    report(&a, &work, &systems, &rows)
+}
+
+/// Token ids and pixels that every system reads, so that outputs can be compared.
+fn write_inputs(a: &Args, ckpt: &Path, work: &Path) -> Result<()> {
+    let cfg = jsearch_encoders::ClipConfig::load(&ckpt.join("config.json"))?;
+    let s = cfg.vision_config.image_size;
+    let mut rng = SmallRng::seed_from_u64(7);
+    let mut ids = |b: usize, l: usize| -> Vec<Vec<u32>> {
+        (0..b)
+            .map(|_| {
+                (0..l)
+                    .map(|i| match i {
+                        0 => 0,
+                        _ if i == l - 1 => 2,
+                        _ => rng.random_range(5..VOCAB - 1),
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let (q1, q32, p) = (ids(1, 8), ids(32, 8), ids(a.passage_batch, 512));
+    let n = a.image_batch * 3 * s * s;
+    let mut bytes = Vec::with_capacity(n * 4);
+    for _ in 0..n {
+        // Irwin-Hall(4) ~ N(0, 1): the scale of normalised pixels.
+        let v: f32 = ((0..4).map(|_| rng.random::<f32>()).sum::<f32>() - 2.0) * 1.732_050_8;
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    let px = work.join("pixels.f32");
+    std::fs::write(&px, bytes)?;
+    let inputs = json!({"ids_q1": q1, "ids_q32": q32, "ids_p": p, "pixels_f32": px});
+    std::fs::write(work.join("inputs.json"), inputs.to_string())?;
+    Ok(())
+}
+
+fn collect(stdout: &[u8], sys: &str, rows: &mut BTreeMap<(String, String), Value>) -> Result<()> {
+    for line in String::from_utf8_lossy(stdout).lines() {
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{sys}: {line}"))?;
+        let case = v["case"].as_str().context("row without case")?.to_string();
+        rows.insert((case, sys.to_string()), v);
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn rust_dtype(name: &str) -> Result<DType> {
+    Ok(match name {
+        "f32" => DType::F32,
+        "bf16" => DType::BF16,
+        "f16" => DType::F16,
+        other => bail!("unknown dtype {other} (f32, bf16, f16)"),
+    })
+}
+
+/// One Rust dtype: load, then every case; JSON lines on stdout, embeddings to a file.
+fn worker(a: &Args, ckpt: &Path, work: &Path, dtype: &str) -> Result<()> {
+    let cases: Vec<&str> = a.cases.split(',').collect();
+    let inputs: Value = serde_json::from_str(&std::fs::read_to_string(work.join("inputs.json"))?)?;
+    let ids = |k: &str| -> Result<Vec<Vec<u32>>> { Ok(serde_json::from_value(inputs[k].clone())?) };
+    let emit = |mut row: Value| {
+        row["peak_rss_mb"] = json!(checkpoint::peak_rss_mib().unwrap_or(f64::NAN));
+        println!("{row}");
+    };
+    let t = Instant::now();
+    let model = ClipModel::load(
+        ckpt,
+        &LoadOptions {
+            device: Device::Cpu,
+            dtype: rust_dtype(dtype)?,
+            towers: Towers::Both,
+        },
+    )?;
+    if cases.contains(&"load") {
+        emit(json!({"case": "load", "seconds": t.elapsed().as_secs_f64()}));
+    }
+    let mut saved: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
+    let mut timed = |case: &str,
+                     name: &'static str,
+                     n: usize,
+                     iters: usize,
+                     f: &dyn Fn() -> Result<Vec<Vec<f32>>>|
+     -> Result<()> {
+        let out = f()?; // warm-up
+        let ts: Vec<f64> = (0..iters)
+            .map(|_| {
+                let t = Instant::now();
+                f().map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<Result<_>>()?;
+        let m = median(ts);
+        emit(json!({"case": case, "batch": n, "median_ms": m * 1000.0, "per_s": n as f64 / m}));
+        saved.insert(name, out);
+        Ok(())
+    };
+    if cases.contains(&"q1") {
+        let q = ids("ids_q1")?;
+        timed("query_1x8", "q1", 1, a.iters.max(10), &|| {
+            Ok(model.encode_ids_raw(&q)?)
+        })?;
+    }
+    if cases.contains(&"q32") {
+        let q = ids("ids_q32")?;
+        timed("queries_32x8", "q32", 32, a.iters, &|| {
+            Ok(model.encode_ids_raw(&q)?)
+        })?;
+    }
+    if cases.contains(&"p512") {
+        let p = ids("ids_p")?;
+        let case = format!("passages_{}x512", p.len());
+        timed(
+            &case,
+            "p512",
+            p.len(),
+            a.iters.saturating_sub(1).max(1),
+            &|| Ok(model.encode_ids_raw(&p)?),
+        )?;
+    }
+    if cases.contains(&"img") {
+        let s = model.image_size();
+        let path = inputs["pixels_f32"].as_str().context("pixels_f32")?;
+        let raw = std::fs::read(path)?;
+        let floats: Vec<f32> = raw
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let px: Vec<PixelValues> = floats
+            .chunks_exact(3 * s * s)
+            .map(|d| PixelValues {
+                size: s,
+                data: d.to_vec(),
+            })
+            .collect();
+        let case = format!("images_{}x{s}", px.len());
+        timed(
+            &case,
+            "img",
+            px.len(),
+            a.iters.saturating_sub(2).max(1),
+            &|| Ok(model.encode_pixels_raw(&px)?),
+        )?;
+    }
+    let emb = work.join(format!("emb-jsearch-{dtype}.json"));
+    std::fs::write(&emb, serde_json::to_string(&saved)?)?;
+    Ok(())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += (*x as f64) * (*y as f64);
+        aa += (*x as f64) * (*x as f64);
+        bb += (*y as f64) * (*y as f64);
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
+}
+
+type Embeddings = BTreeMap<String, Vec<Vec<f32>>>;
+
+fn load_emb(work: &Path, sys: &str) -> Option<Embeddings> {
+    let file = work.join(format!("emb-{}.json", sys.replace(' ', "-")));
+    serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
+}
+
+/// Minimum cosine between the outputs of two systems for a case (`None` when either is missing).
+fn agreement(a: &Embeddings, b: &Embeddings, key: &str) -> Option<f64> {
+    let (x, y) = (a.get(key)?, b.get(key)?);
+    (x.len() == y.len() && !x.is_empty()).then(|| {
+        x.iter()
+            .zip(y)
+            .map(|(u, v)| cosine(u, v))
+            .fold(f64::INFINITY, f64::min)
+    })
+}
+
+fn report(
+    a: &Args,
+    work: &Path,
+    systems: &[String],
+    rows: &BTreeMap<(String, String), Value>,
+) -> Result<()> {
+    let reference = systems.iter().find(|s| s.as_str() == "pytorch float32");
+    let ref_emb = reference.and_then(|r| load_emb(work, r));
+    let mut cases: Vec<String> = Vec::new();
+    for (c, _) in rows.keys() {
+        if !cases.contains(c) {
+            cases.push(c.clone());
+        }
+    }
+    let order = ["load", "query_1x8", "queries_32x8", "passages", "images"];
+    cases.sort_by_key(|c| order.iter().position(|o| c.starts_with(o)).unwrap_or(9));
+    println!(
+        "\njina-clip-v2 encoders at the real size (random weights), CPU, {} threads\n",
+        a.threads
+    );
+    println!("| case | system | time | per second | peak RSS MiB | speed vs pytorch float32 | min cosine vs pytorch float32 |");
+    println!("|---|---|---|---|---|---|---|");
+    for c in &cases {
+        let base = reference.and_then(|r| rows.get(&(c.clone(), r.clone())));
+        for s in systems {
+            let Some(r) = rows.get(&(c.clone(), s.clone())) else {
+                continue;
+            };
+            let (time, per_s, ratio) = if c == "load" {
+                let secs = r["seconds"].as_f64().unwrap_or(f64::NAN);
+                let ratio = base.and_then(|b| b["seconds"].as_f64()).map(|b| b / secs);
+                (format!("{secs:.2} s"), "-".to_string(), ratio)
+            } else {
+                let ms = r["median_ms"].as_f64().unwrap_or(f64::NAN);
+                let ps = r["per_s"].as_f64().unwrap_or(f64::NAN);
+                let ratio = base.and_then(|b| b["per_s"].as_f64()).map(|b| ps / b);
+                (format!("{ms:.1} ms"), format!("{ps:.3}"), ratio)
+            };
+            let key = match c.as_str() {
+                "query_1x8" => "q1",
+                "queries_32x8" => "q32",
+                x if x.starts_with("passages") => "p512",
+                x if x.starts_with("images") => "img",
+                _ => "",
+            };
+            let agree = match (&ref_emb, load_emb(work, s)) {
+                (Some(r), Some(e)) if !key.is_empty() => agreement(&e, r, key),
+                _ => None,
+            };
+            println!(
+                "| {c} | {s} | {time} | {per_s} | {:.0} | {} | {} |",
+                r["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
+                ratio.map_or("-".into(), |x| format!("{x:.2}x")),
+                agree.map_or("-".into(), |x| format!("{x:.6}")),
+            );
+        }
+    }
+    Ok(())
+}

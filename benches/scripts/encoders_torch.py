@@ -42,7 +42,10 @@ def emit(**row):
 
 
 cfg = json.load(open(os.path.join(a.model, "config.json")))
-tk = cfg["text_config"]["hf_model_config_kwargs"]
+# The text hyper-parameters: jina-embeddings-v3's config, overridden by hf_model_config_kwargs (spec §1.3).
+V3_DEFAULTS = dict(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
+                   intermediate_size=4096, rotary_emb_base=20000.0, lora_alpha=1, lora_rank=4)
+tk = {**V3_DEFAULTS, **cfg["text_config"].get("hf_model_config_kwargs", {})}
 vc = cfg["vision_config"]
 H, NL, NH = tk["hidden_size"], tk["num_hidden_layers"], tk["num_attention_heads"]
 RB = tk.get("rotary_emb_base", 20000.0)

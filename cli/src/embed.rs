@@ -76,7 +76,7 @@ fn input_order(n_texts: usize, n_images: usize) -> Vec<Kind> {
             }
             _ if a.starts_with("--text=") => order.push(Kind::Text),
             _ if a.starts_with("--image=") => order.push(Kind::Image),
-            "--model" | "--dim" | "--db" | "--device" => i += 1,
+            "--model" | "--dim" | "--db" | "--device" | "--precision" => i += 1,
             _ => {}
         }
         i += 1;
@@ -89,8 +89,10 @@ fn input_order(n_texts: usize, n_images: usize) -> Vec<Kind> {
     }
 }
 
-/// Runs `jsearch embed`.
-pub fn run(args: EmbedArgs) -> Result<()> {
+/// Runs `jsearch embed` on `device` (`auto`, `cpu`, `cuda[:N]`) at `precision` (`auto`, `f32`, ...).
+pub fn run(args: &EmbedArgs, device: &str, precision: &str) -> Result<()> {
+    let choice: jsearch::DeviceChoice = device.parse().context("--device")?;
+    let precision: jsearch::Precision = precision.parse().context("--precision")?;
     if args.texts.is_empty() && args.images.is_empty() {
         bail!("nothing to embed: give at least one --text or --image");
     }
@@ -107,9 +109,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         (true, false) => Towers::Vision,
         _ => Towers::Both,
     };
+    let device = jsearch::device::resolve(choice)?.device;
     let opts = LoadOptions {
         towers,
-        ..Default::default()
+        dtype: precision.dtype_for(&device),
+        device,
     };
     let model = ClipModel::load(&dir, &opts)
         .with_context(|| format!("cannot load the model from {}", dir.display()))?;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Query};
+use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Precision, Query};
 
 /// Embedded multilingual text + image search (jina-clip-v2, one file, no server).
 #[derive(Debug, Parser)]
@@ -27,6 +27,9 @@ struct Cli {
     /// Compute device: auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto")]
     device: String,
+    /// Compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 or f16.
+    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto")]
+    precision: String,
     /// Print only results and errors (no progress, no summary).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
@@ -146,11 +149,13 @@ struct StatsArgs {
 
 fn open_engine(cli: &Cli) -> Result<Engine> {
     let device: DeviceChoice = cli.device.parse().context("--device")?;
+    let precision: Precision = cli.precision.parse().context("--precision")?;
     let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
     Engine::open(OpenOptions {
         db,
         model_dir: cli.model.clone(),
         device,
+        precision,
         download_progress: !cli.quiet && std::io::stderr().is_terminal(),
     })
     .context("opening the engine")
@@ -283,8 +288,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Embed(args) => embed::run(args),
+    let result = match &cli.command {
+        Command::Embed(args) => embed::run(args, &cli.device, &cli.precision),
         _ => run(cli),
     };
     match result {

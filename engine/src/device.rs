@@ -54,6 +54,51 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
+/// Compute precision of the encoders. LayerNorm, softmax and pooling accumulate in f32 whatever
+/// is chosen here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// bf16 on a GPU, f32 on the CPU.
+    #[default]
+    Auto,
+    /// f32 everywhere (the reference: parity with the official implementation).
+    F32,
+    /// bfloat16 weights and activations.
+    Bf16,
+    /// float16 weights and activations.
+    F16,
+}
+
+impl Precision {
+    /// The candle dtype this precision means on `device`.
+    pub fn dtype_for(self, device: &candle_core::Device) -> candle_core::DType {
+        use candle_core::DType;
+        match self {
+            Precision::Auto if device.is_cuda() => DType::BF16,
+            Precision::Auto | Precision::F32 => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
+        }
+    }
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+
+    /// Parses `auto`, `f32`, `bf16` or `f16` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Precision::Auto),
+            "f32" | "fp32" | "float32" => Ok(Precision::F32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "f16" | "fp16" | "float16" => Ok(Precision::F16),
+            _ => Err(Error::InvalidArgument(format!(
+                "invalid precision {s:?}: expected auto, f32, bf16 or f16"
+            ))),
+        }
+    }
+}
+
 /// A resolved device, with a one-line human description for the log.
 #[derive(Debug, Clone)]
 pub struct ResolvedDevice {
@@ -134,6 +179,17 @@ mod tests {
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
         assert!("tpu".parse::<DeviceChoice>().is_err());
         assert_eq!(DeviceChoice::Cuda(1).to_string(), "cuda:1");
+    }
+
+    #[test]
+    fn precision_parses_and_auto_is_f32_on_cpu() {
+        use candle_core::{DType, Device};
+        assert_eq!("BF16".parse::<Precision>().unwrap(), Precision::Bf16);
+        assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
+        assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
+        assert!("int3".parse::<Precision>().is_err());
+        assert_eq!(Precision::Auto.dtype_for(&Device::Cpu), DType::F32);
+        assert_eq!(Precision::Bf16.dtype_for(&Device::Cpu), DType::BF16);
     }
 
     #[test]

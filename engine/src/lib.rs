@@ -31,24 +31,22 @@ mod ingest;
 pub mod item;
 mod keys;
 pub mod search;
-mod shim;
 mod walk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use catalog::Record;
-pub use device::{DeviceChoice, ResolvedDevice};
+pub use device::{DeviceChoice, Precision, ResolvedDevice};
 pub use error::{Error, Result};
 pub use ingest::{IndexEvent, IndexOptions, IndexSummary, StageTimes};
 pub use item::{ItemMeta, Kind, Modality};
 pub use search::{Query, SearchHit};
 pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 
+pub(crate) use enc::hub;
 pub(crate) use jsearch_encoders as enc;
 pub(crate) use jsearch_index as idx;
-// TEMPORARY: model lookup comes from the shim until helper B's `hub` lands.
-pub(crate) use shim::hub;
 
 use enc::{ClipModel, LoadOptions, Towers};
 use idx::{Store, StoreSettings};
@@ -73,6 +71,8 @@ pub struct OpenOptions {
     pub model_dir: Option<PathBuf>,
     /// Compute device.
     pub device: DeviceChoice,
+    /// Compute precision (`Auto`: bf16 on a GPU, f32 on the CPU).
+    pub precision: Precision,
     /// Show a download progress bar if the model has to be downloaded.
     pub download_progress: bool,
 }
@@ -83,6 +83,7 @@ impl Default for OpenOptions {
             db: default_db_path(),
             model_dir: None,
             device: DeviceChoice::Auto,
+            precision: Precision::Auto,
             download_progress: false,
         }
     }
@@ -130,6 +131,7 @@ pub struct Engine {
     model_dir: Option<PathBuf>,
     resolved_model_dir: Option<PathBuf>,
     device_choice: DeviceChoice,
+    precision: Precision,
     device: Option<ResolvedDevice>,
     download_progress: bool,
     model: Option<(Towers, Arc<ClipModel>)>,
@@ -146,6 +148,7 @@ impl Engine {
             model_dir: opts.model_dir,
             resolved_model_dir: None,
             device_choice: opts.device,
+            precision: opts.precision,
             device: None,
             download_progress: opts.download_progress,
             model: None,
@@ -197,8 +200,8 @@ impl Engine {
         let dir = self.model_dir()?;
         let device = self.device()?.device.clone();
         let opts = LoadOptions {
+            dtype: self.precision.dtype_for(&device),
             device,
-            dtype: candle_core::DType::F32,
             towers,
         };
         self.model = None;

@@ -96,25 +96,6 @@ fn main() -> Result<()> {
     // rows[(case, system)] = result object; systems in run order.
     let mut rows: BTreeMap<(String, String), Value> = BTreeMap::new();
     let mut systems = Vec::new();
-    let exe = std::env::current_exe()?;
-    for dtype in &a.dtypes {
-        let sys = format!("jsearch {dtype}");
-        eprintln!("running {sys} ...");
-        let out = Command::new(&exe)
-            .args(std::env::args().skip(1))
-            .args(["--worker", dtype])
-            .env("RAYON_NUM_THREADS", a.threads.to_string())
-            .output()
-            .context("running the Rust worker")?;
-        if !out.status.success() {
-            bail!(
-                "{sys} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        collect(&out.stdout, &sys, &mut rows)?;
-        systems.push(sys);
-    }
     let script = checkpoint::repo_root().join("benches/scripts/encoders_torch.sh");
     for dtype in a.peer_dtypes.iter().filter(|d| !d.is_empty()) {
         let sys = format!("pytorch {dtype}");
@@ -139,6 +120,33 @@ fn main() -> Result<()> {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
+        std::fs::write(
+            work.join(format!("rows-{}.jsonl", sys.replace(' ', "-"))),
+            &out.stdout,
+        )?;
+        collect(&out.stdout, &sys, &mut rows)?;
+        systems.push(sys);
+    }
+    let exe = std::env::current_exe()?;
+    for dtype in &a.dtypes {
+        let sys = format!("jsearch {dtype}");
+        eprintln!("running {sys} ...");
+        let out = Command::new(&exe)
+            .args(std::env::args().skip(1))
+            .args(["--worker", dtype])
+            .env("RAYON_NUM_THREADS", a.threads.to_string())
+            .output()
+            .context("running the Rust worker")?;
+        if !out.status.success() {
+            bail!(
+                "{sys} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        std::fs::write(
+            work.join(format!("rows-{}.jsonl", sys.replace(' ', "-"))),
+            &out.stdout,
+        )?;
         collect(&out.stdout, &sys, &mut rows)?;
         systems.push(sys);
     }

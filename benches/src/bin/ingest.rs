@@ -155,6 +155,7 @@ fn main() -> Result<()> {
         model_dir: Some(model.clone()),
         device,
         download_progress: false,
+        ..OpenOptions::default()
     })?;
     let dev = engine.device()?.description.clone();
     let opts = IndexOptions {

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -695,4 +696,48 @@ fn another_model_is_refused_with_a_clear_message() {
     c.args(["query", "x"]);
     let out = run(c, false);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no store at"));
+}
+
+/// Without `--model`, the engine looks in `$JSEARCH_MODEL`, then the Hugging Face cache; a model
+/// found there is used, and offline with none, one message says what to download and where.
+#[test]
+fn model_comes_from_the_hugging_face_cache_or_a_clear_message() {
+    let dir = tempdir();
+    let root = dir.path().join("few");
+    copy_images(&root, 2);
+    let hf_home = dir.path().join("hf");
+    let cmd = |db: &str| {
+        let mut c = Command::new(jsearch_bin());
+        c.env_remove("JSEARCH_DB")
+            .env_remove("JSEARCH_MODEL")
+            .env_remove("HF_HUB_CACHE")
+            .env("HF_HOME", &hf_home)
+            .env("HF_HUB_OFFLINE", "1")
+            .arg("--db")
+            .arg(dir.path().join(db))
+            .args(["--device", "cpu", "index"])
+            .arg(&root);
+        c
+    };
+    let out = run(cmd("a.jsearch"), false);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("jinaai/jina-clip-v2") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+
+    // The toy model placed in the cache layout is found and used.
+    let snap = hf_home.join("hub/models--jinaai--jina-clip-v2/snapshots/0123abcd");
+    std::fs::create_dir_all(&snap).unwrap();
+    for f in std::fs::read_dir(toy_model()).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, snap.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = run(cmd("b.jsearch"), true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = jsearch(&dir.path().join("b.jsearch"));
+    c.args(["stats", "--json"]);
+    let st: Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    assert_eq!(st["items"]["image"], 2, "{st}");
 }

@@ -734,8 +734,7 @@ fn model_comes_from_the_hugging_face_cache_or_a_clear_message() {
         let f = f.unwrap().path();
         std::fs::copy(&f, snap.join(f.file_name().unwrap())).unwrap();
     }
-    let out = run(cmd("b.jsearch"), true);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run(cmd("b.jsearch"), true);
     let mut c = jsearch(&dir.path().join("b.jsearch"));
     c.args(["stats", "--json"]);
     let st: Value = serde_json::from_slice(&run(c, true).stdout).unwrap();

@@ -69,6 +69,14 @@ pub fn jsearch(db: &Path) -> Command {
 
 /// A `jsearch` command on the given model and store.
 pub fn jsearch_with_model(db: &Path, model: &Path) -> Command {
+    let mut c = jsearch_without_model(db);
+    c.arg("--model").arg(model);
+    c
+}
+
+/// A `jsearch` command on the given store, on the CPU, offline, with no model named: the model
+/// comes from wherever the binary looks by itself (`$HF_HOME`'s cache, ...).
+pub fn jsearch_without_model(db: &Path) -> Command {
     let mut c = Command::new(jsearch_bin());
     c.env_remove("JSEARCH_DB")
         .env_remove("JSEARCH_MODEL")
@@ -76,8 +84,6 @@ pub fn jsearch_with_model(db: &Path, model: &Path) -> Command {
         .env("HF_HUB_OFFLINE", "1")
         .arg("--db")
         .arg(db)
-        .arg("--model")
-        .arg(model)
         .arg("--device")
         .arg("cpu")
         .stdin(Stdio::null());

@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -707,15 +706,11 @@ fn model_comes_from_the_hugging_face_cache_or_a_clear_message() {
     copy_images(&root, 2);
     let hf_home = dir.path().join("hf");
     let cmd = |db: &str| {
-        let mut c = Command::new(jsearch_bin());
-        c.env_remove("JSEARCH_DB")
-            .env_remove("JSEARCH_MODEL")
-            .env_remove("HF_HUB_CACHE")
+        let mut c = jsearch_without_model(&dir.path().join(db));
+        c.env_remove("HF_HUB_CACHE")
+            .env_remove("HUGGINGFACE_HUB_CACHE")
             .env("HF_HOME", &hf_home)
-            .env("HF_HUB_OFFLINE", "1")
-            .arg("--db")
-            .arg(dir.path().join(db))
-            .args(["--device", "cpu", "index"])
+            .arg("index")
             .arg(&root);
         c
     };

@@ -98,11 +98,8 @@ fn main() -> Result<()> {
     let mut systems = Vec::new();
     let script = checkpoint::repo_root().join("benches/scripts/encoders_torch.sh");
     for dtype in a.peer_dtypes.iter().filter(|d| !d.is_empty()) {
-        let sys = format!("pytorch {dtype}");
-        eprintln!("running {sys} ...");
-        let emb = work.join(format!("emb-pytorch-{dtype}.json"));
-        let out = Command::new(&script)
-            .arg("--model")
+        let mut cmd = Command::new(&script);
+        cmd.arg("--model")
             .arg(&ckpt)
             .args(["--threads", &a.threads.to_string(), "--dtype", dtype])
             .args(["--cases", &a.cases, "--iters", &a.iters.to_string()])
@@ -111,44 +108,26 @@ fn main() -> Result<()> {
             .arg("--inputs")
             .arg(work.join("inputs.json"))
             .arg("--out-embeddings")
-            .arg(&emb)
-            .output()
-            .with_context(|| format!("running {}", script.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{sys} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        std::fs::write(
-            work.join(format!("rows-{}.jsonl", sys.replace(' ', "-"))),
-            &out.stdout,
-        )?;
-        collect(&out.stdout, &sys, &mut rows)?;
-        systems.push(sys);
+            .arg(work.join(format!("emb-pytorch-{dtype}.json")));
+        systems.push(run_system(
+            &format!("pytorch {dtype}"),
+            cmd,
+            &work,
+            &mut rows,
+        )?);
     }
     let exe = std::env::current_exe()?;
     for dtype in &a.dtypes {
-        let sys = format!("jsearch {dtype}");
-        eprintln!("running {sys} ...");
-        let out = Command::new(&exe)
-            .args(std::env::args().skip(1))
+        let mut cmd = Command::new(&exe);
+        cmd.args(std::env::args().skip(1))
             .args(["--worker", dtype])
-            .env("RAYON_NUM_THREADS", a.threads.to_string())
-            .output()
-            .context("running the Rust worker")?;
-        if !out.status.success() {
-            bail!(
-                "{sys} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        std::fs::write(
-            work.join(format!("rows-{}.jsonl", sys.replace(' ', "-"))),
-            &out.stdout,
-        )?;
-        collect(&out.stdout, &sys, &mut rows)?;
-        systems.push(sys);
+            .env("RAYON_NUM_THREADS", a.threads.to_string());
+        systems.push(run_system(
+            &format!("jsearch {dtype}"),
+            cmd,
+            &work,
+            &mut rows,
+        )?);
     }
     report(&a, &work, &systems, &rows)
 }
@@ -184,6 +163,27 @@ fn write_inputs(a: &Args, ckpt: &Path, work: &Path) -> Result<()> {
     let inputs = json!({"ids_q1": q1, "ids_q32": q32, "ids_p": p, "pixels_f32": px});
     std::fs::write(work.join("inputs.json"), inputs.to_string())?;
     Ok(())
+}
+
+/// Runs one system's command, keeps its JSON lines in `work` and in `rows`; returns its name.
+fn run_system(
+    sys: &str,
+    mut cmd: Command,
+    work: &Path,
+    rows: &mut BTreeMap<(String, String), Value>,
+) -> Result<String> {
+    eprintln!("running {sys} ...");
+    let out = cmd.output().with_context(|| format!("running {sys}"))?;
+    if !out.status.success() {
+        bail!(
+            "{sys} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let file = work.join(format!("rows-{}.jsonl", sys.replace(' ', "-")));
+    std::fs::write(file, &out.stdout)?;
+    collect(&out.stdout, sys, rows)?;
+    Ok(sys.to_string())
 }
 
 fn collect(stdout: &[u8], sys: &str, rows: &mut BTreeMap<(String, String), Value>) -> Result<()> {

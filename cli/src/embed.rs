@@ -113,6 +113,7 @@ pub fn run(args: &EmbedArgs, device: &str, precision: &str) -> Result<()> {
     let opts = LoadOptions {
         towers,
         dtype: precision.dtype_for(&device),
+        int8: precision.int8(),
         device,
     };
     let model = ClipModel::load(&dir, &opts)

@@ -57,6 +57,10 @@ pub struct LoadOptions {
     pub dtype: DType,
     /// Towers to load.
     pub towers: Towers,
+    /// Quantise the linear layers to 8 bits (Q8_0: blocks of 32 weights with one scale; the
+    /// activations are quantised the same way on the fly). CPU and f32 compute only; the accuracy
+    /// against f32 is measured by the `encoders` bench and `tests/loading.rs`.
+    pub int8: bool,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +69,7 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             dtype: DType::F32,
             towers: Towers::Both,
+            int8: false,
         }
     }
 }
@@ -250,12 +255,35 @@ impl ClipModel {
         // truncated while the model is alive (the same contract as candle / safetensors).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
             .map_err(|e| weights_err(e.to_string()))?;
-        Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity).map_err(|e| {
-            match e {
-                EncoderError::Candle(c) => weights_err(c.to_string()),
-                other => other,
-            }
-        })
+        if opts.int8 && (opts.dtype != DType::F32 || !opts.device.is_cpu()) {
+            return Err(EncoderError::InvalidArgument(
+                "int8 quantisation runs on the CPU with f32 compute only".into(),
+            ));
+        }
+        let mut model =
+            Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity).map_err(
+                |e| match e {
+                    EncoderError::Candle(c) => weights_err(c.to_string()),
+                    other => other,
+                },
+            )?;
+        if opts.int8 {
+            model.quantize_q8()?;
+        }
+        Ok(model)
+    }
+
+    /// Quantises the linear layers of the loaded towers to Q8_0 (see [`LoadOptions::int8`]);
+    /// returns how many layers were quantised.
+    pub fn quantize_q8(&mut self) -> Result<usize> {
+        let mut n = 0;
+        if let Some(t) = &mut self.text {
+            n += t.quantize_q8()?;
+        }
+        if let Some(v) = &mut self.vision {
+            n += v.quantize_q8()?;
+        }
+        Ok(n)
     }
 
     /// Builds a model from any VarBuilder (safetensors, in-memory tensors, a random `VarMap`

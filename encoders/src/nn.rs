@@ -1,6 +1,7 @@
 //! Small building blocks shared by both towers: linear layers, LayerNorm with an f32 policy,
 //! LoRA merging, and a precise CPU LayerNorm kernel.
 
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
@@ -17,27 +18,84 @@ pub enum Adapter {
     Ignored,
 }
 
-/// `y = x·Wᵀ + b` over the last dimension, any leading shape; one 2-D GEMM.
+/// `y = x·Wᵀ + b` over the last dimension, any leading shape; one 2-D GEMM (or, once
+/// [quantised](Linear::quantize_q8), one int8 product per block of output rows).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
+    kernel: Kernel,
     bias: Option<Tensor>,
+    out_dim: usize,
 }
+
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// The `[out, in]` weight in the compute dtype.
+    Dense(Tensor),
+    /// Q8_0 blocks of at most [`Q8_BLOCK_ROWS`] output rows each: one block's weights stay in
+    /// cache while every input row passes through it (candle's quantised matmul does not tile).
+    Q8(Vec<QMatMul>),
+}
+
+/// Output rows per quantised block (1024 × 1024 int8 ≈ 1.1 MB: measured fastest on Zen 4).
+const Q8_BLOCK_ROWS: usize = 1024;
+
+/// Q8_0 quantises blocks of this many input values (one f16 scale each).
+const Q8_GROUP: usize = 32;
 
 impl Linear {
     /// From an `[out, in]` weight and an optional `[out]` bias.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        let out_dim = weight.dims().first().copied().unwrap_or(0);
+        Self {
+            kernel: Kernel::Dense(weight),
+            bias,
+            out_dim,
+        }
     }
 
-    /// The `[out, in]` weight.
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The `[out, in]` weight, unless it was quantised.
+    pub fn weight(&self) -> Option<&Tensor> {
+        match &self.kernel {
+            Kernel::Dense(w) => Some(w),
+            Kernel::Q8(_) => None,
+        }
     }
 
     /// Output width.
     pub fn out_dim(&self) -> usize {
-        self.weight.dims()[0]
+        self.out_dim
+    }
+
+    /// Replaces the weight by its Q8_0 quantisation (blocks of 32 inputs with one scale; the
+    /// activations are quantised the same way on the fly). Returns `false`, leaving the layer
+    /// dense, when the input width is not a multiple of 32 or the weight is not on the CPU.
+    pub fn quantize_q8(&mut self) -> Result<bool> {
+        let Kernel::Dense(w) = &self.kernel else {
+            return Ok(true);
+        };
+        let (out, inp) = w.dims2()?;
+        if !inp.is_multiple_of(Q8_GROUP) || !w.device().is_cpu() {
+            return Ok(false);
+        }
+        let w = w.to_dtype(DType::F32)?;
+        let blocks = (0..out)
+            .step_by(Q8_BLOCK_ROWS)
+            .map(|start| {
+                // A fresh copy: `QTensor::quantize` reads the storage from its start, ignoring a
+                // view's offset, so `contiguous()` (a no-op on a row block) would be wrong.
+                let rows = w
+                    .narrow(0, start, Q8_BLOCK_ROWS.min(out - start))?
+                    .force_contiguous()?;
+                QMatMul::from_qtensor(QTensor::quantize(&rows, GgmlDType::Q8_0)?)
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        self.bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.to_dtype(DType::F32))
+            .transpose()?;
+        self.kernel = Kernel::Q8(blocks);
+        Ok(true)
     }
 }
 
@@ -47,14 +105,31 @@ impl Module for Linear {
         let in_dim = dims[dims.len() - 1];
         let rows = x.elem_count() / in_dim.max(1);
         let x2 = x.reshape((rows, in_dim))?;
-        let y = x2.matmul(&self.weight.t()?)?;
+        let y = match &self.kernel {
+            Kernel::Dense(w) => x2.matmul(&w.t()?)?,
+            Kernel::Q8(blocks) => {
+                let x2 = x2.to_dtype(DType::F32)?.contiguous()?;
+                let ys = blocks
+                    .iter()
+                    .map(|q| q.forward(&x2))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                let y = if ys.len() == 1 {
+                    ys.into_iter()
+                        .next()
+                        .ok_or_else(|| candle_core::Error::Msg("no block".into()))?
+                } else {
+                    Tensor::cat(&ys, 1)?
+                };
+                y.to_dtype(x.dtype())?
+            }
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out = dims;
         let last = out.len() - 1;
-        out[last] = self.out_dim();
+        out[last] = self.out_dim;
         y.reshape(out)
     }
 }
@@ -263,4 +338,48 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
 /// A VarBuilder over [`RandomWeights`] (std 0.02).
 pub fn random_var_builder(dtype: DType, device: &candle_core::Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomWeights { std: 0.02 }), dtype, device.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn rms(t: &Tensor) -> f32 {
+        t.sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// Several row blocks (2100 outputs = 1024 + 1024 + 52), a bias and a 3-D input: the int8
+    /// product stays within ~1 % (rms) of the dense one.
+    #[test]
+    fn q8_linear_matches_dense_across_row_blocks() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 5, 256), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (2100, 256), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 2100, &dev).unwrap();
+        let dense = Linear::new(w.clone(), Some(b.clone()));
+        let mut q = Linear::new(w, Some(b));
+        assert!(q.quantize_q8().unwrap());
+        assert!(q.weight().is_none());
+        let (yd, yq) = (dense.forward(&x).unwrap(), q.forward(&x).unwrap());
+        assert_eq!(yq.dims(), &[2, 5, 2100]);
+        let rel = rms(&(&yd - &yq).unwrap()) / rms(&yd);
+        assert!(rel < 0.01, "relative rms error {rel}");
+    }
+
+    /// An input width that is not a multiple of 32 stays dense (and exact).
+    #[test]
+    fn q8_needs_groups_of_32_inputs() {
+        let w = Tensor::randn(0f32, 0.05, (8, 341), &Device::Cpu).unwrap();
+        let mut l = Linear::new(w, None);
+        assert!(!l.quantize_q8().unwrap());
+        assert!(l.weight().is_some());
+    }
 }

@@ -310,6 +310,18 @@ impl TextModel {
         Ok(summed.broadcast_div(&count)?)
     }
 
+    /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
+    /// many were quantised (a layer whose input width is not a multiple of 32 stays dense).
+    pub fn quantize_q8(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for l in &mut self.layers {
+            for lin in [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2] {
+                n += usize::from(lin.quantize_q8()?);
+            }
+        }
+        Ok(n)
+    }
+
     /// Pooled (un-normalised) embeddings `[B, H]` (f32) of right-padded token-id sequences.
     /// Every sequence must be a complete tokenisation (`<s> … </s>`); padding is added here.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor> {

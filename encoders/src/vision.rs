@@ -399,6 +399,19 @@ impl VisionModel {
         Ok((emb, hidden))
     }
 
+    /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
+    /// many were quantised (a layer whose input width is not a multiple of 32, such as the
+    /// SwiGLU output `w3` of the real model (2730 inputs), stays dense).
+    pub fn quantize_q8(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for b in &mut self.blocks {
+            for lin in [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3] {
+                n += usize::from(lin.quantize_q8()?);
+            }
+        }
+        Ok(n)
+    }
+
     /// Raw (un-normalised) embeddings `[B, W]` (f32) of `[B, 3, S, S]` normalised pixels.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         Ok(self.run(pixels, false)?.0)

@@ -196,3 +196,82 @@ fn identity_is_stable_and_weight_sensitive() {
     assert_ne!(c.identity().fingerprint, a.identity().fingerprint);
     let _ = std::fs::remove_dir_all(d);
 }
+
+fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| p * q).sum::<f32>())
+        .fold(f32::INFINITY, f32::min)
+}
+
+/// The int8 (Q8_0) path on the trained toy model: every text and image embedding stays close to
+/// the f32 one, the retrieval answer (best image per caption) is kept, and int8 with a non-f32
+/// compute dtype is refused.
+#[test]
+fn int8_quantised_linears_stay_close_to_f32() {
+    let load = |int8| {
+        ClipModel::load(
+            &toy_model_dir(),
+            &LoadOptions {
+                int8,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (f, q) = (load(false), load(true));
+    let captions = [
+        "roter Kreis",
+        "a yellow star",
+        "синее сердце",
+        "une lune verte",
+        "黑色的鞋",
+        "cuadrado blanco",
+    ];
+    let tf = f.encode_texts(&captions, TextRole::Query).unwrap();
+    let tq = q.encode_texts(&captions, TextRole::Query).unwrap();
+    let images: Vec<_> = (0..24)
+        .map(|i| {
+            let dir = datasets().join("toy-shapes/corpus/images");
+            let p = ["jpg", "png"]
+                .iter()
+                .map(|e| dir.join(format!("img_{i:03}.{e}")))
+                .find(|p| p.exists())
+                .unwrap();
+            f.preprocessor()
+                .preprocess_path(&p, &Default::default())
+                .unwrap()
+        })
+        .collect();
+    let vf = f.encode_pixels(&images).unwrap();
+    let vq = q.encode_pixels(&images).unwrap();
+    let (ct, ci) = (min_cosine(&tf, &tq), min_cosine(&vf, &vq));
+    eprintln!("int8 vs f32 on the toy model: min cosine text {ct:.5}, image {ci:.5}");
+    assert!(ct > 0.99 && ci > 0.99, "text {ct}, image {ci}");
+    // The image int8 ranks first for each caption scores (in f32) within 1e-3 of the f32 best:
+    // the answer is the same, up to near-ties between equally relevant images.
+    let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f32>();
+    for (i, c) in captions.iter().enumerate() {
+        let top = |t: &[Vec<f32>], v: &[Vec<f32>]| {
+            (0..v.len())
+                .max_by(|&a, &b| dot(&t[i], &v[a]).total_cmp(&dot(&t[i], &v[b])))
+                .unwrap()
+        };
+        let (jf, jq) = (top(&tf, &vf), top(&tq, &vq));
+        let gap = dot(&tf[i], &vf[jf]) - dot(&tf[i], &vf[jq]);
+        assert!(
+            gap < 1e-3,
+            "{c}: int8 ranks image {jq} first, f32 image {jf} (gap {gap})"
+        );
+    }
+    let err = ClipModel::load(
+        &toy_model_dir(),
+        &LoadOptions {
+            int8: true,
+            dtype: DType::BF16,
+            ..Default::default()
+        },
+    )
+    .expect_err("int8 + bf16");
+    assert!(err.to_string().contains("int8"), "{err}");
+}

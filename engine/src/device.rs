@@ -67,15 +67,22 @@ pub enum Precision {
     Bf16,
     /// float16 weights and activations.
     F16,
+    /// 8-bit (Q8_0) linear layers with f32 elsewhere: the fastest CPU path (CPU only).
+    Int8,
 }
 
 impl Precision {
+    /// Whether the linear layers are quantised to 8 bits.
+    pub fn int8(self) -> bool {
+        self == Precision::Int8
+    }
+
     /// The candle dtype this precision means on `device`.
     pub fn dtype_for(self, device: &candle_core::Device) -> candle_core::DType {
         use candle_core::DType;
         match self {
             Precision::Auto if device.is_cuda() => DType::BF16,
-            Precision::Auto | Precision::F32 => DType::F32,
+            Precision::Auto | Precision::F32 | Precision::Int8 => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -85,15 +92,16 @@ impl Precision {
 impl FromStr for Precision {
     type Err = Error;
 
-    /// Parses `auto`, `f32`, `bf16` or `f16` (case-insensitive).
+    /// Parses `auto`, `f32`, `bf16`, `f16` or `int8` (case-insensitive).
     fn from_str(s: &str) -> Result<Self> {
         match s.trim().to_ascii_lowercase().as_str() {
             "auto" => Ok(Precision::Auto),
             "f32" | "fp32" | "float32" => Ok(Precision::F32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
             "f16" | "fp16" | "float16" => Ok(Precision::F16),
+            "int8" | "q8" => Ok(Precision::Int8),
             _ => Err(Error::InvalidArgument(format!(
-                "invalid precision {s:?}: expected auto, f32, bf16 or f16"
+                "invalid precision {s:?}: expected auto, f32, bf16, f16 or int8"
             ))),
         }
     }
@@ -188,6 +196,8 @@ mod tests {
         assert_eq!("f32".parse::<Precision>().unwrap(), Precision::F32);
         assert_eq!("fp16".parse::<Precision>().unwrap(), Precision::F16);
         assert!("int3".parse::<Precision>().is_err());
+        assert!("int8".parse::<Precision>().unwrap().int8());
+        assert_eq!(Precision::Int8.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Auto.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Bf16.dtype_for(&Device::Cpu), DType::BF16);
     }

@@ -201,6 +201,7 @@ impl Engine {
         let device = self.device()?.device.clone();
         let opts = LoadOptions {
             dtype: self.precision.dtype_for(&device),
+            int8: self.precision.int8(),
             device,
             towers,
         };

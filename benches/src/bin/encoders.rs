@@ -31,8 +31,8 @@ use serde_json::{json, Value};
 #[derive(Debug, Parser)]
 #[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
 struct Args {
-    /// Rust compute dtypes to measure (f32, bf16, f16).
-    #[arg(long, default_value = "f32,bf16", value_delimiter = ',')]
+    /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere).
+    #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
     dtypes: Vec<String>,
     /// PyTorch dtypes to measure (float32, bfloat16); empty for none.
     #[arg(long, default_value = "float32", value_delimiter = ',')]
@@ -200,17 +200,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn rust_dtype(name: &str) -> Result<DType> {
+/// Compute dtype and int8 flag of a Rust system name.
+fn rust_dtype(name: &str) -> Result<(DType, bool)> {
     Ok(match name {
-        "f32" => DType::F32,
-        "bf16" => DType::BF16,
-        "f16" => DType::F16,
-        other => bail!("unknown dtype {other} (f32, bf16, f16)"),
+        "f32" => (DType::F32, false),
+        "bf16" => (DType::BF16, false),
+        "f16" => (DType::F16, false),
+        "int8" => (DType::F32, true),
+        other => bail!("unknown dtype {other} (f32, bf16, f16, int8)"),
     })
 }
 
 /// One Rust dtype: load, then every case; JSON lines on stdout, embeddings to a file.
-fn worker(a: &Args, ckpt: &Path, work: &Path, dtype: &str) -> Result<()> {
+fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
     let cases: Vec<&str> = a.cases.split(',').collect();
     let inputs: Value = serde_json::from_str(&std::fs::read_to_string(work.join("inputs.json"))?)?;
     let ids = |k: &str| -> Result<Vec<Vec<u32>>> { Ok(serde_json::from_value(inputs[k].clone())?) };
@@ -219,12 +221,14 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, dtype: &str) -> Result<()> {
         println!("{row}");
     };
     let t = Instant::now();
+    let (dtype, int8) = rust_dtype(name)?;
     let model = ClipModel::load(
         ckpt,
         &LoadOptions {
             device: Device::Cpu,
-            dtype: rust_dtype(dtype)?,
+            dtype,
             towers: Towers::Both,
+            int8,
         },
     )?;
     if cases.contains(&"load") {
@@ -296,7 +300,7 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, dtype: &str) -> Result<()> {
             &|| Ok(model.encode_pixels_raw(&px)?),
         )?;
     }
-    let emb = work.join(format!("emb-jsearch-{dtype}.json"));
+    let emb = work.join(format!("emb-jsearch-{name}.json"));
     std::fs::write(&emb, serde_json::to_string(&saved)?)?;
     Ok(())
 }

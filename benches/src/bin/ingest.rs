@@ -7,7 +7,8 @@
 //! ```
 //! `real` is the real-size jina-clip-v2 architecture with random weights (generated once, 1.7 GB).
 //! Photos are 4000x3000 JPEGs (smooth gradients + noise + shapes), generated once and cached.
-//! Extra flags: `--width W --height H --batch-size N --threads N --device cpu|cuda|auto --fast-jpeg`.
+//! Extra flags: `--width W --height H --batch-size N --threads N --device cpu|cuda|auto
+//! --precision auto|f32|bf16|f16|int8 --fast-jpeg`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -25,6 +26,7 @@ struct Args {
     batch_size: usize,
     threads: usize,
     device: String,
+    precision: String,
     fast_jpeg: bool,
 }
 
@@ -37,6 +39,7 @@ fn parse() -> Result<Args> {
         batch_size: 32,
         threads: 0,
         device: "auto".into(),
+        precision: "auto".into(),
         fast_jpeg: false,
     };
     let mut it = std::env::args().skip(1);
@@ -50,6 +53,7 @@ fn parse() -> Result<Args> {
             "--batch-size" => a.batch_size = v()?.parse()?,
             "--threads" => a.threads = v()?.parse()?,
             "--device" => a.device = v()?,
+            "--precision" => a.precision = v()?,
             "--fast-jpeg" => a.fast_jpeg = true,
             other => bail!("unknown argument {other}"),
         }
@@ -154,8 +158,8 @@ fn main() -> Result<()> {
         db: db.clone(),
         model_dir: Some(model.clone()),
         device,
+        precision: a.precision.parse()?,
         download_progress: false,
-        ..OpenOptions::default()
     })?;
     let dev = engine.device()?.description.clone();
     let opts = IndexOptions {
@@ -175,9 +179,10 @@ fn main() -> Result<()> {
     let total = tm.read + tm.decode + tm.preprocess + tm.encode + tm.store;
     let pct = |x: f64| 100.0 * x / total.max(1e-9);
     println!(
-        "model {} ({}), device {dev}, {} photos {}x{}, batch {}, fast_jpeg {}: {:.2} items/s ({:.1}s wall incl. model load {:.1}s)",
+        "model {} ({}), device {dev}, precision {}, {} photos {}x{}, batch {}, fast_jpeg {}: {:.2} items/s ({:.1}s wall incl. model load {:.1}s)",
         a.model,
         model.display(),
+        a.precision,
         s.items,
         a.width,
         a.height,

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use jsearch_encoders::preprocess::DecodeOptions;
-use jsearch_encoders::{normalize, ClipModel, LoadOptions, TextRole, Towers};
+use jsearch_encoders::{normalize, ClipModel, TextRole, Towers};
 
 /// Arguments of `jsearch embed`.
 #[derive(Debug, clap::Args)]
@@ -110,12 +110,7 @@ pub fn run(args: &EmbedArgs, device: &str, precision: &str) -> Result<()> {
         _ => Towers::Both,
     };
     let device = jsearch::device::resolve(choice)?.device;
-    let opts = LoadOptions {
-        towers,
-        dtype: precision.dtype_for(&device),
-        int8: precision.int8(),
-        device,
-    };
+    let opts = precision.load_options(device, towers);
     let model = ClipModel::load(&dir, &opts)
         .with_context(|| format!("cannot load the model from {}", dir.display()))?;
     if let Some(d) = args.dim {

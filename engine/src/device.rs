@@ -77,6 +77,20 @@ impl Precision {
         self == Precision::Int8
     }
 
+    /// The encoders' load options for this precision on `device`.
+    pub fn load_options(
+        self,
+        device: candle_core::Device,
+        towers: jsearch_encoders::Towers,
+    ) -> jsearch_encoders::LoadOptions {
+        jsearch_encoders::LoadOptions {
+            dtype: self.dtype_for(&device),
+            int8: self.int8(),
+            device,
+            towers,
+        }
+    }
+
     /// The candle dtype this precision means on `device`.
     pub fn dtype_for(self, device: &candle_core::Device) -> candle_core::DType {
         use candle_core::DType;

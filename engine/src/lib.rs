@@ -48,7 +48,7 @@ pub(crate) use enc::hub;
 pub(crate) use jsearch_encoders as enc;
 pub(crate) use jsearch_index as idx;
 
-use enc::{ClipModel, LoadOptions, Towers};
+use enc::{ClipModel, Towers};
 use idx::{Store, StoreSettings};
 
 /// File name of the default store, inside [`default_db_path`]'s folder.
@@ -71,7 +71,7 @@ pub struct OpenOptions {
     pub model_dir: Option<PathBuf>,
     /// Compute device.
     pub device: DeviceChoice,
-    /// Compute precision (`Auto`: bf16 on a GPU, f32 on the CPU).
+    /// Compute precision (`Auto`: bf16 on a GPU, f32 on the CPU; `Int8` for the fastest CPU path).
     pub precision: Precision,
     /// Show a download progress bar if the model has to be downloaded.
     pub download_progress: bool,
@@ -199,12 +199,7 @@ impl Engine {
         };
         let dir = self.model_dir()?;
         let device = self.device()?.device.clone();
-        let opts = LoadOptions {
-            dtype: self.precision.dtype_for(&device),
-            int8: self.precision.int8(),
-            device,
-            towers,
-        };
+        let opts = self.precision.load_options(device, towers);
         self.model = None;
         let m = Arc::new(ClipModel::load(&dir, &opts)?);
         self.model = Some((towers, m.clone()));

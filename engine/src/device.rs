@@ -130,6 +130,17 @@ pub struct ResolvedDevice {
     pub description: String,
 }
 
+/// The first line of an error: candle appends a backtrace when `RUST_BACKTRACE` is set, which
+/// does not belong in a one-line log message.
+fn first_line(e: &dyn std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
 /// Whether this build can use CUDA at all (the `cuda` cargo feature).
 pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
@@ -158,7 +169,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
                 )));
             }
             let device = candle_core::Device::new_cuda(n)
-                .map_err(|e| Error::Device(format!("cannot open cuda:{n}: {e}")))?;
+                .map_err(|e| Error::Device(format!("cannot open cuda:{n}: {}", first_line(&e))))?;
             Ok(ResolvedDevice {
                 device,
                 description: format!("cuda:{n}"),
@@ -176,7 +187,10 @@ pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
                     device,
                     description: "cuda:0 (auto)".to_string(),
                 }),
-                Err(e) => Ok(cpu(&format!("auto: CUDA device 0 unusable: {e}"))),
+                Err(e) => Ok(cpu(&format!(
+                    "auto: CUDA device 0 unusable: {}",
+                    first_line(&e)
+                ))),
             }
         }
     }
@@ -214,6 +228,12 @@ mod tests {
         assert_eq!(Precision::Int8.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Auto.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Bf16.dtype_for(&Device::Cpu), DType::BF16);
+    }
+
+    #[test]
+    fn error_messages_keep_their_first_line() {
+        assert_eq!(first_line(&"boom\n   0: bt\n   1: x"), "boom");
+        assert_eq!(first_line(&""), "");
     }
 
     #[test]

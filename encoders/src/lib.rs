@@ -7,7 +7,7 @@
 //! * [`normalize`] / [`truncate_normalize`] implement the reference's L2 and Matryoshka steps.
 //!
 //! See `docs/api-contracts.md` for the public surface and
-//! `shared/design/jina-clip-v2-spec.md` for the reference behaviour reproduced here.
+//! `docs/jina-clip-v2-spec.md` (repository root) for the reference behaviour reproduced here.
 
 pub mod config;
 #[doc(hidden)]

@@ -36,6 +36,11 @@ enum Kernel {
     Q8(Vec<QMatMul>),
 }
 
+/// Largest attention score tensor of one group of heads (4M floats = 16 MiB): the towers run
+/// attention a few heads at a time so that the allocator reuses these buffers instead of
+/// faulting in fresh pages for a 108 MB score matrix per layer (512 px images).
+pub(crate) const MAX_GROUP_SCORE_ELEMS: usize = 4 << 20;
+
 /// Output rows per quantised block (1024 × 1024 int8 ≈ 1.1 MB: measured fastest on Zen 4).
 const Q8_BLOCK_ROWS: usize = 1024;
 

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::TextConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
-use crate::nn::{load_lora_weight, softmax_f32, Adapter, LayerNorm, Linear};
+use crate::nn::{load_lora_weight, softmax_f32, Adapter, LayerNorm, Linear, MAX_GROUP_SCORE_ELEMS};
 
 /// Additive attention bias for padded keys (the reference uses -10000, not -inf).
 const PAD_BIAS: f32 = -10000.0;
@@ -258,13 +258,24 @@ impl TextModel {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 )
             };
-            let scores = q.matmul(&k.t()?)?.broadcast_add(&bias)?;
-            let probs = softmax_f32(&scores)?;
-            let ctx = probs
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .contiguous()?
-                .reshape((b, l, h))?;
+            let group = (MAX_GROUP_SCORE_ELEMS / (b * l * l).max(1)).clamp(1, nh);
+            let mut ctxs = Vec::with_capacity(nh.div_ceil(group));
+            for h0 in (0..nh).step_by(group) {
+                let g = group.min(nh - h0);
+                let (qg, kg, vg) = (
+                    q.narrow(1, h0, g)?.contiguous()?,
+                    k.narrow(1, h0, g)?.contiguous()?,
+                    v.narrow(1, h0, g)?.contiguous()?,
+                );
+                let scores = qg.matmul(&kg.t()?)?.broadcast_add(&bias)?;
+                ctxs.push(softmax_f32(&scores)?.matmul(&vg)?);
+            }
+            let ctx = if ctxs.len() == 1 {
+                ctxs.remove(0)
+            } else {
+                Tensor::cat(&ctxs, 1)?
+            };
+            let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
             if self.dev.text_pre_ln {
                 x = (resid + attn_out)?;

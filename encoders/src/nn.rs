@@ -39,7 +39,7 @@ enum Kernel {
 /// Largest attention score tensor of one group of heads (4M floats = 16 MiB): the towers run
 /// attention a few heads at a time so that the allocator reuses these buffers instead of
 /// faulting in fresh pages for a 108 MB score matrix per layer (512 px images).
-pub(crate) const MAX_GROUP_SCORE_ELEMS: usize = 4 << 20;
+const MAX_GROUP_SCORE_ELEMS: usize = 4 << 20;
 
 /// Output rows per quantised block (1024 × 1024 int8 ≈ 1.1 MB: measured fastest on Zen 4).
 const Q8_BLOCK_ROWS: usize = 1024;
@@ -252,6 +252,41 @@ pub fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
+}
+
+/// `softmax(q·kᵀ + bias)·v` for `[b, heads, n, d]` queries, keys and values (the scale already
+/// folded into q), a few heads at a time so that no score tensor exceeds
+/// [`MAX_GROUP_SCORE_ELEMS`]. `bias` broadcasts over the scores (e.g. a `[b, 1, 1, n]` padding
+/// mask). Returns `[b, heads, n, d]`.
+pub fn attention_by_head_groups(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, nh, n, _) = q.dims4()?;
+    let group = (MAX_GROUP_SCORE_ELEMS / (b * n * n).max(1)).clamp(1, nh.max(1));
+    let mut ctxs = Vec::with_capacity(nh.div_ceil(group));
+    for h0 in (0..nh).step_by(group) {
+        let g = group.min(nh - h0);
+        // A head slice of a batch is strided: candle's batched matmul wants it compact.
+        let (qg, kg, vg) = (
+            q.narrow(1, h0, g)?.contiguous()?,
+            k.narrow(1, h0, g)?.contiguous()?,
+            v.narrow(1, h0, g)?.contiguous()?,
+        );
+        let scores = qg.matmul(&kg.t()?)?;
+        let scores = match bias {
+            Some(b) => scores.broadcast_add(b)?,
+            None => scores,
+        };
+        ctxs.push(softmax_f32(&scores)?.matmul(&vg)?);
+    }
+    if ctxs.len() == 1 {
+        Ok(ctxs.remove(0))
+    } else {
+        Tensor::cat(&ctxs, 1)
     }
 }
 

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::TextConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
-use crate::nn::{load_lora_weight, softmax_f32, Adapter, LayerNorm, Linear, MAX_GROUP_SCORE_ELEMS};
+use crate::nn::{attention_by_head_groups, load_lora_weight, Adapter, LayerNorm, Linear};
 
 /// Additive attention bias for padded keys (the reference uses -10000, not -inf).
 const PAD_BIAS: f32 = -10000.0;
@@ -258,23 +258,7 @@ impl TextModel {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 )
             };
-            let group = (MAX_GROUP_SCORE_ELEMS / (b * l * l).max(1)).clamp(1, nh);
-            let mut ctxs = Vec::with_capacity(nh.div_ceil(group));
-            for h0 in (0..nh).step_by(group) {
-                let g = group.min(nh - h0);
-                let (qg, kg, vg) = (
-                    q.narrow(1, h0, g)?.contiguous()?,
-                    k.narrow(1, h0, g)?.contiguous()?,
-                    v.narrow(1, h0, g)?.contiguous()?,
-                );
-                let scores = qg.matmul(&kg.t()?)?.broadcast_add(&bias)?;
-                ctxs.push(softmax_f32(&scores)?.matmul(&vg)?);
-            }
-            let ctx = if ctxs.len() == 1 {
-                ctxs.remove(0)
-            } else {
-                Tensor::cat(&ctxs, 1)?
-            };
+            let ctx = attention_by_head_groups(&q, &k, &v, Some(&bias))?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
             if self.dev.text_pre_ln {

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::VisionConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
-use crate::nn::{softmax_f32, LayerNorm, Linear, MAX_GROUP_SCORE_ELEMS};
+use crate::nn::{attention_by_head_groups, LayerNorm, Linear};
 
 /// LayerNorm epsilon of every vision LayerNorm.
 pub const VISION_LN_EPS: f64 = 1e-6;
@@ -291,25 +291,7 @@ impl VisionModel {
             };
             let q = rope(&q, &self.rope_cos, &self.rope_sin)?;
             let k = rope(&k, &self.rope_cos, &self.rope_sin)?;
-            // Heads in groups whose score matrices stay small (a few MB instead of 108 MB per
-            // layer at 512 px): the allocator reuses them instead of faulting in fresh pages.
-            let group = (MAX_GROUP_SCORE_ELEMS / (len * n * n).max(1)).clamp(1, nh);
-            let mut ctxs = Vec::with_capacity(nh.div_ceil(group));
-            for h0 in (0..nh).step_by(group) {
-                let g = group.min(nh - h0);
-                let (qg, kg, vg) = (
-                    q.narrow(1, h0, g)?.contiguous()?,
-                    k.narrow(1, h0, g)?.contiguous()?,
-                    v.narrow(1, h0, g)?.contiguous()?,
-                );
-                let probs = softmax_f32(&qg.matmul(&kg.t()?)?)?;
-                ctxs.push(probs.matmul(&vg)?);
-            }
-            let ctx = if ctxs.len() == 1 {
-                ctxs.remove(0)
-            } else {
-                Tensor::cat(&ctxs, 1)?
-            };
+            let ctx = attention_by_head_groups(&q, &k, &v, None)?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((len, n, w))?;
             outs.push(ctx);
             start += len;

@@ -8,7 +8,7 @@
 //! Nodes are dense `u32` indices `0..len`. Vectors must be L2-normalised; the distance is
 //! `1 - dot` computed with simsimd on f16.
 
-use crate::vecmath::{dot_f16, F16};
+use crate::vecmath::{dot_f16, prefetch, F16};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -87,6 +87,11 @@ impl Visited {
             self.marks.iter_mut().for_each(|m| *m = 0);
             self.epoch = 1;
         }
+    }
+    /// Whether `i` is not yet visited (without marking it).
+    #[inline]
+    fn peek(&self, i: u32) -> bool {
+        self.marks[i as usize] != self.epoch
     }
     #[inline]
     fn insert(&mut self, i: u32) -> bool {
@@ -322,6 +327,12 @@ impl Hnsw {
                     break;
                 }
                 self.neighbors_into(c.n, level, &mut buf);
+                // Start the memory loads of the neighbours' vectors before the first distance.
+                for &nb in &buf {
+                    if vis.peek(nb) {
+                        prefetch(self.vector(nb));
+                    }
+                }
                 for &nb in &buf {
                     if !vis.insert(nb) {
                         continue;

@@ -3,7 +3,7 @@
 use crate::error::{IndexError, Result};
 use crate::graph::{AnnGraph, GraphParams, Hnsw};
 use crate::settings::{vectors_per_chunk, HnswParams, StoreSettings};
-use crate::vecmath::{self, dot_f16, F16};
+use crate::vecmath::{self, F16};
 use rayon::prelude::*;
 use redb::{
     ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase,
@@ -1106,7 +1106,6 @@ impl Store {
         nodes.sort_unstable();
         let vectors = txn.open_table(VECTORS)?;
         let dim = self.settings.dim;
-        let mut buf = Vec::with_capacity(dim);
         let mut hits = Vec::with_capacity(nodes.len());
         let mut i = 0;
         while i < nodes.len() {
@@ -1120,10 +1119,9 @@ impl Store {
                 let b = val
                     .get(j * dim * 2..(j + 1) * dim * 2)
                     .ok_or_else(|| self.corrupt(format!("vector of node {} missing", nodes[i])))?;
-                vecmath::f16_from_bytes(b, &mut buf);
                 hits.push(Hit {
                     id: st.ids[nodes[i] as usize],
-                    score: dot_f16(q, &buf),
+                    score: vecmath::dot_f16_le_bytes(q, b),
                 });
                 i += 1;
             }
@@ -1166,7 +1164,6 @@ impl Store {
             .into_par_iter()
             .map(|p| {
                 let mut heap: BinaryHeap<std::cmp::Reverse<(OrdF32, u64)>> = BinaryHeap::new();
-                let mut buf = Vec::with_capacity(dim);
                 for r in vectors.range(p * span..((p + 1) * span).min(nchunks))? {
                     let (ck, cv) = r?;
                     let base = ck.value() * per;
@@ -1179,8 +1176,7 @@ impl Store {
                         if filter.is_some_and(|f| !f(id)) {
                             continue;
                         }
-                        vecmath::f16_from_bytes(b, &mut buf);
-                        let s = dot_f16(q, &buf);
+                        let s = vecmath::dot_f16_le_bytes(q, b);
                         if heap.len() < k {
                             heap.push(std::cmp::Reverse((OrdF32(s), id)));
                         } else if heap.peek().is_some_and(|w| s > w.0 .0 .0) {

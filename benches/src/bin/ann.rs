@@ -835,8 +835,14 @@ fn main() -> Result<()> {
         .find(|s| s.starts_with("hnswlib-") && !s.contains("rerank"))
         .cloned();
     for key in ["qps_1t", "qps_all"] {
-        println!("\n| best {key} at recall@{} >= | {} | ratio store / {} | ratio store / {} |\n|---|---|---|---|", a.k,
-            systems.join(" | "), peer.clone().unwrap_or("-".into()), peer_full.clone().unwrap_or("-".into()));
+        println!(
+            "\n| best {key} at recall@{} >= | {} | ratio store / {} | ratio store / {} |\n|---|{}---|---|",
+            a.k,
+            systems.join(" | "),
+            peer.clone().unwrap_or("-".into()),
+            peer_full.clone().unwrap_or("-".into()),
+            "---|".repeat(systems.len())
+        );
         for th in [0.95, 0.98, 0.99] {
             let cells: Vec<String> = systems
                 .iter()

@@ -523,9 +523,74 @@ impl Hnsw {
         *self.entry.get_mut().unwrap_or_else(|e| e.into_inner()) = e;
     }
 
-    /// Replace a node's vector in place (loading only).
+    /// Forget which nodes changed (after loading or after everything was written).
     pub fn clear_dirty(&mut self) {
         self.dirty.iter_mut().for_each(|d| *d.get_mut() = false);
+    }
+
+    /// A node order in which near neighbours get near numbers: nodes are grouped by the
+    /// level-2 node they descend to, then by their level-1 node, then by distance to it (every
+    /// node walks down from the entry point as an insertion would, so this costs a few dozen
+    /// distances per node, in parallel). Returned as `order[new] = old`. The store packs full
+    /// vectors in node order, so after renumbering a query's candidates share vector chunks
+    /// and the re-rank reads fewer redb pages; the graph walk touches nearer memory too.
+    pub fn locality_order(&self) -> Vec<u32> {
+        let n = self.levels.len() as u32;
+        let Some((ep, maxl)) = self.entry() else {
+            return (0..n).collect();
+        };
+        let mut keys: Vec<(u32, u32, u32, u32)> = (0..n)
+            .into_par_iter()
+            .map_init(Vec::new, |buf, node| {
+                let q = self.vector(node);
+                let (mut cur, mut curd) = (ep, self.dist(q, ep));
+                let mut anchors = [ep, ep];
+                for l in (1..=maxl).rev() {
+                    (cur, curd) = self.greedy(q, cur, curd, l, buf);
+                    if l <= 2 {
+                        anchors[l as usize - 1] = cur;
+                    }
+                }
+                // Distances are >= 0 here up to rounding; the bit pattern of a non-negative
+                // f32 orders like the value.
+                (anchors[1], anchors[0], curd.max(0.0).to_bits(), node)
+            })
+            .collect();
+        keys.par_sort_unstable();
+        keys.into_iter().map(|k| k.3).collect()
+    }
+
+    /// A copy of the graph with its nodes renumbered: `order[new] = old`, a permutation of
+    /// `0..len()`. Links, levels, vectors and the entry point follow; every node is dirty.
+    pub fn reordered(&self, order: &[u32]) -> Hnsw {
+        let n = self.levels.len();
+        assert_eq!(
+            order.len(),
+            n,
+            "reordered: order must be a permutation of the nodes"
+        );
+        let mut new_of = vec![u32::MAX; n];
+        for (new, &old) in order.iter().enumerate() {
+            new_of[old as usize] = new as u32;
+        }
+        let mut g = Hnsw::new(self.dim, self.params);
+        let mut vecs = Vec::with_capacity(self.vecs.len());
+        let mut levels = Vec::with_capacity(n);
+        for &old in order {
+            vecs.extend_from_slice(self.vector(old));
+            levels.push(self.levels[old as usize]);
+        }
+        g.push_nodes(&vecs, Some(&levels));
+        let mut buf = Vec::new();
+        for (new, &old) in order.iter().enumerate() {
+            for l in 0..=self.levels[old as usize] {
+                self.neighbors_into(old, l, &mut buf);
+                let mapped: Vec<u32> = buf.iter().map(|&x| new_of[x as usize]).collect();
+                g.set_neighbors(new as u32, l, &mapped);
+            }
+        }
+        g.set_entry(self.entry().map(|(e, l)| (new_of[e as usize], l)));
+        g
     }
 }
 
@@ -647,6 +712,39 @@ mod tests {
         assert_eq!(
             g2.search(&qh, 10, 64, &|_| true),
             g.search(&qh, 10, 64, &|_| true)
+        );
+        // locality renumbering: a permutation; the renumbered graph answers the same
+        let order = g.locality_order();
+        let mut seen = order.clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..3000).collect::<Vec<u32>>());
+        assert_ne!(order, (0..3000).collect::<Vec<u32>>());
+        let r = g.reordered(&order);
+        for q in &queries {
+            let qh = to_f16(q);
+            let mapped: Vec<(f32, u32)> = r
+                .search(&qh, 10, 64, &|_| true)
+                .into_iter()
+                .map(|(d, n)| (d, order[n as usize]))
+                .collect();
+            assert_eq!(mapped, g.search(&qh, 10, 64, &|_| true));
+        }
+        // neighbours end up closer in numbering than in insertion order (uniform random data
+        // has little structure: 0.86 here; a random permutation would give about 1.0)
+        let spread = |g: &Hnsw| -> f64 {
+            let mut sum = 0.0;
+            for n in 0..3000u32 {
+                for nb in g.neighbors(n, 0) {
+                    sum += (n as f64 - nb as f64).abs();
+                }
+            }
+            sum
+        };
+        assert!(
+            spread(&r) < 0.95 * spread(&g),
+            "{} vs {}",
+            spread(&r),
+            spread(&g)
         );
     }
 }

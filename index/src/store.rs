@@ -892,8 +892,13 @@ impl Store {
         Ok(())
     }
 
-    /// Rebuild the graph from the live items only (dropping tombstones), renumber the nodes and
-    /// rewrite vectors, nodes and items in one transaction, then let redb reclaim the free space.
+    /// Drop tombstones and renumber the nodes in graph-locality order, then rewrite vectors,
+    /// nodes and items in one transaction and let redb reclaim the free space.
+    ///
+    /// With tombstones the graph is rebuilt from the live items; without, the existing graph
+    /// is kept and only renumbered ([`Hnsw::locality_order`]): near neighbours then share
+    /// vector chunks, so a search's re-rank reads fewer pages. Worth running after a large
+    /// index run (items arrive in whatever order the caller had them).
     pub fn compact(&mut self) -> Result<()> {
         self.writable()?;
         let dim = self.settings.dim;
@@ -935,15 +940,34 @@ impl Store {
                     }
                 }
             }
-            let mut full16 = Vec::new();
-            vecmath::f16_from_bytes(&fulls, &mut full16);
-            let ann: Vec<F16> = full16
-                .par_chunks_exact(dim)
-                .flat_map_iter(|f| vecmath::ann_from_full(f, self.settings.ann_dim))
+            // Graph over the live items, numbered as `live` (node i = live[i]).
+            let rebuilt = if live.len() == st.ids.len() {
+                None
+            } else {
+                let mut full16 = Vec::new();
+                vecmath::f16_from_bytes(&fulls, &mut full16);
+                let ann: Vec<F16> = full16
+                    .par_chunks_exact(dim)
+                    .flat_map_iter(|f| vecmath::ann_from_full(f, self.settings.ann_dim))
+                    .collect();
+                let mut g = Hnsw::new(self.settings.ann_dim, Self::graph_params(&self.settings));
+                g.add_batch(&ann);
+                Some(g)
+            };
+            let source = rebuilt.as_ref().unwrap_or(&st.graph);
+            let order = source.locality_order();
+            let mut graph = source.reordered(&order);
+            drop(rebuilt);
+            let row = dim * 2;
+            let mut sorted = Vec::with_capacity(fulls.len());
+            for &i in &order {
+                sorted.extend_from_slice(&fulls[i as usize * row..(i as usize + 1) * row]);
+            }
+            let fulls = sorted;
+            let ids: Vec<u64> = order
+                .iter()
+                .map(|&i| st.ids[live[i as usize] as usize])
                 .collect();
-            let mut graph = Hnsw::new(self.settings.ann_dim, Self::graph_params(&self.settings));
-            graph.add_batch(&ann);
-            let ids: Vec<u64> = live.iter().map(|&n| st.ids[n as usize]).collect();
             txn.delete_table(VECTORS)?;
             txn.delete_table(NODES)?;
             txn.delete_table(GRAPH_LOG)?;

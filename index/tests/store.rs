@@ -155,6 +155,43 @@ fn compaction_drops_tombstones_and_keeps_results() {
     assert_eq!(s.get_meta(2500).unwrap().unwrap(), 2500u64.to_le_bytes());
 }
 
+/// Compaction without tombstones keeps the graph and only renumbers nodes (locality order):
+/// every search gives the same ids and scores before, after, and after reopening, and the
+/// items' metadata, vectors and further upserts still work.
+#[test]
+fn compaction_renumbering_changes_no_result() {
+    let (_d, path) = tmp("r.redb");
+    let st = settings(DIM);
+    let mut s = Store::open(&path, st.clone()).unwrap();
+    s.commit(batch(5, 0..4000, DIM)).unwrap();
+    let p = SearchParams::default();
+    let queries: Vec<Vec<f32>> = (0..40).map(|i| vector(6, i, DIM)).collect();
+    let before: Vec<_> = queries
+        .iter()
+        .map(|q| s.search(q, 10, &p).unwrap())
+        .collect();
+    let v7 = s.get_vector(7).unwrap().unwrap();
+    s.compact().unwrap();
+    let stats = s.stats().unwrap();
+    assert_eq!((stats.tombstones, stats.nodes, stats.live), (0, 4000, 4000));
+    let after: Vec<_> = queries
+        .iter()
+        .map(|q| s.search(q, 10, &p).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    drop(s);
+    let mut s = Store::open(&path, st).unwrap();
+    let reopened: Vec<_> = queries
+        .iter()
+        .map(|q| s.search(q, 10, &p).unwrap())
+        .collect();
+    assert_eq!(before, reopened);
+    assert_eq!(s.get_vector(7).unwrap().unwrap(), v7);
+    assert_eq!(s.get_meta(3999).unwrap().unwrap(), 3999u64.to_le_bytes());
+    s.commit(batch(5, 4000..4100, DIM)).unwrap();
+    assert_eq!(s.search(&vector(5, 4050, DIM), 1, &p).unwrap()[0].id, 4050);
+}
+
 #[test]
 fn bad_inputs_write_nothing() {
     let (_d, path) = tmp("b.redb");

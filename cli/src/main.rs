@@ -27,8 +27,10 @@ struct Cli {
     /// Compute device: auto, cpu, cuda or cuda:N.
     #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto")]
     device: String,
-    /// Compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, bf16, f16 or int8 (CPU: 8-bit
-    /// linear layers, fastest; the store records no precision, so it can change between runs).
+    /// Compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 (on a CPU with
+    /// AVX512-BF16: bf16 linear layers, f32 elsewhere; fastest for images and long texts), f16 or
+    /// int8 (CPU: 8-bit linear layers; fastest for short queries). The store records no precision,
+    /// so it can change between runs.
     #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto")]
     precision: String,
     /// Print only results and errors (no progress, no summary).

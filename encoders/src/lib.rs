@@ -9,6 +9,7 @@
 //! See `docs/api-contracts.md` for the public surface and
 //! `docs/jina-clip-v2-spec.md` (repository root) for the reference behaviour reproduced here.
 
+pub mod bf16_gemm;
 pub mod config;
 #[doc(hidden)]
 pub mod deviation;

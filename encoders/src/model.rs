@@ -61,6 +61,12 @@ pub struct LoadOptions {
     /// activations are quantised the same way on the fly). CPU and f32 compute only; the accuracy
     /// against f32 is measured by the `encoders` bench and `tests/loading.rs`.
     pub int8: bool,
+    /// Run the linear layers through the AVX512-BF16 kernel ([`crate::bf16_gemm`]): weights
+    /// packed to bf16 at load, activations rounded to bf16 for each product, f32 accumulation;
+    /// LayerNorm, softmax, attention and pooling stay f32. CPU and f32 compute only. On a CPU
+    /// without AVX512-BF16 the layers stay f32 ([`ClipModel::pack_bf16`] returns 0); the accuracy
+    /// against f32 is measured by the `encoders` bench and `tests/loading.rs`.
+    pub bf16_matmul: bool,
 }
 
 impl Default for LoadOptions {
@@ -70,6 +76,7 @@ impl Default for LoadOptions {
             dtype: DType::F32,
             towers: Towers::Both,
             int8: false,
+            bf16_matmul: false,
         }
     }
 }
@@ -260,6 +267,11 @@ impl ClipModel {
                 "int8 quantisation runs on the CPU with f32 compute only".into(),
             ));
         }
+        if opts.bf16_matmul && (opts.dtype != DType::F32 || !opts.device.is_cpu() || opts.int8) {
+            return Err(EncoderError::InvalidArgument(
+                "bf16 matmul runs on the CPU with f32 compute only, and not with int8".into(),
+            ));
+        }
         let mut model =
             Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity).map_err(
                 |e| match e {
@@ -270,7 +282,24 @@ impl ClipModel {
         if opts.int8 {
             model.quantize_q8()?;
         }
+        if opts.bf16_matmul {
+            model.pack_bf16()?;
+        }
         Ok(model)
+    }
+
+    /// Packs the linear layers of the loaded towers for the AVX512-BF16 kernel (see
+    /// [`LoadOptions::bf16_matmul`]); returns how many were packed (0 on a CPU without
+    /// AVX512-BF16, where everything stays f32).
+    pub fn pack_bf16(&mut self) -> Result<usize> {
+        let mut n = 0;
+        if let Some(t) = &mut self.text {
+            n += t.pack_bf16()?;
+        }
+        if let Some(v) = &mut self.vision {
+            n += v.pack_bf16()?;
+        }
+        Ok(n)
     }
 
     /// Quantises the linear layers of the loaded towers to Q8_0 (see [`LoadOptions::int8`]);

@@ -1,11 +1,14 @@
 //! Small building blocks shared by both towers: linear layers, LayerNorm with an f32 policy,
 //! LoRA merging, and a precise CPU LayerNorm kernel.
 
+use std::sync::Arc;
+
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, DType, Layout, Module, Shape, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::bf16_gemm::PackedBf16;
 use crate::error::Result;
 
 /// How the LoRA adapter of the text tower is treated at load time.
@@ -34,6 +37,8 @@ enum Kernel {
     /// Q8_0 blocks of at most [`Q8_BLOCK_ROWS`] output rows each: one block's weights stay in
     /// cache while every input row passes through it (candle's quantised matmul does not tile).
     Q8(Vec<QMatMul>),
+    /// bf16 weight packed for the AVX512-BF16 kernel (f32 activations rounded on the fly).
+    Bf16(Arc<PackedBf16>),
 }
 
 /// Largest attention score tensor of one group of heads (4M floats = 16 MiB): the towers run
@@ -58,12 +63,39 @@ impl Linear {
         }
     }
 
-    /// The `[out, in]` weight, unless it was quantised.
+    /// The `[out, in]` weight, unless it was quantised or packed.
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.kernel {
             Kernel::Dense(w) => Some(w),
-            Kernel::Q8(_) => None,
+            Kernel::Q8(_) | Kernel::Bf16(_) => None,
         }
+    }
+
+    /// Replaces the weight by its bf16 packing for the AVX512-BF16 kernel
+    /// ([`crate::bf16_gemm`]): products of bf16-rounded activations and weights, accumulated
+    /// in f32. Returns `false`, leaving the layer as it is, when the CPU lacks AVX512-BF16, the
+    /// weight is not on the CPU, or the layer was already quantised.
+    pub fn pack_bf16(&mut self) -> Result<bool> {
+        let w = match &self.kernel {
+            Kernel::Bf16(_) => return Ok(true),
+            Kernel::Q8(_) => return Ok(false),
+            Kernel::Dense(w) => w,
+        };
+        if !w.device().is_cpu() || !crate::bf16_gemm::available() {
+            return Ok(false);
+        }
+        let (out, inp) = w.dims2()?;
+        let flat = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        let Some(packed) = PackedBf16::pack(&flat, out, inp) else {
+            return Ok(false);
+        };
+        self.bias = self
+            .bias
+            .as_ref()
+            .map(|b| b.to_dtype(DType::F32))
+            .transpose()?;
+        self.kernel = Kernel::Bf16(Arc::new(packed));
+        Ok(true)
     }
 
     /// Output width.
@@ -75,8 +107,10 @@ impl Linear {
     /// activations are quantised the same way on the fly). Returns `false`, leaving the layer
     /// dense, when the input width is not a multiple of 32 or the weight is not on the CPU.
     pub fn quantize_q8(&mut self) -> Result<bool> {
-        let Kernel::Dense(w) = &self.kernel else {
-            return Ok(true);
+        let w = match &self.kernel {
+            Kernel::Q8(_) => return Ok(true),
+            Kernel::Bf16(_) => return Ok(false),
+            Kernel::Dense(w) => w,
         };
         let (out, inp) = w.dims2()?;
         if !inp.is_multiple_of(Q8_GROUP) || !w.device().is_cpu() {
@@ -127,6 +161,10 @@ impl Module for Linear {
                 };
                 y.to_dtype(x.dtype())?
             }
+            Kernel::Bf16(p) => x2
+                .to_dtype(DType::F32)?
+                .apply_op1_no_bwd(&Bf16MatMul(p.clone()))?
+                .to_dtype(x.dtype())?,
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -136,6 +174,30 @@ impl Module for Linear {
         let last = out.len() - 1;
         out[last] = self.out_dim;
         y.reshape(out)
+    }
+}
+
+/// `x · Wᵀ` through [`PackedBf16`] for a 2-D f32 CPU tensor.
+struct Bf16MatMul(Arc<PackedBf16>);
+
+impl CustomOp1 for Bf16MatMul {
+    fn name(&self) -> &'static str {
+        "bf16-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(src) = s else {
+            candle_core::bail!("bf16-matmul: f32 input required");
+        };
+        let Some((o, e)) = l.contiguous_offsets() else {
+            candle_core::bail!("bf16-matmul: contiguous input required");
+        };
+        let (m, k) = l.shape().dims2()?;
+        if k != self.0.k() {
+            candle_core::bail!("bf16-matmul: input width {k}, weight expects {}", self.0.k());
+        }
+        let y = self.0.matmul_t(&src[o..e], m);
+        Ok((CpuStorage::F32(y), Shape::from((m, self.0.n()))))
     }
 }
 
@@ -421,5 +483,28 @@ mod tests {
         let mut l = Linear::new(w, None);
         assert!(!l.quantize_q8().unwrap());
         assert!(l.weight().is_some());
+    }
+
+    /// The packed bf16 layer against the dense f32 one on a 3-D input with a bias and widths
+    /// off every tile size (2730 inputs as the real vision SwiGLU output has).
+    #[test]
+    fn bf16_linear_matches_dense() {
+        let w = Tensor::randn(0f32, 0.05, (70, 2730), &Device::Cpu).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 70, &Device::Cpu).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 11, 2730), &Device::Cpu).unwrap();
+        let dense = Linear::new(w.clone(), Some(b.clone()));
+        let mut packed = Linear::new(w, Some(b));
+        let ok = packed.pack_bf16().unwrap();
+        assert_eq!(ok, crate::bf16_gemm::available());
+        assert_eq!(packed.weight().is_none(), ok);
+        assert!(!packed.quantize_q8().unwrap() || !ok);
+        let (yd, yp) = (dense.forward(&x).unwrap(), packed.forward(&x).unwrap());
+        assert_eq!(yp.dims(), &[2, 11, 70]);
+        let rel = rms(&(&yd - &yp).unwrap()) / rms(&yd);
+        let limit = if ok { 1e-2 } else { 0.0 };
+        assert!(rel <= limit, "relative rms error {rel}");
+        if ok {
+            assert!(rel > 0.0, "bf16 rounding must show");
+        }
     }
 }

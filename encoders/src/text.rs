@@ -317,6 +317,18 @@ impl TextModel {
         Ok(n)
     }
 
+    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]);
+    /// returns how many were packed.
+    pub fn pack_bf16(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for l in &mut self.layers {
+            for lin in [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2] {
+                n += usize::from(lin.pack_bf16()?);
+            }
+        }
+        Ok(n)
+    }
+
     /// Pooled (un-normalised) embeddings `[B, H]` (f32) of right-padded token-id sequences.
     /// Every sequence must be a complete tokenisation (`<s> … </s>`); padding is added here.
     pub fn forward(&self, ids: &[Vec<u32>]) -> Result<Tensor> {

@@ -408,6 +408,18 @@ impl VisionModel {
         Ok(n)
     }
 
+    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]);
+    /// returns how many were packed.
+    pub fn pack_bf16(&mut self) -> Result<usize> {
+        let mut n = 0;
+        for b in &mut self.blocks {
+            for lin in [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3] {
+                n += usize::from(lin.pack_bf16()?);
+            }
+        }
+        Ok(n)
+    }
+
     /// Raw (un-normalised) embeddings `[B, W]` (f32) of `[B, 3, S, S]` normalised pixels.
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         Ok(self.run(pixels, false)?.0)

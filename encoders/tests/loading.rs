@@ -204,22 +204,11 @@ fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(f32::INFINITY, f32::min)
 }
 
-/// The int8 (Q8_0) path on the trained toy model: every text and image embedding stays close to
-/// the f32 one, the retrieval answer (best image per caption) is kept, and int8 with a non-f32
-/// compute dtype is refused.
-#[test]
-fn int8_quantised_linears_stay_close_to_f32() {
-    let load = |int8| {
-        ClipModel::load(
-            &toy_model_dir(),
-            &LoadOptions {
-                int8,
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    };
-    let (f, q) = (load(false), load(true));
+/// A fast path on the trained toy model against f32: every text and image embedding stays
+/// close (min cosine above `min_cos`), and the retrieval answer (best image per caption) is kept.
+fn fast_path_stays_close_to_f32(label: &str, fast: &ClipModel, min_cos: f32) {
+    let f = ClipModel::load(&toy_model_dir(), &LoadOptions::default()).unwrap();
+    let q = fast;
     let captions = [
         "roter Kreis",
         "a yellow star",
@@ -246,10 +235,10 @@ fn int8_quantised_linears_stay_close_to_f32() {
     let vf = f.encode_pixels(&images).unwrap();
     let vq = q.encode_pixels(&images).unwrap();
     let (ct, ci) = (min_cosine(&tf, &tq), min_cosine(&vf, &vq));
-    eprintln!("int8 vs f32 on the toy model: min cosine text {ct:.5}, image {ci:.5}");
-    assert!(ct > 0.99 && ci > 0.99, "text {ct}, image {ci}");
-    // The image int8 ranks first for each caption scores (in f32) within 1e-3 of the f32 best:
-    // the answer is the same, up to near-ties between equally relevant images.
+    eprintln!("{label} vs f32 on the toy model: min cosine text {ct:.5}, image {ci:.5}");
+    assert!(ct > min_cos && ci > min_cos, "text {ct}, image {ci}");
+    // The image the fast path ranks first for each caption scores (in f32) within 1e-3 of the
+    // f32 best: the answer is the same, up to near-ties between equally relevant images.
     let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f32>();
     for (i, c) in captions.iter().enumerate() {
         let top = |t: &[Vec<f32>], v: &[Vec<f32>]| {
@@ -261,9 +250,24 @@ fn int8_quantised_linears_stay_close_to_f32() {
         let gap = dot(&tf[i], &vf[jf]) - dot(&tf[i], &vf[jq]);
         assert!(
             gap < 1e-3,
-            "{c}: int8 ranks image {jq} first, f32 image {jf} (gap {gap})"
+            "{c}: {label} ranks image {jq} first, f32 image {jf} (gap {gap})"
         );
     }
+}
+
+/// The int8 (Q8_0) path on the trained toy model stays close to f32 and keeps the answers;
+/// int8 with a non-f32 compute dtype is refused.
+#[test]
+fn int8_quantised_linears_stay_close_to_f32() {
+    let q = ClipModel::load(
+        &toy_model_dir(),
+        &LoadOptions {
+            int8: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fast_path_stays_close_to_f32("int8", &q, 0.99);
     let err = ClipModel::load(
         &toy_model_dir(),
         &LoadOptions {
@@ -274,4 +278,49 @@ fn int8_quantised_linears_stay_close_to_f32() {
     )
     .expect_err("int8 + bf16");
     assert!(err.to_string().contains("int8"), "{err}");
+}
+
+/// The AVX512-BF16 matmul path (bf16-rounded linear layers, f32 elsewhere) stays close to f32
+/// and keeps the answers; on a CPU without AVX512-BF16 nothing is packed and the embeddings
+/// are the f32 ones. Combined with int8 or a non-f32 dtype it is refused.
+#[test]
+fn bf16_matmul_linears_stay_close_to_f32() {
+    let mut m = ClipModel::load(&toy_model_dir(), &LoadOptions::default()).unwrap();
+    let packed = m.pack_bf16().unwrap();
+    if jsearch_encoders::bf16_gemm::available() {
+        // text: 4 per layer, vision: 4 per block
+        assert!(packed >= 8, "{packed} layers packed");
+        fast_path_stays_close_to_f32("bf16 matmul", &m, 0.995);
+    } else {
+        assert_eq!(packed, 0);
+        eprintln!("no AVX512-BF16 on this CPU: the layers stay f32");
+    }
+    let loaded = ClipModel::load(
+        &toy_model_dir(),
+        &LoadOptions {
+            bf16_matmul: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let t = ["ein blaues Dreieck"];
+    assert_eq!(
+        loaded.encode_texts(&t, TextRole::Query).unwrap(),
+        m.encode_texts(&t, TextRole::Query).unwrap()
+    );
+    for bad in [
+        LoadOptions {
+            bf16_matmul: true,
+            int8: true,
+            ..Default::default()
+        },
+        LoadOptions {
+            bf16_matmul: true,
+            dtype: DType::BF16,
+            ..Default::default()
+        },
+    ] {
+        let err = ClipModel::load(&toy_model_dir(), &bad).expect_err("refused");
+        assert!(err.to_string().contains("bf16 matmul"), "{err}");
+    }
 }

@@ -63,7 +63,9 @@ pub enum Precision {
     Auto,
     /// f32 everywhere (the reference: parity with the official implementation).
     F32,
-    /// bfloat16 weights and activations.
+    /// bfloat16. On a GPU: bf16 weights and activations. On a CPU with AVX512-BF16: the linear
+    /// layers run as bf16 × bf16 products accumulated in f32 (the fast CPU path for images and
+    /// long texts), everything else in f32. On other CPUs: bf16 tensors (slow; no bf16 kernel).
     Bf16,
     /// float16 weights and activations.
     F16,
@@ -86,9 +88,15 @@ impl Precision {
         jsearch_encoders::LoadOptions {
             dtype: self.dtype_for(&device),
             int8: self.int8(),
+            bf16_matmul: self.bf16_matmul(&device),
             device,
             towers,
         }
+    }
+
+    /// Whether this precision means the AVX512-BF16 matmul kernel on `device`.
+    pub fn bf16_matmul(self, device: &candle_core::Device) -> bool {
+        self == Precision::Bf16 && device.is_cpu() && jsearch_encoders::bf16_gemm::available()
     }
 
     /// The candle dtype this precision means on `device`.
@@ -97,6 +105,7 @@ impl Precision {
         match self {
             Precision::Auto if device.is_cuda() => DType::BF16,
             Precision::Auto | Precision::F32 | Precision::Int8 => DType::F32,
+            Precision::Bf16 if self.bf16_matmul(device) => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -227,7 +236,16 @@ mod tests {
         assert!("int8".parse::<Precision>().unwrap().int8());
         assert_eq!(Precision::Int8.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Auto.dtype_for(&Device::Cpu), DType::F32);
-        assert_eq!(Precision::Bf16.dtype_for(&Device::Cpu), DType::BF16);
+        // bf16 on the CPU: the AVX512-BF16 kernel over f32 tensors where the CPU has it
+        let fast = jsearch_encoders::bf16_gemm::available();
+        assert_eq!(Precision::Bf16.bf16_matmul(&Device::Cpu), fast);
+        assert_eq!(
+            Precision::Bf16.dtype_for(&Device::Cpu),
+            if fast { DType::F32 } else { DType::BF16 }
+        );
+        assert!(!Precision::F32.bf16_matmul(&Device::Cpu));
+        let o = Precision::Bf16.load_options(Device::Cpu, jsearch_encoders::Towers::Text);
+        assert_eq!((o.bf16_matmul, o.int8), (fast, false));
     }
 
     #[test]

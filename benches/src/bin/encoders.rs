@@ -31,7 +31,8 @@ use serde_json::{json, Value};
 #[derive(Debug, Parser)]
 #[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
 struct Args {
-    /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere).
+    /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere), bf16mm
+    /// (linear layers through the AVX512-BF16 kernel, f32 elsewhere).
     #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
     dtypes: Vec<String>,
     /// PyTorch dtypes to measure (float32, bfloat16); empty for none.
@@ -200,14 +201,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Compute dtype and int8 flag of a Rust system name.
-fn rust_dtype(name: &str) -> Result<(DType, bool)> {
-    Ok(match name {
-        "f32" => (DType::F32, false),
-        "bf16" => (DType::BF16, false),
-        "f16" => (DType::F16, false),
-        "int8" => (DType::F32, true),
-        other => bail!("unknown dtype {other} (f32, bf16, f16, int8)"),
+/// Load options of a Rust system name (compute dtype, int8, bf16 matmul).
+fn rust_options(name: &str) -> Result<LoadOptions> {
+    let (dtype, int8, bf16_matmul) = match name {
+        "f32" => (DType::F32, false, false),
+        "bf16" => (DType::BF16, false, false),
+        "f16" => (DType::F16, false, false),
+        "int8" => (DType::F32, true, false),
+        "bf16mm" => (DType::F32, false, true),
+        other => bail!("unknown dtype {other} (f32, bf16, f16, int8, bf16mm)"),
+    };
+    Ok(LoadOptions {
+        device: Device::Cpu,
+        dtype,
+        towers: Towers::Both,
+        int8,
+        bf16_matmul,
     })
 }
 
@@ -221,16 +230,11 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         println!("{row}");
     };
     let t = Instant::now();
-    let (dtype, int8) = rust_dtype(name)?;
-    let model = ClipModel::load(
-        ckpt,
-        &LoadOptions {
-            device: Device::Cpu,
-            dtype,
-            towers: Towers::Both,
-            int8,
-        },
-    )?;
+    let opts = rust_options(name)?;
+    let model = ClipModel::load(ckpt, &opts)?;
+    if opts.bf16_matmul && !jsearch_encoders::bf16_gemm::available() {
+        bail!("bf16mm: this CPU has no AVX512-BF16");
+    }
     if cases.contains(&"load") {
         emit(json!({"case": "load", "seconds": t.elapsed().as_secs_f64()}));
     }

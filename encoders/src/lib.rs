@@ -11,6 +11,7 @@
 
 pub mod bf16_gemm;
 pub mod config;
+pub mod cpu_attention;
 #[doc(hidden)]
 pub mod deviation;
 pub mod error;

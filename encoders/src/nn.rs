@@ -194,7 +194,10 @@ impl CustomOp1 for Bf16MatMul {
         };
         let (m, k) = l.shape().dims2()?;
         if k != self.0.k() {
-            candle_core::bail!("bf16-matmul: input width {k}, weight expects {}", self.0.k());
+            candle_core::bail!(
+                "bf16-matmul: input width {k}, weight expects {}",
+                self.0.k()
+            );
         }
         let y = self.0.matmul_t(&src[o..e], m);
         Ok((CpuStorage::F32(y), Shape::from((m, self.0.n()))))

@@ -58,6 +58,8 @@ pub struct TextModel {
     dtype: DType,
     device: Device,
     dev: Deviations,
+    /// Attention through [`crate::cpu_attention`] (set by `pack_bf16`).
+    fused_attention: bool,
 }
 
 /// Outputs of [`TextModel::forward_hidden`].
@@ -150,6 +152,7 @@ impl TextModel {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dev,
+            fused_attention: false,
         })
     }
 
@@ -258,7 +261,11 @@ impl TextModel {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 )
             };
-            let ctx = attention_by_head_groups(&q, &k, &v, Some(&bias))?;
+            let ctx = if self.fused_attention {
+                crate::cpu_attention::attention(&q, &k, &v, Some(&bias))?
+            } else {
+                attention_by_head_groups(&q, &k, &v, Some(&bias))?
+            };
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
             if self.dev.text_pre_ln {
@@ -317,8 +324,8 @@ impl TextModel {
         Ok(n)
     }
 
-    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]);
-    /// returns how many were packed.
+    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
+    /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let mut n = 0;
         for l in &mut self.layers {
@@ -326,6 +333,7 @@ impl TextModel {
                 n += usize::from(lin.pack_bf16()?);
             }
         }
+        self.fused_attention = n > 0 && crate::cpu_attention::available();
         Ok(n)
     }
 

@@ -105,6 +105,8 @@ pub struct VisionModel {
     dtype: DType,
     device: Device,
     dev: Deviations,
+    /// Attention through [`crate::cpu_attention`] (set by `pack_bf16`).
+    fused_attention: bool,
 }
 
 /// Intermediate activations of [`VisionModel::forward_hidden`] (f32).
@@ -236,6 +238,7 @@ impl VisionModel {
             dtype,
             device: vb.device().clone(),
             dev,
+            fused_attention: false,
         })
     }
 
@@ -291,7 +294,11 @@ impl VisionModel {
             };
             let q = rope(&q, &self.rope_cos, &self.rope_sin)?;
             let k = rope(&k, &self.rope_cos, &self.rope_sin)?;
-            let ctx = attention_by_head_groups(&q, &k, &v, None)?;
+            let ctx = if self.fused_attention {
+                crate::cpu_attention::attention(&q, &k, &v, None)?
+            } else {
+                attention_by_head_groups(&q, &k, &v, None)?
+            };
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((len, n, w))?;
             outs.push(ctx);
             start += len;
@@ -408,8 +415,8 @@ impl VisionModel {
         Ok(n)
     }
 
-    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]);
-    /// returns how many were packed.
+    /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
+    /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let mut n = 0;
         for b in &mut self.blocks {
@@ -417,6 +424,7 @@ impl VisionModel {
                 n += usize::from(lin.pack_bf16()?);
             }
         }
+        self.fused_attention = n > 0 && crate::cpu_attention::available();
         Ok(n)
     }
 

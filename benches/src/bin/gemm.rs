@@ -59,7 +59,9 @@ fn main() -> Result<()> {
         rayon::current_num_threads(),
         jsearch_encoders::bf16_gemm::available()
     );
-    println!("| product | rows x in -> out | kernel | ms | GFLOP/s | vs f32 | rel. RMS error vs f32 |");
+    println!(
+        "| product | rows x in -> out | kernel | ms | GFLOP/s | vs f32 | rel. RMS error vs f32 |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (label, m, k, n) in shapes {
         let w = Tensor::randn(0f32, 0.03, (n, k), &dev)?;
@@ -78,7 +80,11 @@ fn main() -> Result<()> {
             let (t, y) = time(a.reps, &|| Ok(q.forward(&x)?))?;
             rows.push(("int8 (candle Q8_0)", t, rel_rms(&y32, &y)?));
         } else {
-            rows.push(("int8: stays f32 (inputs not a multiple of 32)", f64::NAN, 0.0));
+            rows.push((
+                "int8: stays f32 (inputs not a multiple of 32)",
+                f64::NAN,
+                0.0,
+            ));
         }
         for (kernel, t, err) in rows {
             if t.is_nan() {

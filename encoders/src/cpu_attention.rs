@@ -1,0 +1,282 @@
+//! Attention for the CPU bf16 path (`LoadOptions::bf16_matmul`): per (image or text, head), the
+//! two products go through the AVX512-BF16 kernel ([`crate::bf16_gemm`]) and the softmax runs
+//! in place with a 16-lane exp, so neither candle's f32 matmul nor its scalar-exp softmax over a
+//! materialised `[heads, n, n]` score tensor is on the path. Scores and probabilities are rounded
+//! to bf16 only as inputs of the products (as PyTorch's bf16 SDPA on the CPU does); max, exp
+//! and sums are f32.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::bf16_gemm::{self, PackedBf16};
+
+/// Whether [`attention`] can run here (the bf16 kernel's CPU features).
+pub fn available() -> bool {
+    bf16_gemm::available()
+}
+
+/// `softmax(q·kᵀ + bias)·v` for f32 CPU tensors `[b, heads, n, d]` (the scale folded into q);
+/// `bias`, if any, is `[b, 1, 1, n]` (a key padding mask). Returns `[b, heads, n, d]` (f32).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+) -> candle_core::Result<Tensor> {
+    let (b, _, n, _) = q.dims4()?;
+    let bias = match bias {
+        Some(t) => {
+            if t.dims() != [b, 1, 1, n] {
+                candle_core::bail!("cpu attention: bias {:?}, want [{b}, 1, 1, {n}]", t.dims());
+            }
+            Some(
+                t.to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?,
+            )
+        }
+        None => None,
+    };
+    q.contiguous()?
+        .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedAttention { bias })
+}
+
+struct FusedAttention {
+    /// `[b, n]` additive key bias.
+    bias: Option<Vec<f32>>,
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("cpu attention: {what} must be f32");
+    };
+    let Some((o, e)) = l.contiguous_offsets() else {
+        candle_core::bail!("cpu attention: {what} must be contiguous");
+    };
+    Ok(&v[o..e])
+}
+
+impl CustomOp3 for FusedAttention {
+    fn name(&self) -> &'static str {
+        "bf16-fused-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        sq: &CpuStorage,
+        lq: &Layout,
+        sk: &CpuStorage,
+        lk: &Layout,
+        sv: &CpuStorage,
+        lv: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (b, h, n, d) = lq.shape().dims4()?;
+        if lk.shape() != lq.shape() || lv.shape() != lq.shape() {
+            candle_core::bail!("cpu attention: q, k, v shapes differ");
+        }
+        if self.bias.as_ref().is_some_and(|x| x.len() != b * n) {
+            candle_core::bail!("cpu attention: bias length");
+        }
+        let (q, k, v) = (
+            slice(sq, lq, "q")?,
+            slice(sk, lk, "k")?,
+            slice(sv, lv, "v")?,
+        );
+        let mut out = vec![0f32; b * h * n * d];
+        out.par_chunks_mut(n * d).enumerate().try_for_each(
+            |(bh, o)| -> candle_core::Result<()> {
+                let r = bh * n * d..(bh + 1) * n * d;
+                let (qh, kh, vh) = (&q[r.clone()], &k[r.clone()], &v[r]);
+                // scores = q · kᵀ: k's rows are the "weight" rows
+                let pk = PackedBf16::pack(kh, n, d).ok_or_else(|| {
+                    candle_core::Error::Msg("cpu attention: no AVX512-BF16".into())
+                })?;
+                let mut s = pk.matmul_t(qh, n);
+                let bias = self
+                    .bias
+                    .as_ref()
+                    .map(|x| &x[(bh / h) * n..(bh / h + 1) * n]);
+                s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
+                // out = p · v = p · (vᵀ)ᵀ
+                let mut vt = vec![0f32; d * n];
+                for (j, vr) in vh.chunks_exact(d).enumerate() {
+                    for (i, &x) in vr.iter().enumerate() {
+                        vt[i * n + j] = x;
+                    }
+                }
+                let pv = PackedBf16::pack(&vt, d, n).ok_or_else(|| {
+                    candle_core::Error::Msg("cpu attention: no AVX512-BF16".into())
+                })?;
+                o.copy_from_slice(&pv.matmul_t(&s, n));
+                Ok(())
+            },
+        )?;
+        Ok((CpuStorage::F32(out), lq.shape().clone()))
+    }
+}
+
+/// In-place softmax of one score row after adding `bias`.
+fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
+    if let Some(b) = bias {
+        row.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: AVX-512 F is part of what `available()` checks; the kernel reads and writes
+        // only `row` (masked tails).
+        unsafe { avx512::softmax(row) };
+        return;
+    }
+    let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in row.iter_mut() {
+        *x = (*x - m).exp();
+        sum += *x;
+    }
+    row.iter_mut().for_each(|x| *x /= sum);
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[inline(always)]
+    fn mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xFFFF
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// `e^x` for 16 lanes (Cephes-style: `x = n·ln2 + r`, degree-6 polynomial for `e^r`,
+    /// `vscalefps` for `2^n`); relative error about 1e-7, 0 below -87.3.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp16(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
+        let x = _mm512_min_ps(x, _mm512_set1_ps(88.7));
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            5.000_000_1e-1,
+        ] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        let r2 = _mm512_mul_ps(r, r);
+        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
+        _mm512_scalef_ps(e, n)
+    }
+
+    /// In-place softmax of `row`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn softmax(row: &mut [f32]) {
+        let len = row.len();
+        let p = row.as_mut_ptr();
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        let mut i = 0;
+        while i < len {
+            let m = mask(len - i);
+            let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), m, p.add(i));
+            mx = _mm512_max_ps(mx, x);
+            i += 16;
+        }
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let mut sum = _mm512_setzero_ps();
+        i = 0;
+        while i < len {
+            let m = mask(len - i);
+            let x = _mm512_maskz_loadu_ps(m, p.add(i));
+            let e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
+            sum = _mm512_add_ps(sum, e);
+            _mm512_mask_storeu_ps(p.add(i), m, e);
+            i += 16;
+        }
+        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+        i = 0;
+        while i < len {
+            let m = mask(len - i);
+            let x = _mm512_maskz_loadu_ps(m, p.add(i));
+            _mm512_mask_storeu_ps(p.add(i), m, _mm512_mul_ps(x, inv));
+            i += 16;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn vector_softmax_matches_scalar() {
+        for len in [1usize, 5, 16, 17, 33, 1025] {
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 3.0)
+                .collect();
+            let mut fast = row.clone();
+            softmax_row(&mut fast, None);
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f64> = row.iter().map(|&x| ((x - m) as f64).exp()).collect();
+            let s: f64 = e.iter().sum();
+            for (a, b) in fast.iter().zip(&e) {
+                assert!(
+                    (*a as f64 - b / s).abs() <= 1e-6 * (b / s) + 1e-12,
+                    "len {len}"
+                );
+            }
+        }
+    }
+
+    /// Against candle's f32 attention (scores, softmax with a padding bias, product), with a
+    /// sequence length off every tile size; the gap is the bf16 rounding of the products' inputs.
+    #[test]
+    fn fused_attention_matches_f32() {
+        if !available() {
+            eprintln!("no AVX512-BF16 on this CPU: the fused path is not used");
+            return;
+        }
+        let dev = Device::Cpu;
+        let (b, h, n, d) = (2, 3, 37, 64);
+        let q = (Tensor::randn(0f32, 1.0, (b, h, n, d), &dev).unwrap() * 0.125).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (b, h, n, d), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (b, h, n, d), &dev).unwrap();
+        let mut bias = vec![0f32; b * n];
+        bias[n + 30..2 * n].iter_mut().for_each(|x| *x = -10000.0);
+        let bias = Tensor::from_vec(bias, (b, 1, 1, n), &dev).unwrap();
+        let want = crate::nn::attention_by_head_groups(&q, &k, &v, Some(&bias)).unwrap();
+        let got = attention(&q, &k, &v, Some(&bias)).unwrap();
+        assert_eq!(got.dims(), want.dims());
+        let err = (&got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 2e-2, "max abs error {err}");
+        assert!(err > 0.0);
+        // no bias
+        let want = crate::nn::attention_by_head_groups(&q, &k, &v, None).unwrap();
+        let got = attention(&q, &k, &v, None).unwrap();
+        let err = (&got - &want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(err < 2e-2, "max abs error {err}");
+        assert!(attention(&q, &k, &v, Some(&q)).is_err());
+    }
+}

@@ -367,8 +367,11 @@ impl Engine {
         let model = self.model(Towers::Both)?;
         let model_dir = self.model_dir()?;
         let settings = Self::settings_for(&model);
+        let db = self.db.clone();
         let store = self.writer(Some(settings))?;
-        ingest::index_paths(store, &model, &model_dir, paths, opts, on_event)
+        let summary = ingest::index_paths(store, &model, &model_dir, paths, opts, on_event)?;
+        tidy_after_run(store, &db, &summary, on_event);
+        Ok(summary)
     }
 
     /// Indexes records given in code (as if read from a catalog named `source`, which need not
@@ -383,8 +386,12 @@ impl Engine {
         let model = self.model(Towers::Both)?;
         let model_dir = self.model_dir()?;
         let settings = Self::settings_for(&model);
+        let db = self.db.clone();
         let store = self.writer(Some(settings))?;
-        ingest::index_records(store, &model, &model_dir, source, records, opts, on_event)
+        let summary =
+            ingest::index_records(store, &model, &model_dir, source, records, opts, on_event)?;
+        tidy_after_run(store, &db, &summary, on_event);
+        Ok(summary)
     }
 
     /// Removes files (or everything under folders) from the store; returns the number of files removed.
@@ -439,5 +446,28 @@ impl Engine {
             vectors,
             files,
         })
+    }
+}
+
+/// Items a run must write (and at least a tenth of the store) before it ends with a compaction.
+const COMPACT_AFTER_ITEMS: usize = 1024;
+
+/// After a run that wrote many items, renumber the graph for re-rank locality and give the
+/// copy-on-write pages of its commits back ([`Store::compact`]: at 1M vectors the file shrinks
+/// from 4.0 to 2.4 GiB, in about an eighth of the build time). Best effort: everything is already
+/// committed, so a failure is reported as a problem of the store file, not as an error.
+fn tidy_after_run(
+    store: &mut Store,
+    db: &Path,
+    summary: &IndexSummary,
+    on_event: &mut dyn FnMut(IndexEvent),
+) {
+    if summary.items >= COMPACT_AFTER_ITEMS && summary.items * 10 >= store.len() {
+        if let Err(e) = store.compact() {
+            on_event(IndexEvent::Problem {
+                path: db.to_path_buf(),
+                message: format!("compaction after the run failed (the index is intact): {e}"),
+            });
+        }
     }
 }

@@ -176,7 +176,7 @@ unsafe fn kernel(
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
@@ -188,8 +188,9 @@ mod avx512 {
         _mm256_storeu_si256(dst.cast(), h);
     }
 
+    /// Mask of the first `min(n, 16)` lanes of a 16-lane register.
     #[inline(always)]
-    fn mask(n: usize) -> __mmask16 {
+    pub(crate) fn mask(n: usize) -> __mmask16 {
         if n >= 16 {
             0xFFFF
         } else {

@@ -10,11 +10,6 @@ use rayon::prelude::*;
 
 use crate::bf16_gemm::{self, PackedBf16};
 
-/// Whether [`attention`] can run here (the bf16 kernel's CPU features).
-pub fn available() -> bool {
-    bf16_gemm::available()
-}
-
 /// `softmax(q·kᵀ + bias)·v` for f32 CPU tensors `[b, heads, n, d]` (the scale folded into q);
 /// `bias`, if any, is `[b, 1, 1, n]` (a key padding mask). Returns `[b, heads, n, d]` (f32).
 pub fn attention(
@@ -121,8 +116,8 @@ fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
         row.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
     }
     #[cfg(target_arch = "x86_64")]
-    if available() {
-        // SAFETY: AVX-512 F is part of what `available()` checks; the kernel reads and writes
+    if bf16_gemm::available() {
+        // SAFETY: AVX-512 F is part of what `bf16_gemm::available()` checks; the kernel reads and writes
         // only `row` (masked tails).
         unsafe { avx512::softmax(row) };
         return;
@@ -138,16 +133,8 @@ fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use crate::bf16_gemm::avx512::mask;
     use std::arch::x86_64::*;
-
-    #[inline(always)]
-    fn mask(n: usize) -> __mmask16 {
-        if n >= 16 {
-            0xFFFF
-        } else {
-            ((1u32 << n) - 1) as __mmask16
-        }
-    }
 
     /// `e^x` for 16 lanes (Cephes-style: `x = n·ln2 + r`, degree-6 polynomial for `e^r`,
     /// `vscalefps` for `2^n`); relative error about 1e-7, 0 below -87.3.
@@ -216,6 +203,17 @@ mod tests {
     use super::*;
     use candle_core::Device;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
     #[test]
     fn vector_softmax_matches_scalar() {
         for len in [1usize, 5, 16, 17, 33, 1025] {
@@ -240,7 +238,7 @@ mod tests {
     /// sequence length off every tile size; the gap is the bf16 rounding of the products' inputs.
     #[test]
     fn fused_attention_matches_f32() {
-        if !available() {
+        if !bf16_gemm::available() {
             eprintln!("no AVX512-BF16 on this CPU: the fused path is not used");
             return;
         }
@@ -255,27 +253,13 @@ mod tests {
         let want = crate::nn::attention_by_head_groups(&q, &k, &v, Some(&bias)).unwrap();
         let got = attention(&q, &k, &v, Some(&bias)).unwrap();
         assert_eq!(got.dims(), want.dims());
-        let err = (&got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
         assert!(err < 2e-2, "max abs error {err}");
         assert!(err > 0.0);
         // no bias
         let want = crate::nn::attention_by_head_groups(&q, &k, &v, None).unwrap();
         let got = attention(&q, &k, &v, None).unwrap();
-        let err = (&got - &want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let err = max_abs_diff(&got, &want);
         assert!(err < 2e-2, "max abs error {err}");
         assert!(attention(&q, &k, &v, Some(&q)).is_err());
     }

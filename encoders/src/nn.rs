@@ -204,6 +204,19 @@ impl CustomOp1 for Bf16MatMul {
     }
 }
 
+/// Runs a per-layer conversion ([`Linear::quantize_q8`], [`Linear::pack_bf16`]) over `layers`;
+/// returns how many layers it converted.
+pub(crate) fn convert_linears<'a>(
+    layers: impl IntoIterator<Item = &'a mut Linear>,
+    convert: fn(&mut Linear) -> Result<bool>,
+) -> Result<usize> {
+    let mut n = 0;
+    for l in layers {
+        n += usize::from(convert(l)?);
+    }
+    Ok(n)
+}
+
 /// Standard LayerNorm (biased variance, eps inside the sqrt), computed in f32 whatever the
 /// activation dtype; the result is cast back to the input dtype.
 #[derive(Debug, Clone)]
@@ -317,6 +330,23 @@ pub fn softmax_f32(x: &Tensor) -> candle_core::Result<Tensor> {
         candle_nn::ops::softmax_last_dim(x)
     } else {
         candle_nn::ops::softmax_last_dim(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    }
+}
+
+/// `softmax(q·kᵀ + bias)·v` for `[b, heads, n, d]` tensors (the scale folded into q), the one
+/// place both towers call: through [`crate::cpu_attention`] when `fused` (towers packed for the
+/// bf16 CPU path), else [`attention_by_head_groups`]. `bias` is a `[b, 1, 1, n]` key mask.
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    bias: Option<&Tensor>,
+    fused: bool,
+) -> candle_core::Result<Tensor> {
+    if fused {
+        crate::cpu_attention::attention(q, k, v, bias)
+    } else {
+        attention_by_head_groups(q, k, v, bias)
     }
 }
 

@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::TextConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
-use crate::nn::{attention_by_head_groups, load_lora_weight, Adapter, LayerNorm, Linear};
+use crate::nn::{attention, convert_linears, load_lora_weight, Adapter, LayerNorm, Linear};
 
 /// Additive attention bias for padded keys (the reference uses -10000, not -inf).
 const PAD_BIAS: f32 = -10000.0;
@@ -261,11 +261,7 @@ impl TextModel {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 )
             };
-            let ctx = if self.fused_attention {
-                crate::cpu_attention::attention(&q, &k, &v, Some(&bias))?
-            } else {
-                attention_by_head_groups(&q, &k, &v, Some(&bias))?
-            };
+            let ctx = attention(&q, &k, &v, Some(&bias), self.fused_attention)?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
             if self.dev.text_pre_ln {
@@ -312,28 +308,24 @@ impl TextModel {
         Ok(summed.broadcast_div(&count)?)
     }
 
+    /// Every linear layer, in order.
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2])
+    }
+
     /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
     /// many were quantised (a layer whose input width is not a multiple of 32 stays dense).
     pub fn quantize_q8(&mut self) -> Result<usize> {
-        let mut n = 0;
-        for l in &mut self.layers {
-            for lin in [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2] {
-                n += usize::from(lin.quantize_q8()?);
-            }
-        }
-        Ok(n)
+        convert_linears(self.linears_mut(), Linear::quantize_q8)
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
     /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
-        let mut n = 0;
-        for l in &mut self.layers {
-            for lin in [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2] {
-                n += usize::from(lin.pack_bf16()?);
-            }
-        }
-        self.fused_attention = n > 0 && crate::cpu_attention::available();
+        let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
+        self.fused_attention = n > 0; // packing succeeds only where the kernel runs
         Ok(n)
     }
 

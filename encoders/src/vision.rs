@@ -7,7 +7,7 @@ use candle_nn::VarBuilder;
 use crate::config::VisionConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
-use crate::nn::{attention_by_head_groups, LayerNorm, Linear};
+use crate::nn::{attention, convert_linears, LayerNorm, Linear};
 
 /// LayerNorm epsilon of every vision LayerNorm.
 pub const VISION_LN_EPS: f64 = 1e-6;
@@ -294,11 +294,7 @@ impl VisionModel {
             };
             let q = rope(&q, &self.rope_cos, &self.rope_sin)?;
             let k = rope(&k, &self.rope_cos, &self.rope_sin)?;
-            let ctx = if self.fused_attention {
-                crate::cpu_attention::attention(&q, &k, &v, None)?
-            } else {
-                attention_by_head_groups(&q, &k, &v, None)?
-            };
+            let ctx = attention(&q, &k, &v, None, self.fused_attention)?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((len, n, w))?;
             outs.push(ctx);
             start += len;
@@ -402,29 +398,25 @@ impl VisionModel {
         Ok((emb, hidden))
     }
 
+    /// Every linear layer, in order.
+    fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.blocks
+            .iter_mut()
+            .flat_map(|b| [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3])
+    }
+
     /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
     /// many were quantised (a layer whose input width is not a multiple of 32, such as the
     /// SwiGLU output `w3` of the real model (2730 inputs), stays dense).
     pub fn quantize_q8(&mut self) -> Result<usize> {
-        let mut n = 0;
-        for b in &mut self.blocks {
-            for lin in [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3] {
-                n += usize::from(lin.quantize_q8()?);
-            }
-        }
-        Ok(n)
+        convert_linears(self.linears_mut(), Linear::quantize_q8)
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
     /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
-        let mut n = 0;
-        for b in &mut self.blocks {
-            for lin in [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3] {
-                n += usize::from(lin.pack_bf16()?);
-            }
-        }
-        self.fused_attention = n > 0 && crate::cpu_attention::available();
+        let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
+        self.fused_attention = n > 0; // packing succeeds only where the kernel runs
         Ok(n)
     }
 

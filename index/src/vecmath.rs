@@ -112,9 +112,23 @@ pub fn dot_f16_le_bytes(a: &[F16], b: &[u8]) -> f32 {
         // values, which the kernel reads with unaligned loads.
         return unsafe { avx512::dot_f16(a.as_ptr().cast(), b.as_ptr().cast(), n) };
     }
-    let mut tmp = Vec::with_capacity(n);
-    f16_from_bytes(&b[..n * 2], &mut tmp);
-    F16::dot(&a[..n], &tmp).unwrap_or(0.0) as f32
+    dot_f16_le_bytes_portable(&a[..n], &b[..n * 2])
+}
+
+/// [`dot_f16_le_bytes`] without AVX-512: decoded through a stack buffer, a block at a time
+/// (this runs once per stored vector in the re-rank and the exact scan, so it must not allocate).
+fn dot_f16_le_bytes_portable(a: &[F16], b: &[u8]) -> f32 {
+    let n = a.len().min(b.len() / 2);
+    const BLOCK: usize = 256;
+    let mut buf = [simsimd::f16(0); BLOCK];
+    let mut sum = 0.0;
+    for (ab, bb) in a[..n].chunks(BLOCK).zip(b[..n * 2].chunks(BLOCK * 2)) {
+        for (d, c) in buf.iter_mut().zip(bb.chunks_exact(2)) {
+            *d = simsimd::f16(u16::from_le_bytes([c[0], c[1]]));
+        }
+        sum += F16::dot(ab, &buf[..ab.len()]).unwrap_or(0.0);
+    }
+    sum as f32
 }
 
 /// Prefetch the start of `v` into the cache (a hint; no-op where unsupported).
@@ -269,6 +283,21 @@ mod tests {
             );
             // unequal lengths: the shorter one counts
             assert_eq!(dot_f16(&a, &to_f16(&wts)), got as f32);
+        }
+        // the portable byte path (used without AVX-512), across its 256-value blocks
+        let long: Vec<f32> = (0..700)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) / 97.0)
+            .collect();
+        for n in [0, 1, 255, 256, 257, 700] {
+            let a = to_f16(&long[..n]);
+            let mut bytes = Vec::new();
+            f16_to_bytes(&to_f16(&long[..n]), &mut bytes);
+            let exact: f64 = from_f16(&a).iter().map(|x| (*x as f64) * (*x as f64)).sum();
+            let got = dot_f16_le_bytes_portable(&a, &bytes) as f64;
+            assert!(
+                (exact - got).abs() <= 1e-4 * exact.max(1.0),
+                "n={n}: {exact} vs {got}"
+            );
         }
     }
 }

@@ -25,6 +25,7 @@
 pub mod error;
 pub mod graph;
 pub mod settings;
+pub mod sketch;
 pub mod store;
 pub mod vecmath;
 

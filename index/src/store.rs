@@ -3,6 +3,7 @@
 use crate::error::{IndexError, Result};
 use crate::graph::{AnnGraph, GraphParams, Hnsw};
 use crate::settings::{vectors_per_chunk, HnswParams, StoreSettings};
+use crate::sketch::Sketches;
 use crate::vecmath::{self, F16};
 use rayon::prelude::*;
 use redb::{
@@ -125,6 +126,8 @@ impl Batch {
 /// Graph, id maps and tombstones as loaded in memory.
 struct State {
     graph: Hnsw,
+    /// Per node: head norm + 4-bit tail, to choose which candidates to re-rank from the file.
+    sketches: Sketches,
     ids: Vec<u64>,
     deleted: Vec<bool>,
     by_id: HashMap<u64, u32>,
@@ -155,8 +158,10 @@ pub struct StoreStats {
     pub nodes: usize,
     /// Tombstoned graph nodes.
     pub tombstones: usize,
-    /// Bytes of the graph in memory (f16 vectors + links).
+    /// Bytes of the graph in memory (f16 vectors + links + id maps).
     pub graph_memory_bytes: usize,
+    /// Bytes of the re-rank sketches in memory (head norm + 4-bit tail per node).
+    pub sketch_memory_bytes: usize,
     /// Size of the file on disk.
     pub file_bytes: u64,
 }
@@ -249,6 +254,7 @@ struct Prepared {
     id: u64,
     full: Vec<F16>,
     ann: Vec<F16>,
+    sketch: (Vec<u8>, f32, f32),
     meta: Vec<u8>,
 }
 
@@ -367,6 +373,7 @@ impl Store {
     fn empty_state(s: &StoreSettings) -> State {
         State {
             graph: Hnsw::new(s.ann_dim, Self::graph_params(s)),
+            sketches: Sketches::new(s.dim, s.ann_dim),
             ids: Vec::new(),
             deleted: Vec::new(),
             by_id: HashMap::new(),
@@ -462,23 +469,40 @@ impl Store {
         let dim = self.settings.dim;
         let ann_dim = self.settings.ann_dim;
         let mut node_iter = nodes.range(0..next)?;
-        let mut buf = Vec::new();
         let mut node = 0u32;
-        for r in vectors.iter()? {
-            if node >= next {
+        // Vectors are read in runs of chunks and their graph vectors and sketches derived in
+        // parallel per run (per chunk, the parallel section would be too short to pay).
+        const RUN: usize = 4096;
+        let mut raw: Vec<u8> = Vec::with_capacity(RUN * dim * 2 + 16384);
+        let mut chunks = vectors.iter()?;
+        let mut expect_chunk = 0u32;
+        while node < next {
+            raw.clear();
+            while raw.len() < RUN * dim * 2 && node as usize + raw.len() / (dim * 2) < next as usize
+            {
+                let Some(r) = chunks.next() else { break };
+                let (ck, cv) = r?;
+                if ck.value() != expect_chunk {
+                    return Err(self.corrupt(format!("vector chunk {expect_chunk} missing")));
+                }
+                expect_chunk += 1;
+                raw.extend_from_slice(cv.value());
+            }
+            if raw.is_empty() {
                 break;
             }
-            let (ck, cv) = r?;
-            if ck.value() != node / self.per_chunk {
-                return Err(self.corrupt(format!("vector chunk {} missing", node / self.per_chunk)));
-            }
-            vecmath::f16_from_bytes(cv.value(), &mut buf);
-            // Derive the graph vectors of the whole chunk in parallel.
-            let anns: Vec<Vec<F16>> = buf
-                .par_chunks_exact(dim)
-                .map(|full| vecmath::ann_from_full(full, ann_dim))
+            let derived: Vec<(Vec<F16>, _)> = raw
+                .par_chunks_exact(dim * 2)
+                .map(|b| {
+                    let mut full = Vec::with_capacity(dim);
+                    vecmath::f16_from_bytes(b, &mut full);
+                    (
+                        vecmath::ann_from_full(&full, ann_dim),
+                        st.sketches.encode(&full),
+                    )
+                })
                 .collect();
-            for ann in anns {
+            for (ann, sketch) in derived {
                 if node >= next {
                     break;
                 }
@@ -495,6 +519,7 @@ impl Store {
                     return Err(self.corrupt(format!("node record {node} does not decode")));
                 }
                 st.ids.push(id);
+                st.sketches.push(sketch);
                 let del = flags & FLAG_DELETED != 0;
                 st.deleted.push(del);
                 if del {
@@ -561,6 +586,7 @@ impl Store {
                     return Err(self.corrupt(format!("node {n} appended out of order")));
                 }
                 let full = self.read_full(&vectors, n, &mut buf)?;
+                st.sketches.push(st.sketches.encode(&full));
                 Some(vecmath::ann_from_full(&full, self.settings.ann_dim))
             } else {
                 None
@@ -682,6 +708,7 @@ impl Store {
                 graph_memory_bytes: st.graph.memory_bytes()
                     + st.ids.len() * 9
                     + st.by_id.capacity() * 16,
+                sketch_memory_bytes: st.sketches.memory_bytes(),
                 file_bytes,
             })
         })
@@ -707,6 +734,7 @@ impl Store {
             }
         }
         let (dim, ann_dim) = (self.settings.dim, self.settings.ann_dim);
+        let sketcher = Sketches::new(dim, ann_dim);
         batch
             .upserts
             .par_iter()
@@ -722,6 +750,7 @@ impl Store {
                 }
                 Ok(Prepared {
                     id: *id,
+                    sketch: sketcher.encode(&full),
                     full,
                     ann,
                     meta: meta.clone(),
@@ -824,6 +853,7 @@ impl Store {
             st.graph.add_batch(&ann);
             for (j, p) in prepared.iter().enumerate() {
                 let node = start + j as u32;
+                st.sketches.push(p.sketch.clone());
                 st.ids.push(p.id);
                 st.deleted.push(false);
                 st.by_id.insert(p.id, node);
@@ -964,6 +994,20 @@ impl Store {
                 sorted.extend_from_slice(&fulls[i as usize * row..(i as usize + 1) * row]);
             }
             let fulls = sorted;
+            let sketches = {
+                let enc = Sketches::new(dim, self.settings.ann_dim);
+                let all: Vec<_> = fulls
+                    .par_chunks_exact(row)
+                    .map(|b| {
+                        let mut v = Vec::new();
+                        vecmath::f16_from_bytes(b, &mut v);
+                        enc.encode(&v)
+                    })
+                    .collect();
+                let mut s = enc;
+                all.into_iter().for_each(|x| s.push(x));
+                s
+            };
             let ids: Vec<u64> = order
                 .iter()
                 .map(|&i| st.ids[live[i as usize] as usize])
@@ -1019,6 +1063,7 @@ impl Store {
                 deleted: vec![false; ids.len()],
                 ids,
                 graph,
+                sketches,
                 tombstones: 0,
                 generation: gen,
             };
@@ -1109,8 +1154,17 @@ impl Store {
             }
             let accept =
                 |n: u32| !st.deleted[n as usize] && filter.is_none_or(|f| f(st.ids[n as usize]));
-            let cands = st.graph.search(&q_ann, kp, ef, &accept);
-            let hits = self.rerank(st, txn, &q_full, cands.iter().map(|c| c.1), k)?;
+            // The whole beam, scored by sketch; the best k' are re-ranked from the file.
+            let mut beam = st.graph.search(&q_ann, ef, ef, &accept);
+            if beam.len() > kp && !st.sketches.is_empty() {
+                let sq = st.sketches.query(&q_full);
+                for c in beam.iter_mut() {
+                    c.0 = -st.sketches.score(&sq, c.1, 1.0 - c.0);
+                }
+                beam.select_nth_unstable_by(kp - 1, |a, b| a.0.total_cmp(&b.0));
+            }
+            beam.truncate(kp);
+            let hits = self.rerank(st, txn, &q_full, beam.iter().map(|c| c.1), k)?;
             if hits.len() < k && hits.len() < live {
                 return self.exact_inner(st, txn, &q_full, k, filter);
             }

@@ -54,16 +54,25 @@ pub fn truncate_normalize(v: &[f32], dim: usize) -> Vec<f32> {
 
 /// f32 -> f16 (round to nearest).
 pub fn to_f16(v: &[f32]) -> Vec<F16> {
-    v.iter()
-        .map(|&x| simsimd::f16(half::f16::from_f32(x).to_bits()))
-        .collect()
+    use half::slice::HalfFloatSliceExt;
+    let mut h = vec![half::f16::ZERO; v.len()];
+    h.convert_from_f32_slice(v);
+    h.into_iter().map(|x| simsimd::f16(x.to_bits())).collect()
 }
 
 /// f16 -> f32.
 pub fn from_f16(v: &[F16]) -> Vec<f32> {
-    v.iter()
-        .map(|x| half::f16::from_bits(x.0).to_f32())
-        .collect()
+    let mut out = vec![0f32; v.len()];
+    from_f16_into(v, &mut out);
+    out
+}
+
+/// f16 -> f32 into `out` (same length), with the CPU's conversion instructions where it has them.
+pub fn from_f16_into(v: &[F16], out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    // SAFETY: `F16` is `#[repr(transparent)]` over `u16`, as is `half::f16`.
+    let h: &[half::f16] = unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) };
+    h.convert_to_f32_slice(out);
 }
 
 /// Little-endian bytes of f16 values.

@@ -24,6 +24,7 @@
 
 pub mod error;
 pub mod graph;
+mod hugepages;
 pub mod settings;
 pub mod sketch;
 pub mod store;

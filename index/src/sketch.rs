@@ -22,6 +22,8 @@ use crate::vecmath::{from_f16, F16};
 
 /// Offset of a nibble's value: nibble `c` stands for `c - ZERO` quantisation steps.
 const ZERO: i32 = 7;
+/// Bound on the error of the graph's f16 head dot product (unit vectors, f16 rounding).
+const HEAD_EPS: f32 = 2e-3;
 
 /// The sketches of all nodes, indexed by node number.
 #[derive(Clone, Debug, Default)]
@@ -29,13 +31,24 @@ pub struct Sketches {
     tail: usize,
     half: usize,
     codes: Vec<u8>,
-    /// Per node: (head norm, tail scale).
-    norms: Vec<(f32, f32)>,
+    /// Per node: (head norm, tail scale, norm of the tail's quantisation residual).
+    norms: Vec<(f32, f32, f32)>,
+}
+
+/// The sketch of one vector, as [`Sketches::encode`] makes it.
+#[derive(Clone, Debug)]
+pub struct Sketch {
+    code: Vec<u8>,
+    head_norm: f32,
+    scale: f32,
+    residual: f32,
 }
 
 /// A query prepared for sketch scoring.
 pub struct SketchQuery {
     head_norm: f32,
+    tail_norm: f32,
+    residual: f32,
     scale: f32,
     lo: Vec<i8>,
     hi: Vec<i8>,
@@ -76,11 +89,11 @@ impl Sketches {
 
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> usize {
-        self.codes.capacity() + self.norms.capacity() * 8
+        self.codes.capacity() + self.norms.capacity() * std::mem::size_of::<(f32, f32, f32)>()
     }
 
-    /// The sketch of one full vector: (nibbles, head norm, tail scale).
-    pub fn encode(&self, full: &[F16]) -> (Vec<u8>, f32, f32) {
+    /// The sketch of one full vector.
+    pub fn encode(&self, full: &[F16]) -> Sketch {
         let f = from_f16(full);
         let ann_dim = f.len().saturating_sub(self.tail);
         let head_norm = norm(&f[..ann_dim]);
@@ -90,51 +103,44 @@ impl Sketches {
         let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
         let q = |x: f32| -> u8 { (round(x * inv) + ZERO).clamp(0, 2 * ZERO) as u8 };
         let mut code = vec![(ZERO as u8) << 4 | ZERO as u8; self.half];
+        let mut residual = 0f32;
+        let mut put = |x: f32| -> u8 {
+            let c = q(x);
+            let e = x - (c as i32 - ZERO) as f32 * scale;
+            residual += e * e;
+            c
+        };
         for (j, c) in code.iter_mut().enumerate() {
-            let lo = t.get(j).map_or(ZERO as u8, |&x| q(x));
-            let hi = t.get(j + self.half).map_or(ZERO as u8, |&x| q(x));
+            let lo = t.get(j).map_or(ZERO as u8, |&x| put(x));
+            let hi = t.get(j + self.half).map_or(ZERO as u8, |&x| put(x));
             *c = lo | (hi << 4);
         }
-        (code, head_norm, scale)
+        Sketch {
+            code,
+            head_norm,
+            scale,
+            residual: residual.sqrt(),
+        }
+    }
+
+    /// Room for `additional` more sketches, with huge pages asked for.
+    pub fn reserve(&mut self, additional: usize) {
+        crate::hugepages::reserve(&mut self.codes, additional * self.half);
+        self.norms.reserve(additional);
     }
 
     /// Append the sketch of node `len()`.
-    pub fn push(&mut self, sketch: (Vec<u8>, f32, f32)) {
-        let (code, h, s) = sketch;
-        debug_assert_eq!(code.len(), self.half);
-        self.codes.extend_from_slice(&code);
-        self.norms.push((h, s));
+    pub fn push(&mut self, sketch: Sketch) {
+        debug_assert_eq!(sketch.code.len(), self.half);
+        self.codes.extend_from_slice(&sketch.code);
+        self.norms
+            .push((sketch.head_norm, sketch.scale, sketch.residual));
     }
 
     /// Drop every sketch.
     pub fn clear(&mut self) {
         self.codes.clear();
         self.norms.clear();
-    }
-
-    /// The sketches renumbered: node `i` of the result is node `order[i]` of `self`.
-    pub fn reordered(&self, order: &[u32]) -> Sketches {
-        let mut out = Sketches {
-            codes: Vec::with_capacity(order.len() * self.half),
-            norms: Vec::with_capacity(order.len()),
-            ..self.clone_empty()
-        };
-        for &o in order {
-            let o = o as usize;
-            out.codes
-                .extend_from_slice(&self.codes[o * self.half..(o + 1) * self.half]);
-            out.norms.push(self.norms[o]);
-        }
-        out
-    }
-
-    fn clone_empty(&self) -> Sketches {
-        Sketches {
-            tail: self.tail,
-            half: self.half,
-            codes: Vec::new(),
-            norms: Vec::new(),
-        }
     }
 
     /// Prepare the (unit-norm, full-dimension) query for [`Self::score`].
@@ -153,8 +159,18 @@ impl Sketches {
             .map(|j| t.get(j + self.half).map_or(0, |&x| q8(x)))
             .collect();
         let sum = lo.iter().chain(&hi).map(|&x| x as i32).sum();
+        let residual = t
+            .iter()
+            .map(|&x| {
+                let e = x - q8(x) as f32 * scale;
+                e * e
+            })
+            .sum::<f32>()
+            .sqrt();
         SketchQuery {
             head_norm: norm(&f[..ann_dim]),
+            tail_norm: norm(t),
+            residual,
             scale,
             lo,
             hi,
@@ -167,10 +183,23 @@ impl Sketches {
     #[inline]
     pub fn score(&self, q: &SketchQuery, n: u32, head_dot: f32) -> f32 {
         let n = n as usize;
-        let (h, s) = self.norms[n];
+        let (h, s, _) = self.norms[n];
         let code = &self.codes[n * self.half..(n + 1) * self.half];
         let tail = dot_nibbles(code, &q.lo, &q.hi) - ZERO * q.sum;
         q.head_norm * h * head_dot + q.scale * s * tail as f32
+    }
+
+    /// How far [`Self::score`] of node `n` may plausibly be from the exact dot product: `z`
+    /// standard deviations of the quantisation errors of both tails (each residual taken as
+    /// pointing in a random direction relative to the other vector), plus the f16 rounding of
+    /// the heads. A candidate whose score plus this margin is below the k-th exact score found
+    /// so far is not read.
+    #[inline]
+    pub fn margin(&self, q: &SketchQuery, n: u32, z: f32) -> f32 {
+        let (h, _, r) = self.norms[n as usize];
+        let x_tail = (1.0 - h * h).max(0.0).sqrt();
+        let var = (r * q.tail_norm).powi(2) + (x_tail * q.residual).powi(2);
+        z * (var / self.tail.max(1) as f32).sqrt() + HEAD_EPS
     }
 }
 
@@ -227,7 +256,11 @@ mod tests {
     }
 
     fn exact(a: &[F16], b: &[F16]) -> f32 {
-        from_f16(a).iter().zip(from_f16(b)).map(|(x, y)| x * y).sum()
+        from_f16(a)
+            .iter()
+            .zip(from_f16(b))
+            .map(|(x, y)| x * y)
+            .sum()
     }
 
     fn head_dot(a: &[F16], b: &[F16], ann: usize) -> f32 {
@@ -276,27 +309,38 @@ mod tests {
         let est = top(&|i| s.score(&sq, i as u32, head_dot(&q, &xs[i], ann)));
         let head_only = top(&|i| head_dot(&q, &xs[i], ann));
         // The true top 10 within the sketch's top 20, and more of it than the head alone finds.
-        let hits = |order: &[usize]| truth[..10].iter().filter(|t| order[..20].contains(t)).count();
-        assert_eq!(hits(&est), 10, "sketch top-20 misses part of the true top-10");
-        assert!(hits(&head_only) < 10, "test data too easy: the head alone ranks it");
+        let hits = |order: &[usize]| {
+            truth[..10]
+                .iter()
+                .filter(|t| order[..20].contains(t))
+                .count()
+        };
+        assert_eq!(
+            hits(&est),
+            10,
+            "sketch top-20 misses part of the true top-10"
+        );
+        assert!(
+            hits(&head_only) < 10,
+            "test data too easy: the head alone ranks it"
+        );
     }
 
     #[test]
-    fn reordering_moves_sketches_with_their_nodes() {
-        let mut s = Sketches::new(128, 32);
-        let xs: Vec<Vec<F16>> = (0..5).map(|i| unit(i + 3, 128)).collect();
-        for x in &xs {
-            s.push(s.encode(x));
-        }
-        let r = s.reordered(&[4, 2, 0]);
-        assert_eq!(r.len(), 3);
-        let q = unit(77, 128);
-        let (sq, rq) = (s.query(&q), r.query(&q));
-        for (i, &o) in [4u32, 2, 0].iter().enumerate() {
-            assert_eq!(s.score(&sq, o, 0.5), r.score(&rq, i as u32, 0.5));
-        }
-        let dot_avx_or_not = dot_nibbles(&[0x21, 0xff], &[1, -2], &[3, 4]);
-        assert_eq!(dot_avx_or_not, 1 + 2 * 3 + 15 * -2 + 15 * 4);
-        assert_eq!(dot_nibbles_portable(&[0x21, 0xff], &[1, -2], &[3, 4]), dot_avx_or_not);
+    fn nibble_dot_matches_its_definition() {
+        // Bytes 0x21, 0xff, 0x70: nibbles (lo, hi) = (1, 2), (15, 15), (0, 7).
+        let (code, lo, hi) = ([0x21u8, 0xff, 0x70], [1i8, -2, 5], [3i8, 4, -6]);
+        let pairs = [(1, 1), (2, 3), (15, -2), (15, 4), (0, 5), (7, -6)];
+        let want: i32 = pairs.iter().map(|(c, q)| c * q).sum();
+        assert_eq!(dot_nibbles_portable(&code, &lo, &hi), want);
+        assert_eq!(dot_nibbles(&code, &lo, &hi), want);
+        // Long enough for the vectorised loop, with a tail.
+        let code: Vec<u8> = (0..389).map(|i| (i * 37 % 256) as u8).collect();
+        let lo: Vec<i8> = (0..389).map(|i| (i * 11 % 255) as i8).collect();
+        let hi: Vec<i8> = (0..389).map(|i| (i * 29 % 253) as i8).collect();
+        let want: i32 = (0..389)
+            .map(|i| (code[i] & 15) as i32 * lo[i] as i32 + (code[i] >> 4) as i32 * hi[i] as i32)
+            .sum();
+        assert_eq!(dot_nibbles(&code, &lo, &hi), want);
     }
 }

@@ -20,14 +20,21 @@ pub const FORMAT_VERSION: u32 = 1;
 /// Stores with at most this many live items are searched exactly (brute force) instead of through the graph.
 pub const EXACT_SEARCH_BELOW: usize = 2048;
 
+/// Standard deviations of sketch error a re-rank candidate may be below the k-th exact score and
+/// still be read (see `Sketches::margin`).
+const RERANK_Z: f32 = 3.0;
+
 /// How many commits of graph changes are kept for readers in other processes to catch up
 /// incrementally; a reader further behind reloads the whole graph.
 const GRAPH_LOG_KEEP: u64 = 256;
 
-/// redb page cache (MiB) unless `JSEARCH_STORE_CACHE_MIB` says otherwise. The full vectors are read
-/// through it for re-ranking; keep it modest so that the memory of a serving process stays dominated
-/// by the graph.
+/// redb page cache (MiB) of a writer unless `JSEARCH_STORE_CACHE_MIB` says otherwise (it also
+/// buffers the pages of a commit).
 const CACHE_MIB: usize = 256;
+/// redb page cache (MiB) of a reader unless `JSEARCH_STORE_CACHE_MIB` says otherwise. A search
+/// reads about `k'` full vectors from the file, at random: a cache that is a small part of the
+/// vectors barely raises the hit rate, so keep it small and the serving memory the graph's.
+const READ_CACHE_MIB: usize = 64;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// id -> node (u32 LE) + caller metadata blob.
@@ -55,12 +62,17 @@ pub struct Hit {
 pub struct SearchParams<'a> {
     /// Beam width of the graph search; 0 uses the store's `hnsw.ef_search`. Raised to the candidate count.
     pub ef: usize,
-    /// Candidates taken from the graph and re-ranked at full dimension (k'); `None` uses
-    /// [`default_candidates`]`(k)`. Raised to `k`.
+    /// Candidates re-ranked exactly at full dimension (k'): the best of the graph's beam by
+    /// their in-memory sketch (head norm + 4-bit tail), whose full vectors are then read from
+    /// the file. `None` uses [`default_candidates`]`(k)`. Raised to `k`.
     pub candidates: Option<usize>,
     /// Keep only ids for which this returns true. The graph search walks through rejected nodes,
     /// and falls back to an exact scan when the graph yields fewer than `k` accepted items.
     pub filter: Option<&'a (dyn Fn(u64) -> bool + Sync)>,
+    /// Read every one of the `candidates` instead of skipping those whose sketch score cannot
+    /// plausibly reach the top `k` (for checks and benchmarks; slower, same results but for rare
+    /// near-ties).
+    pub exhaustive_rerank: bool,
 }
 
 impl std::fmt::Debug for SearchParams<'_> {
@@ -69,13 +81,16 @@ impl std::fmt::Debug for SearchParams<'_> {
             .field("ef", &self.ef)
             .field("candidates", &self.candidates)
             .field("filter", &self.filter.map(|_| "<fn>"))
+            .field("exhaustive_rerank", &self.exhaustive_rerank)
             .finish()
     }
 }
 
-/// Default number of graph candidates re-ranked at full dimension for a top-`k` search.
+/// Default cap on the candidates re-ranked at full dimension for a top-`k` search: the best of
+/// the graph's beam by sketch score, of which only those that could still make the top `k` are
+/// read from the file (about `k + 2` reads a query at 1M vectors; `docs/index.md`).
 pub fn default_candidates(k: usize) -> usize {
-    (5 * k).max(50)
+    (4 * k).max(40)
 }
 
 enum KvOp {
@@ -164,6 +179,9 @@ pub struct StoreStats {
     pub sketch_memory_bytes: usize,
     /// Size of the file on disk.
     pub file_bytes: u64,
+    /// Vector chunks read from the file by searches' re-ranks since the store was opened
+    /// (one read serves every candidate in the chunk).
+    pub rerank_reads: u64,
 }
 
 /// A vector store in one redb file. See the crate docs.
@@ -173,6 +191,8 @@ pub struct Store {
     settings: StoreSettings,
     per_chunk: u32,
     state: RwLock<State>,
+    /// Vector chunks read by searches' re-ranks since the store was opened.
+    rerank_reads: std::sync::atomic::AtomicU64,
 }
 
 fn is_busy(e: &DatabaseError) -> bool {
@@ -182,12 +202,12 @@ fn is_busy(e: &DatabaseError) -> bool {
     )
 }
 
-fn builder() -> redb::Builder {
+fn builder(default_mib: usize) -> redb::Builder {
     let mut b = redb::Builder::new();
     let mib = std::env::var("JSEARCH_STORE_CACHE_MIB")
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(CACHE_MIB);
+        .unwrap_or(default_mib);
     b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
         .set_cache_size(mib << 20);
     b
@@ -254,7 +274,7 @@ struct Prepared {
     id: u64,
     full: Vec<F16>,
     ann: Vec<F16>,
-    sketch: (Vec<u8>, f32, f32),
+    sketch: crate::sketch::Sketch,
     meta: Vec<u8>,
 }
 
@@ -266,7 +286,7 @@ impl Store {
     /// Fails with [`IndexError::Busy`] when another process (or handle) has it open for writing.
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Store> {
         settings.validate()?;
-        let db = builder().create(path).map_err(|e| {
+        let db = builder(CACHE_MIB).create(path).map_err(|e| {
             if is_busy(&e) {
                 IndexError::Busy {
                     path: path.to_path_buf(),
@@ -325,7 +345,7 @@ impl Store {
                 reason: "file does not exist".into(),
             });
         }
-        let db = builder().open_read_only(path).map_err(|e| {
+        let db = builder(READ_CACHE_MIB).open_read_only(path).map_err(|e| {
             if is_busy(&e) {
                 IndexError::Busy {
                     path: path.to_path_buf(),
@@ -354,6 +374,7 @@ impl Store {
             settings,
             per_chunk,
             state: RwLock::new(empty),
+            rerank_reads: Default::default(),
         };
         let txn = store.db.read()?;
         let st = store.load_state(&txn)?;
@@ -470,6 +491,8 @@ impl Store {
         let ann_dim = self.settings.ann_dim;
         let mut node_iter = nodes.range(0..next)?;
         let mut node = 0u32;
+        st.graph.reserve(next as usize);
+        st.sketches.reserve(next as usize);
         // Vectors are read in runs of chunks and their graph vectors and sketches derived in
         // parallel per run (per chunk, the parallel section would be too short to pay).
         const RUN: usize = 4096;
@@ -710,6 +733,7 @@ impl Store {
                     + st.by_id.capacity() * 16,
                 sketch_memory_bytes: st.sketches.memory_bytes(),
                 file_bytes,
+                rerank_reads: self.rerank_reads.load(std::sync::atomic::Ordering::Relaxed),
             })
         })
     }
@@ -851,6 +875,7 @@ impl Store {
                 .flat_map(|p| p.ann.iter().copied())
                 .collect();
             st.graph.add_batch(&ann);
+            st.sketches.reserve(prepared.len());
             for (j, p) in prepared.iter().enumerate() {
                 let node = start + j as u32;
                 st.sketches.push(p.sketch.clone());
@@ -1005,6 +1030,7 @@ impl Store {
                     })
                     .collect();
                 let mut s = enc;
+                s.reserve(all.len());
                 all.into_iter().for_each(|x| s.push(x));
                 s
             };
@@ -1127,8 +1153,9 @@ impl Store {
         Ok((full, ann))
     }
 
-    /// Approximate top-`k` by cosine: the graph over the truncated f16 vectors yields
-    /// `candidates` (k') accepted items, which are re-ranked exactly at full dimension.
+    /// Approximate top-`k` by cosine: the graph over the truncated f16 vectors yields a beam of
+    /// `ef` accepted items; each is scored by its sketch (see [`crate::sketch`]), and the best
+    /// `candidates` (k') are re-ranked exactly at full dimension from the stored vectors.
     /// Deleted or replaced items never appear. With a filter, `k` results come back whenever
     /// `k` items pass it (an exact scan backs the graph up). Small stores are searched exactly.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
@@ -1154,17 +1181,24 @@ impl Store {
             }
             let accept =
                 |n: u32| !st.deleted[n as usize] && filter.is_none_or(|f| f(st.ids[n as usize]));
-            // The whole beam, scored by sketch; the best k' are re-ranked from the file.
-            let mut beam = st.graph.search(&q_ann, ef, ef, &accept);
-            if beam.len() > kp && !st.sketches.is_empty() {
-                let sq = st.sketches.query(&q_full);
-                for c in beam.iter_mut() {
-                    c.0 = -st.sketches.score(&sq, c.1, 1.0 - c.0);
-                }
-                beam.select_nth_unstable_by(kp - 1, |a, b| a.0.total_cmp(&b.0));
-            }
-            beam.truncate(kp);
-            let hits = self.rerank(st, txn, &q_full, beam.iter().map(|c| c.1), k)?;
+            // The whole beam, scored by sketch, best first; at most k' are re-ranked from the file.
+            let all = filter.is_none() && st.tombstones == 0;
+            let beam = st
+                .graph
+                .search_with(&q_ann, ef, ef, if all { None } else { Some(&accept) });
+            let sq = st.sketches.query(&q_full);
+            let mut cands: Vec<(f32, u32)> = beam
+                .iter()
+                .map(|&(d, n)| (st.sketches.score(&sq, n, 1.0 - d), n))
+                .collect();
+            cands.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            cands.truncate(kp);
+            let z = if params.exhaustive_rerank {
+                f32::INFINITY
+            } else {
+                RERANK_Z
+            };
+            let hits = self.rerank(st, txn, &q_full, &sq, &cands, k, z)?;
             if hits.len() < k && hits.len() < live {
                 return self.exact_inner(st, txn, &q_full, k, filter);
             }
@@ -1172,22 +1206,58 @@ impl Store {
         })
     }
 
+    /// Exact scores of `cands` (sketch score, node; best first), reading as few full vectors as
+    /// it can: the first `k` are read together (nodes sharing a chunk share a read), each later
+    /// one only if its sketch score plus [`Sketches::margin`] could still beat the k-th exact
+    /// score found so far.
     fn rerank(
         &self,
         st: &State,
         txn: &ReadTransaction,
         q: &[F16],
-        nodes: impl Iterator<Item = u32>,
+        sq: &crate::sketch::SketchQuery,
+        cands: &[(f32, u32)],
         k: usize,
+        z: f32,
     ) -> Result<Vec<Hit>> {
-        let mut nodes: Vec<u32> = nodes.collect();
-        nodes.sort_unstable();
         let vectors = txn.open_table(VECTORS)?;
+        let first = k.min(cands.len());
+        let mut nodes: Vec<u32> = cands[..first].iter().map(|c| c.1).collect();
+        nodes.sort_unstable();
+        let mut hits: Vec<Hit> = Vec::with_capacity(k + 1);
+        self.read_scores(st, &vectors, q, &nodes, &mut hits)?;
+        let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id));
+        hits.sort_by(order);
+        for &(est, n) in &cands[first..] {
+            if z.is_finite()
+                && hits.len() >= k
+                && est + st.sketches.margin(sq, n, z) < hits[k - 1].score
+            {
+                continue;
+            }
+            self.read_scores(st, &vectors, q, &[n], &mut hits)?;
+            hits.sort_by(order);
+            hits.truncate(k);
+        }
+        hits.truncate(k);
+        Ok(hits)
+    }
+
+    /// Push the exact score of each of `nodes` (sorted) onto `hits`, one read per chunk.
+    fn read_scores(
+        &self,
+        st: &State,
+        vectors: &redb::ReadOnlyTable<u32, &'static [u8]>,
+        q: &[F16],
+        nodes: &[u32],
+        hits: &mut Vec<Hit>,
+    ) -> Result<()> {
         let dim = self.settings.dim;
-        let mut hits = Vec::with_capacity(nodes.len());
         let mut i = 0;
         while i < nodes.len() {
             let c = nodes[i] / self.per_chunk;
+            self.rerank_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let v = vectors
                 .get(c)?
                 .ok_or_else(|| self.corrupt(format!("vector chunk {c} missing")))?;
@@ -1204,9 +1274,7 @@ impl Store {
                 i += 1;
             }
         }
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
-        hits.truncate(k);
-        Ok(hits)
+        Ok(())
     }
 
     /// Exact top-`k` by cosine at full dimension: a parallel (rayon) SIMD scan over every stored

@@ -157,6 +157,22 @@ pub fn prefetch(v: &[F16]) {
     let _ = v;
 }
 
+/// Hint the CPU to load `v` (up to 4 cache lines) into cache.
+#[inline]
+pub fn prefetch_u32(v: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = v.as_ptr().cast::<i8>();
+        for line in 0..(v.len() * 4).div_ceil(64).min(4) {
+            // SAFETY: prefetch never faults; the address is inside `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64)) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = v;
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;

@@ -44,6 +44,72 @@ fn roundtrip_and_recall_vs_brute_force() {
 }
 
 #[test]
+fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
+    // 128-d vectors with a 32-d graph: the 96-d tail carries much of the similarity, so choosing
+    // the re-rank candidates by sketch (head norm + 4-bit tail) rather than by graph distance matters.
+    let dim = 128;
+    let (_d, path) = tmp("sk.redb");
+    let mut s = Store::open(&path, settings(dim)).unwrap();
+    s.commit(batch(3, 0..6000, dim)).unwrap();
+    let (k, nq) = (10, 60u64);
+    let wide = |exhaustive_rerank| SearchParams {
+        ef: 96,
+        candidates: Some(96),
+        exhaustive_rerank,
+        ..Default::default()
+    };
+    let (mut same, mut found_fast, mut found_all) = (0, 0, 0);
+    for q in 0..nq {
+        let qv = vector(77, 500_000 + q, dim);
+        let r0 = s.stats().unwrap().rerank_reads;
+        let fast = s.search(&qv, k, &wide(false)).unwrap();
+        let r1 = s.stats().unwrap().rerank_reads;
+        let all = s.search(&qv, k, &wide(true)).unwrap();
+        let r2 = s.stats().unwrap().rerank_reads;
+        // The skipping reads a fraction of the 96 candidates the exhaustive re-rank reads.
+        assert!(r2 - r1 > 2 * (r1 - r0).max(1), "reads: skipping {} vs all {}", r1 - r0, r2 - r1);
+        let exact: HashSet<u64> = s
+            .exact_search(&qv, k, None)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        found_fast += fast.iter().filter(|h| exact.contains(&h.id)).count();
+        found_all += all.iter().filter(|h| exact.contains(&h.id)).count();
+        same += usize::from(fast.iter().map(|h| h.id).eq(all.iter().map(|h| h.id)));
+        assert!(fast.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+    assert!(same as u64 >= nq - 2, "skipping changed {} of {nq} answers", nq as usize - same);
+    assert!(found_fast + 3 >= found_all, "recall {found_fast} vs {found_all}");
+    // And the sketch picks well: 20 reads at most give (nearly) the recall of all 96.
+    let mut found_20 = 0;
+    for q in 0..nq {
+        let qv = vector(77, 500_000 + q, dim);
+        let p = SearchParams {
+            ef: 96,
+            candidates: Some(20),
+            ..Default::default()
+        };
+        let exact: HashSet<u64> = s
+            .exact_search(&qv, k, None)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        found_20 += s
+            .search(&qv, k, &p)
+            .unwrap()
+            .iter()
+            .filter(|h| exact.contains(&h.id))
+            .count();
+    }
+    let recall_all = found_all as f64 / (nq as f64 * k as f64);
+    let recall_20 = found_20 as f64 / (nq as f64 * k as f64);
+    assert!(recall_all >= 0.9, "recall with the whole beam {recall_all}");
+    assert!(recall_20 >= recall_all - 0.02, "recall@20 reads {recall_20} vs whole beam {recall_all}");
+}
+
+#[test]
 fn upsert_delete_filter_and_kv() {
     let (_d, path) = tmp("u.redb");
     let mut s = Store::open(&path, settings(DIM)).unwrap();

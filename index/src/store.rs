@@ -138,6 +138,13 @@ impl Batch {
     }
 }
 
+/// A re-rank candidate: its sketch score and how far the exact score may plausibly lie above it.
+struct Candidate {
+    score: f32,
+    margin: f32,
+    node: u32,
+}
+
 /// Graph, id maps and tombstones as loaded in memory.
 struct State {
     graph: Hnsw,
@@ -1187,18 +1194,21 @@ impl Store {
                 .graph
                 .search_with(&q_ann, ef, ef, if all { None } else { Some(&accept) });
             let sq = st.sketches.query(&q_full);
-            let mut cands: Vec<(f32, u32)> = beam
+            let mut cands: Vec<Candidate> = beam
                 .iter()
-                .map(|&(d, n)| (st.sketches.score(&sq, n, 1.0 - d), n))
+                .map(|&(d, node)| Candidate {
+                    score: st.sketches.score(&sq, node, 1.0 - d),
+                    margin: if params.exhaustive_rerank {
+                        f32::INFINITY
+                    } else {
+                        st.sketches.margin(&sq, node, RERANK_Z)
+                    },
+                    node,
+                })
                 .collect();
-            cands.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            cands.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.node.cmp(&b.node)));
             cands.truncate(kp);
-            let z = if params.exhaustive_rerank {
-                f32::INFINITY
-            } else {
-                RERANK_Z
-            };
-            let hits = self.rerank(st, txn, &q_full, &sq, &cands, k, z)?;
+            let hits = self.rerank(st, txn, &q_full, &cands, k)?;
             if hits.len() < k && hits.len() < live {
                 return self.exact_inner(st, txn, &q_full, k, filter);
             }
@@ -1206,7 +1216,7 @@ impl Store {
         })
     }
 
-    /// Exact scores of `cands` (sketch score, node; best first), reading as few full vectors as
+    /// Exact scores of `cands` (best sketch score first), reading as few full vectors as
     /// it can: the first `k` are read together (nodes sharing a chunk share a read), each later
     /// one only if its sketch score plus [`Sketches::margin`] could still beat the k-th exact
     /// score found so far.
@@ -1215,27 +1225,22 @@ impl Store {
         st: &State,
         txn: &ReadTransaction,
         q: &[F16],
-        sq: &crate::sketch::SketchQuery,
-        cands: &[(f32, u32)],
+        cands: &[Candidate],
         k: usize,
-        z: f32,
     ) -> Result<Vec<Hit>> {
         let vectors = txn.open_table(VECTORS)?;
         let first = k.min(cands.len());
-        let mut nodes: Vec<u32> = cands[..first].iter().map(|c| c.1).collect();
+        let mut nodes: Vec<u32> = cands[..first].iter().map(|c| c.node).collect();
         nodes.sort_unstable();
         let mut hits: Vec<Hit> = Vec::with_capacity(k + 1);
         self.read_scores(st, &vectors, q, &nodes, &mut hits)?;
         let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id));
         hits.sort_by(order);
-        for &(est, n) in &cands[first..] {
-            if z.is_finite()
-                && hits.len() >= k
-                && est + st.sketches.margin(sq, n, z) < hits[k - 1].score
-            {
+        for c in &cands[first..] {
+            if hits.len() >= k && c.score + c.margin < hits[k - 1].score {
                 continue;
             }
-            self.read_scores(st, &vectors, q, &[n], &mut hits)?;
+            self.read_scores(st, &vectors, q, &[c.node], &mut hits)?;
             hits.sort_by(order);
             hits.truncate(k);
         }

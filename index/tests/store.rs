@@ -67,7 +67,12 @@ fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
         let all = s.search(&qv, k, &wide(true)).unwrap();
         let r2 = s.stats().unwrap().rerank_reads;
         // The skipping reads a fraction of the 96 candidates the exhaustive re-rank reads.
-        assert!(r2 - r1 > 2 * (r1 - r0).max(1), "reads: skipping {} vs all {}", r1 - r0, r2 - r1);
+        assert!(
+            r2 - r1 > 2 * (r1 - r0).max(1),
+            "reads: skipping {} vs all {}",
+            r1 - r0,
+            r2 - r1
+        );
         let exact: HashSet<u64> = s
             .exact_search(&qv, k, None)
             .unwrap()
@@ -79,8 +84,15 @@ fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
         same += usize::from(fast.iter().map(|h| h.id).eq(all.iter().map(|h| h.id)));
         assert!(fast.windows(2).all(|w| w[0].score >= w[1].score));
     }
-    assert!(same as u64 >= nq - 2, "skipping changed {} of {nq} answers", nq as usize - same);
-    assert!(found_fast + 3 >= found_all, "recall {found_fast} vs {found_all}");
+    assert!(
+        same as u64 >= nq - 2,
+        "skipping changed {} of {nq} answers",
+        nq as usize - same
+    );
+    assert!(
+        found_fast + 3 >= found_all,
+        "recall {found_fast} vs {found_all}"
+    );
     // And the sketch picks well: 20 reads at most give (nearly) the recall of all 96.
     let mut found_20 = 0;
     for q in 0..nq {
@@ -106,7 +118,10 @@ fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
     let recall_all = found_all as f64 / (nq as f64 * k as f64);
     let recall_20 = found_20 as f64 / (nq as f64 * k as f64);
     assert!(recall_all >= 0.9, "recall with the whole beam {recall_all}");
-    assert!(recall_20 >= recall_all - 0.02, "recall@20 reads {recall_20} vs whole beam {recall_all}");
+    assert!(
+        recall_20 >= recall_all - 0.02,
+        "recall@20 reads {recall_20} vs whole beam {recall_all}"
+    );
 }
 
 #[test]

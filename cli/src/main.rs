@@ -6,6 +6,11 @@ mod embed;
 mod output;
 mod progress;
 
+/// mimalloc: the store's re-rank reads allocate and free a page buffer each; glibc's allocator
+/// kept handing that memory back to the kernel and faulting it in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -22,7 +22,7 @@ pub const EXACT_SEARCH_BELOW: usize = 2048;
 
 /// Standard deviations of sketch error a re-rank candidate may be below the k-th exact score and
 /// still be read (see `Sketches::margin`).
-const RERANK_Z: f32 = 3.0;
+const RERANK_Z: f32 = 4.0;
 
 /// How many commits of graph changes are kept for readers in other processes to catch up
 /// incrementally; a reader further behind reloads the whole graph.
@@ -1020,19 +1020,17 @@ impl Store {
             let order = source.locality_order();
             let mut graph = source.reordered(&order);
             drop(rebuilt);
+            // Vectors stay where they are in `fulls` and are picked in the new order (no second
+            // copy of all of them: 2 GB at 1M).
             let row = dim * 2;
-            let mut sorted = Vec::with_capacity(fulls.len());
-            for &i in &order {
-                sorted.extend_from_slice(&fulls[i as usize * row..(i as usize + 1) * row]);
-            }
-            let fulls = sorted;
+            let full_of = |i: u32| &fulls[i as usize * row..(i as usize + 1) * row];
             let sketches = {
                 let enc = Sketches::new(dim, self.settings.ann_dim);
-                let all: Vec<_> = fulls
-                    .par_chunks_exact(row)
-                    .map(|b| {
+                let all: Vec<_> = order
+                    .par_iter()
+                    .map(|&i| {
                         let mut v = Vec::new();
-                        vecmath::f16_from_bytes(b, &mut v);
+                        vecmath::f16_from_bytes(full_of(i), &mut v);
                         enc.encode(&v)
                     })
                     .collect();
@@ -1049,8 +1047,12 @@ impl Store {
             txn.delete_table(NODES)?;
             txn.delete_table(GRAPH_LOG)?;
             let mut vectors = txn.open_table(VECTORS)?;
-            for (c, chunk) in fulls.chunks(per_chunk as usize * dim * 2).enumerate() {
-                vectors.insert(c as u32, chunk)?;
+            let mut chunk = Vec::with_capacity(per_chunk as usize * row);
+            for (c, part) in order.chunks(per_chunk as usize).enumerate() {
+                chunk.clear();
+                part.iter()
+                    .for_each(|&i| chunk.extend_from_slice(full_of(i)));
+                vectors.insert(c as u32, chunk.as_slice())?;
             }
             let mut nodes = txn.open_table(NODES)?;
             let mut items = txn.open_table(ITEMS)?;

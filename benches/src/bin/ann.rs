@@ -6,6 +6,7 @@
 //!
 //! `cargo run --release -p jsearch-benches --bin ann -- --n 100000 --queries 1000`
 
+/// The same allocator as the `jsearch` binary (see `cli/src/main.rs`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -83,6 +84,10 @@ struct Args {
     /// Timed passes over the queries per sweep point (best one reported, same for the peer).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Reuse the store and the peer's indexes built by an earlier run on the same data and
+    /// parameters (with the build times that run measured) and only measure the searches.
+    #[arg(long)]
+    reuse_builds: bool,
     /// Rounds of (store sweep, peer sweep), alternating; each point reports its best round.
     #[arg(long, default_value_t = 2)]
     rounds: usize,
@@ -635,9 +640,16 @@ fn main() -> Result<()> {
         write_vecs(&base_file, &base, dim, |x: f32| x.to_le_bytes())?;
     }
 
-    // build the store
+    // build the store (or, with --reuse-builds, take the one an earlier run built on this data)
     let store_path = a.work.join("store.redb");
-    let _ = std::fs::remove_file(&store_path);
+    let builds_file = a
+        .work
+        .join(format!("store-{tag}-M{}-efc{}.json", a.m, a.efc));
+    let reuse = a.reuse_builds && store_path.exists() && builds_file.exists();
+    if !reuse {
+        let _ = std::fs::remove_file(&store_path);
+        let _ = std::fs::remove_file(&builds_file);
+    }
     let mut settings = StoreSettings::new("ann-bench", tag.clone(), dim);
     settings.ann_dim = ann_dim;
     settings.hnsw = HnswParams {
@@ -647,24 +659,40 @@ fn main() -> Result<()> {
     };
     let t = Instant::now();
     let mut store = Store::open(&store_path, settings)?;
-    for s in (0..n).step_by(a.batch.max(1)) {
-        let mut b = Batch::new();
-        for i in s..(s + a.batch).min(n) {
-            b.upsert(i as u64, base[i * dim..(i + 1) * dim].to_vec(), Vec::new());
+    let (build_s, before_compact, compact_s) = if reuse {
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&builds_file)?)?;
+        let f = |k: &str| {
+            v[k].as_f64()
+                .with_context(|| format!("{k} missing in {builds_file:?}"))
+        };
+        eprintln!("reusing {store_path:?} (built by an earlier run, {builds_file:?})");
+        (f("build_s")?, f("before_compact")? as u64, f("compact_s")?)
+    } else {
+        for s in (0..n).step_by(a.batch.max(1)) {
+            let mut b = Batch::new();
+            for i in s..(s + a.batch).min(n) {
+                b.upsert(i as u64, base[i * dim..(i + 1) * dim].to_vec(), Vec::new());
+            }
+            store.commit(b)?;
+            eprintln!(
+                "  committed {} / {n} ({:.0}s)",
+                (s + a.batch).min(n),
+                t.elapsed().as_secs_f64()
+            );
         }
-        store.commit(b)?;
-        eprintln!(
-            "  committed {} / {n} ({:.0}s)",
-            (s + a.batch).min(n),
-            t.elapsed().as_secs_f64()
-        );
-    }
-    let build_s = t.elapsed().as_secs_f64();
-    let before_compact = std::fs::metadata(&store_path)?.len();
-    let t = Instant::now();
-    // renumber nodes in graph order (re-rank locality) and give free pages back
-    store.compact()?;
-    let compact_s = t.elapsed().as_secs_f64();
+        let build_s = t.elapsed().as_secs_f64();
+        let before_compact = std::fs::metadata(&store_path)?.len();
+        let t = Instant::now();
+        // renumber nodes in graph order (re-rank locality) and give free pages back
+        store.compact()?;
+        let compact_s = t.elapsed().as_secs_f64();
+        std::fs::write(
+            &builds_file,
+            json!({"build_s": build_s, "before_compact": before_compact, "compact_s": compact_s})
+                .to_string(),
+        )?;
+        (build_s, before_compact, compact_s)
+    };
     // exact f16 scan vs exact f32 ground truth: the recall cost of storing f16
     let ne = a.exact_queries.min(nq);
     let t = Instant::now();
@@ -839,11 +867,13 @@ fn main() -> Result<()> {
     let mut points: Vec<Value> = Vec::new();
     let mut peer_points: Vec<Value> = Vec::new();
     let (mut open, mut rss, mut ids_out) = (Value::Null, Value::Null, Value::Null);
-    // Round 1 builds the peer's indexes afresh (its build time is measured in this run).
+    // Round 1 builds the peer's indexes afresh (its build time is measured in this run), unless
+    // --reuse-builds.
     for e in std::fs::read_dir(&a.work)?.flatten() {
-        if e.file_name()
-            .to_string_lossy()
-            .starts_with(&format!("hnswlib-{tag}-"))
+        if !a.reuse_builds
+            && e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("hnswlib-{tag}-"))
         {
             std::fs::remove_file(e.path())?;
         }
@@ -873,9 +903,14 @@ fn main() -> Result<()> {
     );
     println!("| store | value |\n|---|---|");
     println!(
-        "| build (commits of {} vectors, {threads} threads) | {build_s:.1} s ({:.0} vectors/s) |",
+        "| build (commits of {} vectors, {threads} threads) | {build_s:.1} s ({:.0} vectors/s){} |",
         a.batch,
-        n as f64 / build_s
+        n as f64 / build_s,
+        if reuse {
+            "; store and peer indexes reused from an earlier run (--reuse-builds)"
+        } else {
+            ""
+        }
     );
     println!(
         "| file size | {:.1} MiB after `compact` (locality renumbering + vacuum, {compact_s:.1} s); {:.1} MiB before |",

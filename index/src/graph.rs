@@ -229,9 +229,7 @@ impl Hnsw {
         if level == 0 {
             let s = n as usize * (self.m0 + 1);
             if let Some(a) = self.l0.get(s..s + self.m0 + 1) {
-                // SAFETY: AtomicU32 has the layout of u32; prefetch only reads the addresses.
-                let u: &[u32] = unsafe { std::slice::from_raw_parts(a.as_ptr().cast(), a.len()) };
-                crate::vecmath::prefetch_u32(u);
+                crate::vecmath::prefetch_lines(a, 4);
             }
         }
     }

@@ -275,15 +275,43 @@ mod tests {
         exact(&a[..ann], &b[..ann]) / (n(&a[..ann]) * n(&b[..ann]))
     }
 
+    /// `n` unit vectors from `seed0` on, and their sketches.
+    fn sketched(dim: usize, ann: usize, n: u64, seed0: u64) -> (Sketches, Vec<Vec<F16>>) {
+        let mut s = Sketches::new(dim, ann);
+        let xs: Vec<Vec<F16>> = (0..n).map(|i| unit(i + seed0, dim)).collect();
+        for x in &xs {
+            s.push(s.encode(x));
+        }
+        (s, xs)
+    }
+
+    #[test]
+    fn margin_covers_the_estimate_error() {
+        // The store skips a candidate when its estimate plus the margin (z = 4) is below the
+        // k-th exact score: the margin must hold the error for (nearly) every vector, yet be
+        // far below the spread of the scores, or it would skip nothing.
+        let (dim, ann) = (1024, 256);
+        let (s, xs) = sketched(dim, ann, 300, 11);
+        let (mut outside, mut widest) = (0, 0f32);
+        for qs in 0..5 {
+            let q = unit(5000 + qs, dim);
+            let sq = s.query(&q);
+            for (n, x) in xs.iter().enumerate() {
+                let err = s.score(&sq, n as u32, head_dot(&q, x, ann)) - exact(&q, x);
+                let m = s.margin(&sq, n as u32, 4.0);
+                outside += usize::from(err.abs() > m);
+                widest = widest.max(m);
+            }
+        }
+        assert!(outside <= 1, "{outside} of 1500 errors outside the margin");
+        assert!(widest < 0.02, "margin {widest} too wide to skip anything");
+    }
+
     #[test]
     fn estimates_the_full_dot_product_closely() {
         // Odd tail length: the last high nibble is padding and must contribute nothing.
         for (dim, ann) in [(1024, 256), (128, 32), (101, 32), (64, 64)] {
-            let mut s = Sketches::new(dim, ann);
-            let xs: Vec<Vec<F16>> = (0..50).map(|i| unit(i + 1, dim)).collect();
-            for x in &xs {
-                s.push(s.encode(x));
-            }
+            let (s, xs) = sketched(dim, ann, 50, 1);
             let q = unit(999, dim);
             let sq = s.query(&q);
             let mut worst = 0f32;
@@ -300,11 +328,7 @@ mod tests {
     #[test]
     fn ranks_like_the_exact_dot_product() {
         let (dim, ann) = (256, 64);
-        let mut s = Sketches::new(dim, ann);
-        let xs: Vec<Vec<F16>> = (0..400).map(|i| unit(i + 7, dim)).collect();
-        for x in &xs {
-            s.push(s.encode(x));
-        }
+        let (s, xs) = sketched(dim, ann, 400, 7);
         let q = unit(12345, dim);
         let sq = s.query(&q);
         let top = |f: &dyn Fn(usize) -> f32| {

@@ -140,37 +140,27 @@ fn dot_f16_le_bytes_portable(a: &[F16], b: &[u8]) -> f32 {
     sum as f32
 }
 
-/// Prefetch the start of `v` into the cache (a hint; no-op where unsupported).
+/// Prefetch the start of `v` into the cache: up to 8 cache lines = the first 256 coordinates (a
+/// whole graph vector). A hint; no-op where unsupported.
 #[inline]
 pub fn prefetch(v: &[F16]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let p = v.as_ptr().cast::<i8>();
-        // Up to 8 cache lines = the first 256 coordinates (a whole graph vector).
-        for line in 0..(v.len() * 2).div_ceil(64).min(8) {
-            // SAFETY: prefetch never faults; the address is inside `v`.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64)) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    prefetch_lines(v, 8);
 }
 
-/// Hint the CPU to load `v` (up to 4 cache lines) into cache.
+/// Prefetch the first `max_lines` cache lines of `v` (at most its length).
 #[inline]
-pub fn prefetch_u32(v: &[u32]) {
+pub fn prefetch_lines<T>(v: &[T], max_lines: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
         let p = v.as_ptr().cast::<i8>();
-        for line in 0..(v.len() * 4).div_ceil(64).min(4) {
+        for line in 0..std::mem::size_of_val(v).div_ceil(64).min(max_lines) {
             // SAFETY: prefetch never faults; the address is inside `v`.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(p.add(line * 64)) };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = v;
+    let _ = (v, max_lines);
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -43,6 +43,11 @@ fn roundtrip_and_recall_vs_brute_force() {
     assert!(recall >= 0.95, "recall {recall}");
 }
 
+fn exact_ids(s: &Store, q: &[f32], k: usize) -> HashSet<u64> {
+    let hits = s.exact_search(q, k, None).unwrap();
+    hits.iter().map(|h| h.id).collect()
+}
+
 #[test]
 fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
     // 128-d vectors with a 32-d graph: the 96-d tail carries much of the similarity, so choosing
@@ -73,12 +78,7 @@ fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
             r1 - r0,
             r2 - r1
         );
-        let exact: HashSet<u64> = s
-            .exact_search(&qv, k, None)
-            .unwrap()
-            .iter()
-            .map(|h| h.id)
-            .collect();
+        let exact = exact_ids(&s, &qv, k);
         found_fast += fast.iter().filter(|h| exact.contains(&h.id)).count();
         found_all += all.iter().filter(|h| exact.contains(&h.id)).count();
         same += usize::from(fast.iter().map(|h| h.id).eq(all.iter().map(|h| h.id)));
@@ -102,12 +102,7 @@ fn sketch_shortlist_reads_few_vectors_and_changes_no_answer() {
             candidates: Some(20),
             ..Default::default()
         };
-        let exact: HashSet<u64> = s
-            .exact_search(&qv, k, None)
-            .unwrap()
-            .iter()
-            .map(|h| h.id)
-            .collect();
+        let exact = exact_ids(&s, &qv, k);
         found_20 += s
             .search(&qv, k, &p)
             .unwrap()

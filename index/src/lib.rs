@@ -6,8 +6,10 @@
 //! (node records persisted in the same transaction as the vectors they cover), and caller-owned
 //! key-value namespaces. It never runs a model: it takes vectors and ids.
 //!
-//! Search = graph over the truncated vectors → `k'` candidates → exact re-rank at full dimension
-//! (simsimd) → top-k. An exact, parallel brute-force search serves small stores and ground truth.
+//! Search = graph over the truncated vectors → its beam scored by in-memory sketches (head norm +
+//! 4-bit tail, [`sketch`]) → at most `k'` exact re-ranks at full dimension from the file, skipping
+//! those that cannot reach the top k → top-k. An exact, parallel brute-force search serves small
+//! stores and ground truth.
 //!
 //! ```no_run
 //! use jsearch_index::{Batch, SearchParams, Store, StoreSettings};

@@ -10,9 +10,10 @@
 //!
 //! where the first term comes from the graph distance the search computed anyway and the second
 //! is an integer dot of the int8 query tail with the nibbles. The store scores the whole graph
-//! beam this way and reads only the best `k'` full vectors from the file, instead of taking the
-//! `k'` nearest by the truncated distance (which at 1M vectors needs about three times as many
-//! reads for the same recall: see `docs/index.md`).
+//! beam this way and reads at most the best `k'` full vectors from the file, and of those only the
+//! ones whose score plus [`Sketches::margin`] could still reach the top k, instead of the `k'`
+//! nearest by the truncated distance (which at 1M vectors needs 50 reads for recall 0.98 where
+//! this reads about 15: see `docs/index.md`).
 //!
 //! Sketches are derived data: they are computed from the full vectors when a store is opened
 //! (the open reads every vector anyway to derive the graph's) and when vectors are added, and are

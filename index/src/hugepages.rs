@@ -11,7 +11,7 @@ const HUGE: usize = 2 << 20;
 
 /// Ask for huge pages under the whole reserved capacity of `v` (the 2 MiB-aligned part of it).
 /// Cheap to repeat; call it after `reserve` and before filling.
-pub(crate) fn advise<T>(v: &Vec<T>) {
+fn advise<T>(v: &Vec<T>) {
     let bytes = v.capacity() * std::mem::size_of::<T>();
     if bytes < 2 * HUGE {
         return;

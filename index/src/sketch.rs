@@ -98,7 +98,21 @@ impl Sketches {
 
     /// The sketch of one full vector.
     pub fn encode(&self, full: &[F16]) -> Sketch {
+        self.encode_decoded(&from_f16(full))
+    }
+
+    /// The graph vector (the head, re-normalised, f16: [`crate::vecmath::ann_from_full`]) and
+    /// the sketch of one stored vector, decoding it once.
+    pub fn derive(&self, full: &[F16]) -> (Vec<F16>, Sketch) {
         let f = from_f16(full);
+        let ann_dim = f.len().saturating_sub(self.tail);
+        (
+            crate::vecmath::ann_from_decoded(&f, ann_dim),
+            self.encode_decoded(&f),
+        )
+    }
+
+    fn encode_decoded(&self, f: &[f32]) -> Sketch {
         let ann_dim = f.len().saturating_sub(self.tail);
         let head_norm = norm(&f[..ann_dim]);
         let t = &f[ann_dim..];

@@ -495,7 +495,6 @@ impl Store {
         let nodes = txn.open_table(NODES)?;
         let vectors = txn.open_table(VECTORS)?;
         let dim = self.settings.dim;
-        let ann_dim = self.settings.ann_dim;
         let mut node_iter = nodes.range(0..next)?;
         let mut node = 0u32;
         st.graph.reserve(next as usize);
@@ -526,10 +525,7 @@ impl Store {
                 .map(|b| {
                     let mut full = Vec::with_capacity(dim);
                     vecmath::f16_from_bytes(b, &mut full);
-                    (
-                        vecmath::ann_from_full(&full, ann_dim),
-                        st.sketches.encode(&full),
-                    )
+                    st.sketches.derive(&full)
                 })
                 .collect();
             for (ann, sketch) in derived {
@@ -616,8 +612,9 @@ impl Store {
                     return Err(self.corrupt(format!("node {n} appended out of order")));
                 }
                 let full = self.read_full(&vectors, n, &mut buf)?;
-                st.sketches.push(st.sketches.encode(&full));
-                Some(vecmath::ann_from_full(&full, self.settings.ann_dim))
+                let (ann, sketch) = st.sketches.derive(&full);
+                st.sketches.push(sketch);
+                Some(ann)
             } else {
                 None
             };
@@ -772,7 +769,7 @@ impl Store {
             .map(|(id, v, meta)| {
                 let norm = vecmath::validate(v, dim, Some(*id))?;
                 let full = vecmath::to_f16(&v.iter().map(|x| x / norm).collect::<Vec<_>>());
-                let ann = vecmath::ann_from_full(&full, ann_dim);
+                let (ann, sketch) = sketcher.derive(&full);
                 if ann.iter().all(|x| x.0 & 0x7fff == 0) {
                     return Err(IndexError::ZeroVector {
                         id: Some(*id),
@@ -781,7 +778,7 @@ impl Store {
                 }
                 Ok(Prepared {
                     id: *id,
-                    sketch: sketcher.encode(&full),
+                    sketch,
                     full,
                     ann,
                     meta: meta.clone(),

@@ -61,18 +61,14 @@ pub fn to_f16(v: &[f32]) -> Vec<F16> {
 }
 
 /// f16 -> f32.
+/// (With the CPU's conversion instructions where it has them.)
 pub fn from_f16(v: &[F16]) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    from_f16_into(v, &mut out);
-    out
-}
-
-/// f16 -> f32 into `out` (same length), with the CPU's conversion instructions where it has them.
-pub fn from_f16_into(v: &[F16], out: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
     // SAFETY: `F16` is `#[repr(transparent)]` over `u16`, as is `half::f16`.
     let h: &[half::f16] = unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), v.len()) };
-    h.convert_to_f32_slice(out);
+    let mut out = vec![0f32; v.len()];
+    h.convert_to_f32_slice(&mut out);
+    out
 }
 
 /// Little-endian bytes of f16 values.
@@ -218,8 +214,12 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 /// The graph vector derived from a stored full vector: f16 full -> f32 -> first `ann_dim` -> re-normalised -> f16.
 /// Always derived from the *stored* (f16) full vector so that building and reloading give identical bits.
 pub fn ann_from_full(full: &[F16], ann_dim: usize) -> Vec<F16> {
-    let head: Vec<f32> = from_f16(&full[..ann_dim]);
-    to_f16(&truncate_normalize(&head, ann_dim))
+    ann_from_decoded(&from_f16(&full[..ann_dim]), ann_dim)
+}
+
+/// [`ann_from_full`] of a vector already decoded to f32 (the same bits).
+pub fn ann_from_decoded(full: &[f32], ann_dim: usize) -> Vec<F16> {
+    to_f16(&truncate_normalize(full, ann_dim))
 }
 
 #[cfg(test)]

@@ -248,9 +248,13 @@ impl Engine {
             }
             let s = match Store::open_read_only(&self.db) {
                 Ok(s) => s,
-                Err(e) if e.to_string().to_lowercase().contains("repair") => {
-                    // A writer was killed: its last commit is intact but the file needs the
-                    // recovery that only a writer can run. Do it, then read.
+                Err(e)
+                    if e.to_string().to_lowercase().contains("repair")
+                        || matches!(e, idx::IndexError::UpgradeNeeded { .. }) =>
+                {
+                    // A writer was killed (its last commit is intact but the file needs the
+                    // recovery that only a writer can run), or the store has an older format
+                    // that a writer upgrades in place. Do it, then read.
                     self.recover()?;
                     Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))?
                 }
@@ -274,7 +278,8 @@ impl Engine {
     }
 
     /// Opens the store once as a writer (with the model's identity, read from its files without
-    /// loading weights) so that redb recovers a store left by a killed writer.
+    /// loading weights) so that redb recovers a store left by a killed writer and an older
+    /// store format is upgraded.
     fn recover(&mut self) -> Result<()> {
         let dir = self.model_dir()?;
         let config = enc::ClipConfig::load(&dir.join("config.json"))?;

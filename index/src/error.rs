@@ -32,6 +32,17 @@ pub enum IndexError {
         /// Version this build reads and writes.
         supported: u32,
     },
+    /// The file has an older format version that this build upgrades when it opens the store
+    /// for writing ([`crate::Store::open`]); it cannot be read as it is.
+    #[error("store {path} has format version {found}, older than this build's {supported}: open it once for writing (run `jsearch index` on it, or `Store::open` in a program) to upgrade it in place, then read it again")]
+    UpgradeNeeded {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u32,
+        /// Version this build reads and writes.
+        supported: u32,
+    },
     /// The store was written by another model than the one the caller uses.
     #[error("store {path} was built with model {stored} but the caller uses {requested}; re-index the store with the new model (or open it with the model it was built with)")]
     ModelMismatch {

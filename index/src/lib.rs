@@ -1,8 +1,9 @@
 //! # jsearch-index
 //!
 //! A vector store in **one redb file**: settings (format version, model identity, dimensions, graph
-//! parameters), item records (id + opaque metadata), the full-dimension vectors (f16, packed
-//! several per redb value), an HNSW graph over Matryoshka-truncated, re-normalised f16 vectors
+//! parameters), item records (id + opaque metadata), the full-dimension vectors (f16, as the
+//! graph's head with its norm and the tail apart, packed several per redb value so that a tail
+//! read is one 4 KiB page), an HNSW graph over the Matryoshka-truncated, re-normalised f16 heads
 //! (node records persisted in the same transaction as the vectors they cover), and caller-owned
 //! key-value namespaces. It never runs a model: it takes vectors and ids.
 //!
@@ -27,6 +28,7 @@
 pub mod error;
 pub mod graph;
 mod hugepages;
+mod packed;
 pub mod settings;
 pub mod sketch;
 pub mod store;

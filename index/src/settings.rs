@@ -93,9 +93,28 @@ pub fn default_ann_dim(dim: usize) -> usize {
     (dim / 4).max(32).min(dim)
 }
 
-/// How many full f16 vectors share one redb value: as many as fit a 16 KiB page
-/// (redb stores a value larger than half a page on its own power-of-two run of pages).
-pub(crate) fn vectors_per_chunk(dim: usize) -> u32 {
-    let bytes = 2 * dim;
-    ((16384 - 64) / bytes).clamp(1, 4096) as u32
+/// How many tails (the `dim - ann_dim` coordinates the graph does not hold, f16) share one redb
+/// value: as many as fit in 3 KiB, so that the value and its key fit one 4 KiB page, which is what
+/// redb reads for a `get` (a re-rank read is one page; two 1024-d vectors' 768-d tails per page).
+pub(crate) fn tails_per_chunk(dim: usize, ann_dim: usize) -> u32 {
+    match 2 * dim.saturating_sub(ann_dim) {
+        0 => 4096,
+        bytes => (3072 / bytes).clamp(1, 4096) as u32,
+    }
+}
+
+/// How many heads (f32 norm + normalised f16 graph vector) share one redb value: as many as fit
+/// one 4 KiB page with its key (7 for a 256-d graph).
+pub(crate) fn heads_per_chunk(ann_dim: usize) -> u32 {
+    ((4096 - 256) / head_bytes(ann_dim)).clamp(1, 4096) as u32
+}
+
+/// Bytes of one stored head: f32 norm, then the normalised head in f16.
+pub(crate) fn head_bytes(ann_dim: usize) -> usize {
+    4 + 2 * ann_dim
+}
+
+/// The chunk size of format version 1, whose values held whole f16 vectors (read to upgrade).
+pub(crate) fn v1_vectors_per_chunk(dim: usize) -> u32 {
+    ((16384 - 64) / (2 * dim)).clamp(1, 4096) as u32
 }

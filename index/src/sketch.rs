@@ -10,22 +10,24 @@
 //!
 //! where the first term comes from the graph distance the search computed anyway and the second
 //! is an integer dot of the int8 query tail with the nibbles. The store scores the whole graph
-//! beam this way and reads at most the best `k'` full vectors from the file, and of those only the
+//! beam this way and reads at most the best `k'` tails from the file, and of those only the
 //! ones whose score plus [`Sketches::margin`] could still reach the top k, instead of the `k'`
 //! nearest by the truncated distance (which at 1M vectors needs 50 reads for recall 0.98 where
 //! this reads about 15: see `docs/index.md`).
 //!
-//! Sketches are derived data: they are computed from the full vectors when a store is opened
-//! (the open reads every vector anyway to derive the graph's) and when vectors are added, and are
-//! never written to the file.
+//! Sketches are derived data: they are computed from the stored tails when a store is opened (the
+//! open reads every tail anyway) and when vectors are added, and are never written to the file.
+//! The store's exact score is `‖x_h‖ (q_h·x̂_h) + q_t·x_t` over the graph's f16 head and the
+//! stored f16 tail (`crate::store`), so the two differ only in the tail term.
 
 use crate::vecmath::{from_f16, F16};
 
 /// Offset of a nibble's value: nibble `c` stands for `c - ZERO` quantisation steps.
 const ZERO: i32 = 7;
-/// Allowance for the f16 rounding of the heads (the graph's normalised f16 heads against the
-/// stored f16 vector): a few 1e-4 for unit vectors.
-const HEAD_EPS: f32 = 5e-4;
+/// Allowance for the head term: the score takes the graph's dot product with the query's head
+/// normalised and rounded to f16, the exact score the query's head as it is (a few 1e-6 apart
+/// for unit vectors; this leaves more than ten times that).
+const HEAD_EPS: f32 = 1e-4;
 /// Tail values beyond this many RMS are clipped to the outermost level.
 const CLIP_RMS: f32 = 2.5;
 
@@ -46,6 +48,13 @@ pub struct Sketch {
     head_norm: f32,
     scale: f32,
     residual: f32,
+}
+
+impl Sketch {
+    /// Norm of the vector's head.
+    pub fn head_norm(&self) -> f32 {
+        self.head_norm
+    }
 }
 
 /// A query prepared for sketch scoring.
@@ -98,24 +107,22 @@ impl Sketches {
 
     /// The sketch of one full vector.
     pub fn encode(&self, full: &[F16]) -> Sketch {
-        self.encode_decoded(&from_f16(full))
+        self.derive(full).1
     }
 
     /// The graph vector (the head, re-normalised, f16: [`crate::vecmath::ann_from_full`]) and
-    /// the sketch of one stored vector, decoding it once.
+    /// the sketch of one full vector, decoding it once.
     pub fn derive(&self, full: &[F16]) -> (Vec<F16>, Sketch) {
         let f = from_f16(full);
         let ann_dim = f.len().saturating_sub(self.tail);
         (
             crate::vecmath::ann_from_decoded(&f, ann_dim),
-            self.encode_decoded(&f),
+            self.encode_tail(norm(&f[..ann_dim]), &f[ann_dim..]),
         )
     }
 
-    fn encode_decoded(&self, f: &[f32]) -> Sketch {
-        let ann_dim = f.len().saturating_sub(self.tail);
-        let head_norm = norm(&f[..ann_dim]);
-        let t = &f[ann_dim..];
+    /// The sketch of a vector given its head's norm and its tail (decoded).
+    pub fn encode_tail(&self, head_norm: f32, t: &[f32]) -> Sketch {
         // Step: the largest value, or 2.5 RMS when that is smaller (the few values beyond are
         // clipped): on MRL-like tails this cuts the dot-product error by a sixth against
         // max-scaling (`docs/index.md`).
@@ -157,6 +164,30 @@ impl Sketches {
         self.codes.extend_from_slice(&sketch.code);
         self.norms
             .push((sketch.head_norm, sketch.scale, sketch.residual));
+    }
+
+    /// Norm of node `n`'s head (the factor of its graph vector in the exact score).
+    #[inline]
+    pub fn head_norm(&self, n: u32) -> f32 {
+        self.norms[n as usize].0
+    }
+
+    /// The sketches of `nodes`, in that order (node `j` of the result is `nodes[j]` here).
+    pub fn reordered(&self, nodes: &[u32]) -> Sketches {
+        let mut out = Sketches {
+            tail: self.tail,
+            half: self.half,
+            codes: Vec::new(),
+            norms: Vec::with_capacity(nodes.len()),
+        };
+        crate::hugepages::reserve(&mut out.codes, nodes.len() * self.half);
+        for &n in nodes {
+            let n = n as usize;
+            out.codes
+                .extend_from_slice(&self.codes[n * self.half..(n + 1) * self.half]);
+            out.norms.push(self.norms[n]);
+        }
+        out
     }
 
     /// Drop every sketch.

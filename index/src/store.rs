@@ -1,8 +1,11 @@
-//! The store: one redb file holding settings, items, full vectors, the graph and caller key-value tables.
+//! The store: one redb file holding settings, items, vectors (heads and tails), the graph and caller key-value tables.
 
 use crate::error::{IndexError, Result};
 use crate::graph::{AnnGraph, GraphParams, Hnsw};
-use crate::settings::{vectors_per_chunk, HnswParams, StoreSettings};
+use crate::packed;
+use crate::settings::{
+    head_bytes, heads_per_chunk, tails_per_chunk, v1_vectors_per_chunk, HnswParams, StoreSettings,
+};
 use crate::sketch::Sketches;
 use crate::vecmath::{self, F16};
 use rayon::prelude::*;
@@ -14,8 +17,9 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;
 
-/// Format version written into every store; stores with another version are refused.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written into every store. Version 1 stores (whole f16 vectors, 7 per value)
+/// are upgraded in place when opened for writing; other versions are refused.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Stores with at most this many live items are searched exactly (brute force) instead of through the graph.
 pub const EXACT_SEARCH_BELOW: usize = 2048;
@@ -32,7 +36,7 @@ const GRAPH_LOG_KEEP: u64 = 256;
 /// buffers the pages of a commit).
 const CACHE_MIB: usize = 256;
 /// redb page cache (MiB) of a reader unless `JSEARCH_STORE_CACHE_MIB` says otherwise. A search
-/// reads about `k'` full vectors from the file, at random: a cache that is a small part of the
+/// reads about `k'` tails from the file, at random: a cache that is a small part of the
 /// vectors barely raises the hit rate, so keep it small and the serving memory the graph's.
 const READ_CACHE_MIB: usize = 64;
 
@@ -41,8 +45,14 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const ITEMS: TableDefinition<u64, &[u8]> = TableDefinition::new("items");
 /// node -> id (u64 LE) + flags (u8, bit 0 = tombstone) + links (see `Hnsw::encode_node`).
 const NODES: TableDefinition<u32, &[u8]> = TableDefinition::new("nodes");
-/// chunk -> `vectors_per_chunk` full vectors, f16 LE, packed by node number.
-const VECTORS: TableDefinition<u32, &[u8]> = TableDefinition::new("vectors");
+/// chunk -> `heads_per_chunk` heads packed by node number: the head's norm (f32 LE), then the
+/// head normalised (the graph vector, `ann_dim` f16 LE).
+const HEADS: TableDefinition<u32, &[u8]> = TableDefinition::new("heads");
+/// chunk -> `tails_per_chunk` tails packed by node number: coordinates `ann_dim..dim` of the
+/// normalised vector, f16 LE. A value fits one 4 KiB page: a re-rank read is one page.
+const TAILS: TableDefinition<u32, &[u8]> = TableDefinition::new("tails");
+/// Format version 1: chunk -> whole f16 vectors (read once, to upgrade).
+const VECTORS_V1: TableDefinition<u32, &[u8]> = TableDefinition::new("vectors");
 /// generation -> nodes (u32 LE) whose records that commit changed.
 const GRAPH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("graph_log");
 
@@ -53,7 +63,8 @@ const FLAG_DELETED: u8 = 1;
 pub struct Hit {
     /// The caller's id.
     pub id: u64,
-    /// Cosine similarity of the (normalised) query and the stored full vector (f16).
+    /// Cosine similarity of the (normalised) query and the stored full vector: its head's norm
+    /// times the dot product with the graph's f16 head, plus the dot product with its f16 tail.
     pub score: f32,
 }
 
@@ -63,7 +74,7 @@ pub struct SearchParams<'a> {
     /// Beam width of the graph search; 0 uses the store's `hnsw.ef_search`. Raised to the candidate count.
     pub ef: usize,
     /// Candidates re-ranked exactly at full dimension (k'): the best of the graph's beam by
-    /// their in-memory sketch (head norm + 4-bit tail), whose full vectors are then read from
+    /// their in-memory sketch (head norm + 4-bit tail), whose tails are then read from
     /// the file. `None` uses [`default_candidates`]`(k)`. Raised to `k`.
     pub candidates: Option<usize>,
     /// Keep only ids for which this returns true. The graph search walks through rejected nodes,
@@ -186,8 +197,8 @@ pub struct StoreStats {
     pub sketch_memory_bytes: usize,
     /// Size of the file on disk.
     pub file_bytes: u64,
-    /// Vector chunks read from the file by searches' re-ranks since the store was opened
-    /// (one read serves every candidate in the chunk).
+    /// Tail chunks read from the file by searches' re-ranks since the store was opened
+    /// (one read, one 4 KiB page, serves every candidate in the chunk).
     pub rerank_reads: u64,
 }
 
@@ -196,7 +207,10 @@ pub struct Store {
     path: PathBuf,
     db: Db,
     settings: StoreSettings,
+    /// Tails per value of the tails table.
     per_chunk: u32,
+    /// Bytes of one tail.
+    tail_bytes: usize,
     state: RwLock<State>,
     /// Vector chunks read by searches' re-ranks since the store was opened.
     rerank_reads: std::sync::atomic::AtomicU64,
@@ -279,7 +293,9 @@ fn put_u64(t: &mut redb::Table<&str, &[u8]>, k: &str, v: u64) -> Result<()> {
 /// Validated, converted upsert.
 struct Prepared {
     id: u64,
-    full: Vec<F16>,
+    /// Coordinates `ann_dim..` of the normalised vector in f16 (its head is `ann` times the
+    /// sketch's head norm).
+    tail: Vec<F16>,
     ann: Vec<F16>,
     sketch: crate::sketch::Sketch,
     meta: Vec<u8>,
@@ -302,6 +318,7 @@ impl Store {
                 e.into()
             }
         })?;
+        Self::upgrade_v1(&db, path)?;
         let txn = db.begin_write()?;
         let existing = {
             let t = txn.open_table(META)?;
@@ -373,13 +390,15 @@ impl Store {
     }
 
     fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {
-        let per_chunk = vectors_per_chunk(settings.dim);
+        let per_chunk = tails_per_chunk(settings.dim, settings.ann_dim);
+        let tail_bytes = 2 * (settings.dim - settings.ann_dim);
         let empty = Self::empty_state(&settings);
         let store = Store {
             path: path.to_path_buf(),
             db,
             settings,
             per_chunk,
+            tail_bytes,
             state: RwLock::new(empty),
             rerank_reads: Default::default(),
         };
@@ -428,7 +447,12 @@ impl Store {
                 s.hnsw.ef_construction as u64,
             )?;
             put_u64(&mut m, "hnsw_ef_search", s.hnsw.ef_search as u64)?;
-            put_u64(&mut m, "vectors_per_chunk", vectors_per_chunk(s.dim) as u64)?;
+            put_u64(&mut m, "heads_per_chunk", heads_per_chunk(s.ann_dim) as u64)?;
+            put_u64(
+                &mut m,
+                "tails_per_chunk",
+                tails_per_chunk(s.dim, s.ann_dim) as u64,
+            )?;
             put_u64(&mut m, "next_node", 0)?;
             put_u64(&mut m, "generation", 0)?;
             put_u64(&mut m, "live", 0)?;
@@ -436,8 +460,74 @@ impl Store {
         }
         txn.open_table(ITEMS)?;
         txn.open_table(NODES)?;
-        txn.open_table(VECTORS)?;
+        txn.open_table(HEADS)?;
+        txn.open_table(TAILS)?;
         txn.open_table(GRAPH_LOG)?;
+        Ok(())
+    }
+
+    /// Rewrite a format version 1 store (whole f16 vectors, several per value) as version 2
+    /// (heads and tails tables) in one write transaction: if it is interrupted, the file is
+    /// still the version 1 store it was. A no-op for any other store.
+    fn upgrade_v1(db: &Database, path: &Path) -> Result<()> {
+        let txn = db.begin_write()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => Meta::read(&t)?,
+            Err(e) => return Err(e.into()),
+        };
+        if meta.u64("format_version") != Some(1) {
+            return Ok(());
+        }
+        let not_store = |reason: String| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let get = |k: &str| {
+            meta.u64(k)
+                .ok_or_else(|| not_store(format!("meta key {k} missing")))
+        };
+        let (dim, ann_dim) = (get("dim")? as usize, get("ann_dim")? as usize);
+        if dim == 0 || ann_dim == 0 || ann_dim > dim || dim > 65536 {
+            return Err(not_store(format!("dimensions {dim}/{ann_dim}")));
+        }
+        let per_v1 = v1_vectors_per_chunk(dim);
+        if get("vectors_per_chunk")? != per_v1 as u64 {
+            return Err(not_store("unexpected vector chunk size".into()));
+        }
+        let next = get("next_node")? as u32;
+        let sketcher = Sketches::new(dim, ann_dim);
+        let (per_h, per_t) = (heads_per_chunk(ann_dim), tails_per_chunk(dim, ann_dim));
+        let tail_bytes = 2 * (dim - ann_dim);
+        {
+            let old = txn.open_table(VECTORS_V1)?;
+            let mut rows = packed::Reader::new(&old, per_v1, 2 * dim, "vector")?;
+            let mut heads = txn.open_table(HEADS)?;
+            let mut tails = txn.open_table(TAILS)?;
+            let mut hw = packed::Writer::resume(&heads, 0, per_h, head_bytes(ann_dim), path)?;
+            let mut tw = packed::Writer::resume(&tails, 0, per_t, tail_bytes, path)?;
+            let (mut raw, mut full, mut head) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..next {
+                raw.clear();
+                rows.take(1, &mut raw, path)?;
+                vecmath::f16_from_bytes(&raw, &mut full);
+                let (ann, sketch) = sketcher.derive(&full);
+                head.clear();
+                vecmath::f16_to_bytes(&ann, &mut head);
+                hw.push(&mut heads, &[&sketch.head_norm().to_le_bytes(), &head])?;
+                tw.push(&mut tails, &[&raw[2 * ann_dim..]])?;
+            }
+            hw.finish(&mut heads)?;
+            tw.finish(&mut tails)?;
+        }
+        txn.delete_table(VECTORS_V1)?;
+        {
+            let mut m = txn.open_table(META)?;
+            m.remove("vectors_per_chunk")?;
+            put_u64(&mut m, "heads_per_chunk", per_h as u64)?;
+            put_u64(&mut m, "tails_per_chunk", per_t as u64)?;
+            put_u64(&mut m, "format_version", FORMAT_VERSION as u64)?;
+        }
+        txn.commit()?;
         Ok(())
     }
 
@@ -449,6 +539,13 @@ impl Store {
         let Some(v) = m.u64("format_version") else {
             return Err(not_store("no jsearch format version in the file"));
         };
+        if v == 1 {
+            return Err(IndexError::UpgradeNeeded {
+                path: path.to_path_buf(),
+                found: 1,
+                supported: FORMAT_VERSION,
+            });
+        }
         if v != FORMAT_VERSION as u64 {
             return Err(IndexError::UnsupportedFormat {
                 path: path.to_path_buf(),
@@ -473,7 +570,9 @@ impl Store {
             compact_threshold: 0.25,
         };
         s.validate()?;
-        if get("vectors_per_chunk")? != vectors_per_chunk(s.dim) as u64 {
+        if get("heads_per_chunk")? != heads_per_chunk(s.ann_dim) as u64
+            || get("tails_per_chunk")? != tails_per_chunk(s.dim, s.ann_dim) as u64
+        {
             return Err(not_store("unexpected vector chunk size"));
         }
         Ok(s)
@@ -492,46 +591,43 @@ impl Store {
         let next = meta.u64("next_node").unwrap_or(0) as u32;
         let mut st = Self::empty_state(&self.settings);
         st.generation = meta.u64("generation").unwrap_or(0);
+        let (ann_dim, tb) = (self.settings.ann_dim, self.tail_bytes);
+        let hb = head_bytes(ann_dim);
         let nodes = txn.open_table(NODES)?;
-        let vectors = txn.open_table(VECTORS)?;
-        let dim = self.settings.dim;
+        let heads_t = txn.open_table(HEADS)?;
+        let tails_t = txn.open_table(TAILS)?;
+        let mut heads = packed::Reader::new(&heads_t, heads_per_chunk(ann_dim), hb, "head")?;
+        let mut tails = packed::Reader::new(&tails_t, self.per_chunk, tb, "tail")?;
         let mut node_iter = nodes.range(0..next)?;
-        let mut node = 0u32;
         st.graph.reserve(next as usize);
         st.sketches.reserve(next as usize);
-        // Vectors are read in runs of chunks and their graph vectors and sketches derived in
-        // parallel per run (per chunk, the parallel section would be too short to pay).
+        // Heads and tails are read in runs and the sketches derived in parallel per run (per
+        // chunk, the parallel section would be too short to pay).
         const RUN: usize = 4096;
-        let mut raw: Vec<u8> = Vec::with_capacity(RUN * dim * 2 + 16384);
-        let mut chunks = vectors.iter()?;
-        let mut expect_chunk = 0u32;
+        let (mut hraw, mut traw) = (Vec::new(), Vec::new());
+        let mut node = 0u32;
         while node < next {
-            raw.clear();
-            while raw.len() < RUN * dim * 2 && node as usize + raw.len() / (dim * 2) < next as usize
-            {
-                let Some(r) = chunks.next() else { break };
-                let (ck, cv) = r?;
-                if ck.value() != expect_chunk {
-                    return Err(self.corrupt(format!("vector chunk {expect_chunk} missing")));
-                }
-                expect_chunk += 1;
-                raw.extend_from_slice(cv.value());
-            }
-            if raw.is_empty() {
-                break;
-            }
-            let derived: Vec<(Vec<F16>, _)> = raw
-                .par_chunks_exact(dim * 2)
-                .map(|b| {
-                    let mut full = Vec::with_capacity(dim);
-                    vecmath::f16_from_bytes(b, &mut full);
-                    st.sketches.derive(&full)
+            let run = RUN.min((next - node) as usize);
+            hraw.clear();
+            traw.clear();
+            heads.take(run, &mut hraw, &self.path)?;
+            tails.take(run, &mut traw, &self.path)?;
+            let derived: Vec<(Vec<F16>, _)> = (0..run)
+                .into_par_iter()
+                .map(|i| {
+                    let h = &hraw[i * hb..(i + 1) * hb];
+                    let mut ann = Vec::with_capacity(ann_dim);
+                    vecmath::f16_from_bytes(&h[4..], &mut ann);
+                    let mut tail = Vec::new();
+                    vecmath::f16_from_bytes(&traw[i * tb..(i + 1) * tb], &mut tail);
+                    let norm = f32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+                    (
+                        ann,
+                        st.sketches.encode_tail(norm, &vecmath::from_f16(&tail)),
+                    )
                 })
                 .collect();
             for (ann, sketch) in derived {
-                if node >= next {
-                    break;
-                }
                 let Some(r) = node_iter.next() else {
                     return Err(self.corrupt(format!("node record {node} missing")));
                 };
@@ -555,9 +651,6 @@ impl Store {
                 }
                 node += 1;
             }
-        }
-        if node != next {
-            return Err(self.corrupt(format!("{next} nodes expected, {node} vectors found")));
         }
         st.graph.set_entry(meta.entry());
         st.graph.clear_dirty();
@@ -595,8 +688,8 @@ impl Store {
         changed.dedup();
         let next = meta.u64("next_node").unwrap_or(0) as u32;
         let nodes = txn.open_table(NODES)?;
-        let vectors = txn.open_table(VECTORS)?;
-        let mut buf = Vec::new();
+        let heads = txn.open_table(HEADS)?;
+        let tails = txn.open_table(TAILS)?;
         for &n in &changed {
             let rec = nodes
                 .get(n)?
@@ -611,8 +704,7 @@ impl Store {
                 if n as usize != st.ids.len() {
                     return Err(self.corrupt(format!("node {n} appended out of order")));
                 }
-                let full = self.read_full(&vectors, n, &mut buf)?;
-                let (ann, sketch) = st.sketches.derive(&full);
+                let (ann, sketch) = self.read_head_tail(&heads, &tails, n, &st.sketches)?;
                 st.sketches.push(sketch);
                 Some(ann)
             } else {
@@ -642,23 +734,25 @@ impl Store {
         Ok(())
     }
 
-    fn read_full<T: ReadableTable<u32, &'static [u8]>>(
+    /// Graph vector and sketch of node `n`, from its stored head and tail.
+    fn read_head_tail<T: ReadableTable<u32, &'static [u8]>>(
         &self,
-        vectors: &T,
-        node: u32,
-        buf: &mut Vec<F16>,
-    ) -> Result<Vec<F16>> {
-        let (c, i) = (node / self.per_chunk, (node % self.per_chunk) as usize);
-        let v = vectors
-            .get(c)?
-            .ok_or_else(|| self.corrupt(format!("vector chunk {c} missing")))?;
-        let dim = self.settings.dim;
-        let bytes = v
-            .value()
-            .get(i * dim * 2..(i + 1) * dim * 2)
-            .ok_or_else(|| self.corrupt(format!("vector of node {node} missing")))?;
-        vecmath::f16_from_bytes(bytes, buf);
-        Ok(buf.clone())
+        heads: &T,
+        tails: &T,
+        n: u32,
+        sketcher: &Sketches,
+    ) -> Result<(Vec<F16>, crate::sketch::Sketch)> {
+        let ann_dim = self.settings.ann_dim;
+        let h = packed::get(heads, n, heads_per_chunk(ann_dim), head_bytes(ann_dim))?
+            .ok_or_else(|| self.corrupt(format!("head of node {n} missing")))?;
+        let t = packed::get(tails, n, self.per_chunk, self.tail_bytes)?
+            .ok_or_else(|| self.corrupt(format!("tail of node {n} missing")))?;
+        let mut ann = Vec::with_capacity(ann_dim);
+        vecmath::f16_from_bytes(&h[4..], &mut ann);
+        let mut tail = Vec::new();
+        vecmath::f16_from_bytes(&t, &mut tail);
+        let norm = f32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+        Ok((ann, sketcher.encode_tail(norm, &vecmath::from_f16(&tail))))
     }
 
     /// Run `f` on the in-memory state at the generation of a fresh read transaction.
@@ -779,7 +873,7 @@ impl Store {
                 Ok(Prepared {
                     id: *id,
                     sketch,
-                    full,
+                    tail: full[ann_dim..].to_vec(),
                     ann,
                     meta: meta.clone(),
                 })
@@ -823,8 +917,7 @@ impl Store {
     }
 
     fn commit_inner(&mut self, batch: Batch, prepared: Vec<Prepared>) -> Result<()> {
-        let per_chunk = self.per_chunk;
-        let dim = self.settings.dim;
+        let (per_chunk, tail_bytes) = (self.per_chunk, self.tail_bytes);
         let Db::Rw(db) = &self.db else {
             return Err(IndexError::ReadOnly {
                 path: self.path.clone(),
@@ -843,36 +936,25 @@ impl Store {
                     items.remove(*id)?;
                 }
             }
-            // Full vectors, appended at node numbers start.. in packed chunks.
+            // Heads and tails, appended at node numbers start.. in packed chunks.
             let start = st.ids.len() as u32;
-            let mut vectors = txn.open_table(VECTORS)?;
-            let mut n = start;
-            let mut i = 0usize;
-            while i < prepared.len() {
-                let chunk = n / per_chunk;
-                let room = (per_chunk - n % per_chunk) as usize;
-                let take = room.min(prepared.len() - i);
-                let mut val: Vec<u8> = if !n.is_multiple_of(per_chunk) {
-                    vectors
-                        .get(chunk)?
-                        .map(|v| v.value().to_vec())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                if val.len() != (n % per_chunk) as usize * dim * 2 {
-                    return Err(IndexError::Corrupt {
-                        path: self.path.clone(),
-                        what: format!("vector chunk {chunk} has an unexpected length"),
-                    });
-                }
-                for p in &prepared[i..i + take] {
-                    vecmath::f16_to_bytes(&p.full, &mut val);
-                }
-                vectors.insert(chunk, val.as_slice())?;
-                n += take as u32;
-                i += take;
+            let ann_dim = self.settings.ann_dim;
+            let mut heads = txn.open_table(HEADS)?;
+            let mut tails = txn.open_table(TAILS)?;
+            let (per_h, hb) = (heads_per_chunk(ann_dim), head_bytes(ann_dim));
+            let mut hw = packed::Writer::resume(&heads, start, per_h, hb, &self.path)?;
+            let mut tw = packed::Writer::resume(&tails, start, per_chunk, tail_bytes, &self.path)?;
+            let (mut head, mut tail) = (Vec::new(), Vec::new());
+            for p in &prepared {
+                head.clear();
+                vecmath::f16_to_bytes(&p.ann, &mut head);
+                hw.push(&mut heads, &[&p.sketch.head_norm().to_le_bytes(), &head])?;
+                tail.clear();
+                vecmath::f16_to_bytes(&p.tail, &mut tail);
+                tw.push(&mut tails, &[&tail])?;
             }
+            hw.finish(&mut heads)?;
+            tw.finish(&mut tails)?;
             // Graph (parallel insertion), then the records of every node it touched.
             let ann: Vec<F16> = prepared
                 .iter()
@@ -960,7 +1042,7 @@ impl Store {
     /// index run (items arrive in whatever order the caller had them).
     pub fn compact(&mut self) -> Result<()> {
         self.writable()?;
-        let dim = self.settings.dim;
+        let ann_dim = self.settings.ann_dim;
         let per_chunk = self.per_chunk;
         let path = self.path.clone();
         let Db::Rw(db) = &mut self.db else {
@@ -972,30 +1054,19 @@ impl Store {
             let live: Vec<u32> = (0..st.ids.len() as u32)
                 .filter(|&n| !st.deleted[n as usize])
                 .collect();
-            let mut fulls: Vec<u8> = Vec::with_capacity(live.len() * dim * 2);
+            // Tails of the live nodes, in node order (their heads are in memory: the graph's
+            // vectors and the sketches' norms).
+            let tb = self.tail_bytes;
+            let mut tails_raw: Vec<u8> = Vec::with_capacity(live.len() * tb);
             {
-                let vectors = txn.open_table(VECTORS)?;
-                let mut cur: Option<(u32, Vec<u8>)> = None;
-                for &n in &live {
-                    let c = n / per_chunk;
-                    if cur.as_ref().is_none_or(|x| x.0 != c) {
-                        let v = vectors.get(c)?.map(|v| v.value().to_vec()).ok_or_else(|| {
-                            IndexError::Corrupt {
-                                path: path.clone(),
-                                what: format!("vector chunk {c} missing"),
-                            }
-                        })?;
-                        cur = Some((c, v));
-                    }
-                    let i = (n % per_chunk) as usize;
-                    if let Some((_, v)) = &cur {
-                        let b = v.get(i * dim * 2..(i + 1) * dim * 2).ok_or_else(|| {
-                            IndexError::Corrupt {
-                                path: path.clone(),
-                                what: format!("vector of node {n} missing"),
-                            }
-                        })?;
-                        fulls.extend_from_slice(b);
+                let tails = txn.open_table(TAILS)?;
+                let mut rows = packed::Reader::new(&tails, per_chunk, tb, "tail")?;
+                let mut row = Vec::with_capacity(tb);
+                for n in 0..st.ids.len() {
+                    row.clear();
+                    rows.take(1, &mut row, &path)?;
+                    if !st.deleted[n] {
+                        tails_raw.extend_from_slice(&row);
                     }
                 }
             }
@@ -1003,13 +1074,11 @@ impl Store {
             let rebuilt = if live.len() == st.ids.len() {
                 None
             } else {
-                let mut full16 = Vec::new();
-                vecmath::f16_from_bytes(&fulls, &mut full16);
-                let ann: Vec<F16> = full16
-                    .par_chunks_exact(dim)
-                    .flat_map_iter(|f| vecmath::ann_from_full(f, self.settings.ann_dim))
+                let ann: Vec<F16> = live
+                    .iter()
+                    .flat_map(|&n| st.graph.vector(n).iter().copied())
                     .collect();
-                let mut g = Hnsw::new(self.settings.ann_dim, Self::graph_params(&self.settings));
+                let mut g = Hnsw::new(ann_dim, Self::graph_params(&self.settings));
                 g.add_batch(&ann);
                 Some(g)
             };
@@ -1017,39 +1086,31 @@ impl Store {
             let order = source.locality_order();
             let mut graph = source.reordered(&order);
             drop(rebuilt);
-            // Vectors stay where they are in `fulls` and are picked in the new order (no second
-            // copy of all of them: 2 GB at 1M).
-            let row = dim * 2;
-            let full_of = |i: u32| &fulls[i as usize * row..(i as usize + 1) * row];
-            let sketches = {
-                let enc = Sketches::new(dim, self.settings.ann_dim);
-                let all: Vec<_> = order
-                    .par_iter()
-                    .map(|&i| {
-                        let mut v = Vec::new();
-                        vecmath::f16_from_bytes(full_of(i), &mut v);
-                        enc.encode(&v)
-                    })
-                    .collect();
-                let mut s = enc;
-                s.reserve(all.len());
-                all.into_iter().for_each(|x| s.push(x));
-                s
-            };
-            let ids: Vec<u64> = order
-                .iter()
-                .map(|&i| st.ids[live[i as usize] as usize])
-                .collect();
-            txn.delete_table(VECTORS)?;
+            // New node j was old node live[order[j]].
+            let old: Vec<u32> = order.iter().map(|&i| live[i as usize]).collect();
+            let sketches = st.sketches.reordered(&old);
+            let ids: Vec<u64> = old.iter().map(|&n| st.ids[n as usize]).collect();
+            txn.delete_table(HEADS)?;
+            txn.delete_table(TAILS)?;
             txn.delete_table(NODES)?;
             txn.delete_table(GRAPH_LOG)?;
-            let mut vectors = txn.open_table(VECTORS)?;
-            let mut chunk = Vec::with_capacity(per_chunk as usize * row);
-            for (c, part) in order.chunks(per_chunk as usize).enumerate() {
-                chunk.clear();
-                part.iter()
-                    .for_each(|&i| chunk.extend_from_slice(full_of(i)));
-                vectors.insert(c as u32, chunk.as_slice())?;
+            {
+                let mut heads = txn.open_table(HEADS)?;
+                let mut tails = txn.open_table(TAILS)?;
+                let (per_h, hb) = (heads_per_chunk(ann_dim), head_bytes(ann_dim));
+                let mut hw = packed::Writer::resume(&heads, 0, per_h, hb, &path)?;
+                let mut tw = packed::Writer::resume(&tails, 0, per_chunk, tb, &path)?;
+                let mut head = Vec::with_capacity(hb);
+                for (j, &i) in order.iter().enumerate() {
+                    head.clear();
+                    vecmath::f16_to_bytes(graph.vector(j as u32), &mut head);
+                    let norm = sketches.head_norm(j as u32).to_le_bytes();
+                    hw.push(&mut heads, &[&norm, &head])?;
+                    let i = i as usize;
+                    tw.push(&mut tails, &[&tails_raw[i * tb..(i + 1) * tb]])?;
+                }
+                hw.finish(&mut heads)?;
+                tw.finish(&mut tails)?;
             }
             let mut nodes = txn.open_table(NODES)?;
             let mut items = txn.open_table(ITEMS)?;
@@ -1126,18 +1187,28 @@ impl Store {
             .map(|v| v.value().get(4..).unwrap_or(&[]).to_vec()))
     }
 
-    /// Stored full vector of item `id` (normalised, f16 precision, as f32).
+    /// Stored full vector of item `id` (normalised; the head's norm times the graph's f16 head,
+    /// then the f16 tail; as f32).
     pub fn get_vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
-        let txn = self.db.read()?;
-        let items = txn.open_table(ITEMS)?;
-        let Some(node) = items.get(id)?.and_then(|v| u32_at(v.value(), 0)) else {
-            return Ok(None);
-        };
-        let vectors = txn.open_table(VECTORS)?;
-        let mut buf = Vec::new();
-        Ok(Some(vecmath::from_f16(
-            &self.read_full(&vectors, node, &mut buf)?,
-        )))
+        self.with_state(|st, txn| {
+            let Some(&node) = st.by_id.get(&id) else {
+                return Ok(None);
+            };
+            let tails = txn.open_table(TAILS)?;
+            let t = packed::get(&tails, node, self.per_chunk, self.tail_bytes)?
+                .ok_or_else(|| self.corrupt(format!("tail of node {node} missing")))?;
+            let norm = st.sketches.head_norm(node);
+            let mut v: Vec<f32> = st
+                .graph
+                .vector(node)
+                .iter()
+                .map(|x| x.to_f32() * norm)
+                .collect();
+            let mut tail = Vec::new();
+            vecmath::f16_from_bytes(&t, &mut tail);
+            v.extend(vecmath::from_f16(&tail));
+            Ok(Some(v))
+        })
     }
 
     /// Ids of all live items, ascending.
@@ -1215,7 +1286,7 @@ impl Store {
         })
     }
 
-    /// Exact scores of `cands` (best sketch score first), reading as few full vectors as
+    /// Exact scores of `cands` (best sketch score first), reading as few tails as
     /// it can: the first `k` are read together (nodes sharing a chunk share a read), each later
     /// one only if its sketch score plus [`Sketches::margin`] could still beat the k-th exact
     /// score found so far.
@@ -1227,19 +1298,19 @@ impl Store {
         cands: &[Candidate],
         k: usize,
     ) -> Result<Vec<Hit>> {
-        let vectors = txn.open_table(VECTORS)?;
+        let tails = txn.open_table(TAILS)?;
         let first = k.min(cands.len());
         let mut nodes: Vec<u32> = cands[..first].iter().map(|c| c.node).collect();
         nodes.sort_unstable();
         let mut hits: Vec<Hit> = Vec::with_capacity(k + 1);
-        self.read_scores(st, &vectors, q, &nodes, &mut hits)?;
+        self.read_scores(st, &tails, q, &nodes, &mut hits)?;
         let order = |a: &Hit, b: &Hit| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id));
         hits.sort_by(order);
         for c in &cands[first..] {
             if hits.len() >= k && c.score + c.margin < hits[k - 1].score {
                 continue;
             }
-            self.read_scores(st, &vectors, q, &[c.node], &mut hits)?;
+            self.read_scores(st, &tails, q, &[c.node], &mut hits)?;
             hits.sort_by(order);
             hits.truncate(k);
         }
@@ -1247,33 +1318,49 @@ impl Store {
         Ok(hits)
     }
 
-    /// Push the exact score of each of `nodes` (sorted) onto `hits`, one read per chunk.
+    /// Exact score of the (normalised, f16) query `q` and node `n` with tail `tail` (bytes of
+    /// the tails table): the head's norm times the dot product with the graph's f16 head, plus
+    /// the dot product with the f16 tail.
+    #[inline]
+    fn exact_score(&self, st: &State, q: &[F16], n: u32, tail: &[u8]) -> f32 {
+        let (qh, qt) = q.split_at(self.settings.ann_dim);
+        st.sketches.head_norm(n) * vecmath::dot_f16(qh, st.graph.vector(n))
+            + vecmath::dot_f16_le_bytes(qt, tail)
+    }
+
+    /// Push the exact score of each of `nodes` (sorted) onto `hits`, one read per tail chunk.
     fn read_scores(
         &self,
         st: &State,
-        vectors: &redb::ReadOnlyTable<u32, &'static [u8]>,
+        tails: &redb::ReadOnlyTable<u32, &'static [u8]>,
         q: &[F16],
         nodes: &[u32],
         hits: &mut Vec<Hit>,
     ) -> Result<()> {
-        let dim = self.settings.dim;
+        let tb = self.tail_bytes;
         let mut i = 0;
         while i < nodes.len() {
             let c = nodes[i] / self.per_chunk;
-            self.rerank_reads
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let v = vectors
-                .get(c)?
-                .ok_or_else(|| self.corrupt(format!("vector chunk {c} missing")))?;
-            let val = v.value();
+            let guard = if tb == 0 {
+                None
+            } else {
+                self.rerank_reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Some(
+                    tails
+                        .get(c)?
+                        .ok_or_else(|| self.corrupt(format!("tail chunk {c} missing")))?,
+                )
+            };
+            let val = guard.as_ref().map_or(&[][..], |v| v.value());
             while i < nodes.len() && nodes[i] / self.per_chunk == c {
                 let j = (nodes[i] % self.per_chunk) as usize;
                 let b = val
-                    .get(j * dim * 2..(j + 1) * dim * 2)
-                    .ok_or_else(|| self.corrupt(format!("vector of node {} missing", nodes[i])))?;
+                    .get(j * tb..(j + 1) * tb)
+                    .ok_or_else(|| self.corrupt(format!("tail of node {} missing", nodes[i])))?;
                 hits.push(Hit {
                     id: st.ids[nodes[i] as usize],
-                    score: vecmath::dot_f16_le_bytes(q, b),
+                    score: self.exact_score(st, q, nodes[i], b),
                 });
                 i += 1;
             }
@@ -1305,33 +1392,39 @@ impl Store {
             return Ok(Vec::new());
         }
         let n = st.ids.len() as u32;
-        let nchunks = n.div_ceil(self.per_chunk);
-        let dim = self.settings.dim;
-        let per = self.per_chunk;
-        let vectors = txn.open_table(VECTORS)?;
+        let (per, tb) = (self.per_chunk, self.tail_bytes);
+        let nchunks = n.div_ceil(per);
+        let tails = txn.open_table(TAILS)?;
         let span = 64u32;
         let parts: Vec<Result<Vec<Hit>>> = (0..nchunks.div_ceil(span))
             .into_par_iter()
             .map(|p| {
                 let mut heap: BinaryHeap<std::cmp::Reverse<(OrdF32, u64)>> = BinaryHeap::new();
-                for r in vectors.range(p * span..((p + 1) * span).min(nchunks))? {
-                    let (ck, cv) = r?;
-                    let base = ck.value() * per;
-                    for (j, b) in cv.value().chunks_exact(dim * 2).enumerate() {
-                        let node = base + j as u32;
-                        if node >= n || st.deleted[node as usize] {
-                            continue;
-                        }
-                        let id = st.ids[node as usize];
-                        if filter.is_some_and(|f| !f(id)) {
-                            continue;
-                        }
-                        let s = vecmath::dot_f16_le_bytes(q, b);
-                        if heap.len() < k {
-                            heap.push(std::cmp::Reverse((OrdF32(s), id)));
-                        } else if heap.peek().is_some_and(|w| s > w.0 .0 .0) {
-                            heap.pop();
-                            heap.push(std::cmp::Reverse((OrdF32(s), id)));
+                let mut consider = |node: u32, tail: &[u8]| {
+                    if node >= n || st.deleted[node as usize] {
+                        return;
+                    }
+                    let id = st.ids[node as usize];
+                    if filter.is_some_and(|f| !f(id)) {
+                        return;
+                    }
+                    let s = self.exact_score(st, q, node, tail);
+                    if heap.len() < k {
+                        heap.push(std::cmp::Reverse((OrdF32(s), id)));
+                    } else if heap.peek().is_some_and(|w| s > w.0 .0 .0) {
+                        heap.pop();
+                        heap.push(std::cmp::Reverse((OrdF32(s), id)));
+                    }
+                };
+                let chunks = p * span..((p + 1) * span).min(nchunks);
+                if tb == 0 {
+                    (chunks.start * per..chunks.end * per).for_each(|node| consider(node, &[]));
+                } else {
+                    for r in tails.range(chunks)? {
+                        let (ck, cv) = r?;
+                        let base = ck.value() * per;
+                        for (j, b) in cv.value().chunks_exact(tb).enumerate() {
+                            consider(base + j as u32, b);
                         }
                     }
                 }

@@ -735,3 +735,28 @@ fn model_comes_from_the_hugging_face_cache_or_a_clear_message() {
     let st: Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
     assert_eq!(st["items"]["image"], 2, "{st}");
 }
+
+/// `tests/data/images-v1.jsearch` was written by `jsearch index` with store format version 1
+/// (commit 17055b4) on the toy model: ten corpus images (img_000–img_007, img_041, img_093)
+/// indexed from `/tmp/v1imgs`. A query upgrades it in place (it opens the store as a writer once)
+/// and then answers from it; the store stays usable afterwards.
+#[test]
+fn query_upgrades_a_format_v1_store() {
+    let dir = tempdir();
+    let db = dir.path().join("old.jsearch");
+    std::fs::copy(repo_root().join("tests/data/images-v1.jsearch"), &db).unwrap();
+    let top = |q: &str| -> Vec<String> { query_json(&db, &[q]).iter().map(file_name).collect() };
+    let crosses = top("an image with an orange cross");
+    let want: HashSet<&str> = ["img_005.jpg", "img_041.png"].into();
+    assert!(
+        crosses.len() >= 2 && crosses[..2].iter().all(|n| want.contains(n.as_str())),
+        "{crosses:?}"
+    );
+    assert_eq!(
+        top("a purple heart").first().map(String::as_str),
+        Some("img_093.png")
+    );
+    let s = stats(&db);
+    assert_eq!(s["vectors"], 10, "{s}");
+    assert_eq!(s["items"]["image"], 10, "{s}");
+}

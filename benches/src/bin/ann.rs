@@ -100,6 +100,10 @@ struct Args {
     /// Cluster centres of the generator.
     #[arg(long, default_value_t = 4096)]
     centers: usize,
+    /// Store sweep: read every one of the k' candidates instead of skipping those whose sketch
+    /// score cannot reach the top k (`SearchParams::exhaustive_rerank`).
+    #[arg(long)]
+    exhaustive_rerank: bool,
     /// Internal: serve mode (child process) on this store file.
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -466,7 +470,7 @@ fn serve(a: &Args, store_path: &Path) -> Result<()> {
                 ef,
                 candidates: Some(kp),
                 filter: None,
-                exhaustive_rerank: false,
+                exhaustive_rerank: a.exhaustive_rerank,
             };
             let f = |i: usize| -> Vec<u64> {
                 match store.search(&q[i * dim..(i + 1) * dim], a.k, &p) {

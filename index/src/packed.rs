@@ -1,0 +1,173 @@
+//! Fixed-size rows packed several per redb value (`u32` chunk number -> `per` rows, in row
+//! order), the layout of the store's heads and tails tables: redb gives every value of more
+//! than half a page a page of its own, so small rows are packed to fill pages.
+
+use crate::error::{IndexError, Result};
+use redb::{ReadableTable, Table};
+use std::path::Path;
+
+/// Appends rows at the end of a packed table, completing a partly filled last chunk first.
+pub(crate) struct Writer {
+    per: u32,
+    row: usize,
+    chunk: u32,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// A writer whose next row is row number `next` of `table` (which holds rows `0..next`).
+    pub fn resume(
+        table: &Table<u32, &[u8]>,
+        next: u32,
+        per: u32,
+        row: usize,
+        path: &Path,
+    ) -> Result<Writer> {
+        let (chunk, held) = (next / per, (next % per) as usize);
+        let mut buf = Vec::with_capacity(per as usize * row);
+        if held > 0 && row > 0 {
+            let v = table.get(chunk)?;
+            let v = v.as_ref().map(|v| v.value()).unwrap_or(&[]);
+            if v.len() != held * row {
+                return Err(IndexError::Corrupt {
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "chunk {chunk} holds {} bytes, {held} rows of {row} expected",
+                        v.len()
+                    ),
+                });
+            }
+            buf.extend_from_slice(v);
+        }
+        Ok(Writer {
+            per,
+            row,
+            chunk,
+            buf,
+        })
+    }
+
+    /// Append one row (`row` bytes, given in pieces).
+    pub fn push(&mut self, table: &mut Table<u32, &[u8]>, pieces: &[&[u8]]) -> Result<()> {
+        if self.row == 0 {
+            return Ok(());
+        }
+        for p in pieces {
+            self.buf.extend_from_slice(p);
+        }
+        debug_assert_eq!(self.buf.len() % self.row, 0);
+        if self.buf.len() == self.per as usize * self.row {
+            table.insert(self.chunk, self.buf.as_slice())?;
+            self.buf.clear();
+            self.chunk += 1;
+        }
+        Ok(())
+    }
+
+    /// Write the partly filled last chunk, if any.
+    pub fn finish(self, table: &mut Table<u32, &[u8]>) -> Result<()> {
+        if !self.buf.is_empty() {
+            table.insert(self.chunk, self.buf.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the rows of a packed table in order, checking that no chunk is missing or short.
+pub(crate) struct Reader<'a> {
+    chunks: Box<dyn Iterator<Item = Result<(u32, Vec<u8>)>> + 'a>,
+    row: usize,
+    per: u32,
+    cur: Vec<u8>,
+    pos: usize,
+    next_chunk: u32,
+    name: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    /// Rows of `table` (named `name` in errors) from row 0 on.
+    pub fn new<T: ReadableTable<u32, &'static [u8]>>(
+        table: &'a T,
+        per: u32,
+        row: usize,
+        name: &'static str,
+    ) -> Result<Reader<'a>> {
+        let chunks = table.iter()?.map(|r| {
+            let (k, v) = r?;
+            Ok((k.value(), v.value().to_vec()))
+        });
+        Ok(Reader {
+            chunks: Box::new(chunks),
+            row,
+            per,
+            cur: Vec::new(),
+            pos: 0,
+            next_chunk: 0,
+            name,
+        })
+    }
+
+    /// Append the next `n` rows to `out`; an error names the first chunk that is missing or
+    /// shorter than its rows.
+    pub fn take(&mut self, mut n: usize, out: &mut Vec<u8>, path: &Path) -> Result<()> {
+        if self.row == 0 {
+            return Ok(());
+        }
+        while n > 0 {
+            if self.pos == self.cur.len() {
+                let corrupt = |what: String| IndexError::Corrupt {
+                    path: path.to_path_buf(),
+                    what,
+                };
+                let want = self.next_chunk;
+                if want > 0 && self.cur.len() != self.per as usize * self.row {
+                    return Err(corrupt(format!(
+                        "{} chunk {} is short and not the last",
+                        self.name,
+                        want - 1
+                    )));
+                }
+                let Some(r) = self.chunks.next() else {
+                    return Err(corrupt(format!("{} chunk {want} missing", self.name)));
+                };
+                let (c, v) = r?;
+                if c != want {
+                    return Err(corrupt(format!("{} chunk {want} missing", self.name)));
+                }
+                if v.is_empty() || v.len() % self.row != 0 || v.len() > self.per as usize * self.row
+                {
+                    return Err(corrupt(format!(
+                        "{} chunk {want} has {} bytes (rows of {})",
+                        self.name,
+                        v.len(),
+                        self.row
+                    )));
+                }
+                self.next_chunk += 1;
+                self.cur = v;
+                self.pos = 0;
+            }
+            let rows = ((self.cur.len() - self.pos) / self.row).min(n);
+            out.extend_from_slice(&self.cur[self.pos..self.pos + rows * self.row]);
+            self.pos += rows * self.row;
+            n -= rows;
+        }
+        Ok(())
+    }
+}
+
+/// Row `n` of a packed table, or None when its chunk is absent or too short.
+pub(crate) fn get<T: ReadableTable<u32, &'static [u8]>>(
+    table: &T,
+    n: u32,
+    per: u32,
+    row: usize,
+) -> Result<Option<Vec<u8>>> {
+    if row == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    let i = (n % per) as usize;
+    Ok(table
+        .get(n / per)?
+        .and_then(|v| v.value().get(i * row..(i + 1) * row).map(<[u8]>::to_vec)))
+}

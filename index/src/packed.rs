@@ -120,6 +120,9 @@ impl<'a> Reader<'a> {
                     what,
                 };
                 let want = self.next_chunk;
+                let Some(r) = self.chunks.next() else {
+                    return Err(corrupt(format!("{} chunk {want} missing", self.name)));
+                };
                 if want > 0 && self.cur.len() != self.per as usize * self.row {
                     return Err(corrupt(format!(
                         "{} chunk {} is short and not the last",
@@ -127,9 +130,6 @@ impl<'a> Reader<'a> {
                         want - 1
                     )));
                 }
-                let Some(r) = self.chunks.next() else {
-                    return Err(corrupt(format!("{} chunk {want} missing", self.name)));
-                };
                 let (c, v) = r?;
                 if c != want {
                     return Err(corrupt(format!("{} chunk {want} missing", self.name)));
@@ -170,4 +170,98 @@ pub(crate) fn get<T: ReadableTable<u32, &'static [u8]>>(
     Ok(table
         .get(n / per)?
         .and_then(|v| v.value().get(i * row..(i + 1) * row).map(<[u8]>::to_vec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{
+        backends::InMemoryBackend, Database, ReadableDatabase, ReadableTableMetadata,
+        TableDefinition,
+    };
+
+    const T: TableDefinition<u32, &[u8]> = TableDefinition::new("t");
+
+    fn row(i: u32) -> [u8; 3] {
+        [i as u8, (i >> 8) as u8, 0xab]
+    }
+
+    #[test]
+    fn rows_append_across_commits_and_read_back_in_order() {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap();
+        let path = Path::new("mem");
+        // 4 rows per chunk; commits of 3, 6 and 1 rows: the writer completes partial chunks.
+        let mut next = 0u32;
+        for n in [3u32, 6, 1] {
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(T).unwrap();
+                let mut w = Writer::resume(&t, next, 4, 3, path).unwrap();
+                for i in next..next + n {
+                    w.push(&mut t, &[&row(i)[..1], &row(i)[1..]]).unwrap();
+                }
+                w.finish(&mut t).unwrap();
+            }
+            txn.commit().unwrap();
+            next += n;
+        }
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        assert_eq!(t.len().unwrap(), 3, "10 rows in chunks of 4");
+        let mut r = Reader::new(&t, 4, 3, "t").unwrap();
+        let mut out = Vec::new();
+        r.take(7, &mut out, path).unwrap();
+        r.take(3, &mut out, path).unwrap();
+        let want: Vec<u8> = (0..10).flat_map(row).collect();
+        assert_eq!(out, want);
+        // One more row than stored: the error names the missing chunk.
+        let e = r.take(1, &mut out, path).unwrap_err().to_string();
+        assert!(e.contains("t chunk 3 missing"), "{e}");
+        for i in [0, 5, 9] {
+            assert_eq!(get(&t, i, 4, 3).unwrap().unwrap(), row(i));
+        }
+        assert_eq!(get(&t, 10, 4, 3).unwrap(), None);
+        // Rows of no bytes need no table rows at all.
+        let mut empty = Reader::new(&t, 4, 0, "t").unwrap();
+        empty.take(100, &mut out, path).unwrap();
+        assert_eq!(get(&t, 123, 4, 0).unwrap(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn a_short_chunk_before_the_last_is_corrupt() {
+        let db = Database::builder()
+            .create_with_backend(InMemoryBackend::new())
+            .unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            t.insert(0, [1u8, 2, 3].as_slice()).unwrap();
+            t.insert(1, [4u8, 5, 6].as_slice()).unwrap();
+            t.insert(2, [7u8, 8].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+        let txn = db.begin_read().unwrap();
+        let t = txn.open_table(T).unwrap();
+        let path = Path::new("mem");
+        let mut out = Vec::new();
+        let e = Reader::new(&t, 2, 3, "t")
+            .unwrap()
+            .take(2, &mut out, path)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("chunk 0 is short and not the last"),
+            "{e}"
+        );
+        let e = Reader::new(&t, 1, 3, "t")
+            .unwrap()
+            .take(3, &mut out, path)
+            .unwrap_err();
+        assert!(e.to_string().contains("chunk 2 has 2 bytes"), "{e}");
+        // Resuming after a chunk of the wrong length refuses to append.
+        let txn = db.begin_write().unwrap();
+        let t = txn.open_table(T).unwrap();
+        assert!(Writer::resume(&t, 5, 3, 3, path).is_err());
+    }
 }

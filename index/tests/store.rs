@@ -519,3 +519,39 @@ fn format_v1_store_is_upgraded_when_opened_for_writing() {
     assert_eq!(r.len(), live.len() + 10);
     assert_eq!(r.get_meta(5003).unwrap().unwrap(), 5003u64.to_le_bytes());
 }
+
+#[test]
+fn store_without_a_tail_works() {
+    // dim 32: the graph holds all 32 dimensions (default ann_dim), nothing is left for the tails
+    // table, and every score comes from the heads alone.
+    let (dim, n) = (32, 4500u64);
+    let (_d, path) = tmp("notail.redb");
+    let mut s = Store::open(&path, settings(dim)).unwrap();
+    assert_eq!(s.settings().ann_dim, dim);
+    s.commit(batch(8, 0..n, dim)).unwrap();
+    let mut b = Batch::new();
+    (0..n).step_by(3).for_each(|id| b.delete(id));
+    s.commit(b).unwrap();
+    s.compact().unwrap();
+    drop(s);
+    let s = Store::open_read_only(&path).unwrap();
+    assert_eq!(
+        s.len(),
+        3000,
+        "above the exact-search size: the graph answers"
+    );
+    let v = s.get_vector(7).unwrap().unwrap();
+    let mut want = vector(8, 7, dim);
+    jsearch_index::vecmath::normalize(&mut want);
+    assert!(v.iter().zip(&want).all(|(a, b)| (a - b).abs() < 2e-3));
+    let mut found = 0;
+    for q in 0..20 {
+        let qv = vector(9, 50_000 + q, dim);
+        let exact = exact_ids(&s, &qv, 10);
+        assert!(exact.iter().all(|id| id % 3 != 0));
+        let got = s.search(&qv, 10, &SearchParams::default()).unwrap();
+        found += got.iter().filter(|h| exact.contains(&h.id)).count();
+    }
+    assert!(found >= 190, "found {found} of 200");
+    assert_eq!(s.stats().unwrap().rerank_reads, 0);
+}

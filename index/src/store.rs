@@ -318,7 +318,7 @@ impl Store {
                 e.into()
             }
         })?;
-        Self::upgrade_v1(&db, path)?;
+        Self::upgrade_v1(&db, path, &settings)?;
         let txn = db.begin_write()?;
         let existing = {
             let t = txn.open_table(META)?;
@@ -331,26 +331,7 @@ impl Store {
         } else {
             drop(txn);
             let stored = Self::settings_from_meta(path, &existing)?;
-            if stored.model_name != settings.model_name
-                || stored.model_fingerprint != settings.model_fingerprint
-            {
-                return Err(IndexError::ModelMismatch {
-                    path: path.to_path_buf(),
-                    stored: stored.model_identity(),
-                    requested: settings.model_identity(),
-                });
-            }
-            for (what, a, b) in [
-                ("dim", stored.dim, settings.dim),
-                ("ann_dim", stored.ann_dim, settings.ann_dim),
-            ] {
-                if a != b {
-                    return Err(IndexError::SettingsMismatch {
-                        path: path.to_path_buf(),
-                        what: format!("{what}: store has {a}, caller asks {b}"),
-                    });
-                }
-            }
+            Self::check_same_model(path, &stored, &settings)?;
             StoreSettings {
                 compact_threshold: settings.compact_threshold,
                 ..stored
@@ -469,15 +450,16 @@ impl Store {
     /// Rewrite a format version 1 store (whole f16 vectors, several per value) as version 2
     /// (heads and tails tables) in one write transaction: if it is interrupted, the file is
     /// still the version 1 store it was. A no-op for any other store.
-    fn upgrade_v1(db: &Database, path: &Path) -> Result<()> {
+    fn upgrade_v1(db: &Database, path: &Path, requested: &StoreSettings) -> Result<()> {
         let txn = db.begin_write()?;
-        let meta = match txn.open_table(META) {
-            Ok(t) => Meta::read(&t)?,
-            Err(e) => return Err(e.into()),
-        };
+        let meta = Meta::read(&txn.open_table(META)?)?;
         if meta.u64("format_version") != Some(1) {
             return Ok(());
         }
+        // Only for the model that made it: another model's caller gets the same refusal as
+        // with a current store, and the file stays as it was.
+        let stored = Self::settings_fields(path, &meta)?;
+        Self::check_same_model(path, &stored, requested)?;
         let not_store = |reason: String| IndexError::NotAStore {
             path: path.to_path_buf(),
             reason,
@@ -486,10 +468,7 @@ impl Store {
             meta.u64(k)
                 .ok_or_else(|| not_store(format!("meta key {k} missing")))
         };
-        let (dim, ann_dim) = (get("dim")? as usize, get("ann_dim")? as usize);
-        if dim == 0 || ann_dim == 0 || ann_dim > dim || dim > 65536 {
-            return Err(not_store(format!("dimensions {dim}/{ann_dim}")));
-        }
+        let (dim, ann_dim) = (stored.dim, stored.ann_dim);
         let per_v1 = v1_vectors_per_chunk(dim);
         if get("vectors_per_chunk")? != per_v1 as u64 {
             return Err(not_store("unexpected vector chunk size".into()));
@@ -553,6 +532,22 @@ impl Store {
                 supported: FORMAT_VERSION,
             });
         }
+        let s = Self::settings_fields(path, m)?;
+        let chunks = |k: &str| m.u64(k).unwrap_or(0);
+        if chunks("heads_per_chunk") != heads_per_chunk(s.ann_dim) as u64
+            || chunks("tails_per_chunk") != tails_per_chunk(s.dim, s.ann_dim) as u64
+        {
+            return Err(not_store("unexpected vector chunk size"));
+        }
+        Ok(s)
+    }
+
+    /// The settings recorded in the meta table (any format version), validated.
+    fn settings_fields(path: &Path, m: &Meta) -> Result<StoreSettings> {
+        let not_store = |reason: &str| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
         let get = |k: &str| {
             m.u64(k)
                 .ok_or_else(|| not_store(&format!("meta key {k} missing")))
@@ -570,12 +565,36 @@ impl Store {
             compact_threshold: 0.25,
         };
         s.validate()?;
-        if get("heads_per_chunk")? != heads_per_chunk(s.ann_dim) as u64
-            || get("tails_per_chunk")? != tails_per_chunk(s.dim, s.ann_dim) as u64
-        {
-            return Err(not_store("unexpected vector chunk size"));
-        }
         Ok(s)
+    }
+
+    /// The caller's model identity and dimensions must be the store's.
+    fn check_same_model(
+        path: &Path,
+        stored: &StoreSettings,
+        requested: &StoreSettings,
+    ) -> Result<()> {
+        if stored.model_name != requested.model_name
+            || stored.model_fingerprint != requested.model_fingerprint
+        {
+            return Err(IndexError::ModelMismatch {
+                path: path.to_path_buf(),
+                stored: stored.model_identity(),
+                requested: requested.model_identity(),
+            });
+        }
+        for (what, a, b) in [
+            ("dim", stored.dim, requested.dim),
+            ("ann_dim", stored.ann_dim, requested.ann_dim),
+        ] {
+            if a != b {
+                return Err(IndexError::SettingsMismatch {
+                    path: path.to_path_buf(),
+                    what: format!("{what}: store has {a}, caller asks {b}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn corrupt(&self, what: impl Into<String>) -> IndexError {

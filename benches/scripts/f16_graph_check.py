@@ -8,7 +8,7 @@ def fvecs(p):
 def ivecs(p):
     a=np.fromfile(p,dtype=np.int32); d=a[0]; return a.reshape(-1,d+1)[:,1:]
 B=fvecs('/tmp/jsearch-ann/base-gen-100000-1000-20240607-4096.fvecs')
-# queries for 100k: regenerate not available; use the 1M queries file? queries same generator seeds -> same queries
+# the bench's queries depend on --seed and --queries only, not on --n
 Q=fvecs('/tmp/jsearch-ann/queries.fvecs')
 gt=ivecs('/tmp/jsearch-ann/gt-gen-100000-1000-20240607-4096-k10.ivecs')
 def trunc(x):

@@ -47,15 +47,13 @@ impl Writer {
         })
     }
 
-    /// Append one row (`row` bytes, given in pieces).
-    pub fn push(&mut self, table: &mut Table<u32, &[u8]>, pieces: &[&[u8]]) -> Result<()> {
+    /// Append one row (`row` bytes).
+    pub fn push(&mut self, table: &mut Table<u32, &[u8]>, row: &[u8]) -> Result<()> {
         if self.row == 0 {
             return Ok(());
         }
-        for p in pieces {
-            self.buf.extend_from_slice(p);
-        }
-        debug_assert_eq!(self.buf.len() % self.row, 0);
+        debug_assert_eq!(row.len(), self.row);
+        self.buf.extend_from_slice(row);
         if self.buf.len() == self.per as usize * self.row {
             table.insert(self.chunk, self.buf.as_slice())?;
             self.buf.clear();
@@ -200,7 +198,7 @@ mod tests {
                 let mut t = txn.open_table(T).unwrap();
                 let mut w = Writer::resume(&t, next, 4, 3, path).unwrap();
                 for i in next..next + n {
-                    w.push(&mut t, &[&row(i)[..1], &row(i)[1..]]).unwrap();
+                    w.push(&mut t, &row(i)).unwrap();
                 }
                 w.finish(&mut t).unwrap();
             }

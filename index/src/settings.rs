@@ -93,28 +93,63 @@ pub fn default_ann_dim(dim: usize) -> usize {
     (dim / 4).max(32).min(dim)
 }
 
-/// How many tails (the `dim - ann_dim` coordinates the graph does not hold, f16) share one redb
-/// value: as many as fit in 3 KiB, so that the value and its key fit one 4 KiB page, which is what
-/// redb reads for a `get` (a re-rank read is one page; two 1024-d vectors' 768-d tails per page).
-pub(crate) fn tails_per_chunk(dim: usize, ann_dim: usize) -> u32 {
-    match 2 * dim.saturating_sub(ann_dim) {
-        0 => 4096,
-        bytes => (3072 / bytes).clamp(1, 4096) as u32,
+/// How the heads and tails tables pack their rows into redb values (derived from the dimensions).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Layout {
+    /// Heads per value: as many as fit one 4 KiB page with the key (7 for a 256-d graph).
+    pub heads_per_chunk: u32,
+    /// Bytes of one head: its norm (f32), then the head normalised (the graph vector, f16).
+    pub head_bytes: usize,
+    /// Tails (the `dim - ann_dim` coordinates the graph does not hold, f16) per value: as many
+    /// as fit in 3 KiB, so that the value and its key fit one 4 KiB page, which is what redb
+    /// reads for a `get` (a re-rank read is one page; two 1024-d vectors' 768-d tails per page).
+    pub tails_per_chunk: u32,
+    /// Bytes of one tail.
+    pub tail_bytes: usize,
+}
+
+impl Layout {
+    /// The layout for `dim`-dimensional vectors with an `ann_dim`-dimensional graph.
+    pub fn new(dim: usize, ann_dim: usize) -> Layout {
+        let head_bytes = 4 + 2 * ann_dim;
+        let tail_bytes = 2 * dim.saturating_sub(ann_dim);
+        Layout {
+            heads_per_chunk: ((4096 - 256) / head_bytes).clamp(1, 4096) as u32,
+            head_bytes,
+            tails_per_chunk: match tail_bytes {
+                0 => 4096,
+                b => (3072 / b).clamp(1, 4096) as u32,
+            },
+            tail_bytes,
+        }
     }
-}
-
-/// How many heads (f32 norm + normalised f16 graph vector) share one redb value: as many as fit
-/// one 4 KiB page with its key (7 for a 256-d graph).
-pub(crate) fn heads_per_chunk(ann_dim: usize) -> u32 {
-    ((4096 - 256) / head_bytes(ann_dim)).clamp(1, 4096) as u32
-}
-
-/// Bytes of one stored head: f32 norm, then the normalised head in f16.
-pub(crate) fn head_bytes(ann_dim: usize) -> usize {
-    4 + 2 * ann_dim
 }
 
 /// The chunk size of format version 1, whose values held whole f16 vectors (read to upgrade).
 pub(crate) fn v1_vectors_per_chunk(dim: usize) -> u32 {
     ((16384 - 64) / (2 * dim)).clamp(1, 4096) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_is_the_format_of_version_2() {
+        // These numbers are in every version 2 file (meta `heads_per_chunk`, `tails_per_chunk`);
+        // changing them needs a new format version.
+        let l = |dim, ann| {
+            let l = Layout::new(dim, ann);
+            (
+                l.heads_per_chunk,
+                l.head_bytes,
+                l.tails_per_chunk,
+                l.tail_bytes,
+            )
+        };
+        assert_eq!(l(1024, 256), (7, 516, 2, 1536));
+        assert_eq!(l(128, 32), (56, 68, 16, 192));
+        assert_eq!(l(32, 32), (56, 68, 4096, 0));
+        assert_eq!(v1_vectors_per_chunk(1024), 7);
+    }
 }

@@ -3,10 +3,8 @@
 use crate::error::{IndexError, Result};
 use crate::graph::{AnnGraph, GraphParams, Hnsw};
 use crate::packed;
-use crate::settings::{
-    head_bytes, heads_per_chunk, tails_per_chunk, v1_vectors_per_chunk, HnswParams, StoreSettings,
-};
-use crate::sketch::Sketches;
+use crate::settings::{v1_vectors_per_chunk, HnswParams, Layout, StoreSettings};
+use crate::sketch::{Sketch, Sketches};
 use crate::vecmath::{self, F16};
 use rayon::prelude::*;
 use redb::{
@@ -207,10 +205,8 @@ pub struct Store {
     path: PathBuf,
     db: Db,
     settings: StoreSettings,
-    /// Tails per value of the tails table.
-    per_chunk: u32,
-    /// Bytes of one tail.
-    tail_bytes: usize,
+    /// Packing of the heads and tails tables.
+    layout: Layout,
     state: RwLock<State>,
     /// Vector chunks read by searches' re-ranks since the store was opened.
     rerank_reads: std::sync::atomic::AtomicU64,
@@ -290,6 +286,39 @@ fn put_u64(t: &mut redb::Table<&str, &[u8]>, k: &str, v: u64) -> Result<()> {
     Ok(())
 }
 
+/// A row of the heads table: the head's norm (f32 LE), then the graph vector (f16 LE).
+fn head_row(norm: f32, ann: &[F16], out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&norm.to_le_bytes());
+    vecmath::f16_to_bytes(ann, out);
+}
+
+/// The graph vector and the sketch of a node, from its rows of the heads and tails tables.
+fn from_rows(sketcher: &Sketches, head: &[u8], tail: &[u8]) -> (Vec<F16>, Sketch) {
+    let mut ann = Vec::with_capacity(head.len().saturating_sub(4) / 2);
+    vecmath::f16_from_bytes(head.get(4..).unwrap_or(&[]), &mut ann);
+    let norm = head
+        .get(..4)
+        .map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut t = Vec::with_capacity(tail.len() / 2);
+    vecmath::f16_from_bytes(tail, &mut t);
+    (ann, sketcher.encode_tail(norm, &vecmath::from_f16(&t)))
+}
+
+/// Writers appending heads and tails at node `start`.
+fn packed_writers(
+    heads: &redb::Table<u32, &[u8]>,
+    tails: &redb::Table<u32, &[u8]>,
+    start: u32,
+    l: Layout,
+    path: &Path,
+) -> Result<(packed::Writer, packed::Writer)> {
+    Ok((
+        packed::Writer::resume(heads, start, l.heads_per_chunk, l.head_bytes, path)?,
+        packed::Writer::resume(tails, start, l.tails_per_chunk, l.tail_bytes, path)?,
+    ))
+}
+
 /// Validated, converted upsert.
 struct Prepared {
     id: u64,
@@ -297,7 +326,7 @@ struct Prepared {
     /// sketch's head norm).
     tail: Vec<F16>,
     ann: Vec<F16>,
-    sketch: crate::sketch::Sketch,
+    sketch: Sketch,
     meta: Vec<u8>,
 }
 
@@ -371,15 +400,13 @@ impl Store {
     }
 
     fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {
-        let per_chunk = tails_per_chunk(settings.dim, settings.ann_dim);
-        let tail_bytes = 2 * (settings.dim - settings.ann_dim);
+        let layout = Layout::new(settings.dim, settings.ann_dim);
         let empty = Self::empty_state(&settings);
         let store = Store {
             path: path.to_path_buf(),
             db,
             settings,
-            per_chunk,
-            tail_bytes,
+            layout,
             state: RwLock::new(empty),
             rerank_reads: Default::default(),
         };
@@ -428,12 +455,9 @@ impl Store {
                 s.hnsw.ef_construction as u64,
             )?;
             put_u64(&mut m, "hnsw_ef_search", s.hnsw.ef_search as u64)?;
-            put_u64(&mut m, "heads_per_chunk", heads_per_chunk(s.ann_dim) as u64)?;
-            put_u64(
-                &mut m,
-                "tails_per_chunk",
-                tails_per_chunk(s.dim, s.ann_dim) as u64,
-            )?;
+            let layout = Layout::new(s.dim, s.ann_dim);
+            put_u64(&mut m, "heads_per_chunk", layout.heads_per_chunk as u64)?;
+            put_u64(&mut m, "tails_per_chunk", layout.tails_per_chunk as u64)?;
             put_u64(&mut m, "next_node", 0)?;
             put_u64(&mut m, "generation", 0)?;
             put_u64(&mut m, "live", 0)?;
@@ -475,25 +499,22 @@ impl Store {
         }
         let next = get("next_node")? as u32;
         let sketcher = Sketches::new(dim, ann_dim);
-        let (per_h, per_t) = (heads_per_chunk(ann_dim), tails_per_chunk(dim, ann_dim));
-        let tail_bytes = 2 * (dim - ann_dim);
+        let layout = Layout::new(dim, ann_dim);
         {
             let old = txn.open_table(VECTORS_V1)?;
             let mut rows = packed::Reader::new(&old, per_v1, 2 * dim, "vector")?;
             let mut heads = txn.open_table(HEADS)?;
             let mut tails = txn.open_table(TAILS)?;
-            let mut hw = packed::Writer::resume(&heads, 0, per_h, head_bytes(ann_dim), path)?;
-            let mut tw = packed::Writer::resume(&tails, 0, per_t, tail_bytes, path)?;
+            let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, path)?;
             let (mut raw, mut full, mut head) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..next {
                 raw.clear();
                 rows.take(1, &mut raw, path)?;
                 vecmath::f16_from_bytes(&raw, &mut full);
                 let (ann, sketch) = sketcher.derive(&full);
-                head.clear();
-                vecmath::f16_to_bytes(&ann, &mut head);
-                hw.push(&mut heads, &[&sketch.head_norm().to_le_bytes(), &head])?;
-                tw.push(&mut tails, &[&raw[2 * ann_dim..]])?;
+                head_row(sketch.head_norm(), &ann, &mut head);
+                hw.push(&mut heads, &head)?;
+                tw.push(&mut tails, &raw[2 * ann_dim..])?;
             }
             hw.finish(&mut heads)?;
             tw.finish(&mut tails)?;
@@ -502,8 +523,8 @@ impl Store {
         {
             let mut m = txn.open_table(META)?;
             m.remove("vectors_per_chunk")?;
-            put_u64(&mut m, "heads_per_chunk", per_h as u64)?;
-            put_u64(&mut m, "tails_per_chunk", per_t as u64)?;
+            put_u64(&mut m, "heads_per_chunk", layout.heads_per_chunk as u64)?;
+            put_u64(&mut m, "tails_per_chunk", layout.tails_per_chunk as u64)?;
             put_u64(&mut m, "format_version", FORMAT_VERSION as u64)?;
         }
         txn.commit()?;
@@ -534,8 +555,9 @@ impl Store {
         }
         let s = Self::settings_fields(path, m)?;
         let chunks = |k: &str| m.u64(k).unwrap_or(0);
-        if chunks("heads_per_chunk") != heads_per_chunk(s.ann_dim) as u64
-            || chunks("tails_per_chunk") != tails_per_chunk(s.dim, s.ann_dim) as u64
+        let layout = Layout::new(s.dim, s.ann_dim);
+        if chunks("heads_per_chunk") != layout.heads_per_chunk as u64
+            || chunks("tails_per_chunk") != layout.tails_per_chunk as u64
         {
             return Err(not_store("unexpected vector chunk size"));
         }
@@ -610,13 +632,17 @@ impl Store {
         let next = meta.u64("next_node").unwrap_or(0) as u32;
         let mut st = Self::empty_state(&self.settings);
         st.generation = meta.u64("generation").unwrap_or(0);
-        let (ann_dim, tb) = (self.settings.ann_dim, self.tail_bytes);
-        let hb = head_bytes(ann_dim);
+        let Layout {
+            heads_per_chunk,
+            head_bytes: hb,
+            tails_per_chunk,
+            tail_bytes: tb,
+        } = self.layout;
         let nodes = txn.open_table(NODES)?;
         let heads_t = txn.open_table(HEADS)?;
         let tails_t = txn.open_table(TAILS)?;
-        let mut heads = packed::Reader::new(&heads_t, heads_per_chunk(ann_dim), hb, "head")?;
-        let mut tails = packed::Reader::new(&tails_t, self.per_chunk, tb, "tail")?;
+        let mut heads = packed::Reader::new(&heads_t, heads_per_chunk, hb, "head")?;
+        let mut tails = packed::Reader::new(&tails_t, tails_per_chunk, tb, "tail")?;
         let mut node_iter = nodes.range(0..next)?;
         st.graph.reserve(next as usize);
         st.sketches.reserve(next as usize);
@@ -634,15 +660,10 @@ impl Store {
             let derived: Vec<(Vec<F16>, _)> = (0..run)
                 .into_par_iter()
                 .map(|i| {
-                    let h = &hraw[i * hb..(i + 1) * hb];
-                    let mut ann = Vec::with_capacity(ann_dim);
-                    vecmath::f16_from_bytes(&h[4..], &mut ann);
-                    let mut tail = Vec::new();
-                    vecmath::f16_from_bytes(&traw[i * tb..(i + 1) * tb], &mut tail);
-                    let norm = f32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-                    (
-                        ann,
-                        st.sketches.encode_tail(norm, &vecmath::from_f16(&tail)),
+                    from_rows(
+                        &st.sketches,
+                        &hraw[i * hb..(i + 1) * hb],
+                        &traw[i * tb..(i + 1) * tb],
                     )
                 })
                 .collect();
@@ -760,18 +781,23 @@ impl Store {
         tails: &T,
         n: u32,
         sketcher: &Sketches,
-    ) -> Result<(Vec<F16>, crate::sketch::Sketch)> {
-        let ann_dim = self.settings.ann_dim;
-        let h = packed::get(heads, n, heads_per_chunk(ann_dim), head_bytes(ann_dim))?
+    ) -> Result<(Vec<F16>, Sketch)> {
+        let l = self.layout;
+        let h = packed::get(heads, n, l.heads_per_chunk, l.head_bytes)?
             .ok_or_else(|| self.corrupt(format!("head of node {n} missing")))?;
-        let t = packed::get(tails, n, self.per_chunk, self.tail_bytes)?
-            .ok_or_else(|| self.corrupt(format!("tail of node {n} missing")))?;
-        let mut ann = Vec::with_capacity(ann_dim);
-        vecmath::f16_from_bytes(&h[4..], &mut ann);
-        let mut tail = Vec::new();
-        vecmath::f16_from_bytes(&t, &mut tail);
-        let norm = f32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-        Ok((ann, sketcher.encode_tail(norm, &vecmath::from_f16(&tail))))
+        let t = self.read_tail(tails, n)?;
+        Ok(from_rows(sketcher, &h, &t))
+    }
+
+    /// The stored tail of node `n` (bytes).
+    fn read_tail<T: ReadableTable<u32, &'static [u8]>>(
+        &self,
+        tails: &T,
+        n: u32,
+    ) -> Result<Vec<u8>> {
+        let l = self.layout;
+        packed::get(tails, n, l.tails_per_chunk, l.tail_bytes)?
+            .ok_or_else(|| self.corrupt(format!("tail of node {n} missing")))
     }
 
     /// Run `f` on the in-memory state at the generation of a fresh read transaction.
@@ -936,7 +962,7 @@ impl Store {
     }
 
     fn commit_inner(&mut self, batch: Batch, prepared: Vec<Prepared>) -> Result<()> {
-        let (per_chunk, tail_bytes) = (self.per_chunk, self.tail_bytes);
+        let layout = self.layout;
         let Db::Rw(db) = &self.db else {
             return Err(IndexError::ReadOnly {
                 path: self.path.clone(),
@@ -957,20 +983,16 @@ impl Store {
             }
             // Heads and tails, appended at node numbers start.. in packed chunks.
             let start = st.ids.len() as u32;
-            let ann_dim = self.settings.ann_dim;
             let mut heads = txn.open_table(HEADS)?;
             let mut tails = txn.open_table(TAILS)?;
-            let (per_h, hb) = (heads_per_chunk(ann_dim), head_bytes(ann_dim));
-            let mut hw = packed::Writer::resume(&heads, start, per_h, hb, &self.path)?;
-            let mut tw = packed::Writer::resume(&tails, start, per_chunk, tail_bytes, &self.path)?;
+            let (mut hw, mut tw) = packed_writers(&heads, &tails, start, layout, &self.path)?;
             let (mut head, mut tail) = (Vec::new(), Vec::new());
             for p in &prepared {
-                head.clear();
-                vecmath::f16_to_bytes(&p.ann, &mut head);
-                hw.push(&mut heads, &[&p.sketch.head_norm().to_le_bytes(), &head])?;
+                head_row(p.sketch.head_norm(), &p.ann, &mut head);
+                hw.push(&mut heads, &head)?;
                 tail.clear();
                 vecmath::f16_to_bytes(&p.tail, &mut tail);
-                tw.push(&mut tails, &[&tail])?;
+                tw.push(&mut tails, &tail)?;
             }
             hw.finish(&mut heads)?;
             tw.finish(&mut tails)?;
@@ -1062,7 +1084,7 @@ impl Store {
     pub fn compact(&mut self) -> Result<()> {
         self.writable()?;
         let ann_dim = self.settings.ann_dim;
-        let per_chunk = self.per_chunk;
+        let layout = self.layout;
         let path = self.path.clone();
         let Db::Rw(db) = &mut self.db else {
             return Err(IndexError::ReadOnly { path });
@@ -1075,11 +1097,11 @@ impl Store {
                 .collect();
             // Tails of the live nodes, in node order (their heads are in memory: the graph's
             // vectors and the sketches' norms).
-            let tb = self.tail_bytes;
+            let tb = layout.tail_bytes;
             let mut tails_raw: Vec<u8> = Vec::with_capacity(live.len() * tb);
             {
                 let tails = txn.open_table(TAILS)?;
-                let mut rows = packed::Reader::new(&tails, per_chunk, tb, "tail")?;
+                let mut rows = packed::Reader::new(&tails, layout.tails_per_chunk, tb, "tail")?;
                 let mut row = Vec::with_capacity(tb);
                 for n in 0..st.ids.len() {
                     row.clear();
@@ -1116,17 +1138,14 @@ impl Store {
             {
                 let mut heads = txn.open_table(HEADS)?;
                 let mut tails = txn.open_table(TAILS)?;
-                let (per_h, hb) = (heads_per_chunk(ann_dim), head_bytes(ann_dim));
-                let mut hw = packed::Writer::resume(&heads, 0, per_h, hb, &path)?;
-                let mut tw = packed::Writer::resume(&tails, 0, per_chunk, tb, &path)?;
-                let mut head = Vec::with_capacity(hb);
+                let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, &path)?;
+                let mut head = Vec::with_capacity(layout.head_bytes);
                 for (j, &i) in order.iter().enumerate() {
-                    head.clear();
-                    vecmath::f16_to_bytes(graph.vector(j as u32), &mut head);
-                    let norm = sketches.head_norm(j as u32).to_le_bytes();
-                    hw.push(&mut heads, &[&norm, &head])?;
+                    let j = j as u32;
+                    head_row(sketches.head_norm(j), graph.vector(j), &mut head);
+                    hw.push(&mut heads, &head)?;
                     let i = i as usize;
-                    tw.push(&mut tails, &[&tails_raw[i * tb..(i + 1) * tb]])?;
+                    tw.push(&mut tails, &tails_raw[i * tb..(i + 1) * tb])?;
                 }
                 hw.finish(&mut heads)?;
                 tw.finish(&mut tails)?;
@@ -1213,9 +1232,7 @@ impl Store {
             let Some(&node) = st.by_id.get(&id) else {
                 return Ok(None);
             };
-            let tails = txn.open_table(TAILS)?;
-            let t = packed::get(&tails, node, self.per_chunk, self.tail_bytes)?
-                .ok_or_else(|| self.corrupt(format!("tail of node {node} missing")))?;
+            let t = self.read_tail(&txn.open_table(TAILS)?, node)?;
             let norm = st.sketches.head_norm(node);
             let mut v: Vec<f32> = st
                 .graph
@@ -1356,10 +1373,10 @@ impl Store {
         nodes: &[u32],
         hits: &mut Vec<Hit>,
     ) -> Result<()> {
-        let tb = self.tail_bytes;
+        let (per, tb) = (self.layout.tails_per_chunk, self.layout.tail_bytes);
         let mut i = 0;
         while i < nodes.len() {
-            let c = nodes[i] / self.per_chunk;
+            let c = nodes[i] / per;
             let guard = if tb == 0 {
                 None
             } else {
@@ -1372,8 +1389,8 @@ impl Store {
                 )
             };
             let val = guard.as_ref().map_or(&[][..], |v| v.value());
-            while i < nodes.len() && nodes[i] / self.per_chunk == c {
-                let j = (nodes[i] % self.per_chunk) as usize;
+            while i < nodes.len() && nodes[i] / per == c {
+                let j = (nodes[i] % per) as usize;
                 let b = val
                     .get(j * tb..(j + 1) * tb)
                     .ok_or_else(|| self.corrupt(format!("tail of node {} missing", nodes[i])))?;
@@ -1411,7 +1428,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let n = st.ids.len() as u32;
-        let (per, tb) = (self.per_chunk, self.tail_bytes);
+        let (per, tb) = (self.layout.tails_per_chunk, self.layout.tail_bytes);
         let nchunks = n.div_ceil(per);
         let tails = txn.open_table(TAILS)?;
         let span = 64u32;

@@ -911,7 +911,7 @@ fn main() -> Result<()> {
         a.batch,
         n as f64 / build_s,
         if reuse {
-            "; store and peer indexes reused from an earlier run (--reuse-builds)"
+            "; store built by an earlier run and reused (--reuse-builds; so are hnswlib's indexes where that run left them)"
         } else {
             ""
         }

@@ -5,5 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
 cargo fmt --all -- --check
+# trap-tests: the encoders' deliberate deviations from the reference, which only the trap tests
+# turn on (encoders/tests/traps.rs); normal builds compile them out.
+FEATURES=jsearch-encoders/trap-tests
+cargo clippy --workspace --all-targets --locked --features "$FEATURES" -- -D warnings
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked "$@"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+cargo test --workspace --locked --features "$FEATURES" "$@"

@@ -1,6 +1,9 @@
 //! `jsearch`: search your images, text and catalogs in any language, from one file on disk.
 //!
-//! A thin front end over the `jsearch` library: argument parsing, progress display, output formats.
+//! A thin front end over the `jsearch` library: `main` parses the flags once into typed values,
+//! then one function per command opens the engine, calls it and prints (`output`, `progress`,
+//! `embed`). Exit codes: 0 success (also when a query finds nothing, and when stdout is closed
+//! early, e.g. `| head -1`), 1 an error (message on stderr), 2 a usage error (clap).
 
 mod embed;
 mod output;
@@ -13,15 +16,39 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Precision, Query};
+
+const AFTER_HELP: &str = "\
+Exit status: 0 on success (also when a query finds nothing), 1 on an error, 2 on a usage error.
+A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the command quietly with 0.
+
+Examples:
+  jsearch index ~/Pictures ~/notes shop.jsonl
+  jsearch query \"roter Schuh\" -k 20
+  jsearch query --image a.jpg --text \"in red\"
+  jsearch similar ~/Pictures/cat.jpg
+  jsearch stats";
+
+fn parse_device(s: &str) -> std::result::Result<DeviceChoice, String> {
+    s.parse().map_err(|e: jsearch::Error| e.to_string())
+}
+
+fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
+    s.parse().map_err(|e: jsearch::Error| e.to_string())
+}
+
+fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
+    s.parse().map_err(|e: jsearch::Error| e.to_string())
+}
 
 /// Embedded multilingual text + image search (jina-clip-v2, one file, no server).
 #[derive(Debug, Parser)]
-#[command(name = "jsearch", version, about, long_about = None)]
+#[command(name = "jsearch", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     /// Store file [default: <data dir>/jsearch/index.jsearch].
     #[arg(long, global = true, env = "JSEARCH_DB", value_name = "FILE")]
@@ -30,14 +57,14 @@ struct Cli {
     #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR")]
     model: Option<PathBuf>,
     /// Compute device: auto, cpu, cuda or cuda:N.
-    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto")]
-    device: String,
+    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
     /// Compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 (on a CPU with
     /// AVX512-BF16: bf16 linear layers, f32 elsewhere; fastest for images and long texts), f16 or
     /// int8 (CPU: 8-bit linear layers; fastest for short queries). The store records no precision,
     /// so it can change between runs.
-    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto")]
-    precision: String,
+    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_precision)]
+    precision: Precision,
     /// Print only results and errors (no progress, no summary).
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
@@ -95,8 +122,8 @@ struct FilterArgs {
     #[arg(short = 'k', long = "limit", default_value_t = 10)]
     limit: usize,
     /// Only this kind: image, text or product (repeatable).
-    #[arg(long = "type", value_name = "KIND")]
-    kinds: Vec<String>,
+    #[arg(long = "type", value_name = "KIND", value_parser = parse_kind)]
+    kinds: Vec<Kind>,
     /// Only items whose file path starts with PREFIX.
     #[arg(long = "path", value_name = "PREFIX")]
     path_prefix: Option<PathBuf>,
@@ -156,155 +183,187 @@ struct StatsArgs {
 }
 
 fn open_engine(cli: &Cli) -> Result<Engine> {
-    let device: DeviceChoice = cli.device.parse().context("--device")?;
-    let precision: Precision = cli.precision.parse().context("--precision")?;
     let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
     Engine::open(OpenOptions {
         db,
         model_dir: cli.model.clone(),
-        device,
-        precision,
+        device: cli.device,
+        precision: cli.precision,
         download_progress: !cli.quiet && std::io::stderr().is_terminal(),
     })
     .context("opening the engine")
 }
 
-fn log_device(engine: &mut Engine, quiet: bool) -> Result<()> {
-    let d = engine.device()?.description.clone();
+fn log_device(engine: &Engine, quiet: bool) -> Result<()> {
+    let d = &engine.device()?.description;
     if !quiet {
         eprintln!("device: {d}");
     }
     Ok(())
 }
 
-fn build_query(mut q: Query, f: &FilterArgs) -> Result<Query> {
+fn build_query(mut q: Query, f: &FilterArgs) -> Query {
     q.limit = f.limit;
-    q.kinds = f
-        .kinds
-        .iter()
-        .map(|k| k.parse::<Kind>())
-        .collect::<std::result::Result<_, _>>()
-        .context("--type")?;
+    q.kinds = f.kinds.clone();
     q.path_prefix = f.path_prefix.clone();
     q.min_score = f.min_score;
-    Ok(q)
+    q
 }
 
-fn run(cli: Cli) -> Result<()> {
-    match &cli.command {
-        Command::Embed(_) => unreachable!("handled in main"),
-        Command::Index(a) => {
-            let mut engine = open_engine(&cli)?;
-            log_device(&mut engine, cli.quiet)?;
-            let opts = IndexOptions {
-                excludes: a.exclude.clone(),
-                max_megapixels: (a.max_megapixels > 0.0).then_some(a.max_megapixels),
-                batch_size: a.batch_size.max(1),
-                threads: a.threads,
-                batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
-                fast_jpeg: a.fast_jpeg,
-                ..IndexOptions::default()
+/// `jsearch index`.
+fn index(cli: &Cli, a: &IndexArgs) -> Result<()> {
+    let mut engine = open_engine(cli)?;
+    log_device(&engine, cli.quiet)?;
+    let opts = IndexOptions {
+        excludes: a.exclude.clone(),
+        max_megapixels: (a.max_megapixels > 0.0).then_some(a.max_megapixels),
+        batch_size: a.batch_size.max(1),
+        threads: a.threads,
+        batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
+        fast_jpeg: a.fast_jpeg,
+        ..IndexOptions::default()
+    };
+    let mut reporter = progress::Reporter::new(cli.quiet);
+    let summary = engine
+        .index(&a.paths, &opts, &mut |ev| reporter.event(ev))
+        .with_context(|| format!("indexing into {}", engine.db_path().display()))?;
+    reporter.finish();
+    if a.json {
+        use std::io::Write;
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string(&summary)?
+        )?;
+    }
+    if !cli.quiet {
+        eprintln!("{}", progress::summary_line(&summary));
+    }
+    Ok(())
+}
+
+/// One line of a `--queries` file: `(id, text)`.
+fn parse_query_line(file: &std::path::Path, i: usize, line: &str) -> Result<(String, String)> {
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(serde_json::Value::Object(o)) => {
+            let text = o
+                .get("text")
+                .and_then(|t| t.as_str())
+                .with_context(|| format!("{} line {}: no \"text\"", file.display(), i + 1))?
+                .to_string();
+            let id = match o.get("id") {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => (i + 1).to_string(),
             };
-            let mut reporter = progress::Reporter::new(cli.quiet);
-            let summary = engine
-                .index(&a.paths, &opts, &mut |ev| reporter.event(ev))
-                .with_context(|| format!("indexing into {}", engine.db_path().display()))?;
-            reporter.finish();
-            if a.json {
-                println!("{}", serde_json::to_string(&summary)?);
-            }
-            if !cli.quiet {
-                eprintln!("{}", progress::summary_line(&summary));
-            }
-            Ok(())
+            Ok((id, text))
         }
-        Command::Query(a) if a.queries.is_some() => {
-            let mut engine = open_engine(&cli)?;
-            let file = a.queries.clone().unwrap_or_default();
-            let content = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            for (i, line) in content.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty() {
-                    continue;
-                }
-                let (id, text) = match serde_json::from_str::<serde_json::Value>(line) {
-                    Ok(serde_json::Value::Object(o)) => {
-                        let text = o
-                            .get("text")
-                            .and_then(|t| t.as_str())
-                            .with_context(|| {
-                                format!("{} line {}: no \"text\"", file.display(), i + 1)
-                            })?
-                            .to_string();
-                        let id = match o.get("id") {
-                            Some(serde_json::Value::String(s)) => s.clone(),
-                            Some(v) => v.to_string(),
-                            None => (i + 1).to_string(),
-                        };
-                        (id, text)
-                    }
-                    _ => ((i + 1).to_string(), line.to_string()),
-                };
-                let q = build_query(Query::text(text.clone()), &a.filter)?;
-                let hits = engine
-                    .query(&q)
-                    .with_context(|| format!("query {id} ({text:?})"))?;
-                if !a.filter.json && !a.filter.paths {
-                    println!("# {id}: {text}");
-                }
-                output::print_hits_for(&hits, a.filter.json, a.filter.paths, Some(&id))?;
-            }
-            Ok(())
-        }
-        Command::Query(a) => {
-            let mut engine = open_engine(&cli)?;
-            let text = a.text.clone().or_else(|| a.text_opt.clone());
-            let q = Query {
-                text,
-                image: a.image.clone(),
-                image_weight: a.image_weight,
-                ..Query::default()
-            };
-            let q = build_query(q, &a.filter)?;
-            let hits = engine.query(&q).context("query failed")?;
-            output::print_hits(&hits, a.filter.json, a.filter.paths)
-        }
-        Command::Similar(a) => {
-            let mut engine = open_engine(&cli)?;
-            let q = build_query(Query::default(), &a.filter)?;
-            let hits = engine
-                .similar(&a.path, &q)
-                .with_context(|| format!("similar to {}", a.path.display()))?;
-            output::print_hits(&hits, a.filter.json, a.filter.paths)
-        }
-        Command::Rm(a) => {
-            let mut engine = open_engine(&cli)?;
-            let n = engine.remove(&a.paths).context("rm failed")?;
-            if !cli.quiet {
-                eprintln!("removed {n} file(s) from {}", engine.db_path().display());
-            }
-            Ok(())
-        }
-        Command::Stats(a) => {
-            let mut engine = open_engine(&cli)?;
-            let stats = engine.stats()?;
-            output::print_stats(&stats, a.json)
-        }
+        _ => Ok(((i + 1).to_string(), line.to_string())),
     }
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+/// `jsearch query --queries FILE`.
+fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<()> {
+    let engine = open_engine(cli)?;
+    let content =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    for (i, line) in content.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let (id, text) = parse_query_line(file, i, line)?;
+        let q = build_query(Query::text(text.clone()), &a.filter);
+        let hits = engine
+            .query(&q)
+            .with_context(|| format!("query {id} ({text:?})"))?;
+        if !a.filter.json && !a.filter.paths {
+            use std::io::Write;
+            writeln!(std::io::stdout().lock(), "# {id}: {text}")?;
+        }
+        output::print_hits_for(&hits, a.filter.json, a.filter.paths, Some(&id))?;
+    }
+    Ok(())
+}
+
+/// `jsearch query`.
+fn query(cli: &Cli, a: &QueryArgs) -> Result<()> {
+    if let Some(file) = &a.queries {
+        return query_batch(cli, a, file);
+    }
+    let engine = open_engine(cli)?;
+    let q = Query {
+        text: a.text.clone().or_else(|| a.text_opt.clone()),
+        image: a.image.clone(),
+        image_weight: a.image_weight,
+        ..Query::default()
+    };
+    let hits = engine
+        .query(&build_query(q, &a.filter))
+        .context("query failed")?;
+    output::print_hits(&hits, a.filter.json, a.filter.paths)
+}
+
+/// `jsearch similar`.
+fn similar(cli: &Cli, a: &SimilarArgs) -> Result<()> {
+    let engine = open_engine(cli)?;
+    let hits = engine
+        .similar(&a.path, &build_query(Query::default(), &a.filter))
+        .with_context(|| format!("similar to {}", a.path.display()))?;
+    output::print_hits(&hits, a.filter.json, a.filter.paths)
+}
+
+/// `jsearch rm`.
+fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
+    let mut engine = open_engine(cli)?;
+    let n = engine.remove(&a.paths).context("rm failed")?;
+    if !cli.quiet {
+        eprintln!("removed {n} file(s) from {}", engine.db_path().display());
+    }
+    Ok(())
+}
+
+/// `jsearch stats`.
+fn stats(cli: &Cli, a: &StatsArgs) -> Result<()> {
+    let engine = open_engine(cli)?;
+    output::print_stats(&engine.stats()?, a.json)
+}
+
+/// Whether the error is a write to a closed pipe (the reader went away: not a failure).
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn main() -> ExitCode {
+    // Parsed through `ArgMatches` so that `embed` can recover the order of `--text` / `--image`.
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match &cli.command {
-        Command::Embed(args) => embed::run(args, &cli.device, &cli.precision),
-        _ => run(cli),
+        Command::Index(a) => index(&cli, a),
+        Command::Query(a) => query(&cli, a),
+        Command::Similar(a) => similar(&cli, a),
+        Command::Rm(a) => rm(&cli, a),
+        Command::Stats(a) => stats(&cli, a),
+        Command::Embed(a) => {
+            let order = matches
+                .subcommand_matches("embed")
+                .map(embed::input_order)
+                .unwrap_or_default();
+            open_engine(&cli).and_then(|e| embed::run(&e, a, &order))
+        }
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("error: {err:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }

@@ -131,21 +131,24 @@ pub fn print_hits_for(
 
 /// Prints store statistics.
 pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     if json {
-        println!("{}", serde_json::to_string(s)?);
+        writeln!(out, "{}", serde_json::to_string(s)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "store:   {} ({:.1} MiB)",
         s.store.display(),
         s.store_bytes as f64 / 1048576.0
-    );
-    println!("model:   {} ({})", s.model, s.model_fingerprint);
-    println!("dims:    {} (ANN graph {})", s.dim, s.ann_dim);
-    println!("files:   {}", s.files);
-    println!("vectors: {}", s.vectors);
+    )?;
+    writeln!(out, "model:   {} ({})", s.model, s.model_fingerprint)?;
+    writeln!(out, "dims:    {} (ANN graph {})", s.dim, s.ann_dim)?;
+    writeln!(out, "files:   {}", s.files)?;
+    writeln!(out, "vectors: {}", s.vectors)?;
     for (k, n) in &s.items {
-        println!("{:<8} {n}", format!("{k}s:"));
+        writeln!(out, "{:<8} {n}", format!("{k}s:"))?;
     }
     Ok(())
 }

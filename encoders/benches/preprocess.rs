@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // criterion_group! expands to an undocumented public fn
 //! Preprocessing speed on a 12-megapixel (4000×3000) photo-like JPEG, model size 512.
 //!
 //! `cargo bench -p jsearch-encoders --bench preprocess`

@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use jsearch_encoders::nn::random_var_builder;
+use jsearch_encoders::random_var_builder;
 use jsearch_encoders::text::TextModel;
 use jsearch_encoders::vision::VisionModel;
 use jsearch_encoders::{Adapter, ClipConfig};

@@ -18,17 +18,7 @@ const KC: usize = 256;
 
 /// Whether this CPU can run the bf16 kernel (AVX-512 F/BW/VL and AVX512-BF16).
 pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-            && is_x86_feature_detected!("avx512bf16")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    jsearch_base::cpu::features().avx512_bf16
 }
 
 /// bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
@@ -172,7 +162,8 @@ unsafe fn kernel(
     _: usize,
     _: bool,
 ) {
-    unreachable!("PackedBf16 is never built without AVX512-BF16")
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe { unreachable!("PackedBf16 is never built without AVX512-BF16") }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -183,9 +174,12 @@ pub(crate) mod avx512 {
     /// 16 floats at `src` → 8 bf16 pairs at `dst` (round to nearest even).
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn pack16(src: *const f32, dst: *mut u32) {
-        let v = _mm512_loadu_ps(src);
-        let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-        _mm256_storeu_si256(dst.cast(), h);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let v = _mm512_loadu_ps(src);
+            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+            _mm256_storeu_si256(dst.cast(), h);
+        }
     }
 
     /// Mask of the first `min(n, 16)` lanes of a 16-lane register.
@@ -217,28 +211,31 @@ pub(crate) mod avx512 {
         cols: usize,
         accumulate: bool,
     ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-        for t in 0..kc {
-            let bp = b.add(t * 2 * NR).cast::<i16>();
-            let b0: __m512bh = std::mem::transmute(_mm512_loadu_epi16(bp));
-            let b1: __m512bh = std::mem::transmute(_mm512_loadu_epi16(bp.add(NR)));
-            for (r, acc_r) in acc.iter_mut().enumerate() {
-                let av: __m512bh =
-                    std::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + t) as i32));
-                acc_r[0] = _mm512_dpbf16_ps(acc_r[0], av, b0);
-                acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for t in 0..kc {
+                let bp = b.add(t * 2 * NR).cast::<i16>();
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_epi16(bp));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_epi16(bp.add(NR)));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let av: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(r * lda + t) as i32));
+                    acc_r[0] = _mm512_dpbf16_ps(acc_r[0], av, b0);
+                    acc_r[1] = _mm512_dpbf16_ps(acc_r[1], av, b1);
+                }
             }
-        }
-        let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
-        for (r, acc_r) in acc.iter().enumerate().take(rows) {
-            let cr = c.add(r * ldc);
-            let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
-            if accumulate {
-                v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
-                v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr.add(16)));
+            let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+            for (r, acc_r) in acc.iter().enumerate().take(rows) {
+                let cr = c.add(r * ldc);
+                let (mut v0, mut v1) = (acc_r[0], acc_r[1]);
+                if accumulate {
+                    v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, cr));
+                    v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, cr.add(16)));
+                }
+                _mm512_mask_storeu_ps(cr, m0, v0);
+                _mm512_mask_storeu_ps(cr.add(16), m1, v1);
             }
-            _mm512_mask_storeu_ps(cr, m0, v0);
-            _mm512_mask_storeu_ps(cr.add(16), m1, v1);
         }
     }
 }

@@ -166,34 +166,37 @@ mod avx512 {
     /// In-place softmax of `row`.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn softmax(row: &mut [f32]) {
-        let len = row.len();
-        let p = row.as_mut_ptr();
-        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-        let mut i = 0;
-        while i < len {
-            let m = mask(len - i);
-            let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), m, p.add(i));
-            mx = _mm512_max_ps(mx, x);
-            i += 16;
-        }
-        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-        let mut sum = _mm512_setzero_ps();
-        i = 0;
-        while i < len {
-            let m = mask(len - i);
-            let x = _mm512_maskz_loadu_ps(m, p.add(i));
-            let e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
-            sum = _mm512_add_ps(sum, e);
-            _mm512_mask_storeu_ps(p.add(i), m, e);
-            i += 16;
-        }
-        let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
-        i = 0;
-        while i < len {
-            let m = mask(len - i);
-            let x = _mm512_maskz_loadu_ps(m, p.add(i));
-            _mm512_mask_storeu_ps(p.add(i), m, _mm512_mul_ps(x, inv));
-            i += 16;
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let len = row.len();
+            let p = row.as_mut_ptr();
+            let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+            let mut i = 0;
+            while i < len {
+                let m = mask(len - i);
+                let x = _mm512_mask_loadu_ps(_mm512_set1_ps(f32::NEG_INFINITY), m, p.add(i));
+                mx = _mm512_max_ps(mx, x);
+                i += 16;
+            }
+            let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+            let mut sum = _mm512_setzero_ps();
+            i = 0;
+            while i < len {
+                let m = mask(len - i);
+                let x = _mm512_maskz_loadu_ps(m, p.add(i));
+                let e = _mm512_maskz_mov_ps(m, exp16(_mm512_sub_ps(x, mx)));
+                sum = _mm512_add_ps(sum, e);
+                _mm512_mask_storeu_ps(p.add(i), m, e);
+                i += 16;
+            }
+            let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+            i = 0;
+            while i < len {
+                let m = mask(len - i);
+                let x = _mm512_maskz_loadu_ps(m, p.add(i));
+                _mm512_mask_storeu_ps(p.add(i), m, _mm512_mul_ps(x, inv));
+                i += 16;
+            }
         }
     }
 }

@@ -11,28 +11,55 @@ pub enum EncoderError {
     /// A file could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// What the OS said.
         #[source]
         source: std::io::Error,
     },
     /// A config file is malformed or has unexpected values.
     #[error("invalid config {path}: {message}")]
-    Config { path: PathBuf, message: String },
+    Config {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The weights file is missing a tensor, has a wrong shape or dtype.
     #[error("invalid weights {path}: {message}")]
-    Weights { path: PathBuf, message: String },
+    Weights {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The tokenizer could not be loaded or failed on an input.
     #[error("tokenizer error ({path}): {message}")]
-    Tokenizer { path: PathBuf, message: String },
+    Tokenizer {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// An image could not be decoded or is unusable.
     #[error("cannot use image {path}: {message}")]
-    Image { path: PathBuf, message: String },
+    Image {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// The model could not be found locally and could not be downloaded.
     #[error("{0}")]
     ModelNotFound(String),
     /// A download failed.
     #[error("download of {url} failed: {message}")]
-    Download { url: String, message: String },
+    Download {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
     /// A caller passed an argument out of range (e.g. a Matryoshka dim above the model's).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

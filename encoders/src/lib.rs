@@ -2,32 +2,55 @@
 //!
 //! * [`ClipModel`] loads a checkpoint directory (Hugging Face layout) and encodes texts
 //!   ([`TextRole::Document`] / [`TextRole::Query`]) and preprocessed images.
-//! * [`text::TextModel`] / [`vision::VisionModel`] are the towers; they build from any
-//!   `candle_nn::VarBuilder` (memory-mapped safetensors, in-memory tensors, random weights).
+//! * [`text::TextModel`] / [`vision::VisionModel`] are the towers; each block is a struct with
+//!   `new(cfg, vb)` + `forward`, built from any `candle_nn::VarBuilder` (memory-mapped
+//!   safetensors, in-memory tensors, random weights).
+//! * [`preprocess`]: image decoding and the reference's resize, crop and normalisation.
+//! * [`hub`]: finding (or downloading) the model folder.
 //! * [`normalize`] / [`truncate_normalize`] implement the reference's L2 and Matryoshka steps.
 //!
-//! See `docs/api-contracts.md` for the public surface and
-//! `docs/jina-clip-v2-spec.md` (repository root) for the reference behaviour reproduced here.
+//! | module | holds |
+//! |---|---|
+//! | `config` | the checkpoint's configs ([`ClipConfig`] and its parts) |
+//! | `model` | [`ClipModel`]: loading, towers, identity, encoding |
+//! | [`text`], [`vision`] | the two towers |
+//! | `nn` | shared layers: linear (f32, bf16-packed, Q8), LayerNorm, attention, LoRA merge |
+//! | `bf16_gemm`, `cpu_attention` | the AVX512-BF16 matmul and fused attention kernels (crate-private) |
+//! | `tokenizer` | [`TextTokenizer`] |
+//!
+//! `docs/jina-clip-v2-spec.md` (repository root) describes the reference behaviour reproduced here.
 
-pub mod bf16_gemm;
-pub mod config;
-pub mod cpu_attention;
-#[doc(hidden)]
-pub mod deviation;
-pub mod error;
+mod bf16_gemm;
+mod config;
+mod cpu_attention;
+mod deviation;
+mod error;
 pub mod hub;
-pub mod model;
-pub mod nn;
+mod model;
+mod nn;
 pub mod preprocess;
 pub mod text;
-pub mod tokenizer;
+mod tokenizer;
 pub mod vision;
 
 pub use config::{ClipConfig, PreprocessorConfig, TextConfig, VisionConfig};
+#[cfg(feature = "trap-tests")]
+pub use deviation::Deviations;
 pub use error::{EncoderError, Result};
 pub use model::{
-    clip_logits, normalize, truncate_normalize, ClipModel, LoadOptions, ModelIdentity, TextRole,
-    Towers,
+    clip_logits, model_identity, normalize, truncate_normalize, ClipModel, LoadOptions,
+    ModelIdentity, TextRole, Towers,
 };
-pub use nn::Adapter;
+pub use nn::{random_var_builder, Adapter};
 pub use tokenizer::TextTokenizer;
+
+/// Whether this CPU runs the AVX512-BF16 matmul kernel (what `--precision bf16` uses on a CPU).
+pub fn bf16_kernel_available() -> bool {
+    bf16_gemm::available()
+}
+
+/// Internals the `gemm` bench measures on their own. Not part of the stable API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::nn::Linear;
+}

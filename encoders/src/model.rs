@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use sha2::{Digest, Sha256};
 
@@ -61,7 +61,7 @@ pub struct LoadOptions {
     /// activations are quantised the same way on the fly). CPU and f32 compute only; the accuracy
     /// against f32 is measured by the `encoders` bench and `tests/loading.rs`.
     pub int8: bool,
-    /// Run the linear layers through the AVX512-BF16 kernel ([`crate::bf16_gemm`]): weights
+    /// Run the linear layers through the AVX512-BF16 kernel (`bf16_gemm`): weights
     /// packed to bf16 at load, activations rounded to bf16 for each product, f32 accumulation;
     /// LayerNorm, softmax, attention and pooling stay f32. CPU and f32 compute only. On a CPU
     /// without AVX512-BF16 the layers stay f32 ([`ClipModel::pack_bf16`] returns 0); the accuracy
@@ -505,30 +505,9 @@ impl ClipModel {
     }
 }
 
-/// L2-normalise in place: `v / max(‖v‖₂, 1e-12)` (spec §3.6).
-pub fn normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt();
-    let denom = norm.max(1e-12);
-    v.iter_mut().for_each(|x| *x = (*x as f64 / denom) as f32);
-}
-
-/// Matryoshka: keep the first `dim` values, then L2-normalise (truncate **then** normalise).
-/// Errors if `dim` is 0 or above the vector's length.
-pub fn truncate_normalize(v: &[f32], dim: usize) -> Result<Vec<f32>> {
-    if dim == 0 || dim > v.len() {
-        return Err(EncoderError::InvalidArgument(format!(
-            "Matryoshka dim {dim} out of range 1..={}",
-            v.len()
-        )));
-    }
-    let mut out = v[..dim].to_vec();
-    normalize(&mut out);
-    Ok(out)
-}
+// L2 normalisation (`v / max(‖v‖₂, 1e-12)`, spec §3.6) and Matryoshka truncation live in
+// jsearch-base, shared with the store.
+pub use jsearch_base::{normalize, truncate_normalize};
 
 /// CLIP logits `exp(logit_scale) · cos(text_i, image_j)`, rows = texts (spec §6).
 pub fn clip_logits(texts: &[Vec<f32>], images: &[Vec<f32>], logit_scale: f32) -> Vec<Vec<f32>> {
@@ -551,11 +530,4 @@ pub fn clip_logits(texts: &[Vec<f32>], images: &[Vec<f32>], logit_scale: f32) ->
                 .collect()
         })
         .collect()
-}
-
-/// Convenience: a `[B, D]` f32 tensor from rows (tests, benches).
-pub fn rows_to_tensor(rows: &[Vec<f32>], device: &Device) -> Result<Tensor> {
-    let d = rows.first().map(Vec::len).unwrap_or(0);
-    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-    Ok(Tensor::from_vec(flat, (rows.len(), d), device)?)
 }

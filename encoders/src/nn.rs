@@ -233,12 +233,6 @@ impl LayerNorm {
         let bias = vb.get(dim, "bias")?.to_dtype(DType::F32)?;
         Ok(Self { weight, bias, eps })
     }
-
-    /// Same parameters, another epsilon.
-    pub fn with_eps(mut self, eps: f64) -> Self {
-        self.eps = eps;
-        self
-    }
 }
 
 impl Module for LayerNorm {
@@ -470,7 +464,7 @@ impl candle_nn::var_builder::SimpleBackend for RandomWeights {
     }
 }
 
-/// A VarBuilder over [`RandomWeights`] (std 0.02).
+/// A VarBuilder over random weights (std 0.02).
 pub fn random_var_builder(dtype: DType, device: &candle_core::Device) -> VarBuilder<'static> {
     VarBuilder::from_backend(Box::new(RandomWeights { std: 0.02 }), dtype, device.clone())
 }

@@ -75,16 +75,24 @@ impl TextModel {
     /// `text_model.transformer.roberta.`). Works with any VarBuilder backend (mmaped safetensors,
     /// an in-memory map, a `VarMap` with random init for benchmarks).
     pub fn new(cfg: &TextConfig, vb: VarBuilder, adapter: Adapter) -> Result<Self> {
-        Self::new_with_deviations(cfg, vb, adapter, Deviations::default())
+        // A struct of switches with the `trap-tests` feature, a unit struct without.
+        #[allow(clippy::default_constructed_unit_structs)]
+        let reference = Deviations::default();
+        Self::build(cfg, vb, adapter, reference)
     }
 
-    #[doc(hidden)]
+    /// [`Self::new`] with deliberate deviations from the reference (the trap tests).
+    #[cfg(feature = "trap-tests")]
     pub fn new_with_deviations(
         cfg: &TextConfig,
         vb: VarBuilder,
         adapter: Adapter,
         dev: Deviations,
     ) -> Result<Self> {
+        Self::build(cfg, vb, adapter, dev)
+    }
+
+    fn build(cfg: &TextConfig, vb: VarBuilder, adapter: Adapter, dev: Deviations) -> Result<Self> {
         let vb = vb.pp("text_model").pp("transformer").pp("roberta");
         let h = cfg.hidden_size;
         let n_adapters = cfg.lora_adaptations.len();
@@ -109,7 +117,7 @@ impl TextModel {
         let eps = cfg.layer_norm_eps;
         let emb_ln = LayerNorm::load(&vb.pp("emb_ln"), h, eps)?;
         let scale = dev
-            .attention_scale
+            .attention_scale()
             .unwrap_or(1.0 / (cfg.head_dim() as f64).sqrt());
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -217,7 +225,7 @@ impl TextModel {
             .word_embeddings
             .index_select(&ids_t.flatten_all()?, 0)?
             .reshape((b, l, h))?;
-        if !self.dev.text_skip_token_type {
+        if !self.dev.text_skip_token_type() {
             x = x.broadcast_add(&self.token_type_row)?;
         }
         let mut x = self.emb_ln.forward(&x)?;
@@ -230,14 +238,14 @@ impl TextModel {
             l,
             hd,
             self.cfg.rotary_emb_base,
-            self.dev.text_position_offset,
+            self.dev.text_position_offset(),
         );
         let cos = Tensor::from_vec(cos, (l, hd / 2), &self.device)?.to_dtype(self.dtype)?;
         let sin = Tensor::from_vec(sin, (l, hd / 2), &self.device)?.to_dtype(self.dtype)?;
 
         for layer in &self.layers {
             let resid = x.clone();
-            let a_in = if self.dev.text_pre_ln {
+            let a_in = if self.dev.text_pre_ln() {
                 layer.norm1.forward(&x)?
             } else {
                 x.clone()
@@ -250,7 +258,7 @@ impl TextModel {
                     .contiguous()
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let (q, k) = if self.dev.text_rope_interleaved {
+            let (q, k) = if self.dev.text_rope_interleaved() {
                 (
                     candle_nn::rotary_emb::rope_i(&q, &cos, &sin)?,
                     candle_nn::rotary_emb::rope_i(&k, &cos, &sin)?,
@@ -264,11 +272,11 @@ impl TextModel {
             let ctx = attention(&q, &k, &v, Some(&bias), self.fused_attention)?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
-            if self.dev.text_pre_ln {
+            if self.dev.text_pre_ln() {
                 x = (resid + attn_out)?;
                 let m = layer.norm2.forward(&x)?;
                 let m = layer.fc1.forward(&m)?;
-                let m = if self.dev.text_gelu_tanh {
+                let m = if self.dev.text_gelu_tanh() {
                     m.gelu()?
                 } else {
                     m.gelu_erf()?
@@ -277,7 +285,7 @@ impl TextModel {
             } else {
                 x = layer.norm1.forward(&(resid + attn_out)?)?;
                 let m = layer.fc1.forward(&x)?;
-                let m = if self.dev.text_gelu_tanh {
+                let m = if self.dev.text_gelu_tanh() {
                     m.gelu()?
                 } else {
                     m.gelu_erf()?
@@ -297,7 +305,7 @@ impl TextModel {
     /// Masked mean pooling (`Σ mask·x / Σ mask`, mask = ids != pad): `[B, H]` f32.
     fn pool(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (b, l, _) = x.dims3()?;
-        let mask = if self.dev.text_pool_all_tokens {
+        let mask = if self.dev.text_pool_all_tokens() {
             Tensor::ones((b, l), DType::F32, x.device())?
         } else {
             mask.clone()
@@ -322,7 +330,7 @@ impl TextModel {
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
-    /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
+    /// switches attention to the fused `cpu_attention` kernel; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
         self.fused_attention = n > 0; // packing succeeds only where the kernel runs

@@ -122,15 +122,23 @@ pub struct VisionHidden {
 impl VisionModel {
     /// Builds the tower from `vb` rooted at the checkpoint root (tensors under `vision_model.`).
     pub fn new(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        Self::new_with_deviations(cfg, vb, Deviations::default())
+        // A struct of switches with the `trap-tests` feature, a unit struct without.
+        #[allow(clippy::default_constructed_unit_structs)]
+        let reference = Deviations::default();
+        Self::build(cfg, vb, reference)
     }
 
-    #[doc(hidden)]
+    /// [`Self::new`] with deliberate deviations from the reference (the trap tests).
+    #[cfg(feature = "trap-tests")]
     pub fn new_with_deviations(
         cfg: &VisionConfig,
         vb: VarBuilder,
         dev: Deviations,
     ) -> Result<Self> {
+        Self::build(cfg, vb, dev)
+    }
+
+    fn build(cfg: &VisionConfig, vb: VarBuilder, dev: Deviations) -> Result<Self> {
         let vb = vb.pp("vision_model");
         let w = cfg.width;
         let p = cfg.patch_size;
@@ -139,7 +147,7 @@ impl VisionModel {
         let hid = cfg.mlp_hidden();
         let hd = cfg.head_width;
         let dtype = vb.dtype();
-        let eps = dev.vision_ln_eps.unwrap_or(VISION_LN_EPS);
+        let eps = dev.vision_ln_eps().unwrap_or(VISION_LN_EPS);
 
         let patch_w = vb
             .pp("patch_embed")
@@ -153,7 +161,7 @@ impl VisionModel {
         let cls_pos = (cls + pos.narrow(1, 0, 1)?)?.contiguous()?;
         let patch_pos = pos.narrow(1, 1, n - 1)?.contiguous()?;
 
-        let scale = dev.attention_scale.unwrap_or(1.0 / (hd as f64).sqrt());
+        let scale = dev.attention_scale().unwrap_or(1.0 / (hd as f64).sqrt());
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let b = vb.pp("blocks").pp(i);
@@ -201,17 +209,17 @@ impl VisionModel {
 
         // RoPE per pair for all tokens: CLS (token 0) gets the identity rotation.
         let mut params = VisionRopeParams::from_config(cfg);
-        if let Some(base) = dev.vision_rope_base {
+        if let Some(base) = dev.vision_rope_base() {
             params.base = base;
         }
-        if dev.vision_rope_integer_positions {
+        if dev.vision_rope_integer_positions() {
             params.intp_freq = false;
         }
         let angles = params.pair_angles();
         let half = hd / 2;
         let mut cos = Vec::with_capacity(n * half);
         let mut sin = Vec::with_capacity(n * half);
-        let identity_first = !dev.vision_rotate_from_cls;
+        let identity_first = !dev.vision_rotate_from_cls();
         if identity_first {
             cos.extend(std::iter::repeat_n(1f32, half));
             sin.extend(std::iter::repeat_n(0f32, half));
@@ -287,7 +295,7 @@ impl VisionModel {
                     .contiguous()
             };
             let (q, k, v) = (split(0)?, split(1)?, split(2)?);
-            let rope = if self.dev.vision_rope_halves {
+            let rope = if self.dev.vision_rope_halves() {
                 candle_nn::rotary_emb::rope
             } else {
                 candle_nn::rotary_emb::rope_i
@@ -304,7 +312,7 @@ impl VisionModel {
         } else {
             Tensor::cat(&outs, 0)?
         };
-        let ctx = if self.dev.vision_skip_sublns {
+        let ctx = if self.dev.vision_skip_sublns() {
             ctx
         } else {
             blk.inner_attn_ln.forward(&ctx)?
@@ -317,13 +325,13 @@ impl VisionModel {
         let ab = blk.w12.forward(h)?;
         let a = ab.narrow(2, 0, hid)?;
         let g = ab.narrow(2, hid, hid)?;
-        let a = if self.dev.vision_gelu_gate {
+        let a = if self.dev.vision_gelu_gate() {
             a.gelu_erf()?
         } else {
             candle_nn::ops::silu(&a)?
         };
         let m = (a * g)?;
-        let m = if self.dev.vision_skip_sublns {
+        let m = if self.dev.vision_skip_sublns() {
             m
         } else {
             blk.ffn_ln.forward(&m)?
@@ -370,7 +378,7 @@ impl VisionModel {
         let cls = self.cls_pos.broadcast_as((b, 1, w))?;
         let mut x = Tensor::cat(&[&cls, &x_patch], 1)?;
         for blk in &self.blocks {
-            if self.dev.vision_post_ln {
+            if self.dev.vision_post_ln() {
                 let a = self.attention(blk, &x)?;
                 x = blk.norm1.forward(&(x + a)?)?;
                 let m = self.mlp(blk, &x)?;
@@ -386,7 +394,7 @@ impl VisionModel {
             }
         }
         let x = self.norm.forward(&x)?;
-        let emb = if self.dev.vision_mean_pool {
+        let emb = if self.dev.vision_mean_pool() {
             x.to_dtype(DType::F32)?.mean(1)?
         } else {
             x.narrow(1, 0, 1)?.squeeze(1)?.to_dtype(DType::F32)?
@@ -413,7 +421,7 @@ impl VisionModel {
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
-    /// switches attention to [`crate::cpu_attention`]; returns how many layers were packed.
+    /// switches attention to the fused `cpu_attention` kernel; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
         self.fused_attention = n > 0; // packing succeeds only where the kernel runs

@@ -287,7 +287,7 @@ fn int8_quantised_linears_stay_close_to_f32() {
 fn bf16_matmul_linears_stay_close_to_f32() {
     let mut m = ClipModel::load(&toy_model_dir(), &LoadOptions::default()).unwrap();
     let packed = m.pack_bf16().unwrap();
-    if jsearch_encoders::bf16_gemm::available() {
+    if jsearch_encoders::bf16_kernel_available() {
         // text: 4 per layer, vision: 4 per block
         assert!(packed >= 8, "{packed} layers packed");
         fast_path_stays_close_to_f32("bf16 matmul", &m, 0.995);

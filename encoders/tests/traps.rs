@@ -8,9 +8,9 @@ mod model_support;
 use std::collections::HashMap;
 
 use candle_core::Tensor;
-use jsearch_encoders::deviation::Deviations;
 use jsearch_encoders::text::{text_rope_tables, TextModel};
 use jsearch_encoders::vision::{VisionModel, VisionRopeParams};
+use jsearch_encoders::Deviations;
 use jsearch_encoders::{
     normalize, truncate_normalize, Adapter, ClipConfig, EncoderError, TextConfig, TextRole,
     TextTokenizer,

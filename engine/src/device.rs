@@ -80,7 +80,7 @@ impl Precision {
     }
 
     /// The encoders' load options for this precision on `device`.
-    pub fn load_options(
+    pub(crate) fn load_options(
         self,
         device: candle_core::Device,
         towers: jsearch_encoders::Towers,
@@ -95,12 +95,12 @@ impl Precision {
     }
 
     /// Whether this precision means the AVX512-BF16 matmul kernel on `device`.
-    pub fn bf16_matmul(self, device: &candle_core::Device) -> bool {
-        self == Precision::Bf16 && device.is_cpu() && jsearch_encoders::bf16_gemm::available()
+    pub(crate) fn bf16_matmul(self, device: &candle_core::Device) -> bool {
+        self == Precision::Bf16 && device.is_cpu() && jsearch_encoders::bf16_kernel_available()
     }
 
     /// The candle dtype this precision means on `device`.
-    pub fn dtype_for(self, device: &candle_core::Device) -> candle_core::DType {
+    pub(crate) fn dtype_for(self, device: &candle_core::Device) -> candle_core::DType {
         use candle_core::DType;
         match self {
             Precision::Auto if device.is_cuda() => DType::BF16,
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(Precision::Int8.dtype_for(&Device::Cpu), DType::F32);
         assert_eq!(Precision::Auto.dtype_for(&Device::Cpu), DType::F32);
         // bf16 on the CPU: the AVX512-BF16 kernel over f32 tensors where the CPU has it
-        let fast = jsearch_encoders::bf16_gemm::available();
+        let fast = jsearch_encoders::bf16_kernel_available();
         assert_eq!(Precision::Bf16.bf16_matmul(&Device::Cpu), fast);
         assert_eq!(
             Precision::Bf16.dtype_for(&Device::Cpu),

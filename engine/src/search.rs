@@ -123,40 +123,29 @@ pub struct SearchHit {
     pub metadata: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Per-modality calibration samples, cached until the next write.
-#[derive(Default)]
-pub(crate) struct CalibrationCache {
-    samples: Option<Vec<Vec<Vec<f32>>>>,
-}
+/// Per-modality calibration samples of a store: up to [`CALIBRATION_SAMPLE`] stored vectors of
+/// each modality (indexed by [`Modality::byte`]). The engine caches them until the next write.
+pub(crate) struct CalibrationSamples(Vec<Vec<Vec<f32>>>);
 
-impl CalibrationCache {
-    pub(crate) fn clear(&mut self) {
-        self.samples = None;
-    }
-
-    fn get(&mut self, store: &Store) -> Result<&Vec<Vec<Vec<f32>>>> {
-        if self.samples.is_none() {
-            let mut all = Vec::new();
-            for m in Modality::ALL {
-                let mut vs = Vec::new();
-                // Ids are hashes, so the first ids in key order are a uniform sample.
-                for (k, _) in store.kv_scan_prefix(NS_MOD, &[m.byte()])? {
-                    if vs.len() >= CALIBRATION_SAMPLE {
-                        break;
-                    }
-                    if let Some(id) = keys::id_suffix(&k) {
-                        if let Some(v) = store.get_vector(id)? {
-                            vs.push(v);
-                        }
+impl CalibrationSamples {
+    pub(crate) fn load(store: &Store) -> Result<Self> {
+        let mut all = Vec::new();
+        for m in Modality::ALL {
+            let mut vs = Vec::new();
+            // Ids are hashes, so the first ids in key order are a uniform sample.
+            for (k, _) in store.kv_scan_prefix(NS_MOD, &[m.byte()])? {
+                if vs.len() >= CALIBRATION_SAMPLE {
+                    break;
+                }
+                if let Some(id) = keys::id_suffix(&k) {
+                    if let Some(v) = store.get_vector(id)? {
+                        vs.push(v);
                     }
                 }
-                all.push(vs);
             }
-            self.samples = Some(all);
+            all.push(vs);
         }
-        self.samples
-            .as_ref()
-            .ok_or_else(|| Error::Internal("calibration sample missing".into()))
+        Ok(CalibrationSamples(all))
     }
 }
 
@@ -165,10 +154,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn normalized(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if n > 0.0 {
-        v.iter_mut().for_each(|x| *x /= n);
-    }
+    crate::normalize(&mut v);
     v
 }
 
@@ -199,7 +185,7 @@ fn modalities_for(kinds: &HashSet<Kind>) -> Vec<Modality> {
 /// Query vectors with weights → ranked hits.
 fn search_vectors(
     store: &Store,
-    cache: &mut CalibrationCache,
+    samples: &CalibrationSamples,
     queries: &[(Vec<f32>, f32)],
     q: &Query,
     exclude: &HashSet<u64>,
@@ -224,11 +210,10 @@ fn search_vectors(
             )
         }
     };
-    let samples = cache.get(store)?;
     // stats[j][m]: calibration of query j against modality m.
     let stats: Vec<Vec<(f32, f32)>> = queries
         .iter()
-        .map(|(qv, _)| samples.iter().map(|s| calibrate(qv, s)).collect())
+        .map(|(qv, _)| samples.0.iter().map(|s| calibrate(qv, s)).collect())
         .collect();
     let wsum: f32 = queries.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
     let accept = |id: u64| -> bool {
@@ -324,7 +309,7 @@ fn search_vectors(
     Ok(hits)
 }
 
-pub(crate) fn run_query(engine: &mut Engine, q: &Query) -> Result<Vec<SearchHit>> {
+pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let towers = match (text.is_some(), q.image.is_some()) {
         (true, true) => Towers::Both,
@@ -343,10 +328,9 @@ pub(crate) fn run_query(engine: &mut Engine, q: &Query) -> Result<Vec<SearchHit>
         )));
     }
     // Check the store before loading the model (fast, clear error when there is none).
-    engine.reader()?;
+    let store = engine.store()?;
     let model = engine.model(towers)?;
-    let settings = engine.reader()?.settings().clone();
-    engine.check_model(&settings, &model)?;
+    engine.check_model(store.settings(), &model)?;
     let mut queries = Vec::new();
     let both = text.is_some() && q.image.is_some();
     if let Some(t) = text {
@@ -372,13 +356,13 @@ pub(crate) fn run_query(engine: &mut Engine, q: &Query) -> Result<Vec<SearchHit>
         let w = if both { q.image_weight } else { 1.0 };
         queries.push((normalized(v), w));
     }
-    let (store, cache) = engine.store_and_cache()?;
-    search_vectors(store, cache, &queries, q, &HashSet::new())
+    let samples = engine.calibration(store)?;
+    search_vectors(store, &samples, &queries, q, &HashSet::new())
 }
 
-pub(crate) fn run_similar(engine: &mut Engine, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
+pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
     let abs = walk::absolute_lenient(path);
-    let (store, cache) = engine.store_and_cache()?;
+    let store = engine.store()?;
     let owned = store.kv_scan_prefix(NS_OWN, &keys::own_prefix(&abs))?;
     if owned.is_empty() {
         return Err(Error::NotIndexed(abs));
@@ -407,7 +391,8 @@ pub(crate) fn run_similar(engine: &mut Engine, path: &Path, q: &Query) -> Result
     if queries.is_empty() {
         return Err(Error::NotIndexed(abs));
     }
-    search_vectors(store, cache, &queries, q, &exclude)
+    let samples = engine.calibration(store)?;
+    search_vectors(store, &samples, &queries, q, &exclude)
 }
 
 #[cfg(test)]

@@ -43,6 +43,14 @@ pub enum IndexError {
         /// Version this build reads and writes.
         supported: u32,
     },
+    /// A writer was killed while it had the file open: the last commit is intact, but the file
+    /// needs the recovery that only a writer runs ([`crate::Store::open`] does it), so a
+    /// read-only open cannot use it as it is.
+    #[error("store {path} was left open by a writer that did not finish (killed or crashed); its last commit is intact and is recovered when the store is next opened for writing")]
+    NeedsRecovery {
+        /// The file.
+        path: PathBuf,
+    },
     /// The store was written by another model than the one the caller uses.
     #[error("store {path} was built with model {stored} but the caller uses {requested}; re-index the store with the new model (or open it with the model it was built with)")]
     ModelMismatch {

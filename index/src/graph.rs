@@ -180,11 +180,6 @@ impl Hnsw {
         &self.vecs[s..s + self.dim]
     }
 
-    /// Level of a node.
-    pub fn level(&self, n: u32) -> u8 {
-        self.levels[n as usize]
-    }
-
     fn level_for(&self, node: u32) -> u8 {
         let mut z = self.params.seed ^ (node as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

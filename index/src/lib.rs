@@ -8,7 +8,7 @@
 //! key-value namespaces. It never runs a model: it takes vectors and ids.
 //!
 //! Search = graph over the truncated vectors → its beam scored by in-memory sketches (head norm +
-//! 4-bit tail, [`sketch`]) → at most `k'` exact re-ranks at full dimension from the file, skipping
+//! 4-bit tail, `sketch`) → at most `k'` exact re-ranks at full dimension from the file, skipping
 //! those that cannot reach the top k → top-k. An exact, parallel brute-force search serves small
 //! stores and ground truth.
 //!
@@ -25,13 +25,23 @@
 //! # Ok(()) }
 //! ```
 
-pub mod error;
-pub mod graph;
+//!
+//! | module | holds |
+//! |---|---|
+//! | `store` | [`Store`]: the file format (`store/schema.rs`), open + upgrade, in-memory state, writes, search |
+//! | `graph` | the HNSW graph over f16 vectors (build, walk, node encoding, locality order) |
+//! | `sketch` | the re-rank sketches and their error margin |
+//! | `packed` | rows packed several per redb value (heads, tails) |
+//! | `settings` | [`StoreSettings`] and the heads/tails layout |
+//! | [`vecmath`] | f16 conversion and SIMD dot products |
+
+mod error;
+mod graph;
 mod hugepages;
 mod packed;
-pub mod settings;
-pub mod sketch;
-pub mod store;
+mod settings;
+mod sketch;
+mod store;
 pub mod vecmath;
 
 pub use error::{IndexError, Result};
@@ -40,3 +50,10 @@ pub use store::{
     default_candidates, Batch, Hit, SearchParams, Store, StoreStats, EXACT_SEARCH_BELOW,
     FORMAT_VERSION,
 };
+
+/// The in-memory graph on its own, for the `ann` bench's comparison with other graph
+/// implementations. Not part of the stable API.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::graph::{AnnGraph, GraphParams, Hnsw};
+}

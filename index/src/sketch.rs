@@ -90,22 +90,13 @@ impl Sketches {
         }
     }
 
-    /// Number of sketched nodes.
-    pub fn len(&self) -> usize {
-        self.norms.len()
-    }
-
-    /// True when no node is sketched.
-    pub fn is_empty(&self) -> bool {
-        self.norms.is_empty()
-    }
-
     /// Bytes held in memory.
     pub fn memory_bytes(&self) -> usize {
         self.codes.capacity() + self.norms.capacity() * std::mem::size_of::<(f32, f32, f32)>()
     }
 
     /// The sketch of one full vector.
+    #[cfg(test)]
     pub fn encode(&self, full: &[F16]) -> Sketch {
         self.derive(full).1
     }
@@ -190,12 +181,6 @@ impl Sketches {
         out
     }
 
-    /// Drop every sketch.
-    pub fn clear(&mut self) {
-        self.codes.clear();
-        self.norms.clear();
-    }
-
     /// Prepare the (unit-norm, full-dimension) query for [`Self::score`].
     pub fn query(&self, q_full: &[F16]) -> SketchQuery {
         let f = from_f16(q_full);
@@ -277,9 +262,7 @@ fn dot_nibbles_portable(code: &[u8], lo: &[i8], hi: &[i8]) -> i32 {
 
 #[cfg(target_arch = "x86_64")]
 fn avx2() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2"))
+    jsearch_base::cpu::features().avx2
 }
 
 /// The portable loop, compiled with AVX2 so that it vectorises 32 nibbles at a time.

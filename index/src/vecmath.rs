@@ -28,29 +28,7 @@ pub fn validate(v: &[f32], expected: usize, id: Option<u64>) -> Result<f32> {
     Ok(norm)
 }
 
-/// L2 norm, accumulated in f64.
-pub fn norm(v: &[f32]) -> f32 {
-    v.iter()
-        .map(|&x| (x as f64) * (x as f64))
-        .sum::<f64>()
-        .sqrt() as f32
-}
-
-/// Divide by the L2 norm (no-op for a zero vector).
-pub fn normalize(v: &mut [f32]) {
-    let n = norm(v);
-    if n > 0.0 {
-        let inv = 1.0 / n;
-        v.iter_mut().for_each(|x| *x *= inv);
-    }
-}
-
-/// Matryoshka truncation: the first `dim` coordinates, re-normalised.
-pub fn truncate_normalize(v: &[f32], dim: usize) -> Vec<f32> {
-    let mut t = v[..dim.min(v.len())].to_vec();
-    normalize(&mut t);
-    t
-}
+pub use jsearch_base::{norm, normalize, truncate_normalize};
 
 /// f32 -> f16 (round to nearest).
 pub fn to_f16(v: &[f32]) -> Vec<F16> {
@@ -98,7 +76,7 @@ pub fn f16_from_bytes(b: &[u8], out: &mut Vec<F16>) {
 pub fn dot_f16(a: &[F16], b: &[F16]) -> f32 {
     let n = a.len().min(b.len());
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
+    if avx512_available() {
         // SAFETY: the CPU supports the kernel's target features (checked above) and both
         // pointers are valid for `n` u16 reads (`F16` is `repr(transparent)` over `u16`).
         return unsafe { avx512::dot_f16(a.as_ptr().cast(), b.as_ptr().cast(), n) };
@@ -112,7 +90,7 @@ pub fn dot_f16(a: &[F16], b: &[F16]) -> f32 {
 pub fn dot_f16_le_bytes(a: &[F16], b: &[u8]) -> f32 {
     let n = a.len().min(b.len() / 2);
     #[cfg(target_arch = "x86_64")]
-    if avx512::available() {
+    if avx512_available() {
         // SAFETY: as in `dot_f16`; x86-64 is little-endian, so `b` holds `n` unaligned u16
         // values, which the kernel reads with unaligned loads.
         return unsafe { avx512::dot_f16(a.as_ptr().cast(), b.as_ptr().cast(), n) };
@@ -159,17 +137,17 @@ pub fn prefetch_lines<T>(v: &[T], max_lines: usize) {
     let _ = (v, max_lines);
 }
 
+/// Whether the CPU has what the AVX-512 kernels below need (see `jsearch_base::cpu`).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+fn avx512_available() -> bool {
+    let f = jsearch_base::cpu::features();
+    f.avx512 && f.f16c && f.fma
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
-
-    /// Whether the CPU has what [`dot_f16`] needs (cached by std after the first call).
-    #[inline]
-    pub fn available() -> bool {
-        is_x86_feature_detected!("avx512f")
-            && is_x86_feature_detected!("avx512bw")
-            && is_x86_feature_detected!("avx512vl")
-    }
 
     /// f32-accumulated dot product of `n` f16 values at `a` and `b` (unaligned).
     ///
@@ -177,31 +155,34 @@ mod avx512 {
     /// The CPU must support AVX-512 F/BW/VL and both pointers must be valid for `n` u16 reads.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c,fma")]
     pub unsafe fn dot_f16(a: *const u16, b: *const u16, n: usize) -> f32 {
-        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut i = 0;
-        while i + 32 <= n {
-            let a0 = _mm512_cvtph_ps(_mm256_loadu_si256(a.add(i).cast()));
-            let b0 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(i).cast()));
-            let a1 = _mm512_cvtph_ps(_mm256_loadu_si256(a.add(i + 16).cast()));
-            let b1 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(i + 16).cast()));
-            s0 = _mm512_fmadd_ps(a0, b0, s0);
-            s1 = _mm512_fmadd_ps(a1, b1, s1);
-            i += 32;
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i + 32 <= n {
+                let a0 = _mm512_cvtph_ps(_mm256_loadu_si256(a.add(i).cast()));
+                let b0 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(i).cast()));
+                let a1 = _mm512_cvtph_ps(_mm256_loadu_si256(a.add(i + 16).cast()));
+                let b1 = _mm512_cvtph_ps(_mm256_loadu_si256(b.add(i + 16).cast()));
+                s0 = _mm512_fmadd_ps(a0, b0, s0);
+                s1 = _mm512_fmadd_ps(a1, b1, s1);
+                i += 32;
+            }
+            while i < n {
+                let left = (n - i).min(16);
+                let m: __mmask16 = if left == 16 {
+                    0xFFFF
+                } else {
+                    (1u16 << left) - 1
+                };
+                // Masked loads do not touch (or fault on) the lanes past `n`.
+                let a0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a.add(i).cast()));
+                let b0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b.add(i).cast()));
+                s0 = _mm512_fmadd_ps(a0, b0, s0);
+                i += left;
+            }
+            _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
         }
-        while i < n {
-            let left = (n - i).min(16);
-            let m: __mmask16 = if left == 16 {
-                0xFFFF
-            } else {
-                (1u16 << left) - 1
-            };
-            // Masked loads do not touch (or fault on) the lanes past `n`.
-            let a0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, a.add(i).cast()));
-            let b0 = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, b.add(i).cast()));
-            s0 = _mm512_fmadd_ps(a0, b0, s0);
-            i += left;
-        }
-        _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
     }
 }
 
@@ -219,7 +200,8 @@ pub fn ann_from_full(full: &[F16], ann_dim: usize) -> Vec<F16> {
 
 /// [`ann_from_full`] of a vector already decoded to f32 (the same bits).
 pub fn ann_from_decoded(full: &[f32], ann_dim: usize) -> Vec<F16> {
-    to_f16(&truncate_normalize(full, ann_dim))
+    // `ann_dim` is in 1..=dim for every store (settings are validated on open).
+    to_f16(&truncate_normalize(full, ann_dim).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use jsearch_index::graph::{AnnGraph, GraphParams, Hnsw};
+use jsearch_index::bench::{AnnGraph, GraphParams, Hnsw};
 use jsearch_index::vecmath::{self, dot_f16, dot_f32, F16};
 use jsearch_index::{Batch, HnswParams, SearchParams, Store, StoreSettings};
 use rayon::prelude::*;
@@ -748,7 +748,7 @@ fn main() -> Result<()> {
     let q16: Vec<F16> = vecmath::to_f16(&q);
     let qann: Vec<Vec<F16>> = q
         .chunks_exact(dim)
-        .map(|v| vecmath::to_f16(&vecmath::truncate_normalize(v, ann_dim)))
+        .map(|v| vecmath::ann_from_decoded(v, ann_dim))
         .collect();
     let mut graph_rows: Vec<Value> = Vec::new();
     for g in a.graphs.split(',').map(str::trim).filter(|s| !s.is_empty()) {

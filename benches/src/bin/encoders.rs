@@ -232,7 +232,7 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
     let t = Instant::now();
     let opts = rust_options(name)?;
     let model = ClipModel::load(ckpt, &opts)?;
-    if opts.bf16_matmul && !jsearch_encoders::bf16_gemm::available() {
+    if opts.bf16_matmul && !jsearch_encoders::bf16_kernel_available() {
         bail!("bf16mm: this CPU has no AVX512-BF16");
     }
     if cases.contains(&"load") {

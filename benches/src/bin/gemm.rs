@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{Device, Module, Tensor};
 use clap::Parser;
-use jsearch_encoders::nn::Linear;
+use jsearch_encoders::bench::Linear;
 
 #[derive(Parser)]
 #[command(about = "linear-layer kernels at jina-clip-v2 sizes: f32 vs bf16 (AVX512-BF16) vs int8")]
@@ -57,7 +57,7 @@ fn main() -> Result<()> {
     println!(
         "threads: {}; AVX512-BF16: {}\n",
         rayon::current_num_threads(),
-        jsearch_encoders::bf16_gemm::available()
+        jsearch_encoders::bf16_kernel_available()
     );
     println!(
         "| product | rows x in -> out | kernel | ms | GFLOP/s | vs f32 | rel. RMS error vs f32 |"

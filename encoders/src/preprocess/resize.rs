@@ -187,67 +187,71 @@ fn horizontal_block_generic(src: &[u8], in_w: usize, dst: &mut [u8], taps: &Taps
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn horizontal_block_avx2(src: &[u8], in_w: usize, dst: &mut [u8], taps: &Taps, w3: &[i32]) {
-    use std::arch::x86_64::*;
-    let out_cols = taps.start.len();
-    let stride = taps.stride;
-    let row_len = in_w * 3;
-    for (src_row, dst_row) in src
-        .chunks_exact(row_len)
-        .zip(dst.chunks_exact_mut(out_cols * 3))
-    {
-        for (i, out) in dst_row.chunks_exact_mut(3).enumerate() {
-            let xmin = taps.start[i];
-            let w = &w3[i * stride * 3..(i + 1) * stride * 3];
-            let mut sum = [HALF; 3];
-            if (xmin + stride) * 3 <= row_len {
-                let s = &src_row[xmin * 3..(xmin + stride) * 3];
-                let mut a0 = _mm256_setzero_si256();
-                let mut a1 = _mm256_setzero_si256();
-                let mut a2 = _mm256_setzero_si256();
-                for (sc, wc) in s.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
-                    // SAFETY: `sc` has 24 bytes and `wc` 24 i32 (chunks_exact), so the 8-byte
-                    // and 32-byte unaligned loads below stay inside them.
-                    let (sp, wp) = (sc.as_ptr(), wc.as_ptr());
-                    let p0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i));
-                    let p1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
-                    let p2 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(16) as *const __m128i));
-                    let w0 = _mm256_loadu_si256(wp as *const __m256i);
-                    let w1 = _mm256_loadu_si256(wp.add(8) as *const __m256i);
-                    let w2 = _mm256_loadu_si256(wp.add(16) as *const __m256i);
-                    a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(p0, w0));
-                    a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(p1, w1));
-                    a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(p2, w2));
+    // SAFETY: the caller upholds this function's `# Safety` contract.
+    unsafe {
+        use std::arch::x86_64::*;
+        let out_cols = taps.start.len();
+        let stride = taps.stride;
+        let row_len = in_w * 3;
+        for (src_row, dst_row) in src
+            .chunks_exact(row_len)
+            .zip(dst.chunks_exact_mut(out_cols * 3))
+        {
+            for (i, out) in dst_row.chunks_exact_mut(3).enumerate() {
+                let xmin = taps.start[i];
+                let w = &w3[i * stride * 3..(i + 1) * stride * 3];
+                let mut sum = [HALF; 3];
+                if (xmin + stride) * 3 <= row_len {
+                    let s = &src_row[xmin * 3..(xmin + stride) * 3];
+                    let mut a0 = _mm256_setzero_si256();
+                    let mut a1 = _mm256_setzero_si256();
+                    let mut a2 = _mm256_setzero_si256();
+                    for (sc, wc) in s.chunks_exact(LANES).zip(w.chunks_exact(LANES)) {
+                        // SAFETY: `sc` has 24 bytes and `wc` 24 i32 (chunks_exact), so the 8-byte
+                        // and 32-byte unaligned loads below stay inside them.
+                        let (sp, wp) = (sc.as_ptr(), wc.as_ptr());
+                        let p0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i));
+                        let p1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+                        let p2 =
+                            _mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(16) as *const __m128i));
+                        let w0 = _mm256_loadu_si256(wp as *const __m256i);
+                        let w1 = _mm256_loadu_si256(wp.add(8) as *const __m256i);
+                        let w2 = _mm256_loadu_si256(wp.add(16) as *const __m256i);
+                        a0 = _mm256_add_epi32(a0, _mm256_mullo_epi32(p0, w0));
+                        a1 = _mm256_add_epi32(a1, _mm256_mullo_epi32(p1, w1));
+                        a2 = _mm256_add_epi32(a2, _mm256_mullo_epi32(p2, w2));
+                    }
+                    // Lanes l and l + 12 hold the same channel: fold 24 lanes to 12.
+                    let x0 = _mm_add_epi32(
+                        _mm256_castsi256_si128(a0),
+                        _mm256_extracti128_si256::<1>(a1),
+                    );
+                    let x1 = _mm_add_epi32(
+                        _mm256_extracti128_si256::<1>(a0),
+                        _mm256_castsi256_si128(a2),
+                    );
+                    let x2 = _mm_add_epi32(
+                        _mm256_castsi256_si128(a1),
+                        _mm256_extracti128_si256::<1>(a2),
+                    );
+                    let mut lanes = [0i32; 12];
+                    _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, x0);
+                    _mm_storeu_si128(lanes.as_mut_ptr().add(4) as *mut __m128i, x1);
+                    _mm_storeu_si128(lanes.as_mut_ptr().add(8) as *mut __m128i, x2);
+                    for (l, a) in lanes.iter().enumerate() {
+                        sum[l % 3] = sum[l % 3].wrapping_add(*a);
+                    }
+                } else {
+                    let n = taps.count[i];
+                    let s = &src_row[xmin * 3..(xmin + n) * 3];
+                    for (l, (&p, &wt)) in s.iter().zip(w).enumerate() {
+                        sum[l % 3] = sum[l % 3].wrapping_add(i32::from(p).wrapping_mul(wt));
+                    }
                 }
-                // Lanes l and l + 12 hold the same channel: fold 24 lanes to 12.
-                let x0 = _mm_add_epi32(
-                    _mm256_castsi256_si128(a0),
-                    _mm256_extracti128_si256::<1>(a1),
-                );
-                let x1 = _mm_add_epi32(
-                    _mm256_extracti128_si256::<1>(a0),
-                    _mm256_castsi256_si128(a2),
-                );
-                let x2 = _mm_add_epi32(
-                    _mm256_castsi256_si128(a1),
-                    _mm256_extracti128_si256::<1>(a2),
-                );
-                let mut lanes = [0i32; 12];
-                _mm_storeu_si128(lanes.as_mut_ptr() as *mut __m128i, x0);
-                _mm_storeu_si128(lanes.as_mut_ptr().add(4) as *mut __m128i, x1);
-                _mm_storeu_si128(lanes.as_mut_ptr().add(8) as *mut __m128i, x2);
-                for (l, a) in lanes.iter().enumerate() {
-                    sum[l % 3] = sum[l % 3].wrapping_add(*a);
-                }
-            } else {
-                let n = taps.count[i];
-                let s = &src_row[xmin * 3..(xmin + n) * 3];
-                for (l, (&p, &wt)) in s.iter().zip(w).enumerate() {
-                    sum[l % 3] = sum[l % 3].wrapping_add(i32::from(p).wrapping_mul(wt));
-                }
+                out[0] = clip8(sum[0]);
+                out[1] = clip8(sum[1]);
+                out[2] = clip8(sum[2]);
             }
-            out[0] = clip8(sum[0]);
-            out[1] = clip8(sum[1]);
-            out[2] = clip8(sum[2]);
         }
     }
 }
@@ -255,7 +259,7 @@ unsafe fn horizontal_block_avx2(src: &[u8], in_w: usize, dst: &mut [u8], taps: &
 fn horizontal_block(src: &[u8], in_w: usize, dst: &mut [u8], taps: &Taps, w3: &[i32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if jsearch_base::cpu::features().avx2 {
             // SAFETY: AVX2 support was just checked.
             unsafe { horizontal_block_avx2(src, in_w, dst, taps, w3) };
             return;
@@ -321,7 +325,7 @@ fn vertical_block(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") {
+        if jsearch_base::cpu::features().avx2 {
             // SAFETY: AVX2 support was just checked.
             unsafe { vertical_block_avx2(src, src_first, row_len, dst, taps, y0) };
             return;

@@ -1,0 +1,155 @@
+//! Which SIMD kernels this CPU can run: detected once per process, the one place in jsearch
+//! that asks the CPU.
+//!
+//! Every fast path checks [`features`] and falls back to portable code. `JSEARCH_CPU_TIER`
+//! caps what is reported, to force a lower tier on a machine that has more:
+//!
+//! | value | kernels allowed |
+//! |---|---|
+//! | `portable` | none (plain Rust, what ARM and old x86 run) |
+//! | `avx2` | AVX2 + FMA + F16C |
+//! | `avx512` | the above + AVX-512 F/BW/VL (+ VNNI) |
+//! | `avx512bf16` or unset | everything the CPU has |
+
+use std::sync::OnceLock;
+
+/// CPU features the kernels use (all false off x86-64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Features {
+    /// AVX2.
+    pub avx2: bool,
+    /// Fused multiply-add (FMA3).
+    pub fma: bool,
+    /// f16 <-> f32 conversions (F16C).
+    pub f16c: bool,
+    /// AVX-512 F, BW and VL together.
+    pub avx512: bool,
+    /// AVX-512 VNNI (int8 dot products).
+    pub avx512_vnni: bool,
+    /// AVX512-BF16 (with AVX-512 F/BW/VL).
+    pub avx512_bf16: bool,
+}
+
+/// A tier to cap the detected features at (`JSEARCH_CPU_TIER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    /// No SIMD kernels.
+    Portable,
+    /// AVX2 + FMA + F16C.
+    Avx2,
+    /// AVX-512 F/BW/VL (and VNNI).
+    Avx512,
+    /// Everything, AVX512-BF16 included.
+    Avx512Bf16,
+}
+
+impl Tier {
+    /// Parses a `JSEARCH_CPU_TIER` value.
+    pub fn parse(s: &str) -> Option<Tier> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "portable" | "none" | "scalar" => Some(Tier::Portable),
+            "avx2" => Some(Tier::Avx2),
+            "avx512" => Some(Tier::Avx512),
+            "avx512bf16" | "avx512-bf16" | "native" | "" => Some(Tier::Avx512Bf16),
+            _ => None,
+        }
+    }
+}
+
+impl Features {
+    /// What this CPU reports (no cap).
+    pub fn detect() -> Features {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+            Features {
+                avx2: has!("avx2"),
+                fma: has!("fma"),
+                f16c: has!("f16c"),
+                avx512,
+                avx512_vnni: avx512 && has!("avx512vnni"),
+                avx512_bf16: avx512 && has!("avx512bf16"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Features::default()
+        }
+    }
+
+    /// These features with everything above `tier` turned off.
+    pub fn capped(self, tier: Tier) -> Features {
+        let mut f = self;
+        if tier < Tier::Avx512Bf16 {
+            f.avx512_bf16 = false;
+        }
+        if tier < Tier::Avx512 {
+            f.avx512 = false;
+            f.avx512_vnni = false;
+        }
+        if tier < Tier::Avx2 {
+            f.avx2 = false;
+            f.fma = false;
+            f.f16c = false;
+        }
+        f
+    }
+
+    /// The highest tier these features reach.
+    pub fn tier(&self) -> Tier {
+        if self.avx512_bf16 {
+            Tier::Avx512Bf16
+        } else if self.avx512 {
+            Tier::Avx512
+        } else if self.avx2 && self.fma && self.f16c {
+            Tier::Avx2
+        } else {
+            Tier::Portable
+        }
+    }
+}
+
+/// The features the kernels may use in this process: detected once, capped by
+/// `JSEARCH_CPU_TIER` when set (an unknown value is ignored).
+pub fn features() -> &'static Features {
+    static FEATURES: OnceLock<Features> = OnceLock::new();
+    FEATURES.get_or_init(|| {
+        let f = Features::detect();
+        match std::env::var("JSEARCH_CPU_TIER")
+            .ok()
+            .and_then(|v| Tier::parse(&v))
+        {
+            Some(t) => f.capped(t),
+            None => f,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capping_turns_off_the_higher_tiers() {
+        let all = Features {
+            avx2: true,
+            fma: true,
+            f16c: true,
+            avx512: true,
+            avx512_vnni: true,
+            avx512_bf16: true,
+        };
+        assert_eq!(all.tier(), Tier::Avx512Bf16);
+        assert_eq!(all.capped(Tier::Avx512).tier(), Tier::Avx512);
+        assert_eq!(all.capped(Tier::Avx2).tier(), Tier::Avx2);
+        assert_eq!(all.capped(Tier::Portable), Features::default());
+        assert_eq!(Tier::parse("AVX2"), Some(Tier::Avx2));
+        assert_eq!(Tier::parse("sse9"), None);
+        // Capping never adds what the CPU lacks.
+        assert_eq!(
+            Features::default().capped(Tier::Avx512Bf16),
+            Features::default()
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! [`Engine`]: a store file and, loaded on demand, the model.
+//!
+//! Reading (`query`, `similar`, `stats`, `embed`) takes `&self`: an `Arc<Engine>` serves many
+//! threads at once (a server, a GUI). The store's read handle, the device, the model towers and
+//! the score calibration are loaded by the first call that needs them, once, in cells that
+//! concurrent first callers wait on.
+//!
+//! Writing (`index`, `index_records`, `remove`) takes `&mut self`. The store allows one writer
+//! per file (redb's lock, across processes) and any number of readers, each of which sees every
+//! commit; an `&mut` borrow makes "one writer" a compile-time fact inside a process instead of a
+//! lock to wait on, and keeps the writer's batch state out of the shared reader. An application
+//! that serves queries while it indexes opens two engines on the same file: one shared
+//! (`Arc<Engine>`) for the queries, one owned by the indexing thread; the readers see each of
+//! its commits.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::device::{self, DeviceChoice, Precision, ResolvedDevice};
+use crate::enc::preprocess::DecodeOptions;
+use crate::enc::{self, hub, ClipModel, TextRole, Towers};
+use crate::error::{self, Error, Result};
+use crate::idx::{self, Store, StoreSettings};
+use crate::ingest::{self, IndexEvent, IndexOptions, IndexSummary};
+use crate::item::{self, Kind, Modality};
+use crate::keys;
+use crate::lazy::Lazy;
+use crate::search::{self, CalibrationSamples, Query, SearchHit};
+use crate::Record;
+
+/// File name of the default store, inside [`default_db_path`]'s folder.
+pub const DEFAULT_DB_NAME: &str = "index.jsearch";
+
+/// Default store: `<data dir>/jsearch/index.jsearch` (e.g. `~/.local/share/jsearch/index.jsearch`
+/// on Linux, `~/Library/Application Support/jsearch/...` on macOS), falling back to the current folder.
+pub fn default_db_path() -> PathBuf {
+    dirs::data_dir()
+        .map(|d| d.join("jsearch").join(DEFAULT_DB_NAME))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB_NAME))
+}
+
+/// How to open an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// The store file (created on the first `index`).
+    pub db: PathBuf,
+    /// Model folder; `None` resolves `$JSEARCH_MODEL`, the Hugging Face cache, then downloads.
+    pub model_dir: Option<PathBuf>,
+    /// Compute device.
+    pub device: DeviceChoice,
+    /// Compute precision (`Auto`: bf16 on a GPU, f32 on the CPU; `Int8` for the fastest CPU path).
+    pub precision: Precision,
+    /// Show a download progress bar if the model has to be downloaded.
+    pub download_progress: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            db: default_db_path(),
+            model_dir: None,
+            device: DeviceChoice::Auto,
+            precision: Precision::Auto,
+            download_progress: false,
+        }
+    }
+}
+
+/// Counts and sizes of a store.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// The store file.
+    pub store: PathBuf,
+    /// Its size in bytes.
+    pub store_bytes: u64,
+    /// Model name recorded in the store.
+    pub model: String,
+    /// Model fingerprint recorded in the store.
+    pub model_fingerprint: String,
+    /// Full vector dimension.
+    pub dim: usize,
+    /// Dimension of the ANN graph (Matryoshka truncation).
+    pub ann_dim: usize,
+    /// Items by kind (`image`, `text`, `product`); a product counts once.
+    pub items: std::collections::BTreeMap<String, usize>,
+    /// Vectors (a product with an image has two).
+    pub vectors: usize,
+    /// Indexed files (images, text files, catalogs).
+    pub files: usize,
+}
+
+/// Raw embeddings from [`Engine::embed`]: the pooled output of each tower, before the L2
+/// normalisation (apply [`crate::normalize`] or [`crate::truncate_normalize`]).
+#[derive(Debug, Clone, Default)]
+pub struct Embeddings {
+    /// One per text, in order.
+    pub texts: Vec<Vec<f32>>,
+    /// One per image, in order.
+    pub images: Vec<Vec<f32>>,
+}
+
+/// The towers loaded so far.
+struct LoadedModel {
+    towers: Towers,
+    model: Arc<ClipModel>,
+}
+
+impl LoadedModel {
+    fn covers(&self, need: Towers) -> bool {
+        matches!(
+            (self.towers, need),
+            (Towers::Both, _) | (Towers::Text, Towers::Text) | (Towers::Vision, Towers::Vision)
+        )
+    }
+}
+
+/// An open search engine: a store file plus (loaded on demand) the model. See the module docs
+/// for sharing it between threads.
+pub struct Engine {
+    db: PathBuf,
+    model_dir: Option<PathBuf>,
+    device_choice: DeviceChoice,
+    precision: Precision,
+    download_progress: bool,
+    resolved_model_dir: Lazy<PathBuf>,
+    device: Lazy<ResolvedDevice>,
+    /// The towers loaded so far (replaced by both towers when the other one is needed).
+    model: RwLock<Option<LoadedModel>>,
+    /// Held while a tower loads, so that concurrent first queries load it once.
+    model_load: Mutex<()>,
+    /// The read handle (queries, stats), opened by the first read unless a writer is held.
+    reader: Lazy<Store>,
+    /// The write handle, held from the first write until the engine is dropped.
+    writer: Option<Store>,
+    /// Per-modality calibration samples, dropped by every write.
+    calibration: Mutex<Option<Arc<CalibrationSamples>>>,
+}
+
+impl Engine {
+    /// Prepares an engine. Nothing is loaded yet: the model is loaded (only the towers needed) and
+    /// the store opened by the first call that needs them.
+    pub fn open(opts: OpenOptions) -> Result<Engine> {
+        Ok(Engine {
+            db: opts.db,
+            model_dir: opts.model_dir,
+            device_choice: opts.device,
+            precision: opts.precision,
+            download_progress: opts.download_progress,
+            resolved_model_dir: Lazy::default(),
+            device: Lazy::default(),
+            model: RwLock::new(None),
+            model_load: Mutex::new(()),
+            reader: Lazy::default(),
+            writer: None,
+            calibration: Mutex::new(None),
+        })
+    }
+
+    /// The store file.
+    pub fn db_path(&self) -> &Path {
+        &self.db
+    }
+
+    /// Resolves (once) and returns the compute device, with a description for the log.
+    pub fn device(&self) -> Result<&ResolvedDevice> {
+        self.device
+            .get_or_try_init(|| device::resolve(self.device_choice))
+    }
+
+    /// The model folder (resolving `$JSEARCH_MODEL`, the cache, or downloading, once).
+    pub fn model_dir(&self) -> Result<PathBuf> {
+        self.resolved_model_dir
+            .get_or_try_init(|| {
+                hub::resolve_model_dir(self.model_dir.as_deref(), self.download_progress)
+                    .map_err(Error::from)
+            })
+            .cloned()
+    }
+
+    /// The model with at least the towers `need` (loading what is missing, once).
+    pub(crate) fn model(&self, need: Towers) -> Result<Arc<ClipModel>> {
+        let loaded = |m: &RwLock<Option<LoadedModel>>| {
+            let g = m.read().unwrap_or_else(|e| e.into_inner());
+            g.as_ref()
+                .filter(|l| l.covers(need))
+                .map(|l| l.model.clone())
+        };
+        if let Some(m) = loaded(&self.model) {
+            return Ok(m);
+        }
+        let _loading = self.model_load.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = loaded(&self.model) {
+            return Ok(m);
+        }
+        // The other tower is loaded: load both (one model object serves every caller).
+        let have_other = self
+            .model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some();
+        let towers = if have_other { Towers::Both } else { need };
+        let dir = self.model_dir()?;
+        let device = self.device()?.device.clone();
+        let opts = self.precision.load_options(device, towers);
+        let m = Arc::new(ClipModel::load(&dir, &opts)?);
+        *self.model.write().unwrap_or_else(|e| e.into_inner()) = Some(LoadedModel {
+            towers,
+            model: m.clone(),
+        });
+        Ok(m)
+    }
+
+    fn settings_for(model: &ClipModel) -> StoreSettings {
+        let id = model.identity();
+        StoreSettings::new(id.name.clone(), id.fingerprint.clone(), model.embed_dim())
+    }
+
+    fn mismatch(&self, stored: &StoreSettings, wanted: &StoreSettings) -> Option<Error> {
+        let same = stored.model_name == wanted.model_name
+            && stored.model_fingerprint == wanted.model_fingerprint
+            && stored.dim == wanted.dim;
+        (!same).then(|| {
+            Error::ModelMismatch(Box::new(error::ModelMismatch {
+                store: self.db.clone(),
+                store_model: stored.model_name.clone(),
+                store_fp: stored.model_fingerprint.clone(),
+                store_dim: stored.dim,
+                model: wanted.model_name.clone(),
+                model_fp: wanted.model_fingerprint.clone(),
+                model_dim: wanted.dim,
+            }))
+        })
+    }
+
+    /// The store must have been built with `model`.
+    pub(crate) fn check_model(&self, stored: &StoreSettings, model: &ClipModel) -> Result<()> {
+        match self.mismatch(stored, &Self::settings_for(model)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn map_open_error(&self, e: idx::IndexError) -> Error {
+        match e {
+            idx::IndexError::Busy { path } => Error::Locked {
+                detail: "only one writer at a time; queries still work".into(),
+                path,
+            },
+            other => Error::Index(other),
+        }
+    }
+
+    /// The store to read from: the writer when one is held, else the shared read handle
+    /// (opened once; a store left by a killed writer or in an older format is first recovered
+    /// or upgraded by a short-lived writer).
+    pub(crate) fn store(&self) -> Result<&Store> {
+        if let Some(w) = &self.writer {
+            return Ok(w);
+        }
+        self.reader.get_or_try_init(|| {
+            if !self.db.exists() {
+                return Err(Error::NoStore(self.db.clone()));
+            }
+            match Store::open_read_only(&self.db) {
+                Ok(s) => Ok(s),
+                Err(idx::IndexError::NeedsRecovery { .. })
+                | Err(idx::IndexError::UpgradeNeeded { .. }) => {
+                    self.recover()?;
+                    Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))
+                }
+                Err(e) => Err(self.map_open_error(e)),
+            }
+        })
+    }
+
+    /// The calibration samples of the store (cached until the next write).
+    pub(crate) fn calibration(&self, store: &Store) -> Result<Arc<CalibrationSamples>> {
+        let mut cached = self.calibration.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = cached.as_ref() {
+            return Ok(s.clone());
+        }
+        let s = Arc::new(CalibrationSamples::load(store)?);
+        *cached = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Opens the store once as a writer (with the model's identity, read from its files without
+    /// loading weights) so that redb recovers a store left by a killed writer and an older
+    /// store format is upgraded.
+    fn recover(&self) -> Result<()> {
+        let dir = self.model_dir()?;
+        let config = enc::ClipConfig::load(&dir.join("config.json"))?;
+        let id = enc::model_identity(&dir, &config)?;
+        let settings = StoreSettings::new(id.name, id.fingerprint, config.embed_dim());
+        let s = Store::open(&self.db, settings).map_err(|e| match e {
+            idx::IndexError::ModelMismatch {
+                stored, requested, ..
+            } => Error::InvalidArgument(format!(
+                "store {} was built with model {stored}, but the model in use is {requested}; \
+                 use the same --model, or re-index into a new store",
+                self.db.display()
+            )),
+            other => self.map_open_error(other),
+        })?;
+        drop(s);
+        Ok(())
+    }
+
+    /// The settings of an existing store (read-only open), for a clear model check before
+    /// taking the writer lock.
+    fn stored_settings(&self) -> Result<Option<StoreSettings>> {
+        if !self.db.exists() {
+            return Ok(None);
+        }
+        Ok(Store::open_read_only(&self.db)
+            .ok()
+            .map(|ro| ro.settings().clone()))
+    }
+
+    /// Opens the store for writing with `settings` (or the store's own when `None`).
+    pub(crate) fn writer(&mut self, settings: Option<StoreSettings>) -> Result<&mut Store> {
+        let store = match self.writer.take() {
+            Some(s) => s,
+            None => self.open_writer(settings)?,
+        };
+        *self
+            .calibration
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        Ok(self.writer.insert(store))
+    }
+
+    fn open_writer(&mut self, settings: Option<StoreSettings>) -> Result<Store> {
+        self.reader.take();
+        let settings = match settings {
+            Some(s) => {
+                // Check the model first for a clear message (also while another process writes).
+                if let Some(stored) = self.stored_settings()? {
+                    if let Some(e) = self.mismatch(&stored, &s) {
+                        return Err(e);
+                    }
+                }
+                s
+            }
+            None => {
+                if !self.db.exists() {
+                    return Err(Error::NoStore(self.db.clone()));
+                }
+                let ro = Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))?;
+                ro.settings().clone()
+            }
+        };
+        if let Some(parent) = self.db.parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+        }
+        Store::open(&self.db, settings).map_err(|e| self.map_open_error(e))
+    }
+
+    /// Indexes folders (recursively), files and catalogs. Incremental: unchanged files are
+    /// skipped, changed ones re-embedded, files deleted under the given roots removed; renamed or
+    /// duplicate content reuses stored vectors. Commits after every batch. `on_event` receives
+    /// progress and problems (unreadable files are reported and skipped; the run goes on).
+    pub fn index(
+        &mut self,
+        paths: &[PathBuf],
+        opts: &IndexOptions,
+        on_event: &mut dyn FnMut(IndexEvent),
+    ) -> Result<IndexSummary> {
+        if paths.is_empty() {
+            return Err(Error::InvalidArgument(
+                "nothing to index: give at least one path".into(),
+            ));
+        }
+        let model = self.model(Towers::Both)?;
+        let model_dir = self.model_dir()?;
+        let db = self.db.clone();
+        let store = self.writer(Some(Self::settings_for(&model)))?;
+        let summary = ingest::index_paths(store, &model, &model_dir, paths, opts, on_event)?;
+        tidy_after_run(store, &db, &summary, on_event);
+        Ok(summary)
+    }
+
+    /// Indexes records given in code (as if read from a catalog named `source`, which need not
+    /// exist on disk). Records of `source` not in `records` are removed.
+    pub fn index_records(
+        &mut self,
+        source: &str,
+        records: Vec<Record>,
+        opts: &IndexOptions,
+        on_event: &mut dyn FnMut(IndexEvent),
+    ) -> Result<IndexSummary> {
+        let model = self.model(Towers::Both)?;
+        let model_dir = self.model_dir()?;
+        let db = self.db.clone();
+        let store = self.writer(Some(Self::settings_for(&model)))?;
+        let summary =
+            ingest::index_records(store, &model, &model_dir, source, records, opts, on_event)?;
+        tidy_after_run(store, &db, &summary, on_event);
+        Ok(summary)
+    }
+
+    /// Removes files (or everything under folders) from the store; returns the number of files removed.
+    pub fn remove(&mut self, paths: &[PathBuf]) -> Result<usize> {
+        let store = self.writer(None)?;
+        ingest::remove_paths(store, paths)
+    }
+
+    /// Searches by text, image, or both. See [`crate::search`] for how scores are computed.
+    pub fn query(&self, q: &Query) -> Result<Vec<SearchHit>> {
+        search::run_query(self, q)
+    }
+
+    /// Items similar to an indexed file (its stored vectors are the query; the file itself is excluded).
+    pub fn similar(&self, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
+        search::run_similar(self, path, q)
+    }
+
+    /// Raw embeddings of texts (as documents, or as search queries with the model's query
+    /// instruction when `query`) and of image files, with only the towers they need loaded.
+    /// Images are decoded as given (no EXIF orientation); a file that cannot be decoded fails the
+    /// call, naming it, before anything is encoded.
+    pub fn embed(&self, texts: &[&str], images: &[PathBuf], query: bool) -> Result<Embeddings> {
+        let towers = match (texts.is_empty(), images.is_empty()) {
+            (true, true) => return Ok(Embeddings::default()),
+            (false, true) => Towers::Text,
+            (true, false) => Towers::Vision,
+            (false, false) => Towers::Both,
+        };
+        let model = self.model(towers)?;
+        let decode = DecodeOptions::default();
+        let mut pixels = Vec::with_capacity(images.len());
+        for path in images {
+            pixels.push(model.preprocessor().preprocess_path(path, &decode)?);
+        }
+        let role = if query {
+            TextRole::Query
+        } else {
+            TextRole::Document
+        };
+        let texts = if texts.is_empty() {
+            Vec::new()
+        } else {
+            model.encode_texts_raw(texts, role)?
+        };
+        let images = if pixels.is_empty() {
+            Vec::new()
+        } else {
+            model.encode_pixels_raw(&pixels)?
+        };
+        Ok(Embeddings { texts, images })
+    }
+
+    /// Counts by kind, model identity, dimensions and file size of the store.
+    pub fn stats(&self) -> Result<Stats> {
+        let store = self.store()?;
+        let settings = store.settings().clone();
+        let store_bytes = std::fs::metadata(&self.db).map(|m| m.len()).unwrap_or(0);
+        let mut items: std::collections::BTreeMap<String, usize> = Kind::ALL
+            .iter()
+            .map(|k| (k.as_str().to_string(), 0))
+            .collect();
+        let mut vectors = 0;
+        let mut item_ids = std::collections::HashSet::new();
+        for m in Modality::ALL {
+            for (k, _) in store.kv_scan_prefix(keys::NS_MOD, &[m.byte()])? {
+                if let Some(id) = keys::id_suffix(&k) {
+                    vectors += 1;
+                    if item_ids.insert(item::item_id(id)) {
+                        if let Some(kind) = item::kind_of(id) {
+                            *items.entry(kind.as_str().to_string()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        let files = store.kv_scan_prefix(keys::NS_FILES, b"")?.len();
+        Ok(Stats {
+            store: self.db.clone(),
+            store_bytes,
+            model: settings.model_name,
+            model_fingerprint: settings.model_fingerprint,
+            dim: settings.dim,
+            ann_dim: settings.ann_dim,
+            items,
+            vectors,
+            files,
+        })
+    }
+}
+
+/// Items a run must write (and at least a tenth of the store) before it ends with a compaction.
+const COMPACT_AFTER_ITEMS: usize = 1024;
+
+/// After a run that wrote many items, renumber the graph for re-rank locality and give the
+/// copy-on-write pages of its commits back ([`Store::compact`]: at 1M vectors the file shrinks
+/// from 4.0 to 2.4 GiB, in about an eighth of the build time). Best effort: everything is already
+/// committed, so a failure is reported as a problem of the store file, not as an error.
+fn tidy_after_run(
+    store: &mut Store,
+    db: &Path,
+    summary: &IndexSummary,
+    on_event: &mut dyn FnMut(IndexEvent),
+) {
+    if summary.items >= COMPACT_AFTER_ITEMS && summary.items * 10 >= store.len() {
+        if let Err(e) = store.compact() {
+            on_event(IndexEvent::Problem {
+                path: db.to_path_buf(),
+                message: format!("compaction after the run failed (the index is intact): {e}"),
+            });
+        }
+    }
+}
+
+/// `Engine` is shared across threads (`Arc<Engine>`): a compile-time check.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Engine>();
+};

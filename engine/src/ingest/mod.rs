@@ -1,0 +1,256 @@
+//! An index run, in its stages (one module each):
+//!
+//! 1. [`plan`] (calling thread): walk the roots, compare size + mtime with the `files` records,
+//!    expand catalogs into records; files under the roots that are gone are scheduled for removal.
+//! 2. [`prepare`] (a private rayon pool), per item kind: read, hash, decode + preprocess images,
+//!    chunk text, assemble products. Content already in the store (hash) is not decoded at all.
+//! 3. [`encode`] (calling thread): each batch's vectors come from the store (same content), from
+//!    an earlier item of the batch, or from the model, while the pool prepares the next batches
+//!    (a bounded channel, [`pipeline`]).
+//! 4. [`commit`]: each batch is written in one transaction together with the engine's key-value
+//!    records, so a kill loses at most the batch in flight; removals of deleted files go in the
+//!    last transaction.
+
+mod commit;
+mod encode;
+mod pipeline;
+mod plan;
+mod prepare;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::catalog::Record;
+use crate::chunk::DEFAULT_MAX_TOKENS;
+use crate::enc::ClipModel;
+use crate::error::{Error, Result};
+use crate::idx::{Batch, Store};
+use crate::keys::{self, NS_FILES};
+use crate::walk::{self, FileKind};
+
+use plan::Plan;
+
+/// Options of an indexing run.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Extra gitignore-style patterns to skip (e.g. `*.tmp`, `drafts/`).
+    pub excludes: Vec<String>,
+    /// Images larger than this many megapixels are skipped (checked before decoding). Default 100.
+    pub max_megapixels: Option<f64>,
+    /// Vectors per model batch and per commit. Default 32.
+    pub batch_size: usize,
+    /// Threads that read, decode and preprocess (0 = one per core).
+    pub threads: usize,
+    /// Maximum tokens per text chunk (the encoder's window is 512). Default 480.
+    pub max_tokens: usize,
+    /// Sleep after each commit (testing interrupted runs; normally `None`).
+    pub batch_pause: Option<Duration>,
+    /// Decode large JPEGs at a reduced DCT scale (still ≥ 2× the model's input size) before the
+    /// exact resize: several times faster on big photos, not bit-exact with the reference. Default off.
+    pub fast_jpeg: bool,
+}
+
+impl Default for IndexOptions {
+    fn default() -> Self {
+        IndexOptions {
+            excludes: Vec::new(),
+            max_megapixels: Some(100.0),
+            batch_size: 32,
+            threads: 0,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            batch_pause: None,
+            fast_jpeg: false,
+        }
+    }
+}
+
+/// What happens during a run, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum IndexEvent {
+    /// Planning done: `units` work units (files, catalog records) to process.
+    Planned {
+        /// Files to (re-)index.
+        files: usize,
+        /// Work units (a catalog contributes one per record).
+        units: usize,
+        /// Unchanged files skipped.
+        unchanged: usize,
+        /// Files to remove (deleted under the roots).
+        to_remove: usize,
+    },
+    /// A batch was committed.
+    Progress {
+        /// Units done so far.
+        done: usize,
+        /// Units in total.
+        total: usize,
+        /// Vectors run through the model so far.
+        encoded: usize,
+        /// Vectors reused from the store so far.
+        reused: usize,
+    },
+    /// A file (or a record of a catalog) could not be used; the run goes on.
+    Problem {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Time spent per stage, in seconds. `read`, `decode` and `preprocess` are summed over the worker
+/// threads (CPU time); `encode`, `store` and `wait` are wall time of the encoding thread.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StageTimes {
+    /// Reading files and hashing them.
+    pub read: f64,
+    /// Image decoding (incl. EXIF orientation), text reading and chunking.
+    pub decode: f64,
+    /// Resize, crop, normalise.
+    pub preprocess: f64,
+    /// The model.
+    pub encode: f64,
+    /// Look-ups and commits.
+    pub store: f64,
+    /// The encoding thread waiting for prepared inputs (the pipeline starving the model).
+    pub wait: f64,
+}
+
+/// Summary of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IndexSummary {
+    /// New files indexed.
+    pub indexed: usize,
+    /// Changed files re-indexed.
+    pub updated: usize,
+    /// Unchanged files skipped.
+    pub skipped: usize,
+    /// Files removed (deleted under the roots).
+    pub removed: usize,
+    /// Files that failed (reported through [`IndexEvent::Problem`]).
+    pub failed: usize,
+    /// Items written (images, passages, products).
+    pub items: usize,
+    /// Vectors computed by the model.
+    pub encoded: usize,
+    /// Vectors reused from the store (same content: renamed, duplicate or unchanged record).
+    pub reused: usize,
+    /// Problems reported (files and catalog records).
+    pub problems: usize,
+    /// Wall time of the run in seconds.
+    pub elapsed: f64,
+    /// Time per stage.
+    pub times: StageTimes,
+}
+
+/// A file of the run (an image, a text file or a catalog) and what the store will record of it.
+struct FileJob {
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    kind: FileKind,
+    /// The file was indexed before (changed since).
+    update: bool,
+    /// Images a catalog refers to, with their size and mtime (a change re-indexes the catalog).
+    deps: Vec<(String, u64, i128)>,
+}
+
+/// What one unit of work prepares.
+enum Work {
+    Image,
+    Text,
+    Record(Box<Record>),
+}
+
+/// One unit of work: a file, or one record of a catalog.
+struct Unit {
+    /// Index into the run's files.
+    file: usize,
+    work: Work,
+}
+
+pub(crate) fn index_paths(
+    store: &mut Store,
+    model: &ClipModel,
+    model_dir: &std::path::Path,
+    roots: &[PathBuf],
+    opts: &IndexOptions,
+    on_event: &mut dyn FnMut(IndexEvent),
+) -> Result<IndexSummary> {
+    let plan = plan::plan(store, roots, opts, on_event)?;
+    pipeline::run(store, model, model_dir, plan, opts, on_event)
+}
+
+pub(crate) fn index_records(
+    store: &mut Store,
+    model: &ClipModel,
+    model_dir: &std::path::Path,
+    source: &str,
+    records: Vec<Record>,
+    opts: &IndexOptions,
+    on_event: &mut dyn FnMut(IndexEvent),
+) -> Result<IndexSummary> {
+    let path = PathBuf::from(source);
+    let update = store.kv_get(NS_FILES, &keys::path_bytes(&path))?.is_some();
+    let job = FileJob {
+        path,
+        size: 0,
+        mtime_ns: 0,
+        kind: FileKind::Catalog,
+        update,
+        deps: Vec::new(),
+    };
+    let units = records
+        .into_iter()
+        .map(|r| Unit {
+            file: 0,
+            work: Work::Record(Box::new(r)),
+        })
+        .collect();
+    let plan = Plan {
+        files: vec![job],
+        units,
+        remove: Vec::new(),
+        skipped: 0,
+        failed: 0,
+        problems: 0,
+    };
+    pipeline::run(store, model, model_dir, plan, opts, on_event)
+}
+
+/// Removes files, or every file under folders. Fails (removing nothing) if a path is not indexed.
+pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<usize> {
+    let mut targets: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let abs = walk::absolute_lenient(p);
+        let mut hits = Vec::new();
+        if store.kv_get(NS_FILES, &keys::path_bytes(&abs))?.is_some() {
+            hits.push(abs.clone());
+        } else if store.kv_get(NS_FILES, &keys::path_bytes(p))?.is_some() {
+            // Sources of `index_records` are stored as given.
+            hits.push(p.clone());
+        }
+        let mut prefix = keys::path_bytes(&abs);
+        prefix.push(std::path::MAIN_SEPARATOR as u8);
+        for (k, _) in store.kv_scan_prefix(NS_FILES, &prefix)? {
+            hits.push(keys::path_from_bytes(&k));
+        }
+        if hits.is_empty() {
+            return Err(Error::NotIndexed(abs));
+        }
+        targets.extend(hits);
+    }
+    targets.sort();
+    targets.dedup();
+    for chunk in targets.chunks(256) {
+        let mut batch = Batch::new();
+        for p in chunk {
+            commit::delete_owned(store, &mut batch, p, None)?;
+            batch.kv_delete(NS_FILES, keys::path_bytes(p));
+        }
+        store.commit(batch)?;
+    }
+    Ok(targets.len())
+}

@@ -1,0 +1,161 @@
+//! Stage 1 of a run: walk the roots, compare each file with its record in the store, expand
+//! catalogs into records, and list the files under the roots that are gone.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::{FileJob, IndexEvent, IndexOptions, Unit, Work};
+use crate::catalog::{read_catalog, Record};
+use crate::error::Result;
+use crate::idx::Store;
+use crate::keys::{self, FileRecord, NS_FILES};
+use crate::walk::{self, FileKind, Found};
+
+/// What a run will do: the files to (re-)index with their units of work, and the files to remove.
+pub(super) struct Plan {
+    pub(super) files: Vec<FileJob>,
+    pub(super) units: Vec<Unit>,
+    pub(super) remove: Vec<PathBuf>,
+    pub(super) skipped: usize,
+    pub(super) failed: usize,
+    pub(super) problems: usize,
+}
+
+fn deps_unchanged(deps: &[(String, u64, i128)]) -> bool {
+    deps.iter().all(|(p, size, mtime)| {
+        let now = walk::stat(Path::new(p)).unwrap_or((0, 0));
+        now == (*size, *mtime)
+    })
+}
+
+fn catalog_deps(records: &[Record]) -> Vec<(String, u64, i128)> {
+    let mut deps: Vec<(String, u64, i128)> = records
+        .iter()
+        .filter_map(|r| r.image.as_ref())
+        .map(|img| {
+            let abs = walk::absolute_lenient(img);
+            let (size, mtime) = walk::stat(&abs).unwrap_or((0, 0));
+            (abs.to_string_lossy().into_owned(), size, mtime)
+        })
+        .collect();
+    deps.sort();
+    deps.dedup();
+    deps
+}
+
+/// Walks the roots and decides, per file, whether it is unchanged, new, changed or gone.
+pub(super) fn plan(
+    store: &Store,
+    roots: &[PathBuf],
+    opts: &IndexOptions,
+    on_event: &mut dyn FnMut(IndexEvent),
+) -> Result<Plan> {
+    let mut found: Vec<Found> = Vec::new();
+    let mut problems: Vec<(PathBuf, String)> = Vec::new();
+    let mut abs_roots = Vec::new();
+    for r in roots {
+        let abs = walk::absolute(r)?;
+        walk::walk(&abs, &opts.excludes, &mut found, &mut problems)?;
+        abs_roots.push(abs);
+    }
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    found.retain(|f| seen.insert(f.path.clone()));
+    let mut plan = Plan {
+        files: Vec::new(),
+        units: Vec::new(),
+        remove: Vec::new(),
+        skipped: 0,
+        failed: 0,
+        problems: 0,
+    };
+    for (path, msg) in &problems {
+        on_event(IndexEvent::Problem {
+            path: path.clone(),
+            message: msg.clone(),
+        });
+        seen.insert(path.clone());
+        plan.problems += 1;
+        plan.failed += 1;
+    }
+    for f in found {
+        let old: Option<FileRecord> = store
+            .kv_get(NS_FILES, &keys::path_bytes(&f.path))?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(old) = &old {
+            if old.size == f.size
+                && old.mtime_ns == f.mtime_ns
+                && old.kind == f.kind.as_str()
+                && deps_unchanged(&old.deps)
+            {
+                plan.skipped += 1;
+                continue;
+            }
+        }
+        let file = plan.files.len();
+        let mut job = FileJob {
+            path: f.path.clone(),
+            size: f.size,
+            mtime_ns: f.mtime_ns,
+            kind: f.kind,
+            update: old.is_some(),
+            deps: Vec::new(),
+        };
+        match f.kind {
+            FileKind::Image => plan.units.push(Unit {
+                file,
+                work: Work::Image,
+            }),
+            FileKind::Text => plan.units.push(Unit {
+                file,
+                work: Work::Text,
+            }),
+            FileKind::Catalog => match read_catalog(&f.path) {
+                Ok((records, probs)) => {
+                    for msg in probs {
+                        on_event(IndexEvent::Problem {
+                            path: f.path.clone(),
+                            message: msg,
+                        });
+                        plan.problems += 1;
+                    }
+                    job.deps = catalog_deps(&records);
+                    for rec in records {
+                        plan.units.push(Unit {
+                            file,
+                            work: Work::Record(Box::new(rec)),
+                        });
+                    }
+                }
+                Err(e) => {
+                    on_event(IndexEvent::Problem {
+                        path: f.path.clone(),
+                        message: e.to_string(),
+                    });
+                    plan.problems += 1;
+                    plan.failed += 1;
+                    continue;
+                }
+            },
+        }
+        plan.files.push(job);
+    }
+    // Files recorded under the roots that are no longer there.
+    for root in &abs_roots {
+        let mut candidates = Vec::new();
+        if store.kv_get(NS_FILES, &keys::path_bytes(root))?.is_some() {
+            candidates.push(keys::path_bytes(root));
+        }
+        let mut prefix = keys::path_bytes(root);
+        prefix.push(std::path::MAIN_SEPARATOR as u8);
+        for (k, _) in store.kv_scan_prefix(NS_FILES, &prefix)? {
+            candidates.push(k);
+        }
+        for k in candidates {
+            let p = keys::path_from_bytes(&k);
+            if !seen.contains(&p) && !plan.remove.contains(&p) {
+                plan.remove.push(p);
+            }
+        }
+    }
+    Ok(plan)
+}

@@ -1,0 +1,334 @@
+//! Stage 2 of a run, on the worker pool: one function per item kind turns a unit of work into
+//! items with their vector inputs (pixels, text, or content the store already has).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::{FileJob, Unit, Work};
+use crate::catalog::Record;
+use crate::chunk::{title_of, Chunker};
+use crate::enc::preprocess::{decode_rgb_named, DecodeOptions, PixelValues, Preprocessor};
+use crate::enc::EncoderError;
+use crate::item::{snippet, vector_id, ItemMeta, Kind, Modality};
+use crate::keys::Hash;
+use crate::walk;
+
+/// Why a file (or a catalog record) could not be used. Reported as an
+/// [`super::IndexEvent::Problem`]; the run goes on.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum FileProblem {
+    /// The file could not be read.
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    /// A text file that is not UTF-8.
+    #[error("not UTF-8 text")]
+    NotUtf8,
+    /// A text file arrived without a tokenizer to chunk it (a planning bug, reported as such).
+    #[error("no tokenizer loaded to chunk text")]
+    NoTokenizer,
+    /// The image could not be decoded (corrupt, truncated, too large, unknown format).
+    #[error("{0}")]
+    Decode(#[from] EncoderError),
+    /// The text could not be split into passages.
+    #[error("{0}")]
+    Chunk(#[from] crate::Error),
+    /// A catalog record's image could not be used (the record keeps its text).
+    #[error("record {id:?}: image {}: {source}", path.display())]
+    RecordImage {
+        /// The record's id.
+        id: String,
+        /// The image file.
+        path: PathBuf,
+        /// What went wrong with it.
+        source: Box<FileProblem>,
+    },
+    /// A catalog record with neither text nor a usable image.
+    #[error("record {0:?}: no text and no usable image")]
+    RecordEmpty(String),
+}
+
+/// Where a vector will come from.
+pub(super) enum Input {
+    Pixels(PixelValues),
+    Text(String),
+    /// Content already in the store; the path lets the encoder decode it if the stored copy vanished.
+    Known(PathBuf),
+}
+
+/// One vector of an item: its id, content hash and input.
+pub(super) struct PVec {
+    pub(super) id: u64,
+    pub(super) hash: Hash,
+    pub(super) input: Input,
+}
+
+/// One item (an image, a passage, a product) with its vectors.
+pub(super) struct PItem {
+    pub(super) meta: ItemMeta,
+    pub(super) vecs: Vec<PVec>,
+}
+
+/// What a unit of work produced.
+pub(super) struct Prepared {
+    pub(super) file: usize,
+    pub(super) items: Vec<PItem>,
+    pub(super) problems: Vec<FileProblem>,
+    /// The file failed as a whole (it keeps its old state and is retried next run).
+    pub(super) fatal: bool,
+}
+
+/// CPU time summed over the worker threads.
+#[derive(Default)]
+pub(super) struct Clock(AtomicU64);
+
+impl Clock {
+    fn add(&self, since: Instant) {
+        self.0
+            .fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    pub(super) fn secs(&self) -> f64 {
+        self.0.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// The workers' stage clocks.
+#[derive(Default)]
+pub(super) struct Clocks {
+    pub(super) read: Clock,
+    pub(super) decode: Clock,
+    pub(super) preprocess: Clock,
+}
+
+/// What the workers share.
+pub(super) struct Ctx<'a> {
+    pub(super) files: &'a [FileJob],
+    pub(super) pre: &'a Preprocessor,
+    pub(super) chunker: Option<&'a Chunker>,
+    /// Content hashes of the images already stored (not decoded again).
+    pub(super) known: &'a HashSet<Hash>,
+    pub(super) decode: DecodeOptions,
+    pub(super) clocks: &'a Clocks,
+    pub(super) cancel: &'a AtomicBool,
+}
+
+fn sha(parts: &[&[u8]]) -> Hash {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn text_hash(text: &str) -> Hash {
+    sha(&[b"text\0", text.as_bytes()])
+}
+
+fn display(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+impl Ctx<'_> {
+    /// Reads and hashes an image; decodes + preprocesses it unless its content is already stored.
+    fn image_input(&self, path: &Path) -> Result<(Hash, Input), FileProblem> {
+        let t = Instant::now();
+        let bytes = std::fs::read(path).map_err(FileProblem::Read)?;
+        let hash = sha(&[&bytes]);
+        self.clocks.read.add(t);
+        if self.known.contains(&hash) {
+            return Ok((hash, Input::Known(path.to_path_buf())));
+        }
+        Ok((hash, Input::Pixels(self.decode_bytes(&bytes, path)?)))
+    }
+
+    /// Decodes and preprocesses image bytes.
+    pub(super) fn decode_bytes(
+        &self,
+        bytes: &[u8],
+        path: &Path,
+    ) -> Result<PixelValues, FileProblem> {
+        let t = Instant::now();
+        let img = decode_rgb_named(bytes, path, &self.decode)?;
+        self.clocks.decode.add(t);
+        let t = Instant::now();
+        let px = self.pre.preprocess_rgb(&img);
+        self.clocks.preprocess.add(t);
+        Ok(px)
+    }
+
+    /// Reads and decodes an image file from scratch.
+    pub(super) fn decode_file(&self, path: &Path) -> Result<PixelValues, FileProblem> {
+        let bytes = std::fs::read(path).map_err(FileProblem::Read)?;
+        self.decode_bytes(&bytes, path)
+    }
+
+    /// Prepares one unit of work.
+    pub(super) fn prepare(&self, unit: Unit) -> Prepared {
+        let job = &self.files[unit.file];
+        let mut out = Prepared {
+            file: unit.file,
+            items: Vec::new(),
+            problems: Vec::new(),
+            fatal: false,
+        };
+        let items = match unit.work {
+            Work::Image => self.prepare_image(job).map(|it| vec![it]),
+            Work::Text => self.prepare_text(job),
+            Work::Record(rec) => {
+                // A record's problems never fail the catalog: it is skipped or keeps its text.
+                let item = self.prepare_record(job, &rec, &mut out.problems);
+                return Prepared {
+                    items: item.into_iter().collect(),
+                    ..out
+                };
+            }
+        };
+        match items {
+            Ok(items) => out.items = items,
+            Err(p) => {
+                out.problems.push(p);
+                out.fatal = true;
+            }
+        }
+        out
+    }
+
+    /// An image file: one item, one vector.
+    fn prepare_image(&self, job: &FileJob) -> Result<PItem, FileProblem> {
+        let path_s = display(&job.path);
+        let (hash, input) = self.image_input(&job.path)?;
+        let id = vector_id(&format!("file:{path_s}"), Kind::Image, Modality::Image);
+        Ok(PItem {
+            meta: ItemMeta {
+                kind: Kind::Image,
+                id: path_s.clone(),
+                path: path_s,
+                title: job
+                    .path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned()),
+                chunk: None,
+                chunks: None,
+                image: None,
+                snippet: None,
+                metadata: Default::default(),
+            },
+            vecs: vec![PVec { id, hash, input }],
+        })
+    }
+
+    /// A text file: one item per passage.
+    fn prepare_text(&self, job: &FileJob) -> Result<Vec<PItem>, FileProblem> {
+        let path_s = display(&job.path);
+        let t = Instant::now();
+        let bytes = std::fs::read(&job.path).map_err(FileProblem::Read)?;
+        self.clocks.read.add(t);
+        let t = Instant::now();
+        let text = String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)?;
+        let chunker = self.chunker.ok_or(FileProblem::NoTokenizer)?;
+        let chunks = chunker.chunk(&text)?;
+        self.clocks.decode.add(t);
+        let title = title_of(&text).or_else(|| {
+            job.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+        });
+        let n = chunks.len() as u32;
+        Ok(chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                let id = vector_id(&format!("file:{path_s}#{i}"), Kind::Text, Modality::Text);
+                PItem {
+                    meta: ItemMeta {
+                        kind: Kind::Text,
+                        id: format!("{path_s}#{i}"),
+                        path: path_s.clone(),
+                        title: title.clone(),
+                        chunk: Some(i as u32),
+                        chunks: Some(n),
+                        image: None,
+                        snippet: Some(snippet(&ch.text, 300)),
+                        metadata: Default::default(),
+                    },
+                    vecs: vec![PVec {
+                        id,
+                        hash: text_hash(&ch.text),
+                        input: Input::Text(ch.text),
+                    }],
+                }
+            })
+            .collect())
+    }
+
+    /// A catalog record: one product with a text vector and an image vector (either may be
+    /// missing; with neither, the record is skipped with a problem).
+    fn prepare_record(
+        &self,
+        job: &FileJob,
+        rec: &Record,
+        problems: &mut Vec<FileProblem>,
+    ) -> Option<PItem> {
+        let path_s = display(&job.path);
+        let key = format!("cat:{path_s}#{}", rec.id);
+        let mut vecs = Vec::new();
+        let text = rec.embed_text();
+        if let Some(t) = &text {
+            vecs.push(PVec {
+                id: vector_id(&key, Kind::Product, Modality::Text),
+                hash: text_hash(t),
+                input: Input::Text(t.clone()),
+            });
+        }
+        let mut image = None;
+        if let Some(img) = &rec.image {
+            let abs = walk::absolute_lenient(img);
+            match self.image_input(&abs) {
+                Ok((hash, input)) => {
+                    vecs.push(PVec {
+                        id: vector_id(&key, Kind::Product, Modality::Image),
+                        hash,
+                        input,
+                    });
+                    image = Some(display(&abs));
+                }
+                Err(e) => problems.push(FileProblem::RecordImage {
+                    id: rec.id.clone(),
+                    path: abs,
+                    source: Box::new(e),
+                }),
+            }
+        }
+        if vecs.is_empty() {
+            problems.push(FileProblem::RecordEmpty(rec.id.clone()));
+            return None;
+        }
+        let title = rec
+            .title
+            .clone()
+            .or_else(|| text.as_deref().map(|t| snippet(t, 100)));
+        let body = [&rec.description, &rec.text]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(PItem {
+            meta: ItemMeta {
+                kind: Kind::Product,
+                id: rec.id.clone(),
+                path: path_s,
+                title,
+                chunk: None,
+                chunks: None,
+                image,
+                snippet: (!body.trim().is_empty()).then(|| snippet(&body, 300)),
+                metadata: rec.metadata.clone(),
+            },
+            vecs,
+        })
+    }
+}

@@ -1,0 +1,222 @@
+//! The store: one redb file holding settings, items, vectors (heads and tails), the graph and
+//! caller key-value tables.
+//!
+//! | module | holds |
+//! |---|---|
+//! | [`schema`] | the file format: tables, meta keys, the byte layout of every record |
+//! | `open` | opening, creating, validating settings, upgrading format version 1 |
+//! | `state` | the in-memory graph, id maps and sketches; loading them and catching up with commits |
+//! | `write` | commits and compaction |
+//! | `search` | graph walk, sketch shortlist, exact re-rank, exact scan |
+
+mod open;
+mod schema;
+mod search;
+mod state;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    TableError,
+};
+
+use crate::error::{IndexError, Result};
+use crate::settings::{Layout, StoreSettings};
+use crate::vecmath;
+
+pub use schema::FORMAT_VERSION;
+pub use search::{default_candidates, Hit, SearchParams, EXACT_SEARCH_BELOW};
+pub use write::Batch;
+
+use schema::{kv_table, ITEMS, TAILS};
+use state::State;
+
+/// Sizes of what a store holds, for reports.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoreStats {
+    /// Live items.
+    pub live: usize,
+    /// Graph nodes (live + tombstoned).
+    pub nodes: usize,
+    /// Tombstoned graph nodes.
+    pub tombstones: usize,
+    /// Bytes of the graph in memory (f16 vectors + links + id maps).
+    pub graph_memory_bytes: usize,
+    /// Bytes of the re-rank sketches in memory (head norm + 4-bit tail per node).
+    pub sketch_memory_bytes: usize,
+    /// Size of the file on disk.
+    pub file_bytes: u64,
+    /// Tail chunks read from the file by searches' re-ranks since the store was opened
+    /// (one read, one 4 KiB page, serves every candidate in the chunk).
+    pub rerank_reads: u64,
+}
+
+enum Db {
+    Rw(Database),
+    Ro(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn read(&self) -> Result<ReadTransaction> {
+        Ok(match self {
+            Db::Rw(d) => d.begin_read()?,
+            Db::Ro(d) => d.begin_read()?,
+        })
+    }
+}
+
+/// A vector store in one redb file. See the crate docs.
+///
+/// `Store` is `Send + Sync`: searches and reads take `&self` and run concurrently (each in its
+/// own read transaction); writes take `&mut self`.
+pub struct Store {
+    path: PathBuf,
+    db: Db,
+    settings: StoreSettings,
+    /// Packing of the heads and tails tables.
+    layout: Layout,
+    state: RwLock<State>,
+    /// Vector chunks read by searches' re-ranks since the store was opened.
+    rerank_reads: AtomicU64,
+}
+
+impl Store {
+    fn corrupt(&self, what: impl Into<String>) -> IndexError {
+        IndexError::Corrupt {
+            path: self.path.clone(),
+            what: what.into(),
+        }
+    }
+
+    /// The settings the store was created with (model identity, dimensions, graph parameters).
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of live items (for a read-only store: as of the latest commit).
+    pub fn len(&self) -> usize {
+        if let Db::Ro(_) = self.db {
+            if let Ok(n) = self.with_state(|st, _| Ok(st.by_id.len())) {
+                return n;
+            }
+        }
+        self.state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_id
+            .len()
+    }
+
+    /// True when the store holds no live item.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sizes, for reports.
+    pub fn stats(&self) -> Result<StoreStats> {
+        let file_bytes = std::fs::metadata(&self.path)
+            .map_err(|source| IndexError::Io {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
+        self.with_state(|st, _| {
+            Ok(StoreStats {
+                live: st.by_id.len(),
+                nodes: st.ids.len(),
+                tombstones: st.tombstones,
+                graph_memory_bytes: st.graph.memory_bytes()
+                    + st.ids.len() * 9
+                    + st.by_id.capacity() * 16,
+                sketch_memory_bytes: st.sketches.memory_bytes(),
+                file_bytes,
+                rerank_reads: self.rerank_reads.load(Ordering::Relaxed),
+            })
+        })
+    }
+
+    /// Metadata blob of item `id`.
+    pub fn get_meta(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let txn = self.db.read()?;
+        let items = txn.open_table(ITEMS)?;
+        Ok(items
+            .get(id)?
+            .map(|v| schema::item_meta(v.value()).to_vec()))
+    }
+
+    /// Stored full vector of item `id` (normalised; the head's norm times the graph's f16 head,
+    /// then the f16 tail; as f32).
+    pub fn get_vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
+        self.with_state(|st, txn| {
+            let Some(&node) = st.by_id.get(&id) else {
+                return Ok(None);
+            };
+            let t = self.read_tail(&txn.open_table(TAILS)?, node)?;
+            let norm = st.sketches.head_norm(node);
+            let mut v: Vec<f32> = st
+                .graph
+                .vector(node)
+                .iter()
+                .map(|x| x.to_f32() * norm)
+                .collect();
+            let mut tail = Vec::new();
+            vecmath::f16_from_bytes(&t, &mut tail);
+            v.extend(vecmath::from_f16(&tail));
+            Ok(Some(v))
+        })
+    }
+
+    /// Ids of all live items, ascending.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let txn = self.db.read()?;
+        let items = txn.open_table(ITEMS)?;
+        let mut out = Vec::new();
+        for r in items.iter()? {
+            out.push(r?.0.value());
+        }
+        Ok(out)
+    }
+
+    /// Value of `key` in the caller namespace `ns`.
+    pub fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let name = kv_table(ns)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let txn = self.db.read()?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+    }
+
+    /// All `(key, value)` pairs of namespace `ns` whose key starts with `prefix`, in key order.
+    pub fn kv_scan_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let name = kv_table(ns)?;
+        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+        let txn = self.db.read()?;
+        let t = match txn.open_table(def) {
+            Ok(t) => t,
+            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for r in t.range(prefix..)? {
+            let (k, v) = r?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,277 @@
+//! Opening a store: creating it, validating its settings against the caller's, and upgrading a
+//! format version 1 file in place.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableError};
+
+use super::schema::{
+    self, meta, packed_writers, Meta, FORMAT_VERSION, HEADS, META, TAILS, VECTORS_V1,
+};
+use super::{Db, Store};
+use crate::error::{IndexError, Result};
+use crate::packed;
+use crate::settings::{v1_vectors_per_chunk, HnswParams, Layout, StoreSettings};
+use crate::sketch::Sketches;
+use crate::vecmath;
+
+/// redb page cache (MiB) of a writer unless `JSEARCH_STORE_CACHE_MIB` says otherwise (it also
+/// buffers the pages of a commit).
+const CACHE_MIB: usize = 256;
+/// redb page cache (MiB) of a reader unless `JSEARCH_STORE_CACHE_MIB` says otherwise. A search
+/// reads about `k'` tails from the file, at random: a cache that is a small part of the
+/// vectors barely raises the hit rate, so keep it small and the serving memory the graph's.
+const READ_CACHE_MIB: usize = 64;
+
+fn builder(default_mib: usize) -> redb::Builder {
+    let mut b = redb::Builder::new();
+    let mib = std::env::var("JSEARCH_STORE_CACHE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(default_mib);
+    b.set_concurrency_mode(ConcurrencyMode::SingleWriter)
+        .set_cache_size(mib << 20);
+    b
+}
+
+/// The typed error for a failed `create` / `open_read_only` of the redb file.
+fn open_error(path: &Path, e: DatabaseError) -> IndexError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            IndexError::Busy {
+                path: path.to_path_buf(),
+            }
+        }
+        // A read-only open of a file that a killed writer left needing repair.
+        DatabaseError::RepairAborted => IndexError::NeedsRecovery {
+            path: path.to_path_buf(),
+        },
+        other => other.into(),
+    }
+}
+
+impl Store {
+    /// Open the store at `path` for reading and writing, creating it if absent.
+    ///
+    /// An existing store must have this crate's format version, the same model identity
+    /// (name and fingerprint) and the same dimensions; its stored graph parameters are kept.
+    /// Fails with [`IndexError::Busy`] when another process (or handle) has it open for writing.
+    pub fn open(path: &Path, settings: StoreSettings) -> Result<Store> {
+        settings.validate()?;
+        let db = builder(CACHE_MIB)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::upgrade_v1(&db, path, &settings)?;
+        let txn = db.begin_write()?;
+        let existing = {
+            let t = txn.open_table(META)?;
+            Meta::read(&t)?
+        };
+        let settings = if existing.is_empty() {
+            schema::init_tables(&txn, &settings)?;
+            txn.commit()?;
+            settings
+        } else {
+            drop(txn);
+            let stored = Self::settings_from_meta(path, &existing)?;
+            Self::check_same_model(path, &stored, &settings)?;
+            StoreSettings {
+                compact_threshold: settings.compact_threshold,
+                ..stored
+            }
+        };
+        Self::finish_open(path, Db::Rw(db), settings)
+    }
+
+    /// Open an existing store for reading only. Several readers (in any processes) may run beside
+    /// one writer; each search sees the latest committed state (the graph catches up with the
+    /// writer's commits incrementally). A file left by a killed writer fails with
+    /// [`IndexError::NeedsRecovery`] (a writer's [`Store::open`] recovers it).
+    pub fn open_read_only(path: &Path) -> Result<Store> {
+        if !path.exists() {
+            return Err(IndexError::NotAStore {
+                path: path.to_path_buf(),
+                reason: "file does not exist".into(),
+            });
+        }
+        let db = builder(READ_CACHE_MIB)
+            .open_read_only(path)
+            .map_err(|e| open_error(path, e))?;
+        let txn = db.begin_read()?;
+        let meta = match txn.open_table(META) {
+            Ok(t) => Meta::read(&t)?,
+            Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
+            Err(e) => return Err(e.into()),
+        };
+        drop(txn);
+        let settings = Self::settings_from_meta(path, &meta)?;
+        Self::finish_open(path, Db::Ro(db), settings)
+    }
+
+    fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {
+        let layout = Layout::new(settings.dim, settings.ann_dim);
+        let empty = Self::empty_state(&settings);
+        let store = Store {
+            path: path.to_path_buf(),
+            db,
+            settings,
+            layout,
+            state: RwLock::new(empty),
+            rerank_reads: Default::default(),
+        };
+        let txn = store.db.read()?;
+        let st = store.load_state(&txn)?;
+        drop(txn);
+        *store.state.write().unwrap_or_else(|e| e.into_inner()) = st;
+        Ok(store)
+    }
+
+    /// Rewrite a format version 1 store (whole f16 vectors, several per value) as version 2
+    /// (heads and tails tables) in one write transaction: if it is interrupted, the file is
+    /// still the version 1 store it was. A no-op for any other store.
+    fn upgrade_v1(db: &Database, path: &Path, requested: &StoreSettings) -> Result<()> {
+        let txn = db.begin_write()?;
+        let meta = Meta::read(&txn.open_table(META)?)?;
+        if meta.u64(meta::FORMAT_VERSION) != Some(1) {
+            return Ok(());
+        }
+        // Only for the model that made it: another model's caller gets the same refusal as
+        // with a current store, and the file stays as it was.
+        let stored = Self::settings_fields(path, &meta)?;
+        Self::check_same_model(path, &stored, requested)?;
+        let not_store = |reason: String| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let get = |k: &str| {
+            meta.u64(k)
+                .ok_or_else(|| not_store(format!("meta key {k} missing")))
+        };
+        let (dim, ann_dim) = (stored.dim, stored.ann_dim);
+        let per_v1 = v1_vectors_per_chunk(dim);
+        if get(meta::VECTORS_PER_CHUNK_V1)? != per_v1 as u64 {
+            return Err(not_store("unexpected vector chunk size".into()));
+        }
+        let next = get(meta::NEXT_NODE)? as u32;
+        let sketcher = Sketches::new(dim, ann_dim);
+        let layout = Layout::new(dim, ann_dim);
+        {
+            let old = txn.open_table(VECTORS_V1)?;
+            let mut rows = packed::Reader::new(&old, per_v1, 2 * dim, "vector")?;
+            let mut heads = txn.open_table(HEADS)?;
+            let mut tails = txn.open_table(TAILS)?;
+            let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, path)?;
+            let (mut raw, mut full, mut head) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..next {
+                raw.clear();
+                rows.take(1, &mut raw, path)?;
+                vecmath::f16_from_bytes(&raw, &mut full);
+                let (ann, sketch) = sketcher.derive(&full);
+                schema::head_row(sketch.head_norm(), &ann, &mut head);
+                hw.push(&mut heads, &head)?;
+                tw.push(&mut tails, &raw[2 * ann_dim..])?;
+            }
+            hw.finish(&mut heads)?;
+            tw.finish(&mut tails)?;
+        }
+        txn.delete_table(VECTORS_V1)?;
+        {
+            let mut m = txn.open_table(META)?;
+            m.remove(meta::VECTORS_PER_CHUNK_V1)?;
+            schema::write_layout(&mut m, layout)?;
+            schema::put_u64(&mut m, meta::FORMAT_VERSION, FORMAT_VERSION as u64)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn settings_from_meta(path: &Path, m: &Meta) -> Result<StoreSettings> {
+        let not_store = |reason: &str| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let Some(v) = m.u64(meta::FORMAT_VERSION) else {
+            return Err(not_store("no jsearch format version in the file"));
+        };
+        if v == 1 {
+            return Err(IndexError::UpgradeNeeded {
+                path: path.to_path_buf(),
+                found: 1,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if v != FORMAT_VERSION as u64 {
+            return Err(IndexError::UnsupportedFormat {
+                path: path.to_path_buf(),
+                found: v.min(u32::MAX as u64) as u32,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let s = Self::settings_fields(path, m)?;
+        let chunks = |k: &str| m.u64(k).unwrap_or(0);
+        let layout = Layout::new(s.dim, s.ann_dim);
+        if chunks(meta::HEADS_PER_CHUNK) != layout.heads_per_chunk as u64
+            || chunks(meta::TAILS_PER_CHUNK) != layout.tails_per_chunk as u64
+        {
+            return Err(not_store("unexpected vector chunk size"));
+        }
+        Ok(s)
+    }
+
+    /// The settings recorded in the meta table (any format version), validated.
+    fn settings_fields(path: &Path, m: &Meta) -> Result<StoreSettings> {
+        let not_store = |reason: &str| IndexError::NotAStore {
+            path: path.to_path_buf(),
+            reason: reason.to_string(),
+        };
+        let get = |k: &str| {
+            m.u64(k)
+                .ok_or_else(|| not_store(&format!("meta key {k} missing")))
+        };
+        let s = StoreSettings {
+            model_name: m.str(meta::MODEL_NAME).unwrap_or_default(),
+            model_fingerprint: m.str(meta::MODEL_FINGERPRINT).unwrap_or_default(),
+            dim: get(meta::DIM)? as usize,
+            ann_dim: get(meta::ANN_DIM)? as usize,
+            hnsw: HnswParams {
+                m: get(meta::HNSW_M)? as usize,
+                ef_construction: get(meta::HNSW_EF_CONSTRUCTION)? as usize,
+                ef_search: get(meta::HNSW_EF_SEARCH)? as usize,
+            },
+            compact_threshold: 0.25,
+        };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// The caller's model identity and dimensions must be the store's.
+    fn check_same_model(
+        path: &Path,
+        stored: &StoreSettings,
+        requested: &StoreSettings,
+    ) -> Result<()> {
+        if stored.model_name != requested.model_name
+            || stored.model_fingerprint != requested.model_fingerprint
+        {
+            return Err(IndexError::ModelMismatch {
+                path: path.to_path_buf(),
+                stored: stored.model_identity(),
+                requested: requested.model_identity(),
+            });
+        }
+        for (what, a, b) in [
+            ("dim", stored.dim, requested.dim),
+            ("ann_dim", stored.ann_dim, requested.ann_dim),
+        ] {
+            if a != b {
+                return Err(IndexError::SettingsMismatch {
+                    path: path.to_path_buf(),
+                    what: format!("{what}: store has {a}, caller asks {b}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -760,3 +760,57 @@ fn query_upgrades_a_format_v1_store() {
     assert_eq!(s["vectors"], 10, "{s}");
     assert_eq!(s["items"]["image"], 10, "{s}");
 }
+
+/// A reader that closes the pipe early (`| head -1`, `| head -0`) ends the command quietly with
+/// status 0, for every command that prints to stdout; nothing found is status 0 too.
+#[test]
+fn closed_stdout_exits_quietly_and_empty_results_succeed() {
+    let db = images_store();
+    for args in [
+        vec!["query", "roter Kreis", "--paths", "-k", "50"],
+        vec!["query", "roter Kreis", "--json", "-k", "50"],
+        vec!["stats"],
+        vec!["stats", "--json"],
+    ] {
+        let mut c = jsearch(db);
+        c.args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // Close the read end before the command writes anything.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
+        assert!(
+            !err.contains("error") && !err.contains("panicked"),
+            "{args:?}: {err}"
+        );
+    }
+    // A filter that nothing passes: no hits, status 0 (documented in --help).
+    let mut c = jsearch(db);
+    c.args(["query", "roter Kreis", "--type", "product", "--json"]);
+    let out = run(c, true);
+    assert!(out.stdout.is_empty());
+    // Usage errors are clap's: status 2, naming the valid values.
+    let mut c = jsearch(db);
+    c.args(["query", "x", "--type", "photo"]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("image, text or product"));
+    let mut c = jsearch(db);
+    c.args(["stats", "--device", "tpu"]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--help` documents the exit status.
+#[test]
+fn help_documents_exit_status() {
+    let mut c = jsearch(Path::new("unused.jsearch"));
+    c.arg("--help");
+    let out = run(c, true);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Exit status: 0"), "{help}");
+    assert!(help.contains("also when a query finds nothing"), "{help}");
+}

@@ -112,6 +112,7 @@ impl Features {
 
 /// The features the kernels may use in this process: detected once, capped by
 /// `JSEARCH_CPU_TIER` when set (an unknown value is ignored).
+#[inline]
 pub fn features() -> &'static Features {
     static FEATURES: OnceLock<Features> = OnceLock::new();
     FEATURES.get_or_init(|| {

@@ -1,22 +1,21 @@
 //! L2 normalisation and Matryoshka truncation, as the reference computes them.
 
-/// L2 norm, accumulated in f64.
-pub fn norm(v: &[f32]) -> f32 {
+fn norm_f64(v: &[f32]) -> f64 {
     v.iter()
         .map(|&x| (x as f64) * (x as f64))
         .sum::<f64>()
-        .sqrt() as f32
+        .sqrt()
+}
+
+/// L2 norm, accumulated in f64.
+pub fn norm(v: &[f32]) -> f32 {
+    norm_f64(v) as f32
 }
 
 /// Divides by the L2 norm (accumulated in f64, as the reference's `F.normalize` with
 /// `eps = 1e-12`); a zero vector stays zero.
 pub fn normalize(v: &mut [f32]) {
-    let norm = v
-        .iter()
-        .map(|x| (*x as f64) * (*x as f64))
-        .sum::<f64>()
-        .sqrt();
-    let denom = norm.max(1e-12);
+    let denom = norm_f64(v).max(1e-12);
     v.iter_mut().for_each(|x| *x = (*x as f64 / denom) as f32);
 }
 

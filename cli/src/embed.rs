@@ -62,20 +62,19 @@ pub fn run(engine: &Engine, args: &EmbedArgs, order: &[Input]) -> Result<()> {
     if args.texts.is_empty() && args.images.is_empty() {
         bail!("nothing to embed: give at least one --text or --image");
     }
-    if args.dim == Some(0) {
-        bail!("--dim 0 is out of range (1 or more)");
+    if let Some(d) = args.dim {
+        let full = engine
+            .embed_dim()
+            .context("cannot read the model's config")?;
+        if d == 0 || d > full {
+            bail!("--dim {d} out of range 1..={full}");
+        }
     }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     // Every image is decoded before anything is printed, so a bad file fails with no output.
     let emb = engine
         .embed(&texts, &args.images, args.query)
         .context("cannot embed the inputs")?;
-    let full = emb.texts.iter().chain(&emb.images).map(Vec::len).next();
-    if let (Some(d), Some(full)) = (args.dim, full) {
-        if d > full {
-            bail!("--dim {d} out of range 1..={full}");
-        }
-    }
     let finish = |mut v: Vec<f32>| -> Vec<f32> {
         if let Some(d) = args.dim {
             v.truncate(d);

@@ -34,15 +34,11 @@ Examples:
   jsearch similar ~/Pictures/cat.jpg
   jsearch stats";
 
-fn parse_device(s: &str) -> std::result::Result<DeviceChoice, String> {
-    s.parse().map_err(|e: jsearch::Error| e.to_string())
-}
-
-fn parse_precision(s: &str) -> std::result::Result<Precision, String> {
-    s.parse().map_err(|e: jsearch::Error| e.to_string())
-}
-
-fn parse_kind(s: &str) -> std::result::Result<Kind, String> {
+/// clap value parser for the engine's typed flags (`DeviceChoice`, `Precision`, `Kind`): the
+/// engine's message names the valid values.
+fn parse_typed<T: std::str::FromStr<Err = jsearch::Error>>(
+    s: &str,
+) -> std::result::Result<T, String> {
     s.parse().map_err(|e: jsearch::Error| e.to_string())
 }
 
@@ -57,13 +53,13 @@ struct Cli {
     #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR")]
     model: Option<PathBuf>,
     /// Compute device: auto, cpu, cuda or cuda:N.
-    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_device)]
+    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_typed::<DeviceChoice>)]
     device: DeviceChoice,
     /// Compute precision: auto (bf16 on a GPU, f32 on the CPU), f32, bf16 (on a CPU with
     /// AVX512-BF16: bf16 linear layers, f32 elsewhere; fastest for images and long texts), f16 or
     /// int8 (CPU: 8-bit linear layers; fastest for short queries). The store records no precision,
     /// so it can change between runs.
-    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_precision)]
+    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>)]
     precision: Precision,
     /// Print only results and errors (no progress, no summary).
     #[arg(long, short = 'q', global = true)]
@@ -122,7 +118,7 @@ struct FilterArgs {
     #[arg(short = 'k', long = "limit", default_value_t = 10)]
     limit: usize,
     /// Only this kind: image, text or product (repeatable).
-    #[arg(long = "type", value_name = "KIND", value_parser = parse_kind)]
+    #[arg(long = "type", value_name = "KIND", value_parser = parse_typed::<Kind>)]
     kinds: Vec<Kind>,
     /// Only items whose file path starts with PREFIX.
     #[arg(long = "path", value_name = "PREFIX")]

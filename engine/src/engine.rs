@@ -289,7 +289,7 @@ impl Engine {
     /// store format is upgraded.
     fn recover(&self) -> Result<()> {
         let dir = self.model_dir()?;
-        let config = enc::ClipConfig::load(&dir.join("config.json"))?;
+        let config = model_config(&dir)?;
         let id = enc::model_identity(&dir, &config)?;
         let settings = StoreSettings::new(id.name, id.fingerprint, config.embed_dim());
         let s = Store::open(&self.db, settings).map_err(|e| match e {
@@ -306,15 +306,13 @@ impl Engine {
         Ok(())
     }
 
-    /// The settings of an existing store (read-only open), for a clear model check before
-    /// taking the writer lock.
-    fn stored_settings(&self) -> Result<Option<StoreSettings>> {
+    /// The settings of an existing store (its meta table only, no graph load), for a clear
+    /// model check before taking the writer lock.
+    fn stored_settings(&self) -> Option<StoreSettings> {
         if !self.db.exists() {
-            return Ok(None);
+            return None;
         }
-        Ok(Store::open_read_only(&self.db)
-            .ok()
-            .map(|ro| ro.settings().clone()))
+        Store::read_settings(&self.db).ok()
     }
 
     /// Opens the store for writing with `settings` (or the store's own when `None`).
@@ -335,7 +333,7 @@ impl Engine {
         let settings = match settings {
             Some(s) => {
                 // Check the model first for a clear message (also while another process writes).
-                if let Some(stored) = self.stored_settings()? {
+                if let Some(stored) = self.stored_settings() {
                     if let Some(e) = self.mismatch(&stored, &s) {
                         return Err(e);
                     }
@@ -346,8 +344,7 @@ impl Engine {
                 if !self.db.exists() {
                     return Err(Error::NoStore(self.db.clone()));
                 }
-                let ro = Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))?;
-                ro.settings().clone()
+                Store::read_settings(&self.db).map_err(|e| self.map_open_error(e))?
             }
         };
         if let Some(parent) = self.db.parent() {
@@ -415,6 +412,11 @@ impl Engine {
     /// Items similar to an indexed file (its stored vectors are the query; the file itself is excluded).
     pub fn similar(&self, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
         search::run_similar(self, path, q)
+    }
+
+    /// Dimension of the model's embeddings, from its config (no weights loaded).
+    pub fn embed_dim(&self) -> Result<usize> {
+        Ok(model_config(&self.model_dir()?)?.embed_dim())
     }
 
     /// Raw embeddings of texts (as documents, or as search queries with the model's query
@@ -488,6 +490,11 @@ impl Engine {
             files,
         })
     }
+}
+
+/// The model folder's `config.json`.
+fn model_config(dir: &Path) -> Result<enc::ClipConfig> {
+    Ok(enc::ClipConfig::load(&dir.join("config.json"))?)
 }
 
 /// Items a run must write (and at least a tenth of the store) before it ends with a compaction.

@@ -177,14 +177,11 @@ impl Ctx<'_> {
         let items = match unit.work {
             Work::Image => self.prepare_image(job).map(|it| vec![it]),
             Work::Text => self.prepare_text(job),
-            Work::Record(rec) => {
-                // A record's problems never fail the catalog: it is skipped or keeps its text.
-                let item = self.prepare_record(job, &rec, &mut out.problems);
-                return Prepared {
-                    items: item.into_iter().collect(),
-                    ..out
-                };
-            }
+            // A record's problems never fail the catalog: it is skipped or keeps its text.
+            Work::Record(rec) => Ok(self
+                .prepare_record(job, &rec, &mut out.problems)
+                .into_iter()
+                .collect()),
         };
         match items {
             Ok(items) => out.items = items,

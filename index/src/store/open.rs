@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
 
-use redb::{ConcurrencyMode, Database, DatabaseError, ReadableDatabase, TableError};
+use redb::{
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, TableError,
+};
 
 use super::schema::{
     self, meta, packed_writers, Meta, FORMAT_VERSION, HEADS, META, TAILS, VECTORS_V1,
@@ -90,6 +92,19 @@ impl Store {
     /// writer's commits incrementally). A file left by a killed writer fails with
     /// [`IndexError::NeedsRecovery`] (a writer's [`Store::open`] recovers it).
     pub fn open_read_only(path: &Path) -> Result<Store> {
+        let (db, settings) = Self::open_settings(path)?;
+        Self::finish_open(path, Db::Ro(db), settings)
+    }
+
+    /// The settings of the existing store at `path` (model identity, dimensions, graph
+    /// parameters), read from its meta table without loading the graph: what a caller checks
+    /// before it opens the store for writing. Fails as [`Store::open_read_only`] would.
+    pub fn read_settings(path: &Path) -> Result<StoreSettings> {
+        Ok(Self::open_settings(path)?.1)
+    }
+
+    /// Opens the file read-only and validates its settings.
+    fn open_settings(path: &Path) -> Result<(ReadOnlyDatabase, StoreSettings)> {
         if !path.exists() {
             return Err(IndexError::NotAStore {
                 path: path.to_path_buf(),
@@ -107,7 +122,7 @@ impl Store {
         };
         drop(txn);
         let settings = Self::settings_from_meta(path, &meta)?;
-        Self::finish_open(path, Db::Ro(db), settings)
+        Ok((db, settings))
     }
 
     fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {

@@ -111,21 +111,40 @@ pub fn run(mut cmd: Command, expect_ok: bool) -> Output {
 pub fn index(db: &Path, args: &[&Path], extra: &[&str]) -> (Value, String) {
     let mut c = jsearch(db);
     c.arg("index").args(args).args(extra).arg("--json");
-    let out = run(c, true);
+    let out = run(c, false);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
-            "index --json printed no JSON ({e}): {}",
+            "index --json printed no JSON ({e}, {}): {}\n{stderr}",
+            out.status,
             String::from_utf8_lossy(&out.stdout)
         )
     });
-    (summary, String::from_utf8_lossy(&out.stderr).into_owned())
+    // Exit status 3 exactly when some file or record could not be used.
+    let expected = if summary["problems"].as_u64() > Some(0) {
+        3
+    } else {
+        0
+    };
+    assert_eq!(out.status.code(), Some(expected), "{summary}\n{stderr}");
+    (summary, stderr)
 }
 
 /// `jsearch query ... --json`: the hits.
 pub fn query_json(db: &Path, args: &[&str]) -> Vec<Value> {
     let mut c = jsearch(db);
     c.arg("query").args(args).arg("--json");
-    json_lines(&run(c, true).stdout)
+    let out = run(c, false);
+    let hits = json_lines(&out.stdout);
+    // Exit status 1 exactly when nothing was found.
+    let expected = if hits.is_empty() { 1 } else { 0 };
+    assert_eq!(
+        out.status.code(),
+        Some(expected),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    hits
 }
 
 /// Parses JSON lines.

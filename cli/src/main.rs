@@ -2,8 +2,9 @@
 //!
 //! A thin front end over the `jsearch` library: `main` parses the flags once into typed values,
 //! then one function per command opens the engine, calls it and prints (`output`, `progress`,
-//! `embed`). Exit codes: 0 success (also when a query finds nothing, and when stdout is closed
-//! early, e.g. `| head -1`), 1 an error (message on stderr), 2 a usage error (clap).
+//! `embed`). Exit codes (`AFTER_HELP`): 0 success (also when stdout is closed early, e.g.
+//! `| head -1`), 1 a query found nothing, 2 an error (message on stderr) or a usage error (clap),
+//! 3 an index run in which some files or records could not be used.
 
 mod embed;
 mod output;
@@ -24,8 +25,10 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Precision, Query};
 
 const AFTER_HELP: &str = "\
-Exit status: 0 on success (also when a query finds nothing), 1 on an error, 2 on a usage error.
-A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the command quietly with 0.
+Exit status: 0 on success; 1 when a query (or similar) finds nothing; 2 on an error or a usage
+error; 3 when an index run finished but some files or catalog records could not be used (each
+is named on stderr). A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the
+command quietly with 0.
 
 Examples:
   jsearch index ~/Pictures ~/notes shop.jsonl
@@ -40,6 +43,64 @@ fn parse_typed<T: std::str::FromStr<Err = jsearch::Error>>(
     s: &str,
 ) -> std::result::Result<T, String> {
     s.parse().map_err(|e: jsearch::Error| e.to_string())
+}
+
+/// How a command that did not fail ended (its exit status; errors are 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// 0: done.
+    Done,
+    /// 1: a query or `similar` found nothing.
+    NothingFound,
+    /// 3: an index run finished, but some files or records could not be used.
+    SomeFailed,
+}
+
+impl Status {
+    fn of_hits(found: bool) -> Status {
+        if found {
+            Status::Done
+        } else {
+            Status::NothingFound
+        }
+    }
+
+    fn code(self) -> ExitCode {
+        match self {
+            Status::Done => ExitCode::SUCCESS,
+            Status::NothingFound => ExitCode::from(1),
+            Status::SomeFailed => ExitCode::from(3),
+        }
+    }
+}
+
+/// Exit status of an error (and of clap's usage errors).
+const ERROR_EXIT: u8 = 2;
+
+/// clap value parser: a finite number (`NaN` and `inf` are refused).
+fn finite(s: &str) -> std::result::Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err("must be a finite number".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// clap value parser: a finite number above 0.
+fn positive_finite(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err("must be a finite number above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// clap value parser: a number from 0 to 1.
+fn unit_interval(s: &str) -> std::result::Result<f32, String> {
+    match finite(s)? {
+        v if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err("must be between 0 and 1".into()),
+    }
 }
 
 /// Embedded multilingual text + image search (jina-clip-v2, one file, no server).
@@ -89,18 +150,35 @@ struct IndexArgs {
     /// Folders, files and catalogs to index.
     #[arg(required = true, value_name = "PATH")]
     paths: Vec<PathBuf>,
-    /// Skip files matching this gitignore-style pattern (repeatable), e.g. '*.tmp' or 'drafts/'.
+    /// Skip files matching this gitignore-style pattern (repeatable), e.g. '*.tmp' or 'drafts/';
+    /// '!PATTERN' re-includes what an earlier --exclude excluded. Blank patterns are refused.
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Let this run remove more than half (and at least 100) of the files indexed under a
+    /// folder because they are gone or excluded; without it such a run stops and changes nothing.
+    #[arg(long, visible_alias = "yes")]
+    prune: bool,
+    /// Image paths in catalogs must lie inside this folder [default: each catalog's own folder].
+    #[arg(long, value_name = "DIR")]
+    catalog_root: Option<PathBuf>,
+    /// Skip image files above this size in MiB (checked before reading).
+    #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_image_mb: u64,
+    /// Skip text files above this size in MiB (checked before reading).
+    #[arg(long, default_value_t = 64, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    max_text_mb: u64,
+    /// Skip catalog lines (JSONL) and records (CSV) above this size in KiB.
+    #[arg(long, default_value_t = 1024, value_name = "KIB", value_parser = clap::value_parser!(u64).range(1..=1 << 22))]
+    max_record_kb: u64,
     /// Skip images above this many megapixels (checked before decoding).
-    #[arg(long, default_value_t = 100.0, value_name = "MP")]
+    #[arg(long, default_value_t = 100.0, value_name = "MP", value_parser = positive_finite)]
     max_megapixels: f64,
-    /// Vectors per model batch and per commit.
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Threads for reading, decoding and preprocessing (0 = one per core).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    /// Vectors per model batch and per commit (1-4096).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    batch_size: u16,
+    /// Threads for reading, decoding and preprocessing (0 = one per core; at most 256).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
+    threads: u16,
     /// Decode big JPEGs at reduced scale before the exact resize (much faster, not bit-exact).
     #[arg(long)]
     fast_jpeg: bool,
@@ -114,9 +192,9 @@ struct IndexArgs {
 
 #[derive(Debug, Args)]
 struct FilterArgs {
-    /// Number of results.
-    #[arg(short = 'k', long = "limit", default_value_t = 10)]
-    limit: usize,
+    /// Number of results (1-10000).
+    #[arg(short = 'k', long = "limit", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    limit: u16,
     /// Only this kind: image, text or product (repeatable).
     #[arg(long = "type", value_name = "KIND", value_parser = parse_typed::<Kind>)]
     kinds: Vec<Kind>,
@@ -124,7 +202,7 @@ struct FilterArgs {
     #[arg(long = "path", value_name = "PREFIX")]
     path_prefix: Option<PathBuf>,
     /// Drop results with a calibrated score below this (see README: how scores work).
-    #[arg(long, value_name = "SCORE", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SCORE", allow_negative_numbers = true, value_parser = finite)]
     min_score: Option<f32>,
     /// One JSON object per hit (rank, score, kind, id, path, title, metadata, ...).
     #[arg(long, conflicts_with = "paths")]
@@ -146,7 +224,7 @@ struct QueryArgs {
     #[arg(long, value_name = "FILE")]
     image: Option<PathBuf>,
     /// Weight of the image when combined with a text (0..1; the text gets the rest).
-    #[arg(long, default_value_t = 0.5, value_name = "W")]
+    #[arg(long, default_value_t = 0.5, value_name = "W", value_parser = unit_interval)]
     image_weight: f32,
     /// Run many text queries from a file: one per line, plain text or JSON with "text" (and "id").
     /// Hits of each query are printed in turn; with --json each carries a "query" field.
@@ -199,7 +277,7 @@ fn log_device(engine: &Engine, quiet: bool) -> Result<()> {
 }
 
 fn build_query(mut q: Query, f: &FilterArgs) -> Query {
-    q.limit = f.limit;
+    q.limit = usize::from(f.limit);
     q.kinds = f.kinds.clone();
     q.path_prefix = f.path_prefix.clone();
     q.min_score = f.min_score;
@@ -207,14 +285,19 @@ fn build_query(mut q: Query, f: &FilterArgs) -> Query {
 }
 
 /// `jsearch index`.
-fn index(cli: &Cli, a: &IndexArgs) -> Result<()> {
+fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
     let mut engine = open_engine(cli)?;
     log_device(&engine, cli.quiet)?;
     let opts = IndexOptions {
         excludes: a.exclude.clone(),
-        max_megapixels: (a.max_megapixels > 0.0).then_some(a.max_megapixels),
-        batch_size: a.batch_size.max(1),
-        threads: a.threads,
+        prune: a.prune,
+        max_megapixels: Some(a.max_megapixels),
+        max_image_bytes: a.max_image_mb << 20,
+        max_text_bytes: a.max_text_mb << 20,
+        max_record_bytes: (a.max_record_kb << 10) as usize,
+        catalog_root: a.catalog_root.clone(),
+        batch_size: usize::from(a.batch_size),
+        threads: usize::from(a.threads),
         batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
         fast_jpeg: a.fast_jpeg,
         ..IndexOptions::default()
@@ -235,7 +318,11 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<()> {
     if !cli.quiet {
         eprintln!("{}", progress::summary_line(&summary));
     }
-    Ok(())
+    Ok(if summary.problems > 0 {
+        Status::SomeFailed
+    } else {
+        Status::Done
+    })
 }
 
 /// One line of a `--queries` file: `(id, text)`.
@@ -258,11 +345,41 @@ fn parse_query_line(file: &std::path::Path, i: usize, line: &str) -> Result<(Str
     }
 }
 
+/// Largest `--queries` file read (64 MiB: about a million queries).
+const MAX_QUERIES_FILE: u64 = 64 << 20;
+
+/// A `--queries` file: a regular file (not a device or FIFO, which would never end or block), of
+/// at most [`MAX_QUERIES_FILE`], in UTF-8.
+fn read_queries_file(file: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let md = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
+    if !md.is_file() {
+        anyhow::bail!(
+            "--queries {}: not a regular file (a device, FIFO or socket)",
+            file.display()
+        );
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(MAX_QUERIES_FILE + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("reading {}", file.display()))?;
+    if bytes.len() as u64 > MAX_QUERIES_FILE {
+        anyhow::bail!("--queries {}: larger than 64 MiB", file.display());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "--queries {}: not UTF-8 (at byte {})",
+            file.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// `jsearch query --queries FILE`.
-fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<()> {
+fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Status> {
     let engine = open_engine(cli)?;
-    let content =
-        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let content = read_queries_file(file)?;
+    let mut found = false;
     for (i, line) in content.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() {
@@ -278,12 +395,13 @@ fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<()> {
             writeln!(std::io::stdout().lock(), "# {id}: {text}")?;
         }
         output::print_hits_for(&hits, a.filter.json, a.filter.paths, Some(&id))?;
+        found |= !hits.is_empty();
     }
-    Ok(())
+    Ok(Status::of_hits(found))
 }
 
 /// `jsearch query`.
-fn query(cli: &Cli, a: &QueryArgs) -> Result<()> {
+fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
     if let Some(file) = &a.queries {
         return query_batch(cli, a, file);
     }
@@ -297,32 +415,45 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<()> {
     let hits = engine
         .query(&build_query(q, &a.filter))
         .context("query failed")?;
-    output::print_hits(&hits, a.filter.json, a.filter.paths)
+    output::print_hits(&hits, a.filter.json, a.filter.paths)?;
+    Ok(Status::of_hits(!hits.is_empty()))
 }
 
 /// `jsearch similar`.
-fn similar(cli: &Cli, a: &SimilarArgs) -> Result<()> {
+fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
     let engine = open_engine(cli)?;
     let hits = engine
         .similar(&a.path, &build_query(Query::default(), &a.filter))
         .with_context(|| format!("similar to {}", a.path.display()))?;
-    output::print_hits(&hits, a.filter.json, a.filter.paths)
+    output::print_hits(&hits, a.filter.json, a.filter.paths)?;
+    Ok(Status::of_hits(!hits.is_empty()))
 }
 
 /// `jsearch rm`.
-fn rm(cli: &Cli, a: &RmArgs) -> Result<()> {
+fn rm(cli: &Cli, a: &RmArgs) -> Result<Status> {
     let mut engine = open_engine(cli)?;
-    let n = engine.remove(&a.paths).context("rm failed")?;
-    if !cli.quiet {
-        eprintln!("removed {n} file(s) from {}", engine.db_path().display());
+    let r = engine.remove(&a.paths).context("rm failed")?;
+    for p in &r.not_indexed {
+        eprintln!(
+            "warning: {} is not in the store (already removed, or never indexed): skipped",
+            p.display()
+        );
     }
-    Ok(())
+    if !cli.quiet {
+        eprintln!(
+            "removed {} file(s) from {}",
+            r.removed,
+            engine.db_path().display()
+        );
+    }
+    Ok(Status::Done)
 }
 
 /// `jsearch stats`.
-fn stats(cli: &Cli, a: &StatsArgs) -> Result<()> {
+fn stats(cli: &Cli, a: &StatsArgs) -> Result<Status> {
     let engine = open_engine(cli)?;
-    output::print_stats(&engine.stats()?, a.json)
+    output::print_stats(&engine.stats()?, a.json)?;
+    Ok(Status::Done)
 }
 
 /// Whether the error is a write to a closed pipe (the reader went away: not a failure).
@@ -351,15 +482,17 @@ fn main() -> ExitCode {
                 .subcommand_matches("embed")
                 .map(embed::input_order)
                 .unwrap_or_default();
-            open_engine(&cli).and_then(|e| embed::run(&e, a, &order))
+            open_engine(&cli)
+                .and_then(|e| embed::run(&e, a, &order))
+                .map(|()| Status::Done)
         }
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(status) => status.code(),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
+            eprintln!("error: {}", output::printable(&format!("{err:#}")));
+            ExitCode::from(ERROR_EXIT)
         }
     }
 }

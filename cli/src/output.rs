@@ -5,6 +5,36 @@ use std::io::{IsTerminal, Write};
 use anyhow::Result;
 use jsearch::{SearchHit, Stats};
 
+/// `s` with control characters (escape sequences, carriage returns, ...) shown as `\u{1b}`-style
+/// escapes, so that a file name or a catalog title cannot move the cursor, recolour or rewrite
+/// the terminal. Line breaks and tabs are kept.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !s.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if escaped(c) {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// Line breaks and tabs as spaces (one table row per hit).
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['\n', '\t', '\r']) {
+        std::borrow::Cow::Owned(s.replace(['\n', '\t', '\r'], " "))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
@@ -84,6 +114,8 @@ pub fn print_hits_for(
             writeln!(out, "{v}")?;
         }
     } else if paths {
+        // Raw bytes for pipes (`xargs`), escaped on a terminal.
+        let terminal = out.is_terminal();
         let mut seen = std::collections::HashSet::new();
         for h in hits {
             let p = match (&h.kind, &h.image) {
@@ -91,7 +123,11 @@ pub fn print_hits_for(
                 _ => h.path.clone(),
             };
             if seen.insert(p.clone()) {
-                writeln!(out, "{p}")?;
+                if terminal {
+                    writeln!(out, "{}", printable(&p))?;
+                } else {
+                    writeln!(out, "{p}")?;
+                }
             }
         }
     } else {
@@ -101,7 +137,10 @@ pub fn print_hits_for(
             }
             return Ok(());
         }
-        let locs: Vec<String> = hits.iter().map(|h| cut(&locator(h), 60)).collect();
+        let locs: Vec<String> = hits
+            .iter()
+            .map(|h| cut(&printable(&one_line(&locator(h))), 60))
+            .collect();
         let w = locs
             .iter()
             .map(|l| l.chars().count())
@@ -114,7 +153,7 @@ pub fn print_hits_for(
             "rank", "score", "kind", "path or id"
         )?;
         for (h, loc) in hits.iter().zip(&locs) {
-            let title = h.title.as_deref().unwrap_or("");
+            let title = one_line(&printable(h.title.as_deref().unwrap_or(""))).into_owned();
             writeln!(
                 out,
                 "{:>4}  {:>6.2}  {:<7}  {:<w$}  {}",
@@ -122,7 +161,7 @@ pub fn print_hits_for(
                 h.score,
                 h.kind.as_str(),
                 loc,
-                cut_start(title, 60)
+                cut_start(&title, 60)
             )?;
         }
     }
@@ -151,4 +190,17 @@ pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
         writeln!(out, "{:<8} {n}", format!("{k}s:"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("a\x1b[31mred\r"), "a\\u{1b}[31mred\\u{d}");
+        assert_eq!(printable("two\nlines"), "two\nlines");
+        assert_eq!(one_line("two\nlines"), "two lines");
+        assert!(matches!(printable("plain"), std::borrow::Cow::Borrowed(_)));
+    }
 }

@@ -88,11 +88,12 @@ impl Reporter {
             }
             IndexEvent::Problem { path, message } => {
                 let p = path.display().to_string();
-                if message.contains(&p) {
-                    self.say(&format!("skipped: {message}"));
+                let line = if message.contains(&p) {
+                    format!("skipped: {message}")
                 } else {
-                    self.say(&format!("skipped {p}: {message}"));
-                }
+                    format!("skipped {p}: {message}")
+                };
+                self.say(&crate::output::printable(&line));
             }
         }
     }

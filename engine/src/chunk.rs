@@ -45,7 +45,18 @@ impl Chunker {
         })
     }
 
+    /// Splits `text` into passages. Long texts are tokenised a segment at a time (at most
+    /// [`SEGMENT_BYTES`], cut at a paragraph, line or word break), so memory follows the segment,
+    /// not the file: tokenising 200 MB at once took 9 GB.
     pub(crate) fn chunk(&self, text: &str) -> Result<Vec<Chunk>> {
+        let mut out = Vec::new();
+        for segment in segments(text.trim(), SEGMENT_BYTES) {
+            out.extend(self.chunk_segment(segment)?);
+        }
+        Ok(out)
+    }
+
+    fn chunk_segment(&self, text: &str) -> Result<Vec<Chunk>> {
         let text = text.trim();
         if text.is_empty() {
             return Ok(Vec::new());
@@ -90,6 +101,48 @@ impl Chunker {
         }
         Ok(chunks)
     }
+}
+
+/// Longest piece of text tokenised at once: 64 KiB (about 30 passages).
+pub(crate) const SEGMENT_BYTES: usize = 64 << 10;
+
+/// `text` cut into pieces of at most `max` bytes, each ending after the last paragraph break
+/// (`\n\n`) in its second half, else the last line break, else the last whitespace, else at a
+/// character boundary. A text of at most `max` bytes is one piece.
+pub(crate) fn segments(text: &str, max: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        if rest.len() <= max {
+            return Some(std::mem::take(&mut rest));
+        }
+        let mut limit = max;
+        while !rest.is_char_boundary(limit) {
+            limit -= 1;
+        }
+        let window = &rest[..limit];
+        let half = limit / 2;
+        let cut = [
+            window.rfind("\n\n").map(|i| i + 2),
+            window.rfind('\n').map(|i| i + 1),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&i| i > half)
+        .or_else(|| {
+            window
+                .char_indices()
+                .rev()
+                .find(|&(i, c)| i > half && c.is_whitespace())
+                .map(|(i, c)| i + c.len_utf8())
+        })
+        .unwrap_or(limit);
+        let (piece, tail) = rest.split_at(cut.max(1));
+        rest = tail;
+        Some(piece)
+    })
 }
 
 /// Best end (exclusive token index) in `(s + (e - s) / 2, e]`: after a paragraph break, else a
@@ -169,6 +222,21 @@ mod tests {
             joined.split_whitespace().collect::<Vec<_>>(),
             long.split_whitespace().collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn long_texts_are_cut_into_segments_at_breaks() {
+        let para = "word ".repeat(30);
+        let text = format!("{para}\n\n{para}\n\n{para}");
+        let segs: Vec<&str> = segments(&text, 200).collect();
+        assert_eq!(segs.concat(), text, "nothing lost");
+        assert!(segs.iter().all(|s| s.len() <= 200));
+        assert!(segs[0].ends_with("\n\n"), "{segs:?}");
+        let cjk = "漢字".repeat(100);
+        let segs: Vec<&str> = segments(&cjk, 64).collect();
+        assert_eq!(segs.concat(), cjk);
+        assert!(segs.iter().all(|s| s.len() <= 64 && !s.is_empty()));
+        assert_eq!(segments("short", 64).collect::<Vec<_>>(), ["short"]);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::enc::preprocess::DecodeOptions;
 use crate::enc::{self, hub, ClipModel, TextRole, Towers};
 use crate::error::{self, Error, Result};
 use crate::idx::{self, Store, StoreSettings};
-use crate::ingest::{self, IndexEvent, IndexOptions, IndexSummary};
+use crate::ingest::{self, IndexEvent, IndexOptions, IndexSummary, Removal};
 use crate::item::{self, Kind, Modality};
 use crate::keys;
 use crate::lazy::Lazy;
@@ -398,8 +398,9 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Removes files (or everything under folders) from the store; returns the number of files removed.
-    pub fn remove(&mut self, paths: &[PathBuf]) -> Result<usize> {
+    /// Removes files (or everything under folders) from the store. Paths not in the store are
+    /// skipped and listed in [`Removal::not_indexed`] (running a killed `remove` again finishes it).
+    pub fn remove(&mut self, paths: &[PathBuf]) -> Result<Removal> {
         let store = self.writer(None)?;
         ingest::remove_paths(store, paths)
     }
@@ -434,7 +435,9 @@ impl Engine {
         let decode = DecodeOptions::default();
         let mut pixels = Vec::with_capacity(images.len());
         for path in images {
-            pixels.push(model.preprocessor().preprocess_path(path, &decode)?);
+            let bytes = crate::fsread::read_image_arg(path)?;
+            let img = enc::preprocess::decode_rgb_named(&bytes, path, &decode)?;
+            pixels.push(model.preprocessor().preprocess_rgb(&img));
         }
         let role = if query {
             TextRole::Query

@@ -17,6 +17,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A file was not read: not a regular file (a device, FIFO, socket), or above its size limit.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file concerned.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::fsread::ReadError,
+    },
     /// The store was built with another model than the one in use.
     #[error("{0}")]
     ModelMismatch(Box<ModelMismatch>),
@@ -38,6 +47,24 @@ pub enum Error {
         path: PathBuf,
         /// What is wrong (with the line number where known).
         message: String,
+    },
+    /// An index run would remove most of the files indexed under a root (gone or excluded);
+    /// nothing was changed. Re-run with [`crate::IndexOptions::prune`] (`--prune`) if that is meant.
+    #[error(
+        "this run would remove {gone} of the {indexed} files indexed under {} (they are gone or \
+         excluded; e.g. {}); nothing was changed. If that is meant, re-run with --prune",
+        root.display(),
+        examples.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    MassRemoval {
+        /// The root whose files would go.
+        root: PathBuf,
+        /// How many would be removed.
+        gone: usize,
+        /// How many are indexed under it.
+        indexed: usize,
+        /// The first few of them.
+        examples: Vec<PathBuf>,
     },
     /// A path given to a command is not in the store.
     #[error("{0} is not in the store (index it first)")]

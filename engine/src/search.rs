@@ -199,15 +199,26 @@ fn search_vectors(
     let path_ids: Option<HashSet<u64>> = match &q.path_prefix {
         None => None,
         Some(p) => {
+            // The file itself (`path ‖ 0`) or what lies under the folder (`path/`), never a
+            // sibling that merely starts with the same bytes (`DIR2` for `DIR`).
             let abs = walk::absolute_lenient(p);
-            let prefix = keys::path_bytes(&abs);
-            Some(
-                store
-                    .kv_scan_prefix(NS_OWN, &prefix)?
-                    .iter()
-                    .filter_map(|(k, _)| keys::split_own_key(k).map(|(_, id)| id))
-                    .collect(),
-            )
+            let base = keys::path_bytes(&abs);
+            let sep = std::path::MAIN_SEPARATOR as u8;
+            let mut prefixes = vec![keys::own_prefix(&abs)];
+            if base.last() == Some(&sep) {
+                prefixes.push(base);
+            } else {
+                let mut dir = base;
+                dir.push(sep);
+                prefixes.push(dir);
+            }
+            let mut ids = HashSet::new();
+            for prefix in prefixes {
+                for (k, _) in store.kv_scan_prefix(NS_OWN, &prefix)? {
+                    ids.extend(keys::split_own_key(&k).map(|(_, id)| id));
+                }
+            }
+            Some(ids)
         }
     };
     // stats[j][m]: calibration of query j against modality m.
@@ -292,7 +303,8 @@ fn search_vectors(
         hits.push(SearchHit {
             rank: i + 1,
             score,
-            cosine,
+            // f16 storage rounding can put a self-match a hair above 1.
+            cosine: cosine.clamp(-1.0, 1.0),
             kind: meta.kind,
             id: meta.id,
             path: meta.path,
@@ -342,7 +354,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
         queries.push((normalized(v), w));
     }
     if let Some(path) = &q.image {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = crate::fsread::read_image_arg(path)?;
         let opts = DecodeOptions {
             apply_exif_orientation: true,
             ..Default::default()

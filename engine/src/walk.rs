@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-use ignore::overrides::OverrideBuilder;
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
 use ignore::WalkBuilder;
 
 use crate::error::{Error, Result};
@@ -70,6 +70,27 @@ pub(crate) fn stat(path: &Path) -> std::io::Result<(u64, i128)> {
     Ok((md.len(), mtime))
 }
 
+/// Why a path that is neither a regular file nor a folder is not read: a device, FIFO or socket
+/// never ends (`/dev/zero`) or blocks until a writer comes (a FIFO).
+pub(crate) fn not_regular(md: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let t = md.file_type();
+        if t.is_fifo() {
+            return "a FIFO (named pipe), not a regular file: skipped";
+        }
+        if t.is_socket() {
+            return "a socket, not a regular file: skipped";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device, not a regular file: skipped";
+        }
+    }
+    let _ = md;
+    "not a regular file: skipped"
+}
+
 /// Makes a path absolute and canonical (symlinks resolved). Errors name the path.
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     std::fs::canonicalize(path).map_err(|e| Error::io(path, e))
@@ -106,6 +127,46 @@ pub(crate) fn absolute_lenient(path: &Path) -> PathBuf {
     out
 }
 
+/// The `--exclude` patterns as one gitignore file rooted at `root`: a pattern excludes what it
+/// matches, a later `!pattern` re-includes what an earlier one excluded. Patterns that cannot mean
+/// what was typed are refused before anything is walked (a run removes the files it no longer
+/// sees, so a pattern matching everything would empty the store): blank ones (an unset `$VAR`),
+/// comments (`#...`, which gitignore ignores) and a negation with nothing before it to negate.
+pub(crate) fn exclude_matcher(root: &Path, excludes: &[String]) -> Result<Gitignore> {
+    let mut builder = GitignoreBuilder::new(root);
+    let mut positives = 0usize;
+    for pat in excludes {
+        let bad = |why: &str| Error::InvalidArgument(format!("--exclude {pat:?}: {why}"));
+        let trimmed = pat.trim();
+        if trimmed.is_empty() || trimmed == "!" {
+            return Err(bad(
+                "empty pattern (an unset shell variable?); nothing was changed",
+            ));
+        }
+        if trimmed.starts_with('#') {
+            return Err(bad(
+                "a gitignore comment, which matches nothing; write \\# for a name starting with #",
+            ));
+        }
+        if let Some(rest) = trimmed.strip_prefix('!') {
+            if positives == 0 {
+                return Err(bad(&format!(
+                    "a negation re-includes files an earlier --exclude excluded, and none comes \
+                     before it; to index only {rest:?}, name those files, or exclude the rest"
+                )));
+            }
+        } else {
+            positives += 1;
+        }
+        builder
+            .add_line(None, pat)
+            .map_err(|e| bad(&format!("invalid pattern: {e}")))?;
+    }
+    builder
+        .build()
+        .map_err(|e| Error::InvalidArgument(format!("invalid --exclude patterns: {e}")))
+}
+
 /// Walks `root` (a folder or a file). Files that cannot be read are appended to `problems`.
 pub(crate) fn walk(
     root: &Path,
@@ -113,7 +174,12 @@ pub(crate) fn walk(
     out: &mut Vec<Found>,
     problems: &mut Vec<(PathBuf, String)>,
 ) -> Result<()> {
+    let excluded = exclude_matcher(root, excludes)?;
     let md = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !md.is_file() && !md.is_dir() {
+        problems.push((root.to_path_buf(), not_regular(&md).to_string()));
+        return Ok(());
+    }
     if md.is_file() {
         // An explicitly named file is indexed even if hidden or ignored.
         match classify(root) {
@@ -134,20 +200,6 @@ pub(crate) fn walk(
         }
         return Ok(());
     }
-    let mut ob = OverrideBuilder::new(root);
-    for pat in excludes {
-        let glob = if let Some(p) = pat.strip_prefix('!') {
-            p.to_string()
-        } else {
-            format!("!{pat}")
-        };
-        ob.add(&glob).map_err(|e| {
-            Error::InvalidArgument(format!("invalid --exclude pattern {pat:?}: {e}"))
-        })?;
-    }
-    let overrides = ob
-        .build()
-        .map_err(|e| Error::InvalidArgument(format!("invalid --exclude patterns: {e}")))?;
     let walker = WalkBuilder::new(root)
         .hidden(true)
         .git_ignore(true)
@@ -158,7 +210,10 @@ pub(crate) fn walk(
         .require_git(false)
         .follow_links(false)
         .add_custom_ignore_filename(".jsearchignore")
-        .overrides(overrides)
+        .filter_entry(move |e| {
+            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
+            !excluded.matched(e.path(), is_dir).is_ignore()
+        })
         .build();
     for entry in walker {
         let entry = match entry {
@@ -172,11 +227,21 @@ pub(crate) fn walk(
                 continue;
             }
         };
-        if !entry.file_type().is_some_and(|t| t.is_file()) {
+        let Some(ft) = entry.file_type() else {
+            continue;
+        };
+        if ft.is_dir() || ft.is_symlink() {
             continue;
         }
         let path = entry.path();
         let Some(kind) = classify(path) else { continue };
+        if !ft.is_file() {
+            // A FIFO, device or socket named like a file we index: say why it is not read.
+            if let Ok(md) = std::fs::metadata(path) {
+                problems.push((path.to_path_buf(), not_regular(&md).to_string()));
+            }
+            continue;
+        }
         match stat(path) {
             Ok((size, mtime_ns)) => out.push(Found {
                 path: path.to_path_buf(),
@@ -249,5 +314,43 @@ mod tests {
         let root = absolute(dir.path()).unwrap();
         let p = absolute_lenient(&root.join("gone/x.png"));
         assert_eq!(p, root.join("gone/x.png"));
+    }
+
+    #[test]
+    fn exclude_patterns_that_cannot_be_meant_are_refused_and_negations_re_include() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = absolute(dir.path()).unwrap();
+        for p in ["a.png", "b.png", "keep.png", "c.md"] {
+            std::fs::write(root.join(p), b"x").unwrap();
+        }
+        let names = |excludes: &[&str]| -> Result<Vec<String>> {
+            let ex: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
+            let (mut out, mut problems) = (Vec::new(), Vec::new());
+            walk(&root, &ex, &mut out, &mut problems)?;
+            let mut n: Vec<String> = out
+                .iter()
+                .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+                .collect();
+            n.sort();
+            Ok(n)
+        };
+        for bad in ["", " ", "\t", "!", "# comment", "!*.png"] {
+            let err = names(&[bad]).unwrap_err().to_string();
+            assert!(err.contains("--exclude"), "{bad:?}: {err}");
+        }
+        assert!(names(&[""])
+            .unwrap_err()
+            .to_string()
+            .contains("empty pattern"));
+        assert!(names(&["!*.png"])
+            .unwrap_err()
+            .to_string()
+            .contains("negation"));
+        // gitignore semantics: exclude the PNGs, then re-include one.
+        assert_eq!(
+            names(&["*.png", "!keep.png"]).unwrap(),
+            ["c.md", "keep.png"]
+        );
+        assert_eq!(names(&["*.md"]).unwrap(), ["a.png", "b.png", "keep.png"]);
     }
 }

@@ -762,9 +762,9 @@ fn query_upgrades_a_format_v1_store() {
 }
 
 /// A reader that closes the pipe early (`| head -1`, `| head -0`) ends the command quietly with
-/// status 0, for every command that prints to stdout; nothing found is status 0 too.
+/// status 0, for every command that prints to stdout; nothing found is status 1.
 #[test]
-fn closed_stdout_exits_quietly_and_empty_results_succeed() {
+fn closed_stdout_exits_quietly_and_nothing_found_is_status_1() {
     let db = images_store();
     for args in [
         vec!["query", "roter Kreis", "--paths", "-k", "50"],
@@ -787,11 +787,15 @@ fn closed_stdout_exits_quietly_and_empty_results_succeed() {
             "{args:?}: {err}"
         );
     }
-    // A filter that nothing passes: no hits, status 0 (documented in --help).
-    let mut c = jsearch(db);
-    c.args(["query", "roter Kreis", "--type", "product", "--json"]);
-    let out = run(c, true);
-    assert!(out.stdout.is_empty());
+    // A filter that nothing passes: no hits, status 1 (documented in --help), like grep.
+    for extra in [&["--json"][..], &[][..], &["--paths"][..]] {
+        let mut c = jsearch(db);
+        c.args(["query", "roter Kreis", "--type", "product"])
+            .args(extra);
+        let out = run(c, false);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(out.stdout.is_empty());
+    }
     // Usage errors are clap's: status 2, naming the valid values.
     let mut c = jsearch(db);
     c.args(["query", "x", "--type", "photo"]);
@@ -812,5 +816,6 @@ fn help_documents_exit_status() {
     let out = run(c, true);
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Exit status: 0"), "{help}");
-    assert!(help.contains("also when a query finds nothing"), "{help}");
+    assert!(help.contains("1 when a query"), "{help}");
+    assert!(help.contains("3 when an index run"), "{help}");
 }

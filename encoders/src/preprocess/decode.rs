@@ -40,11 +40,11 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
         .map_err(|e| err(format!("cannot read: {e}")))?;
     let format = match reader.format() {
         Some(f) => f,
+        // The message never quotes the bytes: a file named as an image may hold anything.
         None => {
-            let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
             return Err(err(format!(
-                "unrecognised image format (not JPEG, PNG, WebP, GIF, BMP or TIFF; first bytes {})",
-                head.join(" ")
+                "unrecognised image format (not JPEG, PNG, WebP, GIF, BMP or TIFF; {} bytes)",
+                bytes.len()
             )));
         }
     };

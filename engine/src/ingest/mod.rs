@@ -25,7 +25,8 @@ use serde::Serialize;
 use crate::catalog::Record;
 use crate::chunk::DEFAULT_MAX_TOKENS;
 use crate::enc::ClipModel;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::fsread;
 use crate::idx::{Batch, Store};
 use crate::keys::{self, NS_FILES};
 use crate::walk::{self, FileKind};
@@ -35,10 +36,27 @@ use plan::Plan;
 /// Options of an indexing run.
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
-    /// Extra gitignore-style patterns to skip (e.g. `*.tmp`, `drafts/`).
+    /// Extra gitignore-style patterns to skip (e.g. `*.tmp`, `drafts/`; `!pattern` re-includes
+    /// what an earlier pattern excluded). Blank patterns, comments and a leading negation are
+    /// refused with [`Error::InvalidArgument`] before anything changes.
     pub excludes: Vec<String>,
+    /// Allow a run to remove more than half (and at least 100) of the files indexed under a root
+    /// because they are gone or excluded. Without it such a run changes nothing and fails with
+    /// [`Error::MassRemoval`], naming what would go. Default off.
+    pub prune: bool,
     /// Images larger than this many megapixels are skipped (checked before decoding). Default 100.
     pub max_megapixels: Option<f64>,
+    /// Image files larger than this many bytes are skipped (before reading). Default 256 MiB.
+    pub max_image_bytes: u64,
+    /// Text files larger than this many bytes are skipped (before reading). Default 64 MiB.
+    pub max_text_bytes: u64,
+    /// Catalog lines (JSONL) and records (CSV) longer than this are skipped with a problem,
+    /// without being held in memory. Default 1 MiB.
+    pub max_record_bytes: usize,
+    /// The folder a catalog's image paths must stay inside; `None` = each catalog's own folder.
+    /// A record whose image lies outside (`../../etc/passwd`, an absolute path elsewhere, a
+    /// symlink out) keeps its text and loses the image, with a problem naming it.
+    pub catalog_root: Option<PathBuf>,
     /// Vectors per model batch and per commit. Default 32.
     pub batch_size: usize,
     /// Threads that read, decode and preprocess (0 = one per core).
@@ -52,11 +70,34 @@ pub struct IndexOptions {
     pub fast_jpeg: bool,
 }
 
+impl IndexOptions {
+    pub(crate) fn image_limit(&self) -> fsread::Limit {
+        fsread::Limit {
+            bytes: self.max_image_bytes,
+            what: "image files",
+            flag: Some("--max-image-mb"),
+        }
+    }
+
+    pub(crate) fn text_limit(&self) -> fsread::Limit {
+        fsread::Limit {
+            bytes: self.max_text_bytes,
+            what: "text files",
+            flag: Some("--max-text-mb"),
+        }
+    }
+}
+
 impl Default for IndexOptions {
     fn default() -> Self {
         IndexOptions {
             excludes: Vec::new(),
+            prune: false,
             max_megapixels: Some(100.0),
+            max_image_bytes: fsread::DEFAULT_MAX_IMAGE_BYTES,
+            max_text_bytes: fsread::DEFAULT_MAX_TEXT_BYTES,
+            max_record_bytes: fsread::DEFAULT_MAX_RECORD_BYTES,
+            catalog_root: None,
             batch_size: 32,
             threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
@@ -220,9 +261,21 @@ pub(crate) fn index_records(
     pipeline::run(store, model, model_dir, plan, opts, on_event)
 }
 
-/// Removes files, or every file under folders. Fails (removing nothing) if a path is not indexed.
-pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<usize> {
+/// What [`remove_paths`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Removal {
+    /// Files removed from the store.
+    pub removed: usize,
+    /// Paths given that are not (or no longer) in the store: reported and skipped, so a killed
+    /// `rm` run again finishes what it started.
+    pub not_indexed: Vec<PathBuf>,
+}
+
+/// Removes files, or every file under folders. Paths that are not in the store are skipped and
+/// listed; the rest is removed (in commits of 256 files, so a killed run resumes).
+pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Removal> {
     let mut targets: Vec<PathBuf> = Vec::new();
+    let mut not_indexed = Vec::new();
     for p in paths {
         let abs = walk::absolute_lenient(p);
         let mut hits = Vec::new();
@@ -238,7 +291,7 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<usize
             hits.push(keys::path_from_bytes(&k));
         }
         if hits.is_empty() {
-            return Err(Error::NotIndexed(abs));
+            not_indexed.push(abs);
         }
         targets.extend(hits);
     }
@@ -252,5 +305,8 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<usize
         }
         store.commit(batch)?;
     }
-    Ok(targets.len())
+    Ok(Removal {
+        removed: targets.len(),
+        not_indexed,
+    })
 }

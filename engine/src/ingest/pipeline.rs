@@ -125,6 +125,8 @@ pub(super) fn run(
         decode: decode_options(model, opts),
         clocks: &clocks,
         cancel: &cancel,
+        image_limit: opts.image_limit(),
+        text_limit: opts.text_limit(),
     };
     let mut remaining = HashMap::new();
     for u in &units {

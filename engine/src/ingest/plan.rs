@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::{FileJob, IndexEvent, IndexOptions, Unit, Work};
-use crate::catalog::{read_catalog, Record};
-use crate::error::Result;
+use crate::catalog::{read_catalog, CatalogLimits, Record};
+use crate::error::{Error, Result};
 use crate::idx::Store;
 use crate::keys::{self, FileRecord, NS_FILES};
 use crate::walk::{self, FileKind, Found};
@@ -43,6 +43,16 @@ fn catalog_deps(records: &[Record]) -> Vec<(String, u64, i128)> {
     deps
 }
 
+/// A run that would remove at least this many files of a root...
+pub(crate) const MASS_REMOVAL_MIN_FILES: usize = 100;
+
+/// ...and more than half of the files indexed under it stops and asks for
+/// [`IndexOptions::prune`]: an unmounted disk, a renamed parent folder or a pattern that matched
+/// more than was meant looks exactly like a mass deletion.
+fn is_mass_removal(gone: usize, indexed: usize) -> bool {
+    gone >= MASS_REMOVAL_MIN_FILES && gone * 2 > indexed
+}
+
 /// Walks the roots and decides, per file, whether it is unchanged, new, changed or gone.
 pub(super) fn plan(
     store: &Store,
@@ -58,6 +68,10 @@ pub(super) fn plan(
         walk::walk(&abs, &opts.excludes, &mut found, &mut problems)?;
         abs_roots.push(abs);
     }
+    let limits = CatalogLimits {
+        max_record_bytes: opts.max_record_bytes,
+        root: opts.catalog_root.clone(),
+    };
     let mut seen: HashSet<PathBuf> = HashSet::new();
     found.retain(|f| seen.insert(f.path.clone()));
     let mut plan = Plan {
@@ -109,7 +123,7 @@ pub(super) fn plan(
                 file,
                 work: Work::Text,
             }),
-            FileKind::Catalog => match read_catalog(&f.path) {
+            FileKind::Catalog => match read_catalog(&f.path, &limits) {
                 Ok((records, probs)) => {
                     for msg in probs {
                         on_event(IndexEvent::Problem {
@@ -150,12 +164,37 @@ pub(super) fn plan(
         for (k, _) in store.kv_scan_prefix(NS_FILES, &prefix)? {
             candidates.push(k);
         }
+        let indexed = candidates.len();
+        let mut gone = Vec::new();
         for k in candidates {
             let p = keys::path_from_bytes(&k);
             if !seen.contains(&p) && !plan.remove.contains(&p) {
-                plan.remove.push(p);
+                gone.push(p);
             }
         }
+        if !opts.prune && is_mass_removal(gone.len(), indexed) {
+            return Err(Error::MassRemoval {
+                root: root.clone(),
+                gone: gone.len(),
+                indexed,
+                examples: gone.iter().take(5).cloned().collect(),
+            });
+        }
+        plan.remove.extend(gone);
     }
     Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mass_removal_needs_both_many_files_and_most_of_the_root() {
+        assert!(!is_mass_removal(99, 99), "fewer than 100 files");
+        assert!(!is_mass_removal(100, 200), "exactly half");
+        assert!(is_mass_removal(100, 199));
+        assert!(is_mass_removal(1000, 1000));
+        assert!(!is_mass_removal(0, 0));
+    }
 }

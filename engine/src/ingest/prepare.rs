@@ -13,6 +13,7 @@ use crate::catalog::Record;
 use crate::chunk::{title_of, Chunker};
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions, PixelValues, Preprocessor};
 use crate::enc::EncoderError;
+use crate::fsread::{read_regular, Limit};
 use crate::item::{snippet, vector_id, ItemMeta, Kind, Modality};
 use crate::keys::Hash;
 use crate::walk;
@@ -21,9 +22,9 @@ use crate::walk;
 /// [`super::IndexEvent::Problem`]; the run goes on.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum FileProblem {
-    /// The file could not be read.
-    #[error("cannot read: {0}")]
-    Read(#[source] std::io::Error),
+    /// The file could not be read (missing, not a regular file, above its size limit).
+    #[error("{0}")]
+    Read(#[from] crate::fsread::ReadError),
     /// A text file that is not UTF-8.
     #[error("not UTF-8 text")]
     NotUtf8,
@@ -113,6 +114,8 @@ pub(super) struct Ctx<'a> {
     pub(super) decode: DecodeOptions,
     pub(super) clocks: &'a Clocks,
     pub(super) cancel: &'a AtomicBool,
+    pub(super) image_limit: Limit,
+    pub(super) text_limit: Limit,
 }
 
 fn sha(parts: &[&[u8]]) -> Hash {
@@ -135,7 +138,7 @@ impl Ctx<'_> {
     /// Reads and hashes an image; decodes + preprocesses it unless its content is already stored.
     fn image_input(&self, path: &Path) -> Result<(Hash, Input), FileProblem> {
         let t = Instant::now();
-        let bytes = std::fs::read(path).map_err(FileProblem::Read)?;
+        let bytes = read_regular(path, self.image_limit)?;
         let hash = sha(&[&bytes]);
         self.clocks.read.add(t);
         if self.known.contains(&hash) {
@@ -161,7 +164,7 @@ impl Ctx<'_> {
 
     /// Reads and decodes an image file from scratch.
     pub(super) fn decode_file(&self, path: &Path) -> Result<PixelValues, FileProblem> {
-        let bytes = std::fs::read(path).map_err(FileProblem::Read)?;
+        let bytes = read_regular(path, self.image_limit)?;
         self.decode_bytes(&bytes, path)
     }
 
@@ -221,7 +224,7 @@ impl Ctx<'_> {
     fn prepare_text(&self, job: &FileJob) -> Result<Vec<PItem>, FileProblem> {
         let path_s = display(&job.path);
         let t = Instant::now();
-        let bytes = std::fs::read(&job.path).map_err(FileProblem::Read)?;
+        let bytes = read_regular(&job.path, self.text_limit)?;
         self.clocks.read.add(t);
         let t = Instant::now();
         let text = String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)?;

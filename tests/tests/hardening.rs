@@ -1,0 +1,318 @@
+//! The careless and hostile user: patterns that would empty the store, devices and FIFOs,
+//! option values out of range, re-run `rm`, catalogs pointing outside their folder, exit codes.
+//! Each test reproduces a finding of the hardening issue on the real binary and the toy model.
+
+use std::path::{Path, PathBuf};
+
+use jsearch_tests::*;
+use serde_json::Value;
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs `jsearch ARGS` on `db` and returns (exit code, stderr).
+fn status(db: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut c = jsearch(db);
+    c.args(args);
+    let out = run(c, false);
+    (out.status.code(), stderr_of(&out))
+}
+
+fn write_notes(dir: &Path, n: usize) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("note_{i:03}.txt"));
+            std::fs::write(&p, format!("Notiz {i}: ein roter Kreis")).unwrap();
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn exclude_patterns_that_would_empty_the_store_are_refused() {
+    let dir = tempdir();
+    let root = dir.path().join("imgs");
+    copy_images(&root, 4);
+    let db = dir.path().join("s.jsearch");
+    let root_s = root.to_str().unwrap();
+    index(&db, &[&root], &[]);
+    for bad in ["", " ", "!*.png", "#x"] {
+        let (code, err) = status(&db, &["index", root_s, "--exclude", bad]);
+        assert_eq!(code, Some(2), "--exclude {bad:?}: {err}");
+        assert!(err.contains("--exclude"), "{err}");
+        assert_eq!(
+            stats(&db)["vectors"],
+            4,
+            "--exclude {bad:?} changed the store"
+        );
+    }
+    // gitignore semantics: exclude the PNGs, re-include one of them.
+    let pngs: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".png"))
+        .collect();
+    assert!(pngs.len() >= 2, "{pngs:?}");
+    let keep = format!("!{}", pngs[0]);
+    let (s, _) = index(&db, &[&root], &["--exclude", "*.png", "--exclude", &keep]);
+    assert_eq!(s["removed"], pngs.len() - 1, "{s}");
+    assert_eq!(stats(&db)["vectors"], 4 - (pngs.len() - 1));
+}
+
+#[test]
+fn a_run_that_would_remove_most_of_a_root_asks_for_prune() {
+    let dir = tempdir();
+    let root = dir.path().join("notes");
+    let notes = write_notes(&root, 120);
+    let db = dir.path().join("s.jsearch");
+    let (s, _) = index(&db, &[&root], &[]);
+    assert_eq!(s["indexed"], 120, "{s}");
+    for p in &notes[..110] {
+        std::fs::remove_file(p).unwrap();
+    }
+    let (code, err) = status(&db, &["index", root.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("would remove 110 of the 120 files") && err.contains("--prune"),
+        "{err}"
+    );
+    assert!(err.contains("note_000.txt"), "names what would go: {err}");
+    assert_eq!(stats(&db)["files"], 120, "nothing changed");
+    let (s, _) = index(&db, &[&root], &["--prune"]);
+    assert_eq!(s["removed"], 110, "{s}");
+    assert_eq!(stats(&db)["files"], 10);
+}
+
+#[cfg(unix)]
+#[test]
+fn devices_fifos_and_oversized_files_are_skipped_with_a_message() {
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    copy_images(&root, 1);
+    let fifo = root.join("pipe.png");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    std::fs::write(root.join("big.txt"), "wort ".repeat(300_000)).unwrap();
+    let db = dir.path().join("s.jsearch");
+    let (s, err) = index(&db, &[&root], &["--max-text-mb", "1"]);
+    assert_eq!(s["indexed"], 1, "{s}\n{err}");
+    assert_eq!(s["failed"], 2, "{s}\n{err}");
+    assert!(err.contains("pipe.png") && err.contains("FIFO"), "{err}");
+    assert!(
+        err.contains("big.txt") && err.contains("limit of 1.0 MiB for text files"),
+        "{err}"
+    );
+    // Named directly: a device is reported, never read; the run says it failed (3).
+    let (code, err) = status(&db, &["index", "/dev/zero"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("/dev/zero") && err.contains("device"), "{err}");
+    for args in [
+        &["query", "--image", "/dev/zero"][..],
+        &["query", "--queries", "/dev/zero"][..],
+        &["query", "--image", fifo.to_str().unwrap()][..],
+        &["query", "--queries", fifo.to_str().unwrap()][..],
+    ] {
+        let (code, err) = status(&db, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("not a regular file"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn option_values_out_of_range_are_usage_errors() {
+    let dir = tempdir();
+    let db = dir.path().join("s.jsearch");
+    let root = dir.path().join("in");
+    copy_images(&root, 1);
+    let root_s = root.to_str().unwrap();
+    for args in [
+        &["index", root_s, "--batch-size", "0"][..],
+        &["index", root_s, "--batch-size", "1000000000"][..],
+        &["index", root_s, "--batch-size", "18446744073709551615"][..],
+        &["index", root_s, "--threads", "100000"][..],
+        &["index", root_s, "--max-megapixels", "0"][..],
+        &["index", root_s, "--max-megapixels", "NaN"][..],
+        &["index", root_s, "--max-text-mb", "0"][..],
+        &["query", "x", "--min-score", "NaN"][..],
+        &["query", "x", "--min-score", "inf"][..],
+        &["query", "x", "--image-weight", "2"][..],
+        &["query", "x", "-k", "0"][..],
+    ] {
+        let (code, err) = status(&db, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("invalid value"), "{args:?}: {err}");
+    }
+    assert!(!db.exists(), "no usage error created the store");
+}
+
+#[test]
+fn rm_run_again_finishes_what_it_started() {
+    let dir = tempdir();
+    let root = dir.path().join("imgs");
+    let imgs = copy_images(&root, 3);
+    let db = dir.path().join("s.jsearch");
+    index(&db, &[&root], &[]);
+    let (a, b) = (imgs[0].to_str().unwrap(), imgs[1].to_str().unwrap());
+    // As if `rm A B` had been killed after removing A.
+    let (code, err) = status(&db, &["rm", a]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = status(&db, &["rm", a, b]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("is not in the store") && err.contains("removed 1 file"),
+        "{err}"
+    );
+    assert_eq!(stats(&db)["vectors"], 1);
+}
+
+#[test]
+fn catalog_images_stay_inside_the_catalog_folder_and_errors_never_quote_files() {
+    let dir = tempdir();
+    let shop = dir.path().join("shop");
+    let imgs = copy_images(&shop.join("img"), 1);
+    let secret = dir.path().join("secret.png");
+    std::fs::write(&secret, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    let good = imgs[0].file_name().unwrap().to_string_lossy().into_owned();
+    let lines = [
+        format!(r#"{{"id": "ok", "title": "roter Kreis", "image": "img/{good}"}}"#),
+        r#"{"id": "up", "title": "blaues Quadrat", "image": "../secret.png"}"#.to_string(),
+        format!(
+            r#"{{"id": "abs", "title": "grünes Dreieck", "image": "{}"}}"#,
+            secret.display()
+        ),
+        r#"{"id": "url", "title": "gelber Stern", "image": "https://example.com/a.png"}"#
+            .to_string(),
+        r#"{"id": "num", "title": "rosa Herz", "image": 42}"#.to_string(),
+    ];
+    let cat = shop.join("c.jsonl");
+    std::fs::write(&cat, lines.join("\n")).unwrap();
+    let db = dir.path().join("s.jsearch");
+    let (s, err) = index(&db, &[&cat], &[]);
+    assert_eq!(s["problems"], 4, "{s}\n{err}");
+    assert!(!err.contains("root:x") && !err.contains("72 6f"), "{err}");
+    assert!(err.contains("outside the catalog's folder"), "{err}");
+    assert!(
+        err.contains("is a URL") && err.contains("is a number"),
+        "{err}"
+    );
+    let hits = query_json(&db, &["roter Kreis", "--type", "product", "-k", "10"]);
+    assert_eq!(hits.len(), 5, "every record kept its text");
+    let with_image: Vec<&Value> = hits.iter().filter(|h| !h["image"].is_null()).collect();
+    assert_eq!(with_image.len(), 1, "{hits:?}");
+    assert_eq!(with_image[0]["id"], "ok");
+    // --catalog-root widens the folder: the secret is now read, and refused as an image
+    // without its bytes in the message.
+    let db2 = dir.path().join("s2.jsearch");
+    let root_s = dir.path().to_str().unwrap();
+    let (_, err) = index(&db2, &[&cat], &["--catalog-root", root_s]);
+    assert!(
+        err.contains("secret.png") && err.contains("unrecognised"),
+        "{err}"
+    );
+    assert!(!err.contains("root:x") && !err.contains("72 6f"), "{err}");
+}
+
+#[test]
+fn exit_status_says_what_happened_and_closed_pipes_are_quiet() {
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    copy_images(&root, 2);
+    std::fs::write(root.join("broken.png"), b"not a png").unwrap();
+    let db = dir.path().join("s.jsearch");
+    // Some files failed: 3 (the helper checks 3 against the summary's problems).
+    let (s, _) = index(&db, &[&root], &[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["failed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    std::fs::remove_file(root.join("broken.png")).unwrap();
+    for args in [
+        vec!["index", root.to_str().unwrap(), "--json"],
+        vec!["stats"],
+        vec!["stats", "--json"],
+    ] {
+        let mut c = jsearch(&db);
+        c.args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    }
+    // An error: 2.
+    let (code, err) = status(&dir.path().join("none.jsearch"), &["stats"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+#[test]
+fn path_filter_matches_folders_not_name_prefixes_and_cosines_stay_in_range() {
+    let dir = tempdir();
+    let a = dir.path().join("DIR");
+    let b = dir.path().join("DIR2");
+    copy_images(&a, 2);
+    let copied = copy_images(&b, 3);
+    let db = dir.path().join("s.jsearch");
+    index(&db, &[&a, &b], &[]);
+    let a_s = a.to_str().unwrap();
+    let hits = query_json(&db, &["roter Kreis", "--path", a_s, "-k", "10"]);
+    assert_eq!(hits.len(), 2, "{hits:?}");
+    assert!(hits
+        .iter()
+        .all(|h| h["path"].as_str().unwrap().starts_with(&format!("{a_s}/"))));
+    // A self-match prints a cosine of at most 1.
+    let mut c = jsearch(&db);
+    c.args(["similar", copied[0].to_str().unwrap(), "--json", "-k", "3"]);
+    let out = run(c, true);
+    for h in json_lines(&out.stdout) {
+        let cos = h["cosine"].as_f64().unwrap();
+        assert!((-1.0..=1.0).contains(&cos), "{h}");
+    }
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "--image",
+        copied[0].to_str().unwrap(),
+        "--json",
+        "-k",
+        "1",
+    ]);
+    let hit = &json_lines(&run(c, true).stdout)[0];
+    assert!(hit["cosine"].as_f64().unwrap() <= 1.0, "{hit}");
+}
+
+#[cfg(unix)]
+#[test]
+fn escape_sequences_in_names_and_titles_do_not_reach_the_terminal_raw() {
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    let imgs = copy_images(&root, 1);
+    let evil = root.join("evil\x1b[2J.png");
+    std::fs::rename(&imgs[0], &evil).unwrap();
+    std::fs::write(
+        root.join("c.jsonl"),
+        "{\"id\": \"p\", \"title\": \"roter \\u001b[31mKreis\"}\n",
+    )
+    .unwrap();
+    let db = dir.path().join("s.jsearch");
+    index(&db, &[&root], &[]);
+    let mut c = jsearch(&db);
+    c.args(["query", "roter Kreis", "-k", "5"]);
+    let out = run(c, true);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(!table.contains('\x1b'), "{table:?}");
+    assert!(table.contains("\\u{1b}"), "{table:?}");
+    // JSON escapes them by itself; --paths to a pipe stays byte-exact for xargs.
+    let mut c = jsearch(&db);
+    c.args(["query", "roter Kreis", "--paths", "--type", "image"]);
+    let out = run(c, true);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("evil\x1b[2J.png"));
+}

@@ -108,8 +108,13 @@ pub fn print_hits_for(
                 "snippet": h.snippet,
                 "metadata": h.metadata,
             });
-            if let (Some(q), Some(o)) = (query, v.as_object_mut()) {
-                o.insert("query".into(), serde_json::Value::String(q.to_string()));
+            if let Some(o) = v.as_object_mut() {
+                if let Some(b) = &h.path_bytes {
+                    o.insert("path_bytes".into(), serde_json::json!(b));
+                }
+                if let Some(q) = query {
+                    o.insert("query".into(), serde_json::Value::String(q.to_string()));
+                }
             }
             writeln!(out, "{v}")?;
         }
@@ -118,15 +123,17 @@ pub fn print_hits_for(
         let terminal = out.is_terminal();
         let mut seen = std::collections::HashSet::new();
         for h in hits {
-            let p = match (&h.kind, &h.image) {
-                (jsearch::Kind::Product, Some(img)) => img.clone(),
-                _ => h.path.clone(),
+            let p: Vec<u8> = match (&h.kind, &h.image, &h.path_bytes) {
+                (jsearch::Kind::Product, Some(img), _) => img.as_bytes().to_vec(),
+                (_, _, Some(bytes)) => bytes.clone(),
+                _ => h.path.as_bytes().to_vec(),
             };
             if seen.insert(p.clone()) {
                 if terminal {
-                    writeln!(out, "{}", printable(&p))?;
+                    writeln!(out, "{}", printable(&String::from_utf8_lossy(&p)))?;
                 } else {
-                    writeln!(out, "{p}")?;
+                    out.write_all(&p)?;
+                    out.write_all(b"\n")?;
                 }
             }
         }

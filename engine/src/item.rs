@@ -91,9 +91,10 @@ const LOW_BITS: u64 = 0b111;
 
 /// Stable vector id: 61 bits of SHA-256 of the item key, then the modality bit and two kind bits.
 /// The same item key always gives the same id, so re-indexing overwrites in place; a product's text
-/// and image vectors differ only in the modality bit.
-pub fn vector_id(item_key: &str, kind: Kind, modality: Modality) -> u64 {
-    let digest = Sha256::digest(item_key.as_bytes());
+/// and image vectors differ only in the modality bit. Keys are bytes: a file's key holds its path's
+/// bytes, so two names that only differ in bytes that are not UTF-8 never share an id.
+pub fn vector_id(item_key: impl AsRef<[u8]>, kind: Kind, modality: Modality) -> u64 {
+    let digest = Sha256::digest(item_key.as_ref());
     let mut b = [0u8; 8];
     b.copy_from_slice(&digest[..8]);
     let base = u64::from_be_bytes(b) & !LOW_BITS;
@@ -144,8 +145,12 @@ pub struct ItemMeta {
     pub kind: Kind,
     /// Identifier: the file path for images, `path#chunk` for passages, the record id for products.
     pub id: String,
-    /// The file: image or text file, or the catalog a product comes from.
+    /// The file: image or text file, or the catalog a product comes from. A name that is not
+    /// UTF-8 is shown here with U+FFFD for the bad bytes; its exact bytes are in `path_bytes`.
     pub path: String,
+    /// The path's exact bytes, only when they are not UTF-8 (JSON: an array of byte values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_bytes: Option<Vec<u8>>,
     /// Title: the record's title, the first line of a passage's file, or the file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
@@ -177,6 +182,27 @@ impl ItemMeta {
             id,
             message: e.to_string(),
         })
+    }
+}
+
+/// The key bytes of a file-based item: `prefix` then the path's bytes (exactly as the OS gives
+/// them) and `suffix`. For UTF-8 paths these are the bytes of `format!("{prefix}{path}{suffix}")`,
+/// so ids of stores written before paths were kept as bytes are unchanged.
+pub(crate) fn path_key(prefix: &str, path: &std::path::Path, suffix: &str) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    k.extend_from_slice(path.as_os_str().as_encoded_bytes());
+    k.extend_from_slice(suffix.as_bytes());
+    k
+}
+
+/// A path for [`ItemMeta`]: its display form, and its bytes when that form is lossy.
+pub(crate) fn path_strings(path: &std::path::Path) -> (String, Option<Vec<u8>>) {
+    match path.to_str() {
+        Some(s) => (s.to_string(), None),
+        None => (
+            path.to_string_lossy().into_owned(),
+            Some(path.as_os_str().as_encoded_bytes().to_vec()),
+        ),
     }
 }
 
@@ -229,6 +255,7 @@ mod tests {
             id: "/a.md#0".into(),
             path: "/a.md".into(),
             title: Some("A".into()),
+            path_bytes: None,
             chunk: Some(0),
             chunks: Some(2),
             image: None,

@@ -109,8 +109,11 @@ pub struct SearchHit {
     pub kind: Kind,
     /// Path for images, `path#chunk` for passages, record id for products.
     pub id: String,
-    /// The file (the catalog for products).
+    /// The file (the catalog for products); U+FFFD stands for bytes of a name that are not UTF-8.
     pub path: String,
+    /// The path's exact bytes, only when it is not UTF-8 (the CLI's JSON: `path_bytes`, an array
+    /// of byte values; `--paths` prints these bytes).
+    pub path_bytes: Option<Vec<u8>>,
     /// Title, if any.
     pub title: Option<String>,
     /// Chunk number of a passage.
@@ -308,6 +311,7 @@ fn search_vectors(
             kind: meta.kind,
             id: meta.id,
             path: meta.path,
+            path_bytes: meta.path_bytes,
             title: meta.title,
             chunk: meta.chunk,
             image: meta.image,

@@ -316,3 +316,66 @@ fn escape_sequences_in_names_and_titles_do_not_reach_the_terminal_raw() {
     let out = run(c, true);
     assert!(String::from_utf8_lossy(&out.stdout).contains("evil\x1b[2J.png"));
 }
+
+#[cfg(unix)]
+#[test]
+fn names_that_are_not_utf8_stay_distinct_items_with_their_exact_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    let imgs = copy_images(&root, 3);
+    let names: [&[u8]; 2] = [b"b\xff.png", b"b\xfe.png"];
+    for (src, name) in imgs.iter().zip(names) {
+        std::fs::rename(src, root.join(OsStr::from_bytes(name))).unwrap();
+    }
+    let db = dir.path().join("s.jsearch");
+    for batch in ["32", "1"] {
+        let _ = std::fs::remove_file(&db);
+        let (s, err) = index(&db, &[&root], &["--batch-size", batch]);
+        assert_eq!(
+            (s["indexed"].as_u64(), s["failed"].as_u64()),
+            (Some(3), Some(0)),
+            "{err}"
+        );
+        assert_eq!(stats(&db)["vectors"], 3, "batch size {batch}");
+    }
+    let mut c = jsearch(&db);
+    c.args(["query", "Kreis", "--paths", "--type", "image", "-k", "10"]);
+    let out = run(c, true);
+    let mut printed: Vec<&[u8]> = out
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    printed.sort();
+    assert_eq!(printed.len(), 3);
+    for name in names {
+        let full = root.join(OsStr::from_bytes(name));
+        assert!(
+            printed.contains(&full.as_os_str().as_bytes()),
+            "{printed:?}"
+        );
+    }
+    // Every printed path exists on disk.
+    for p in &printed {
+        assert!(Path::new(OsStr::from_bytes(p)).exists());
+    }
+    let hits = query_json(&db, &["Kreis", "--type", "image", "-k", "10"]);
+    let with_bytes: Vec<Vec<u8>> = hits
+        .iter()
+        .filter_map(|h| h["path_bytes"].as_array())
+        .map(|a| a.iter().map(|b| b.as_u64().unwrap() as u8).collect())
+        .collect();
+    assert_eq!(with_bytes.len(), 2, "{hits:?}");
+    for b in &with_bytes {
+        assert!(Path::new(OsStr::from_bytes(b)).exists());
+    }
+    // similar by the exact name.
+    let mut c = jsearch(&db);
+    c.arg("similar")
+        .arg(root.join(OsStr::from_bytes(names[0])))
+        .arg("--json");
+    let hits = json_lines(&run(c, true).stdout);
+    assert_eq!(hits.len(), 2, "the other two images");
+}

@@ -14,7 +14,7 @@ use crate::chunk::{title_of, Chunker};
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions, PixelValues, Preprocessor};
 use crate::enc::EncoderError;
 use crate::fsread::{read_regular, Limit};
-use crate::item::{snippet, vector_id, ItemMeta, Kind, Modality};
+use crate::item::{path_key, path_strings, snippet, vector_id, ItemMeta, Kind, Modality};
 use crate::keys::Hash;
 use crate::walk;
 
@@ -198,14 +198,19 @@ impl Ctx<'_> {
 
     /// An image file: one item, one vector.
     fn prepare_image(&self, job: &FileJob) -> Result<PItem, FileProblem> {
-        let path_s = display(&job.path);
+        let (path_s, path_bytes) = path_strings(&job.path);
         let (hash, input) = self.image_input(&job.path)?;
-        let id = vector_id(&format!("file:{path_s}"), Kind::Image, Modality::Image);
+        let id = vector_id(
+            path_key("file:", &job.path, ""),
+            Kind::Image,
+            Modality::Image,
+        );
         Ok(PItem {
             meta: ItemMeta {
                 kind: Kind::Image,
                 id: path_s.clone(),
                 path: path_s,
+                path_bytes,
                 title: job
                     .path
                     .file_name()
@@ -222,7 +227,7 @@ impl Ctx<'_> {
 
     /// A text file: one item per passage.
     fn prepare_text(&self, job: &FileJob) -> Result<Vec<PItem>, FileProblem> {
-        let path_s = display(&job.path);
+        let (path_s, path_bytes) = path_strings(&job.path);
         let t = Instant::now();
         let bytes = read_regular(&job.path, self.text_limit)?;
         self.clocks.read.add(t);
@@ -241,12 +246,14 @@ impl Ctx<'_> {
             .into_iter()
             .enumerate()
             .map(|(i, ch)| {
-                let id = vector_id(&format!("file:{path_s}#{i}"), Kind::Text, Modality::Text);
+                let key = path_key("file:", &job.path, &format!("#{i}"));
+                let id = vector_id(key, Kind::Text, Modality::Text);
                 PItem {
                     meta: ItemMeta {
                         kind: Kind::Text,
                         id: format!("{path_s}#{i}"),
                         path: path_s.clone(),
+                        path_bytes: path_bytes.clone(),
                         title: title.clone(),
                         chunk: Some(i as u32),
                         chunks: Some(n),
@@ -272,8 +279,8 @@ impl Ctx<'_> {
         rec: &Record,
         problems: &mut Vec<FileProblem>,
     ) -> Option<PItem> {
-        let path_s = display(&job.path);
-        let key = format!("cat:{path_s}#{}", rec.id);
+        let (path_s, path_bytes) = path_strings(&job.path);
+        let key = path_key("cat:", &job.path, &format!("#{}", rec.id));
         let mut vecs = Vec::new();
         let text = rec.embed_text();
         if let Some(t) = &text {
@@ -321,6 +328,7 @@ impl Ctx<'_> {
                 kind: Kind::Product,
                 id: rec.id.clone(),
                 path: path_s,
+                path_bytes,
                 title,
                 chunk: None,
                 chunks: None,

@@ -110,8 +110,9 @@ pub enum IndexError {
         /// The file.
         path: PathBuf,
     },
-    /// A record in the file that does not decode (the file was altered outside redb).
-    #[error("store {path} is corrupt: {what}")]
+    /// A record in the file that fails its checksum or does not decode (the file was damaged
+    /// or altered outside jsearch), or a file the storage layer cannot read (truncated, torn).
+    #[error("store {path} is damaged: {what}. `jsearch check` lists what is damaged, `jsearch repair` rebuilds what can be rebuilt (or restore the file from a backup)")]
     Corrupt {
         /// The file.
         path: PathBuf,

@@ -39,6 +39,7 @@ mod error;
 mod graph;
 mod hugepages;
 mod packed;
+mod seal;
 mod settings;
 mod sketch;
 mod store;

@@ -3,6 +3,7 @@
 //! than half a page a page of its own, so small rows are packed to fill pages.
 
 use crate::error::{IndexError, Result};
+use crate::seal::{seal, unseal};
 use redb::{ReadableTable, Table};
 use std::path::Path;
 
@@ -12,6 +13,8 @@ pub(crate) struct Writer {
     row: usize,
     chunk: u32,
     buf: Vec<u8>,
+    /// The table's name when its values are sealed (`None`: the unsealed format versions 1-2).
+    sealed: Option<&'static str>,
 }
 
 impl Writer {
@@ -22,12 +25,17 @@ impl Writer {
         per: u32,
         row: usize,
         path: &Path,
+        sealed: Option<&'static str>,
     ) -> Result<Writer> {
         let (chunk, held) = (next / per, (next % per) as usize);
         let mut buf = Vec::with_capacity(per as usize * row);
         if held > 0 && row > 0 {
-            let v = table.get(chunk)?;
-            let v = v.as_ref().map(|v| v.value()).unwrap_or(&[]);
+            let guard = table.get(chunk)?;
+            let raw = guard.as_ref().map(|v| v.value()).unwrap_or(&[]);
+            let v = match sealed {
+                Some(name) if !raw.is_empty() => unseal(path, name, &chunk.to_le_bytes(), raw)?,
+                _ => raw,
+            };
             if v.len() != held * row {
                 return Err(IndexError::Corrupt {
                     path: path.to_path_buf(),
@@ -44,7 +52,19 @@ impl Writer {
             row,
             chunk,
             buf,
+            sealed,
         })
+    }
+
+    fn write(&self, table: &mut Table<u32, &[u8]>) -> Result<()> {
+        match self.sealed {
+            Some(name) => table.insert(
+                self.chunk,
+                seal(name, &self.chunk.to_le_bytes(), &self.buf).as_slice(),
+            )?,
+            None => table.insert(self.chunk, self.buf.as_slice())?,
+        };
+        Ok(())
     }
 
     /// Append one row (`row` bytes).
@@ -55,7 +75,7 @@ impl Writer {
         debug_assert_eq!(row.len(), self.row);
         self.buf.extend_from_slice(row);
         if self.buf.len() == self.per as usize * self.row {
-            table.insert(self.chunk, self.buf.as_slice())?;
+            self.write(table)?;
             self.buf.clear();
             self.chunk += 1;
         }
@@ -65,7 +85,7 @@ impl Writer {
     /// Write the partly filled last chunk, if any.
     pub fn finish(self, table: &mut Table<u32, &[u8]>) -> Result<()> {
         if !self.buf.is_empty() {
-            table.insert(self.chunk, self.buf.as_slice())?;
+            self.write(table)?;
         }
         Ok(())
     }
@@ -89,10 +109,18 @@ impl<'a> Reader<'a> {
         per: u32,
         row: usize,
         name: &'static str,
+        sealed: Option<(&'a Path, &'static str)>,
     ) -> Result<Reader<'a>> {
-        let chunks = table.iter()?.map(|r| {
+        let chunks = table.iter()?.map(move |r| {
             let (k, v) = r?;
-            Ok((k.value(), v.value().to_vec()))
+            let c = k.value();
+            Ok(match sealed {
+                Some((path, table)) => (
+                    c,
+                    unseal(path, table, &c.to_le_bytes(), v.value())?.to_vec(),
+                ),
+                None => (c, v.value().to_vec()),
+            })
         });
         Ok(Reader {
             chunks: Box::new(chunks),
@@ -154,20 +182,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Row `n` of a packed table, or None when its chunk is absent or too short.
+/// Row `n` of a sealed packed table (named `name`), or None when its chunk is absent or too
+/// short.
 pub(crate) fn get<T: ReadableTable<u32, &'static [u8]>>(
     table: &T,
     n: u32,
     per: u32,
     row: usize,
+    path: &Path,
+    name: &'static str,
 ) -> Result<Option<Vec<u8>>> {
     if row == 0 {
         return Ok(Some(Vec::new()));
     }
     let i = (n % per) as usize;
-    Ok(table
-        .get(n / per)?
-        .and_then(|v| v.value().get(i * row..(i + 1) * row).map(<[u8]>::to_vec)))
+    let c = n / per;
+    let Some(v) = table.get(c)? else {
+        return Ok(None);
+    };
+    let v = unseal(path, name, &c.to_le_bytes(), v.value())?;
+    Ok(v.get(i * row..(i + 1) * row).map(<[u8]>::to_vec))
 }
 
 #[cfg(test)]
@@ -196,7 +230,7 @@ mod tests {
             let txn = db.begin_write().unwrap();
             {
                 let mut t = txn.open_table(T).unwrap();
-                let mut w = Writer::resume(&t, next, 4, 3, path).unwrap();
+                let mut w = Writer::resume(&t, next, 4, 3, path, Some("t")).unwrap();
                 for i in next..next + n {
                     w.push(&mut t, &row(i)).unwrap();
                 }
@@ -208,7 +242,7 @@ mod tests {
         let txn = db.begin_read().unwrap();
         let t = txn.open_table(T).unwrap();
         assert_eq!(t.len().unwrap(), 3, "10 rows in chunks of 4");
-        let mut r = Reader::new(&t, 4, 3, "t").unwrap();
+        let mut r = Reader::new(&t, 4, 3, "t", Some((path, "t"))).unwrap();
         let mut out = Vec::new();
         r.take(7, &mut out, path).unwrap();
         r.take(3, &mut out, path).unwrap();
@@ -218,13 +252,13 @@ mod tests {
         let e = r.take(1, &mut out, path).unwrap_err().to_string();
         assert!(e.contains("t chunk 3 missing"), "{e}");
         for i in [0, 5, 9] {
-            assert_eq!(get(&t, i, 4, 3).unwrap().unwrap(), row(i));
+            assert_eq!(get(&t, i, 4, 3, path, "t").unwrap().unwrap(), row(i));
         }
-        assert_eq!(get(&t, 10, 4, 3).unwrap(), None);
+        assert_eq!(get(&t, 10, 4, 3, path, "t").unwrap(), None);
         // Rows of no bytes need no table rows at all.
-        let mut empty = Reader::new(&t, 4, 0, "t").unwrap();
+        let mut empty = Reader::new(&t, 4, 0, "t", Some((path, "t"))).unwrap();
         empty.take(100, &mut out, path).unwrap();
-        assert_eq!(get(&t, 123, 4, 0).unwrap(), Some(Vec::new()));
+        assert_eq!(get(&t, 123, 4, 0, path, "t").unwrap(), Some(Vec::new()));
     }
 
     #[test]
@@ -244,7 +278,7 @@ mod tests {
         let t = txn.open_table(T).unwrap();
         let path = Path::new("mem");
         let mut out = Vec::new();
-        let e = Reader::new(&t, 2, 3, "t")
+        let e = Reader::new(&t, 2, 3, "t", None)
             .unwrap()
             .take(2, &mut out, path)
             .unwrap_err();
@@ -252,7 +286,7 @@ mod tests {
             e.to_string().contains("chunk 0 is short and not the last"),
             "{e}"
         );
-        let e = Reader::new(&t, 1, 3, "t")
+        let e = Reader::new(&t, 1, 3, "t", None)
             .unwrap()
             .take(3, &mut out, path)
             .unwrap_err();
@@ -260,6 +294,6 @@ mod tests {
         // Resuming after a chunk of the wrong length refuses to append.
         let txn = db.begin_write().unwrap();
         let t = txn.open_table(T).unwrap();
-        assert!(Writer::resume(&t, 5, 3, 3, path).is_err());
+        assert!(Writer::resume(&t, 5, 3, 3, path, None).is_err());
     }
 }

@@ -32,7 +32,7 @@ pub use schema::FORMAT_VERSION;
 pub use search::{default_candidates, Hit, SearchParams, EXACT_SEARCH_BELOW};
 pub use write::Batch;
 
-use schema::{kv_table, ITEMS, TAILS};
+use schema::{kv_table, unseal, ITEMS, TAILS};
 use state::State;
 
 /// Sizes of what a store holds, for reports.
@@ -123,100 +123,130 @@ impl Store {
 
     /// Sizes, for reports.
     pub fn stats(&self) -> Result<StoreStats> {
-        let file_bytes = std::fs::metadata(&self.path)
-            .map_err(|source| IndexError::Io {
-                path: self.path.clone(),
-                source,
-            })?
-            .len();
-        self.with_state(|st, _| {
-            Ok(StoreStats {
-                live: st.by_id.len(),
-                nodes: st.ids.len(),
-                tombstones: st.tombstones,
-                graph_memory_bytes: st.graph.memory_bytes()
-                    + st.ids.len() * 9
-                    + st.by_id.capacity() * 16,
-                sketch_memory_bytes: st.sketches.memory_bytes(),
-                file_bytes,
-                rerank_reads: self.rerank_reads.load(Ordering::Relaxed),
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let file_bytes = std::fs::metadata(&self.path)
+                .map_err(|source| IndexError::Io {
+                    path: self.path.clone(),
+                    source,
+                })?
+                .len();
+            self.with_state(|st, _| {
+                Ok(StoreStats {
+                    live: st.by_id.len(),
+                    nodes: st.ids.len(),
+                    tombstones: st.tombstones,
+                    graph_memory_bytes: st.graph.memory_bytes()
+                        + st.ids.len() * 9
+                        + st.by_id.capacity() * 16,
+                    sketch_memory_bytes: st.sketches.memory_bytes(),
+                    file_bytes,
+                    rerank_reads: self.rerank_reads.load(Ordering::Relaxed),
+                })
             })
         })
     }
 
-    /// Metadata blob of item `id`.
+    /// Metadata blob of item `id`. A row that fails its checksum is an error, and so is a live
+    /// item (one the graph holds) whose row is missing.
     pub fn get_meta(&self, id: u64) -> Result<Option<Vec<u8>>> {
-        let txn = self.db.read()?;
-        let items = txn.open_table(ITEMS)?;
-        Ok(items
-            .get(id)?
-            .map(|v| schema::item_meta(v.value()).to_vec()))
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            self.with_state(|st, txn| {
+                let items = txn.open_table(ITEMS)?;
+                match items.get(id)? {
+                    Some(v) => Ok(Some(
+                        schema::item_parts(&self.path, id, v.value())?.1.to_vec(),
+                    )),
+                    None if st.by_id.contains_key(&id) => {
+                        Err(self.corrupt(format!("items row {id} missing")))
+                    }
+                    None => Ok(None),
+                }
+            })
+        })
     }
 
     /// Stored full vector of item `id` (normalised; the head's norm times the graph's f16 head,
     /// then the f16 tail; as f32).
     pub fn get_vector(&self, id: u64) -> Result<Option<Vec<f32>>> {
-        self.with_state(|st, txn| {
-            let Some(&node) = st.by_id.get(&id) else {
-                return Ok(None);
-            };
-            let t = self.read_tail(&txn.open_table(TAILS)?, node)?;
-            let norm = st.sketches.head_norm(node);
-            let mut v: Vec<f32> = st
-                .graph
-                .vector(node)
-                .iter()
-                .map(|x| x.to_f32() * norm)
-                .collect();
-            let mut tail = Vec::new();
-            vecmath::f16_from_bytes(&t, &mut tail);
-            v.extend(vecmath::from_f16(&tail));
-            Ok(Some(v))
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            self.with_state(|st, txn| {
+                let Some(&node) = st.by_id.get(&id) else {
+                    return Ok(None);
+                };
+                let t = self.read_tail(&txn.open_table(TAILS)?, node)?;
+                let norm = st.sketches.head_norm(node);
+                let mut v: Vec<f32> = st
+                    .graph
+                    .vector(node)
+                    .iter()
+                    .map(|x| x.to_f32() * norm)
+                    .collect();
+                let mut tail = Vec::new();
+                vecmath::f16_from_bytes(&t, &mut tail);
+                v.extend(vecmath::from_f16(&tail));
+                Ok(Some(v))
+            })
         })
     }
 
     /// Ids of all live items, ascending.
     pub fn ids(&self) -> Result<Vec<u64>> {
-        let txn = self.db.read()?;
-        let items = txn.open_table(ITEMS)?;
-        let mut out = Vec::new();
-        for r in items.iter()? {
-            out.push(r?.0.value());
-        }
-        Ok(out)
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let txn = self.db.read()?;
+            let items = txn.open_table(ITEMS)?;
+            let mut out = Vec::new();
+            for r in items.iter()? {
+                out.push(r?.0.value());
+            }
+            Ok(out)
+        })
     }
 
     /// Value of `key` in the caller namespace `ns`.
     pub fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let name = kv_table(ns)?;
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.read()?;
-        let t = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        Ok(t.get(key)?.map(|v| v.value().to_vec()))
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let name = kv_table(ns)?;
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+            let txn = self.db.read()?;
+            let t = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            match t.get(key)? {
+                Some(v) => Ok(Some(unseal(&self.path, &name, key, v.value())?.to_vec())),
+                None => Ok(None),
+            }
+        })
     }
 
     /// All `(key, value)` pairs of namespace `ns` whose key starts with `prefix`, in key order.
     pub fn kv_scan_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let name = kv_table(ns)?;
-        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-        let txn = self.db.read()?;
-        let t = match txn.open_table(def) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        let mut out = Vec::new();
-        for r in t.range(prefix..)? {
-            let (k, v) = r?;
-            if !k.value().starts_with(prefix) {
-                break;
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let name = kv_table(ns)?;
+            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+            let txn = self.db.read()?;
+            let t = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            for r in t.range(prefix..)? {
+                let (k, v) = r?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                let value = unseal(&self.path, &name, k.value(), v.value())?;
+                out.push((k.value().to_vec(), value.to_vec()));
             }
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }

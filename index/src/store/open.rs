@@ -2,15 +2,17 @@
 //! format version 1 file in place.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::RwLock;
 
 use redb::{
-    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, TableError,
+    ConcurrencyMode, Database, DatabaseError, ReadOnlyDatabase, ReadableDatabase, ReadableTable,
+    TableError, TableHandle,
 };
 
 use super::schema::{
-    self, meta, packed_writers, Meta, FORMAT_VERSION, HEADS, META, TAILS, VECTORS_V1,
+    self, meta, put_version, Meta, FORMAT_VERSION, HEADS, META, NODES, TAILS, VECTORS_V1,
 };
 use super::{Db, Store};
 use crate::error::{IndexError, Result};
@@ -18,6 +20,9 @@ use crate::packed;
 use crate::settings::{v1_vectors_per_chunk, HnswParams, Layout, StoreSettings};
 use crate::sketch::Sketches;
 use crate::vecmath;
+
+/// Rows read and rewritten at a time by the sealing upgrade.
+const SEAL_RUN: usize = 4096;
 
 /// redb page cache (MiB) of a writer unless `JSEARCH_STORE_CACHE_MIB` says otherwise (it also
 /// buffers the pages of a commit).
@@ -61,30 +66,32 @@ impl Store {
     /// (name and fingerprint) and the same dimensions; its stored graph parameters are kept.
     /// Fails with [`IndexError::Busy`] when another process (or handle) has it open for writing.
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Store> {
-        settings.validate()?;
-        let db = builder(CACHE_MIB)
-            .create(path)
-            .map_err(|e| open_error(path, e))?;
-        Self::upgrade_v1(&db, path, &settings)?;
-        let txn = db.begin_write()?;
-        let existing = {
-            let t = txn.open_table(META)?;
-            Meta::read(&t)?
-        };
-        let settings = if existing.is_empty() {
-            schema::init_tables(&txn, &settings)?;
-            txn.commit()?;
-            settings
-        } else {
-            drop(txn);
-            let stored = Self::settings_from_meta(path, &existing)?;
-            Self::check_same_model(path, &stored, &settings)?;
-            StoreSettings {
-                compact_threshold: settings.compact_threshold,
-                ..stored
-            }
-        };
-        Self::finish_open(path, Db::Rw(db), settings)
+        crate::seal::guard(path, || {
+            settings.validate()?;
+            let db = builder(CACHE_MIB)
+                .create(path)
+                .map_err(|e| open_error(path, e))?;
+            Self::upgrade(&db, path, &settings)?;
+            let txn = db.begin_write()?;
+            let existing = {
+                let t = txn.open_table(META)?;
+                Meta::read(&t, path)?
+            };
+            let settings = if existing.is_empty() {
+                schema::init_tables(&txn, &settings)?;
+                txn.commit()?;
+                settings
+            } else {
+                drop(txn);
+                let stored = Self::settings_from_meta(path, &existing)?;
+                Self::check_same_model(path, &stored, &settings)?;
+                StoreSettings {
+                    compact_threshold: settings.compact_threshold,
+                    ..stored
+                }
+            };
+            Self::finish_open(path, Db::Rw(db), settings)
+        })
     }
 
     /// Open an existing store for reading only. Several readers (in any processes) may run beside
@@ -92,15 +99,17 @@ impl Store {
     /// writer's commits incrementally). A file left by a killed writer fails with
     /// [`IndexError::NeedsRecovery`] (a writer's [`Store::open`] recovers it).
     pub fn open_read_only(path: &Path) -> Result<Store> {
-        let (db, settings) = Self::open_settings(path)?;
-        Self::finish_open(path, Db::Ro(db), settings)
+        crate::seal::guard(path, || {
+            let (db, settings) = Self::open_settings(path)?;
+            Self::finish_open(path, Db::Ro(db), settings)
+        })
     }
 
     /// The settings of the existing store at `path` (model identity, dimensions, graph
     /// parameters), read from its meta table without loading the graph: what a caller checks
     /// before it opens the store for writing. Fails as [`Store::open_read_only`] would.
     pub fn read_settings(path: &Path) -> Result<StoreSettings> {
-        Ok(Self::open_settings(path)?.1)
+        crate::seal::guard(path, || Ok(Self::open_settings(path)?.1))
     }
 
     /// Opens the file read-only and validates its settings.
@@ -116,7 +125,7 @@ impl Store {
             .map_err(|e| open_error(path, e))?;
         let txn = db.begin_read()?;
         let meta = match txn.open_table(META) {
-            Ok(t) => Meta::read(&t)?,
+            Ok(t) => Meta::read(&t, path)?,
             Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
             Err(e) => return Err(e.into()),
         };
@@ -143,19 +152,38 @@ impl Store {
         Ok(store)
     }
 
-    /// Rewrite a format version 1 store (whole f16 vectors, several per value) as version 2
-    /// (heads and tails tables) in one write transaction: if it is interrupted, the file is
-    /// still the version 1 store it was. A no-op for any other store.
-    fn upgrade_v1(db: &Database, path: &Path, requested: &StoreSettings) -> Result<()> {
+    /// Upgrades an older store in place, in one write transaction (if it is interrupted, the
+    /// file is still the store it was): format version 1 (whole f16 vectors, several per value)
+    /// gets heads and tails tables, and versions 1 and 2 get their seals. A no-op for a current
+    /// store.
+    fn upgrade(db: &Database, path: &Path, requested: &StoreSettings) -> Result<()> {
         let txn = db.begin_write()?;
-        let meta = Meta::read(&txn.open_table(META)?)?;
-        if meta.u64(meta::FORMAT_VERSION) != Some(1) {
+        let meta = Meta::read(&txn.open_table(META)?, path)?;
+        let version = meta.u64(meta::FORMAT_VERSION);
+        if !matches!(version, Some(1) | Some(2)) {
             return Ok(());
         }
         // Only for the model that made it: another model's caller gets the same refusal as
         // with a current store, and the file stays as it was.
         let stored = Self::settings_fields(path, &meta)?;
         Self::check_same_model(path, &stored, requested)?;
+        if version == Some(1) {
+            Self::upgrade_v1(&txn, path, &meta, &stored)?;
+        }
+        Self::seal_all(&txn, path)?;
+        put_version(&mut txn.open_table(META)?)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Format version 1 to 2: whole vectors become heads and tails (unsealed, like every
+    /// version 2 row; [`Store::seal_all`] follows).
+    fn upgrade_v1(
+        txn: &redb::WriteTransaction,
+        path: &Path,
+        meta: &Meta,
+        stored: &StoreSettings,
+    ) -> Result<()> {
         let not_store = |reason: String| IndexError::NotAStore {
             path: path.to_path_buf(),
             reason,
@@ -174,10 +202,14 @@ impl Store {
         let layout = Layout::new(dim, ann_dim);
         {
             let old = txn.open_table(VECTORS_V1)?;
-            let mut rows = packed::Reader::new(&old, per_v1, 2 * dim, "vector")?;
+            let mut rows = packed::Reader::new(&old, per_v1, 2 * dim, "vector", None)?;
             let mut heads = txn.open_table(HEADS)?;
             let mut tails = txn.open_table(TAILS)?;
-            let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, path)?;
+            let l = layout;
+            let mut hw =
+                packed::Writer::resume(&heads, 0, l.heads_per_chunk, l.head_bytes, path, None)?;
+            let mut tw =
+                packed::Writer::resume(&tails, 0, l.tails_per_chunk, l.tail_bytes, path, None)?;
             let (mut raw, mut full, mut head) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..next {
                 raw.clear();
@@ -192,13 +224,93 @@ impl Store {
             tw.finish(&mut tails)?;
         }
         txn.delete_table(VECTORS_V1)?;
+        let mut m = txn.open_table(META)?;
+        m.remove(meta::VECTORS_PER_CHUNK_V1)?;
+        let raw_u64 = |m: &mut redb::Table<&str, &[u8]>, k: &str, v: u32| {
+            m.insert(k, (v as u64).to_le_bytes().as_slice()).map(|_| ())
+        };
+        raw_u64(&mut m, meta::HEADS_PER_CHUNK, layout.heads_per_chunk)?;
+        raw_u64(&mut m, meta::TAILS_PER_CHUNK, layout.tails_per_chunk)?;
+        Ok(())
+    }
+
+    /// Seals every value of a version 2 store (all but the format version), table by table in
+    /// runs of rows, so memory stays bounded on big stores.
+    fn seal_all(txn: &redb::WriteTransaction, path: &Path) -> Result<()> {
+        let _ = path;
         {
             let mut m = txn.open_table(META)?;
-            m.remove(meta::VECTORS_PER_CHUNK_V1)?;
-            schema::write_layout(&mut m, layout)?;
-            schema::put_u64(&mut m, meta::FORMAT_VERSION, FORMAT_VERSION as u64)?;
+            let rows: Vec<(String, Vec<u8>)> = m
+                .iter()?
+                .map(|r| r.map(|(k, v)| (k.value().to_string(), v.value().to_vec())))
+                .collect::<std::result::Result<_, _>>()?;
+            for (k, v) in rows {
+                if k != meta::FORMAT_VERSION {
+                    schema::put_meta(&mut m, &k, &v)?;
+                }
+            }
         }
-        txn.commit()?;
+        macro_rules! seal_numbered {
+            ($def:expr, $name:expr, $k:ty) => {{
+                let mut t = txn.open_table($def)?;
+                let mut from: Option<$k> = None;
+                loop {
+                    let run: Vec<($k, Vec<u8>)> = {
+                        let range = match from {
+                            None => t.range::<$k>(..)?,
+                            Some(k) => t.range((Bound::Excluded(k), Bound::Unbounded))?,
+                        };
+                        range
+                            .take(SEAL_RUN)
+                            .map(|r| r.map(|(k, v)| (k.value(), v.value().to_vec())))
+                            .collect::<std::result::Result<_, _>>()?
+                    };
+                    let Some(last) = run.last().map(|r| r.0) else {
+                        break;
+                    };
+                    for (k, v) in &run {
+                        t.insert(*k, schema::seal($name, &k.to_le_bytes(), v).as_slice())?;
+                    }
+                    from = Some(last);
+                }
+            }};
+        }
+        seal_numbered!(schema::ITEMS, schema::ITEMS_NAME, u64);
+        seal_numbered!(schema::GRAPH_LOG, schema::GRAPH_LOG_NAME, u64);
+        seal_numbered!(NODES, schema::NODES_NAME, u32);
+        seal_numbered!(HEADS, schema::HEADS_NAME, u32);
+        seal_numbered!(TAILS, schema::TAILS_NAME, u32);
+        let kv: Vec<String> = txn
+            .list_tables()?
+            .map(|h| h.name().to_string())
+            .filter(|n| n.starts_with("kv:"))
+            .collect();
+        for name in kv {
+            let def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new(&name);
+            let mut t = txn.open_table(def)?;
+            let mut from: Option<Vec<u8>> = None;
+            loop {
+                let run: Vec<(Vec<u8>, Vec<u8>)> = {
+                    let range = match &from {
+                        None => t.range::<&[u8]>(..)?,
+                        Some(k) => {
+                            t.range::<&[u8]>((Bound::Excluded(k.as_slice()), Bound::Unbounded))?
+                        }
+                    };
+                    range
+                        .take(SEAL_RUN)
+                        .map(|r| r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())))
+                        .collect::<std::result::Result<_, _>>()?
+                };
+                let Some(last) = run.last().map(|r| r.0.clone()) else {
+                    break;
+                };
+                for (k, v) in &run {
+                    t.insert(k.as_slice(), schema::seal(&name, k, v).as_slice())?;
+                }
+                from = Some(last);
+            }
+        }
         Ok(())
     }
 
@@ -210,10 +322,10 @@ impl Store {
         let Some(v) = m.u64(meta::FORMAT_VERSION) else {
             return Err(not_store("no jsearch format version in the file"));
         };
-        if v == 1 {
+        if v == 1 || v == 2 {
             return Err(IndexError::UpgradeNeeded {
                 path: path.to_path_buf(),
-                found: 1,
+                found: v as u32,
                 supported: FORMAT_VERSION,
             });
         }

@@ -12,6 +12,12 @@
 //! | `graph_log` | generation (u64) | nodes (u32 LE) whose records that commit changed |
 //! | `kv:<ns>` | bytes | bytes (caller namespaces, [`kv_table`]) |
 //! | `vectors` | chunk (u32) | format version 1 only: whole f16 vectors (read once, to upgrade) |
+//!
+//! **Seals** (format version 3): every value of every table, except the `format_version` meta
+//! value itself, ends in a 4-byte seal: CRC-32 (LE) of the table's name, the key's bytes and the
+//! value ([`seal`]). Every read checks it ([`unseal`]), so a damaged row is an error naming the
+//! table and key, never a wrong answer; a row moved under another key or table fails too.
+//! Versions 1 and 2 (unsealed) are upgraded in place by the first writer.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -26,8 +32,11 @@ use crate::sketch::{Sketch, Sketches};
 use crate::vecmath::{self, F16};
 
 /// Format version written into every store. Version 1 stores (whole f16 vectors, 7 per value)
-/// are upgraded in place when opened for writing; other versions are refused.
-pub const FORMAT_VERSION: u32 = 2;
+/// and version 2 stores (no seals) are upgraded in place when opened for writing; other versions
+/// are refused.
+pub const FORMAT_VERSION: u32 = 3;
+
+pub(super) use crate::seal::{seal, unseal};
 
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// id -> node (u32 LE) + caller metadata blob.
@@ -111,11 +120,23 @@ pub(super) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
 pub(super) struct Meta(pub(super) HashMap<String, Vec<u8>>);
 
 impl Meta {
-    pub(super) fn read<T: ReadableTable<&'static str, &'static [u8]>>(t: &T) -> Result<Self> {
+    /// The meta table; values are unsealed when the file's format version has seals (3 on).
+    pub(super) fn read<T: ReadableTable<&'static str, &'static [u8]>>(
+        t: &T,
+        path: &Path,
+    ) -> Result<Self> {
         let mut m = HashMap::new();
         for r in t.iter()? {
             let (k, v) = r?;
             m.insert(k.value().to_string(), v.value().to_vec());
+        }
+        let version = m.get(meta::FORMAT_VERSION).and_then(|v| u64_at(v, 0));
+        if version.is_some_and(|v| v >= 3) {
+            for (k, v) in m.iter_mut() {
+                if k != meta::FORMAT_VERSION {
+                    *v = unseal(path, META_NAME, k.as_bytes(), v)?.to_vec();
+                }
+            }
         }
         Ok(Meta(m))
     }
@@ -144,17 +165,38 @@ impl Meta {
     }
 }
 
+/// Name of the meta table (in seals).
+pub(super) const META_NAME: &str = "meta";
+
+/// Writes meta value `k`, sealed.
+pub(super) fn put_meta(t: &mut redb::Table<&str, &[u8]>, k: &str, v: &[u8]) -> Result<()> {
+    t.insert(k, seal(META_NAME, k.as_bytes(), v).as_slice())?;
+    Ok(())
+}
+
 pub(super) fn put_u64(t: &mut redb::Table<&str, &[u8]>, k: &str, v: u64) -> Result<()> {
-    t.insert(k, v.to_le_bytes().as_slice())?;
+    put_meta(t, k, &v.to_le_bytes())
+}
+
+/// Writes the format version (the one value without a seal: it says whether there are seals).
+pub(super) fn put_version(t: &mut redb::Table<&str, &[u8]>) -> Result<()> {
+    t.insert(
+        meta::FORMAT_VERSION,
+        (FORMAT_VERSION as u64).to_le_bytes().as_slice(),
+    )?;
     Ok(())
 }
 
 /// The generation committed in `txn`'s meta table (the one value every search reads).
-pub(super) fn committed_generation(txn: &redb::ReadTransaction) -> Result<u64> {
+pub(super) fn committed_generation(txn: &redb::ReadTransaction, path: &Path) -> Result<u64> {
     let m = txn.open_table(META)?;
-    Ok(m.get(meta::GENERATION)?
-        .and_then(|v| u64_at(v.value(), 0))
-        .unwrap_or(0))
+    match m.get(meta::GENERATION)? {
+        Some(v) => {
+            let k = meta::GENERATION.as_bytes();
+            Ok(u64_at(unseal(path, META_NAME, k, v.value())?, 0).unwrap_or(0))
+        }
+        None => Ok(0),
+    }
 }
 
 /// What a commit leaves in the meta table besides the settings: the counters and the graph's
@@ -177,7 +219,7 @@ impl Counters {
             Some((n, l)) => {
                 let mut e = n.to_le_bytes().to_vec();
                 e.push(l);
-                m.insert(meta::ENTRY, e.as_slice())?;
+                put_meta(m, meta::ENTRY, &e)?;
             }
             None => {
                 m.remove(meta::ENTRY)?;
@@ -191,9 +233,13 @@ impl Counters {
 pub(super) fn init_tables(txn: &WriteTransaction, s: &StoreSettings) -> Result<()> {
     {
         let mut m = txn.open_table(META)?;
-        put_u64(&mut m, meta::FORMAT_VERSION, FORMAT_VERSION as u64)?;
-        m.insert(meta::MODEL_NAME, s.model_name.as_bytes())?;
-        m.insert(meta::MODEL_FINGERPRINT, s.model_fingerprint.as_bytes())?;
+        put_version(&mut m)?;
+        put_meta(&mut m, meta::MODEL_NAME, s.model_name.as_bytes())?;
+        put_meta(
+            &mut m,
+            meta::MODEL_FINGERPRINT,
+            s.model_fingerprint.as_bytes(),
+        )?;
         put_u64(&mut m, meta::DIM, s.dim as u64)?;
         put_u64(&mut m, meta::ANN_DIM, s.ann_dim as u64)?;
         put_u64(&mut m, meta::HNSW_M, s.hnsw.m as u64)?;
@@ -239,15 +285,26 @@ pub(super) struct NodeRecord<'a> {
 }
 
 impl<'a> NodeRecord<'a> {
-    /// Encodes node `n` of `graph` with its id and tombstone flag into `out` (cleared first).
+    /// Encodes node `n` of `graph` with its id and tombstone flag, sealed, into `out`.
     pub(super) fn encode(id: u64, deleted: bool, graph: &Hnsw, n: u32, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&id.to_le_bytes());
         out.push(if deleted { FLAG_DELETED } else { 0 });
         graph.encode_node(n, out);
+        let sealed = seal(NODES_NAME, &n.to_le_bytes(), out);
+        *out = sealed;
     }
 
-    /// Splits a stored row; `None` when it is too short to be one.
+    /// Unseals and splits stored row `n`.
+    pub(super) fn open(path: &Path, n: u32, row: &'a [u8]) -> Result<Self> {
+        let v = unseal(path, NODES_NAME, &n.to_le_bytes(), row)?;
+        Self::decode(v).ok_or_else(|| IndexError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("nodes row {n} is too short"),
+        })
+    }
+
+    /// Splits an unsealed row; `None` when it is too short to be one.
     pub(super) fn decode(rec: &'a [u8]) -> Option<Self> {
         if rec.len() < 10 {
             return None;
@@ -260,17 +317,31 @@ impl<'a> NodeRecord<'a> {
     }
 }
 
-/// A row of the items table: the node (u32 LE), then the caller's metadata blob.
-pub(super) fn item_row(node: u32, meta: &[u8]) -> Vec<u8> {
+/// Table names, for seals.
+pub(super) const ITEMS_NAME: &str = "items";
+pub(super) const NODES_NAME: &str = "nodes";
+pub(super) const HEADS_NAME: &str = "heads";
+pub(super) const TAILS_NAME: &str = "tails";
+pub(super) const GRAPH_LOG_NAME: &str = "graph_log";
+
+/// A row of the items table (sealed): the node (u32 LE), then the caller's metadata blob.
+pub(super) fn item_row(id: u64, node: u32, meta: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(4 + meta.len());
     v.extend_from_slice(&node.to_le_bytes());
     v.extend_from_slice(meta);
-    v
+    seal(ITEMS_NAME, &id.to_le_bytes(), &v)
 }
 
-/// The caller's metadata blob of an items row.
-pub(super) fn item_meta(row: &[u8]) -> &[u8] {
-    row.get(4..).unwrap_or(&[])
+/// The node and the caller's metadata blob of item `id`'s row.
+pub(super) fn item_parts<'a>(path: &Path, id: u64, row: &'a [u8]) -> Result<(u32, &'a [u8])> {
+    let v = unseal(path, ITEMS_NAME, &id.to_le_bytes(), row)?;
+    match u32_at(v, 0) {
+        Some(node) => Ok((node, &v[4..])),
+        None => Err(IndexError::Corrupt {
+            path: path.to_path_buf(),
+            what: format!("items row {id} is too short"),
+        }),
+    }
 }
 
 /// A row of the heads table: the head's norm (f32 LE), then the graph vector (f16 LE).
@@ -301,14 +372,29 @@ pub(super) fn packed_writers(
     path: &Path,
 ) -> Result<(packed::Writer, packed::Writer)> {
     Ok((
-        packed::Writer::resume(heads, start, l.heads_per_chunk, l.head_bytes, path)?,
-        packed::Writer::resume(tails, start, l.tails_per_chunk, l.tail_bytes, path)?,
+        packed::Writer::resume(
+            heads,
+            start,
+            l.heads_per_chunk,
+            l.head_bytes,
+            path,
+            Some(HEADS_NAME),
+        )?,
+        packed::Writer::resume(
+            tails,
+            start,
+            l.tails_per_chunk,
+            l.tail_bytes,
+            path,
+            Some(TAILS_NAME),
+        )?,
     ))
 }
 
-/// A row of the graph log: the changed nodes, u32 LE each.
-pub(super) fn log_row(nodes: &[u32]) -> Vec<u8> {
-    nodes.iter().flat_map(|n| n.to_le_bytes()).collect()
+/// A row of the graph log (sealed): the changed nodes, u32 LE each.
+pub(super) fn log_row(gen: u64, nodes: &[u32]) -> Vec<u8> {
+    let v: Vec<u8> = nodes.iter().flat_map(|n| n.to_le_bytes()).collect();
+    seal(GRAPH_LOG_NAME, &gen.to_le_bytes(), &v)
 }
 
 /// The nodes of a graph log row.

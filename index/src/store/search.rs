@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 use redb::ReadTransaction;
 
-use super::schema::TAILS;
+use super::schema::{unseal, TAILS, TAILS_NAME};
 use super::state::State;
 use super::Store;
 use crate::error::{IndexError, Result};
@@ -92,53 +92,58 @@ impl Store {
     /// Deleted or replaced items never appear. With a filter, `k` results come back whenever
     /// `k` items pass it (an exact scan backs the graph up). Small stores are searched exactly.
     pub fn search(&self, query: &[f32], k: usize, params: &SearchParams) -> Result<Vec<Hit>> {
-        let (q_full, q_ann) = self.query16(query)?;
-        if k == 0 {
-            return Ok(Vec::new());
-        }
-        let kp = params
-            .candidates
-            .unwrap_or_else(|| default_candidates(k))
-            .max(k);
-        let ef = if params.ef == 0 {
-            self.settings.hnsw.ef_search
-        } else {
-            params.ef
-        }
-        .max(kp);
-        let filter = params.filter;
-        self.with_state(|st, txn| {
-            let live = st.by_id.len();
-            if live <= EXACT_SEARCH_BELOW {
-                return self.exact_inner(st, txn, &q_full, k, filter);
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let (q_full, q_ann) = self.query16(query)?;
+            if k == 0 {
+                return Ok(Vec::new());
             }
-            let accept =
-                |n: u32| !st.deleted[n as usize] && filter.is_none_or(|f| f(st.ids[n as usize]));
-            // The whole beam, scored by sketch, best first; at most k' are re-ranked from the file.
-            let all = filter.is_none() && st.tombstones == 0;
-            let beam = st
-                .graph
-                .search_with(&q_ann, ef, ef, if all { None } else { Some(&accept) });
-            let sq = st.sketches.query(&q_full);
-            let mut cands: Vec<Candidate> = beam
-                .iter()
-                .map(|&(d, node)| Candidate {
-                    score: st.sketches.score(&sq, node, 1.0 - d),
-                    margin: if params.exhaustive_rerank {
-                        f32::INFINITY
-                    } else {
-                        st.sketches.margin(&sq, node, RERANK_Z)
-                    },
-                    node,
-                })
-                .collect();
-            cands.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.node.cmp(&b.node)));
-            cands.truncate(kp);
-            let hits = self.rerank(st, txn, &q_full, &cands, k)?;
-            if hits.len() < k && hits.len() < live {
-                return self.exact_inner(st, txn, &q_full, k, filter);
+            let kp = params
+                .candidates
+                .unwrap_or_else(|| default_candidates(k))
+                .max(k);
+            let ef = if params.ef == 0 {
+                self.settings.hnsw.ef_search
+            } else {
+                params.ef
             }
-            Ok(hits)
+            .max(kp);
+            let filter = params.filter;
+            self.with_state(|st, txn| {
+                let live = st.by_id.len();
+                if live <= EXACT_SEARCH_BELOW {
+                    return self.exact_inner(st, txn, &q_full, k, filter);
+                }
+                let accept = |n: u32| {
+                    !st.deleted[n as usize] && filter.is_none_or(|f| f(st.ids[n as usize]))
+                };
+                // The whole beam, scored by sketch, best first; at most k' are re-ranked from the file.
+                let all = filter.is_none() && st.tombstones == 0;
+                let beam =
+                    st.graph
+                        .search_with(&q_ann, ef, ef, if all { None } else { Some(&accept) });
+                let sq = st.sketches.query(&q_full);
+                let mut cands: Vec<Candidate> = beam
+                    .iter()
+                    .map(|&(d, node)| Candidate {
+                        score: st.sketches.score(&sq, node, 1.0 - d),
+                        margin: if params.exhaustive_rerank {
+                            f32::INFINITY
+                        } else {
+                            st.sketches.margin(&sq, node, RERANK_Z)
+                        },
+                        node,
+                    })
+                    .collect();
+                cands
+                    .sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.node.cmp(&b.node)));
+                cands.truncate(kp);
+                let hits = self.rerank(st, txn, &q_full, &cands, k)?;
+                if hits.len() < k && hits.len() < live {
+                    return self.exact_inner(st, txn, &q_full, k, filter);
+                }
+                Ok(hits)
+            })
         })
     }
 
@@ -207,7 +212,10 @@ impl Store {
                         .ok_or_else(|| self.corrupt(format!("tail chunk {c} missing")))?,
                 )
             };
-            let val = guard.as_ref().map_or(&[][..], |v| v.value());
+            let val = match &guard {
+                Some(v) => unseal(&self.path, TAILS_NAME, &c.to_le_bytes(), v.value())?,
+                None => &[][..],
+            };
             while i < nodes.len() && nodes[i] / per == c {
                 let j = (nodes[i] % per) as usize;
                 let b = val
@@ -231,8 +239,11 @@ impl Store {
         k: usize,
         filter: Option<&(dyn Fn(u64) -> bool + Sync)>,
     ) -> Result<Vec<Hit>> {
-        let (q_full, _) = self.query16(query)?;
-        self.with_state(|st, txn| self.exact_inner(st, txn, &q_full, k, filter))
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let (q_full, _) = self.query16(query)?;
+            self.with_state(|st, txn| self.exact_inner(st, txn, &q_full, k, filter))
+        })
     }
 
     fn exact_inner(
@@ -275,12 +286,27 @@ impl Store {
                 if tb == 0 {
                     (chunks.start * per..chunks.end * per).for_each(|node| consider(node, &[]));
                 } else {
-                    for r in tails.range(chunks)? {
+                    // Every chunk must be there: a missing one would silently drop items.
+                    let mut want = chunks.start;
+                    for r in tails.range(chunks.clone())? {
                         let (ck, cv) = r?;
-                        let base = ck.value() * per;
-                        for (j, b) in cv.value().chunks_exact(tb).enumerate() {
+                        let c = ck.value();
+                        if c != want {
+                            return Err(self.corrupt(format!("tails row {want} missing")));
+                        }
+                        want += 1;
+                        let v = unseal(&self.path, TAILS_NAME, &c.to_le_bytes(), cv.value())?;
+                        let base = c * per;
+                        let rows = (n - base).min(per) as usize;
+                        if v.len() != rows * tb {
+                            return Err(self.corrupt(format!("tails row {c} is short")));
+                        }
+                        for (j, b) in v.chunks_exact(tb).enumerate() {
                             consider(base + j as u32, b);
                         }
+                    }
+                    if want != chunks.end {
+                        return Err(self.corrupt(format!("tails row {want} missing")));
                     }
                 }
                 Ok(heap

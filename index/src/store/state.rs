@@ -7,8 +7,8 @@ use rayon::prelude::*;
 use redb::{ReadTransaction, ReadableTable};
 
 use super::schema::{
-    committed_generation, from_rows, log_nodes, meta, Meta, NodeRecord, GRAPH_LOG, HEADS, META,
-    NODES, TAILS,
+    committed_generation, from_rows, log_nodes, meta, unseal, Meta, NodeRecord, GRAPH_LOG,
+    GRAPH_LOG_NAME, HEADS, HEADS_NAME, META, NODES, TAILS, TAILS_NAME,
 };
 use super::Store;
 use crate::error::Result;
@@ -53,7 +53,7 @@ impl Store {
 
     /// Load graph, ids and tombstones from the committed state of `txn`.
     pub(super) fn load_state(&self, txn: &ReadTransaction) -> Result<State> {
-        let meta = Meta::read(&txn.open_table(META)?)?;
+        let meta = Meta::read(&txn.open_table(META)?, &self.path)?;
         let next = meta.next_node();
         let mut st = Self::empty_state(&self.settings);
         st.generation = meta.generation();
@@ -66,8 +66,20 @@ impl Store {
         let nodes = txn.open_table(NODES)?;
         let heads_t = txn.open_table(HEADS)?;
         let tails_t = txn.open_table(TAILS)?;
-        let mut heads = packed::Reader::new(&heads_t, heads_per_chunk, hb, "head")?;
-        let mut tails = packed::Reader::new(&tails_t, tails_per_chunk, tb, "tail")?;
+        let mut heads = packed::Reader::new(
+            &heads_t,
+            heads_per_chunk,
+            hb,
+            "head",
+            Some((&self.path, HEADS_NAME)),
+        )?;
+        let mut tails = packed::Reader::new(
+            &tails_t,
+            tails_per_chunk,
+            tb,
+            "tail",
+            Some((&self.path, TAILS_NAME)),
+        )?;
         let mut node_iter = nodes.range(0..next)?;
         st.graph.reserve(next as usize);
         st.sketches.reserve(next as usize);
@@ -97,10 +109,10 @@ impl Store {
                     return Err(self.corrupt(format!("node record {node} missing")));
                 };
                 let (nk, nv) = r?;
-                let rec = match NodeRecord::decode(nv.value()) {
-                    Some(rec) if nk.value() == node => rec,
-                    _ => return Err(self.corrupt(format!("node record {node} missing or short"))),
-                };
+                if nk.value() != node {
+                    return Err(self.corrupt(format!("node record {node} missing")));
+                }
+                let rec = NodeRecord::open(&self.path, node, nv.value())?;
                 if !st.graph.load_node(node, Some(&ann), rec.links, next) {
                     return Err(self.corrupt(format!("node record {node} does not decode")));
                 }
@@ -122,7 +134,7 @@ impl Store {
 
     /// Bring a reader's in-memory graph to the generation committed in `txn`.
     pub(super) fn refresh(&self, st: &mut State, txn: &ReadTransaction) -> Result<()> {
-        let meta = Meta::read(&txn.open_table(META)?)?;
+        let meta = Meta::read(&txn.open_table(META)?, &self.path)?;
         let gen = meta.generation();
         if gen == st.generation {
             return Ok(());
@@ -133,7 +145,11 @@ impl Store {
         if complete {
             for g in st.generation + 1..=gen {
                 match log.get(g)? {
-                    Some(v) => changed.extend(log_nodes(v.value())),
+                    Some(v) => {
+                        let key = g.to_le_bytes();
+                        let row = unseal(&self.path, GRAPH_LOG_NAME, &key, v.value())?;
+                        changed.extend(log_nodes(row));
+                    }
                     None => {
                         complete = false;
                         break;
@@ -155,8 +171,7 @@ impl Store {
             let row = nodes
                 .get(n)?
                 .ok_or_else(|| self.corrupt(format!("node record {n} missing")))?;
-            let rec = NodeRecord::decode(row.value())
-                .ok_or_else(|| self.corrupt(format!("node record {n} short")))?;
+            let rec = NodeRecord::open(&self.path, n, row.value())?;
             let is_new = n as usize >= st.ids.len();
             let ann = if is_new {
                 if n as usize != st.ids.len() {
@@ -200,8 +215,15 @@ impl Store {
         sketcher: &Sketches,
     ) -> Result<(Vec<F16>, Sketch)> {
         let l = self.layout;
-        let h = packed::get(heads, n, l.heads_per_chunk, l.head_bytes)?
-            .ok_or_else(|| self.corrupt(format!("head of node {n} missing")))?;
+        let h = packed::get(
+            heads,
+            n,
+            l.heads_per_chunk,
+            l.head_bytes,
+            &self.path,
+            HEADS_NAME,
+        )?
+        .ok_or_else(|| self.corrupt(format!("head of node {n} missing")))?;
         let t = self.read_tail(tails, n)?;
         Ok(from_rows(sketcher, &h, &t))
     }
@@ -213,8 +235,15 @@ impl Store {
         n: u32,
     ) -> Result<Vec<u8>> {
         let l = self.layout;
-        packed::get(tails, n, l.tails_per_chunk, l.tail_bytes)?
-            .ok_or_else(|| self.corrupt(format!("tail of node {n} missing")))
+        packed::get(
+            tails,
+            n,
+            l.tails_per_chunk,
+            l.tail_bytes,
+            &self.path,
+            TAILS_NAME,
+        )?
+        .ok_or_else(|| self.corrupt(format!("tail of node {n} missing")))
     }
 
     /// Run `f` on the in-memory state at the generation of a fresh read transaction.
@@ -224,7 +253,7 @@ impl Store {
     ) -> Result<R> {
         loop {
             let txn = self.db.read()?;
-            let gen = committed_generation(&txn)?;
+            let gen = committed_generation(&txn, &self.path)?;
             {
                 let st = self.state.read().unwrap_or_else(|e| e.into_inner());
                 if st.generation == gen {

@@ -139,24 +139,27 @@ impl Store {
     /// New vectors are linked into the graph in parallel (rayon). Afterwards, if tombstones exceed
     /// `compact_threshold`, the store is compacted.
     pub fn commit(&mut self, batch: Batch) -> Result<()> {
-        self.writable()?;
-        let prepared = self.prepare(&batch)?;
-        let res = self.commit_inner(batch, prepared);
-        if res.is_err() {
-            // The in-memory graph may be ahead of the file: reload what is committed.
-            let txn = self.db.read()?;
-            let st = self.load_state(&txn)?;
-            drop(txn);
-            *self.state.get_mut().unwrap_or_else(|e| e.into_inner()) = st;
-            return res;
-        }
-        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
-        if !st.ids.is_empty()
-            && st.tombstones as f32 > self.settings.compact_threshold * st.ids.len() as f32
-        {
-            self.compact()?;
-        }
-        Ok(())
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            self.writable()?;
+            let prepared = self.prepare(&batch)?;
+            let res = self.commit_inner(batch, prepared);
+            if res.is_err() {
+                // The in-memory graph may be ahead of the file: reload what is committed.
+                let txn = self.db.read()?;
+                let st = self.load_state(&txn)?;
+                drop(txn);
+                *self.state.get_mut().unwrap_or_else(|e| e.into_inner()) = st;
+                return res;
+            }
+            let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+            if !st.ids.is_empty()
+                && st.tombstones as f32 > self.settings.compact_threshold * st.ids.len() as f32
+            {
+                self.compact()?;
+            }
+            Ok(())
+        })
     }
 
     fn commit_inner(&mut self, batch: Batch, prepared: Vec<Prepared>) -> Result<()> {
@@ -203,7 +206,7 @@ impl Store {
                 st.ids.push(p.id);
                 st.deleted.push(false);
                 st.by_id.insert(p.id, node);
-                items.insert(p.id, schema::item_row(node, &p.meta).as_slice())?;
+                items.insert(p.id, schema::item_row(p.id, node, &p.meta).as_slice())?;
             }
             let mut changed = st.graph.take_dirty();
             changed.extend(flagged);
@@ -222,7 +225,9 @@ impl Store {
                     KvOp::Put(ns, k, v) => {
                         let name = kv_table(ns)?;
                         let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-                        txn.open_table(def)?.insert(k.as_slice(), v.as_slice())?;
+                        let sealed = schema::seal(&name, k, v);
+                        txn.open_table(def)?
+                            .insert(k.as_slice(), sealed.as_slice())?;
                     }
                     KvOp::Delete(ns, k) => {
                         let name = kv_table(ns)?;
@@ -233,7 +238,7 @@ impl Store {
             }
             let gen = st.generation + 1;
             let mut log = txn.open_table(GRAPH_LOG)?;
-            log.insert(gen, schema::log_row(&changed).as_slice())?;
+            log.insert(gen, schema::log_row(gen, &changed).as_slice())?;
             if gen > GRAPH_LOG_KEEP {
                 log.remove(gen - GRAPH_LOG_KEEP)?;
             }
@@ -259,112 +264,126 @@ impl Store {
     /// vector chunks, so a search's re-rank reads fewer pages. Worth running after a large
     /// index run (items arrive in whatever order the caller had them).
     pub fn compact(&mut self) -> Result<()> {
-        let ann_dim = self.settings.ann_dim;
-        let graph_params = Self::graph_params(&self.settings);
-        let layout = self.layout;
         let path = self.path.clone();
-        let (db, st) = self.writable()?;
-        let txn = db.begin_write()?;
-        {
-            let live: Vec<u32> = (0..st.ids.len() as u32)
-                .filter(|&n| !st.deleted[n as usize])
-                .collect();
-            // Tails of the live nodes, in node order (their heads are in memory: the graph's
-            // vectors and the sketches' norms).
-            let tb = layout.tail_bytes;
-            let mut tails_raw: Vec<u8> = Vec::with_capacity(live.len() * tb);
+        crate::seal::guard(&path, || {
+            let ann_dim = self.settings.ann_dim;
+            let graph_params = Self::graph_params(&self.settings);
+            let layout = self.layout;
+            let path = self.path.clone();
+            let (db, st) = self.writable()?;
+            let txn = db.begin_write()?;
             {
-                let tails = txn.open_table(TAILS)?;
-                let mut rows = packed::Reader::new(&tails, layout.tails_per_chunk, tb, "tail")?;
-                let mut row = Vec::with_capacity(tb);
-                for n in 0..st.ids.len() {
-                    row.clear();
-                    rows.take(1, &mut row, &path)?;
-                    if !st.deleted[n] {
-                        tails_raw.extend_from_slice(&row);
+                let live: Vec<u32> = (0..st.ids.len() as u32)
+                    .filter(|&n| !st.deleted[n as usize])
+                    .collect();
+                // Tails of the live nodes, in node order (their heads are in memory: the graph's
+                // vectors and the sketches' norms).
+                let tb = layout.tail_bytes;
+                let mut tails_raw: Vec<u8> = Vec::with_capacity(live.len() * tb);
+                {
+                    let tails = txn.open_table(TAILS)?;
+                    let mut rows = packed::Reader::new(
+                        &tails,
+                        layout.tails_per_chunk,
+                        tb,
+                        "tail",
+                        Some((&path, schema::TAILS_NAME)),
+                    )?;
+                    let mut row = Vec::with_capacity(tb);
+                    for n in 0..st.ids.len() {
+                        row.clear();
+                        rows.take(1, &mut row, &path)?;
+                        if !st.deleted[n] {
+                            tails_raw.extend_from_slice(&row);
+                        }
                     }
                 }
-            }
-            // Graph over the live items, numbered as `live` (node i = live[i]).
-            let rebuilt = if live.len() == st.ids.len() {
-                None
-            } else {
-                let ann: Vec<F16> = live
-                    .iter()
-                    .flat_map(|&n| st.graph.vector(n).iter().copied())
-                    .collect();
-                let mut g = Hnsw::new(ann_dim, graph_params);
-                g.add_batch(&ann);
-                Some(g)
-            };
-            let source = rebuilt.as_ref().unwrap_or(&st.graph);
-            let order = source.locality_order();
-            let mut graph = source.reordered(&order);
-            drop(rebuilt);
-            // New node j was old node live[order[j]].
-            let old: Vec<u32> = order.iter().map(|&i| live[i as usize]).collect();
-            let sketches = st.sketches.reordered(&old);
-            let ids: Vec<u64> = old.iter().map(|&n| st.ids[n as usize]).collect();
-            txn.delete_table(HEADS)?;
-            txn.delete_table(TAILS)?;
-            txn.delete_table(NODES)?;
-            txn.delete_table(GRAPH_LOG)?;
-            {
-                let mut heads = txn.open_table(HEADS)?;
-                let mut tails = txn.open_table(TAILS)?;
-                let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, &path)?;
-                let mut head = Vec::with_capacity(layout.head_bytes);
-                for (j, &i) in order.iter().enumerate() {
-                    let j = j as u32;
-                    head_row(sketches.head_norm(j), graph.vector(j), &mut head);
-                    hw.push(&mut heads, &head)?;
-                    let i = i as usize;
-                    tw.push(&mut tails, &tails_raw[i * tb..(i + 1) * tb])?;
+                // Graph over the live items, numbered as `live` (node i = live[i]).
+                let rebuilt = if live.len() == st.ids.len() {
+                    None
+                } else {
+                    let ann: Vec<F16> = live
+                        .iter()
+                        .flat_map(|&n| st.graph.vector(n).iter().copied())
+                        .collect();
+                    let mut g = Hnsw::new(ann_dim, graph_params);
+                    g.add_batch(&ann);
+                    Some(g)
+                };
+                let source = rebuilt.as_ref().unwrap_or(&st.graph);
+                let order = source.locality_order();
+                let mut graph = source.reordered(&order);
+                drop(rebuilt);
+                // New node j was old node live[order[j]].
+                let old: Vec<u32> = order.iter().map(|&i| live[i as usize]).collect();
+                let sketches = st.sketches.reordered(&old);
+                let ids: Vec<u64> = old.iter().map(|&n| st.ids[n as usize]).collect();
+                txn.delete_table(HEADS)?;
+                txn.delete_table(TAILS)?;
+                txn.delete_table(NODES)?;
+                txn.delete_table(GRAPH_LOG)?;
+                {
+                    let mut heads = txn.open_table(HEADS)?;
+                    let mut tails = txn.open_table(TAILS)?;
+                    let (mut hw, mut tw) = packed_writers(&heads, &tails, 0, layout, &path)?;
+                    let mut head = Vec::with_capacity(layout.head_bytes);
+                    for (j, &i) in order.iter().enumerate() {
+                        let j = j as u32;
+                        head_row(sketches.head_norm(j), graph.vector(j), &mut head);
+                        hw.push(&mut heads, &head)?;
+                        let i = i as usize;
+                        tw.push(&mut tails, &tails_raw[i * tb..(i + 1) * tb])?;
+                    }
+                    hw.finish(&mut heads)?;
+                    tw.finish(&mut tails)?;
                 }
-                hw.finish(&mut heads)?;
-                tw.finish(&mut tails)?;
+                let mut nodes = txn.open_table(NODES)?;
+                let mut items = txn.open_table(ITEMS)?;
+                let mut rec = Vec::new();
+                for (n, &id) in ids.iter().enumerate() {
+                    let n = n as u32;
+                    NodeRecord::encode(id, false, &graph, n, &mut rec);
+                    nodes.insert(n, rec.as_slice())?;
+                    let meta = match items.get(id)? {
+                        Some(v) => schema::item_parts(&path, id, v.value())?.1.to_vec(),
+                        None => {
+                            return Err(IndexError::Corrupt {
+                                path: path.clone(),
+                                what: format!("items row {id} missing"),
+                            })
+                        }
+                    };
+                    items.insert(id, schema::item_row(id, n, &meta).as_slice())?;
+                }
+                txn.open_table(GRAPH_LOG)?;
+                graph.clear_dirty();
+                let gen = st.generation + 1;
+                Counters {
+                    generation: gen,
+                    next_node: ids.len() as u32,
+                    live: ids.len(),
+                    tombstones: 0,
+                    entry: graph.entry(),
+                }
+                .write(&mut txn.open_table(META)?)?;
+                *st = State {
+                    by_id: ids
+                        .iter()
+                        .enumerate()
+                        .map(|(n, &id)| (id, n as u32))
+                        .collect(),
+                    deleted: vec![false; ids.len()],
+                    ids,
+                    graph,
+                    sketches,
+                    tombstones: 0,
+                    generation: gen,
+                };
             }
-            let mut nodes = txn.open_table(NODES)?;
-            let mut items = txn.open_table(ITEMS)?;
-            let mut rec = Vec::new();
-            for (n, &id) in ids.iter().enumerate() {
-                let n = n as u32;
-                NodeRecord::encode(id, false, &graph, n, &mut rec);
-                nodes.insert(n, rec.as_slice())?;
-                let meta = items
-                    .get(id)?
-                    .map(|v| schema::item_meta(v.value()).to_vec())
-                    .unwrap_or_default();
-                items.insert(id, schema::item_row(n, &meta).as_slice())?;
-            }
-            txn.open_table(GRAPH_LOG)?;
-            graph.clear_dirty();
-            let gen = st.generation + 1;
-            Counters {
-                generation: gen,
-                next_node: ids.len() as u32,
-                live: ids.len(),
-                tombstones: 0,
-                entry: graph.entry(),
-            }
-            .write(&mut txn.open_table(META)?)?;
-            *st = State {
-                by_id: ids
-                    .iter()
-                    .enumerate()
-                    .map(|(n, &id)| (id, n as u32))
-                    .collect(),
-                deleted: vec![false; ids.len()],
-                ids,
-                graph,
-                sketches,
-                tombstones: 0,
-                generation: gen,
-            };
-        }
-        txn.commit()?;
-        // Give freed pages back to the file system (best effort: fails while readers hold old snapshots).
-        let _ = db.compact();
-        Ok(())
+            txn.commit()?;
+            // Give freed pages back to the file system (best effort: fails while readers hold old snapshots).
+            let _ = db.compact();
+            Ok(())
+        })
     }
 }

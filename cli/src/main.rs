@@ -26,8 +26,8 @@ use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Precision, 
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when a query (or similar) finds nothing; 2 on an error or a usage
-error; 3 when an index run finished but some files or catalog records could not be used (each
-is named on stderr). A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the
+error (also when `check` finds damage); 3 when an index run finished but some files or
+catalog records could not be used (each is named on stderr). A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the
 command quietly with 0.
 
 Examples:
@@ -54,6 +54,8 @@ enum Status {
     NothingFound,
     /// 3: an index run finished, but some files or records could not be used.
     SomeFailed,
+    /// 2: `check` found damage.
+    Damaged,
 }
 
 impl Status {
@@ -70,6 +72,7 @@ impl Status {
             Status::Done => ExitCode::SUCCESS,
             Status::NothingFound => ExitCode::from(1),
             Status::SomeFailed => ExitCode::from(3),
+            Status::Damaged => ExitCode::from(ERROR_EXIT),
         }
     }
 }
@@ -143,6 +146,12 @@ enum Command {
     Stats(StatsArgs),
     /// Print embeddings of texts and images as JSON lines.
     Embed(embed::EmbedArgs),
+    /// Verify the whole store (every row's checksum, the graph, items against vectors, the
+    /// records of indexed files); lists what is damaged. Exit status 2 when something is.
+    Check(StatsArgs),
+    /// Rebuild a damaged store from its intact rows; the damaged file is kept as FILE.damaged,
+    /// files that lost items are listed and re-encoded by the next `index` of them.
+    Repair(StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -456,6 +465,72 @@ fn stats(cli: &Cli, a: &StatsArgs) -> Result<Status> {
     Ok(Status::Done)
 }
 
+/// `jsearch check`.
+fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
+    use std::io::Write;
+    let mut engine = open_engine(cli)?;
+    let c = engine.check().context("check failed")?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&c)?)?;
+    } else {
+        for d in &c.damage {
+            writeln!(out, "damaged: {}", output::printable(d))?;
+        }
+        let verdict = if c.damage.is_empty() {
+            "healthy".to_string()
+        } else {
+            format!(
+                "{} problem(s); `jsearch repair` rebuilds what can be rebuilt",
+                c.damage.len()
+            )
+        };
+        writeln!(
+            out,
+            "{}: {} rows, {} vectors read: {verdict}",
+            c.store.display(),
+            c.rows,
+            c.vectors
+        )?;
+    }
+    if c.damage.is_empty() {
+        Ok(Status::Done)
+    } else {
+        Ok(Status::Damaged)
+    }
+}
+
+/// `jsearch repair`.
+fn repair(cli: &Cli, a: &StatsArgs) -> Result<Status> {
+    use std::io::Write;
+    let mut engine = open_engine(cli)?;
+    let r = engine.repair().context("repair failed")?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string(&r)?)?;
+    } else {
+        for p in &r.reindex {
+            writeln!(
+                out,
+                "lost items of {} (re-index it)",
+                output::printable(&p.display().to_string())
+            )?;
+        }
+        for k in &r.lost_records {
+            writeln!(out, "lost record {}", output::printable(k))?;
+        }
+        writeln!(
+            out,
+            "repaired {}: {} vectors kept, {} lost; the damaged file is {}",
+            engine.db_path().display(),
+            r.kept_vectors,
+            r.lost_vectors.len(),
+            r.backup.display()
+        )?;
+    }
+    Ok(Status::Done)
+}
+
 /// Whether the error is a write to a closed pipe (the reader went away: not a failure).
 fn is_broken_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
@@ -464,7 +539,23 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// Panics inside the storage layer on a damaged file are caught by the store and reported as
+/// "damaged" errors; the default hook would print them as a crash first.
+fn quiet_storage_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .location()
+            .is_some_and(|l| l.file().contains("redb-") || l.file().contains("/redb/"))
+        {
+            return;
+        }
+        default(info);
+    }));
+}
+
 fn main() -> ExitCode {
+    quiet_storage_panics();
     // Parsed through `ArgMatches` so that `embed` can recover the order of `--text` / `--image`.
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
@@ -477,6 +568,8 @@ fn main() -> ExitCode {
         Command::Similar(a) => similar(&cli, a),
         Command::Rm(a) => rm(&cli, a),
         Command::Stats(a) => stats(&cli, a),
+        Command::Check(a) => check(&cli, a),
+        Command::Repair(a) => repair(&cli, a),
         Command::Embed(a) => {
             let order = matches
                 .subcommand_matches("embed")

@@ -22,6 +22,7 @@ use crate::enc::{self, hub, ClipModel, TextRole, Towers};
 use crate::error::{self, Error, Result};
 use crate::idx::{self, Store, StoreSettings};
 use crate::ingest::{self, IndexEvent, IndexOptions, IndexSummary, Removal};
+use crate::integrity::{self, CheckSummary, RepairSummary};
 use crate::item::{self, Kind, Modality};
 use crate::keys;
 use crate::lazy::Lazy;
@@ -263,8 +264,20 @@ impl Engine {
             }
             match Store::open_read_only(&self.db) {
                 Ok(s) => Ok(s),
-                Err(idx::IndexError::NeedsRecovery { .. })
-                | Err(idx::IndexError::UpgradeNeeded { .. }) => {
+                // Left by a killed writer: recover the file if this process can (it takes the
+                // writer lock for a moment); if it cannot (another process writes or recovers
+                // it, the file or disk is read-only or full), read the last commit as it
+                // stands, recovered in memory. Readers never fail because of recovery.
+                Err(idx::IndexError::NeedsRecovery { .. }) => match self.recover() {
+                    Ok(()) => match Store::open_read_only(&self.db) {
+                        Err(idx::IndexError::NeedsRecovery { .. }) => {
+                            Store::open_recovered(&self.db).map_err(|e| self.map_open_error(e))
+                        }
+                        other => other.map_err(|e| self.map_open_error(e)),
+                    },
+                    Err(_) => Store::open_recovered(&self.db).map_err(|e| self.map_open_error(e)),
+                },
+                Err(idx::IndexError::UpgradeNeeded { .. }) => {
                     self.recover()?;
                     Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))
                 }
@@ -284,26 +297,10 @@ impl Engine {
         Ok(s)
     }
 
-    /// Opens the store once as a writer (with the model's identity, read from its files without
-    /// loading weights) so that redb recovers a store left by a killed writer and an older
-    /// store format is upgraded.
+    /// Recovers a store left by a killed writer and upgrades an older format, in place (the
+    /// writer lock for a moment; no model, no graph load).
     fn recover(&self) -> Result<()> {
-        let dir = self.model_dir()?;
-        let config = model_config(&dir)?;
-        let id = enc::model_identity(&dir, &config)?;
-        let settings = StoreSettings::new(id.name, id.fingerprint, config.embed_dim());
-        let s = Store::open(&self.db, settings).map_err(|e| match e {
-            idx::IndexError::ModelMismatch {
-                stored, requested, ..
-            } => Error::InvalidArgument(format!(
-                "store {} was built with model {stored}, but the model in use is {requested}; \
-                 use the same --model, or re-index into a new store",
-                self.db.display()
-            )),
-            other => self.map_open_error(other),
-        })?;
-        drop(s);
-        Ok(())
+        Store::recover(&self.db).map_err(|e| self.map_open_error(e))
     }
 
     /// The settings of an existing store (its meta table only, no graph load), for a clear
@@ -455,6 +452,41 @@ impl Engine {
             model.encode_pixels_raw(&pixels)?
         };
         Ok(Embeddings { texts, images })
+    }
+
+    /// Verifies the whole store: every row's checksum, the graph, every item against its vector,
+    /// the counts, and the engine's records (every vector owned by a file, every owned vector
+    /// present). Takes the writer lock while it runs.
+    pub fn check(&mut self) -> Result<CheckSummary> {
+        if !self.db.exists() {
+            return Err(Error::NoStore(self.db.clone()));
+        }
+        self.writer = None;
+        self.reader.take();
+        integrity::check(&self.db).map_err(|e| self.map_index_error(e))
+    }
+
+    /// Rebuilds a damaged store from its intact rows (the damaged file is kept beside it as
+    /// `FILE.damaged`). Files that lost an item are forgotten, so the next `index` of them
+    /// encodes them again; the summary lists them.
+    pub fn repair(&mut self) -> Result<RepairSummary> {
+        if !self.db.exists() {
+            return Err(Error::NoStore(self.db.clone()));
+        }
+        self.writer = None;
+        self.reader.take();
+        *self
+            .calibration
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        integrity::repair(&self.db).map_err(|e| self.map_index_error(e))
+    }
+
+    fn map_index_error(&self, e: Error) -> Error {
+        match e {
+            Error::Index(i) => self.map_open_error(i),
+            other => other,
+        }
     }
 
     /// Counts by kind, model identity, dimensions and file size of the store.

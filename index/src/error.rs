@@ -119,6 +119,13 @@ pub enum IndexError {
         /// What failed to decode.
         what: String,
     },
+    /// The disk (or the user's quota) is full. The write in progress was not committed: the
+    /// store is as of its last commit.
+    #[error("disk full (ENOSPC) writing {path}: the last batch was not committed and the store is as of its previous commit; free some space and run the command again")]
+    DiskFull {
+        /// The file.
+        path: PathBuf,
+    },
     /// An error of the redb storage engine (I/O, corruption detected by checksums, ...).
     #[error("storage error: {0}")]
     Storage(#[from] redb::Error),

@@ -48,8 +48,8 @@ pub mod vecmath;
 pub use error::{IndexError, Result};
 pub use settings::{default_ann_dim, HnswParams, StoreSettings};
 pub use store::{
-    default_candidates, Batch, Hit, SearchParams, Store, StoreStats, EXACT_SEARCH_BELOW,
-    FORMAT_VERSION,
+    default_candidates, Batch, CheckReport, Hit, RepairReport, SearchParams, Store, StoreStats,
+    EXACT_SEARCH_BELOW, FORMAT_VERSION,
 };
 
 /// The in-memory graph on its own, for the `ann` bench's comparison with other graph

@@ -60,7 +60,7 @@ fn show_key(key: &[u8]) -> String {
 /// [`IndexError::Corrupt`] naming the store: a damaged file is reported, never a crash.
 pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(r) => r,
+        Ok(r) => r.map_err(|e| name_storage_error(path, e)),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<&str>()
@@ -73,6 +73,35 @@ pub(crate) fn guard<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> 
             })
         }
     }
+}
+
+/// Storage-layer errors said in the store's terms: a file cut short is named as truncated, redb's
+/// corruption as damage (with the way forward), a full disk as such.
+fn name_storage_error(path: &Path, e: IndexError) -> IndexError {
+    let IndexError::Storage(inner) = &e else {
+        return e;
+    };
+    let corrupt = |what: String| IndexError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+    };
+    match inner {
+        redb::Error::Io(io) if is_disk_full(io) => IndexError::DiskFull {
+            path: path.to_path_buf(),
+        },
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => corrupt(
+            "the file ends early: it is truncated (cut short while copied or written)".into(),
+        ),
+        redb::Error::Corrupted(msg) => corrupt(format!("the storage layer reports: {msg}")),
+        _ => e,
+    }
+}
+
+/// ENOSPC or EDQUOT.
+pub(crate) fn is_disk_full(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::StorageFull
+        || io.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(io.raw_os_error(), Some(28) | Some(122))
 }
 
 fn u32_at(b: &[u8], at: usize) -> Option<u32> {

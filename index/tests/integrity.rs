@@ -20,8 +20,10 @@ fn splitmix(s: &mut u64) -> u64 {
 /// Everything a reader answers from the store: graph and exact searches with their metadata and
 /// vectors, and a whole key-value namespace.
 type Answers = Vec<(Vec<(u64, u32)>, Vec<Vec<u8>>, Vec<Vec<u32>>)>;
+/// The answers and a scanned namespace.
+type Everything = (Answers, Vec<(Vec<u8>, Vec<u8>)>);
 
-fn answers(s: &Store) -> Result<(Answers, Vec<(Vec<u8>, Vec<u8>)>), IndexError> {
+fn answers(s: &Store) -> Result<Everything, IndexError> {
     let mut out = Vec::new();
     for q in 0..6 {
         let qv = vector(7, 500_000 + q, DIM);
@@ -65,7 +67,7 @@ struct Tally {
 /// Opens a damaged copy read-only and compares its answers with the intact store's.
 fn trial(
     path: &std::path::Path,
-    want: &(Answers, Vec<(Vec<u8>, Vec<u8>)>),
+    want: &Everything,
     what: &str,
     t: &mut Tally,
 ) {
@@ -203,4 +205,50 @@ fn a_damaged_row_is_an_error_naming_it() {
     );
     assert!(s.kv_scan_prefix("files", b"").is_err());
     assert_eq!(s.kv_get("files", b"f0008").unwrap().unwrap(), vec![8u8; 40]);
+}
+
+#[test]
+fn check_lists_every_damaged_row_and_repair_keeps_the_rest() {
+    let (_d, path) = tmp("s.redb");
+    build(&path);
+    let healthy = Store::check(&path).unwrap();
+    assert!(healthy.is_healthy(), "{:?}", healthy.damage);
+    assert_eq!(healthy.items, 1999);
+    assert_eq!(healthy.kv_rows, 300);
+    let items: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("items");
+    let tails: redb::TableDefinition<u32, &[u8]> = redb::TableDefinition::new("tails");
+    let kv: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv:files");
+    flip_value(&path, items, 42, 6);
+    flip_value(&path, tails, 3, 10);
+    flip_value(&path, kv, b"f0007".as_slice(), 3);
+    let r = Store::check(&path).unwrap();
+    let all = r.damage.join("\n");
+    for needle in [
+        "items row 42 fails its checksum",
+        "tails row 3 fails its checksum",
+        "kv:files row \"f0007\" fails its checksum",
+    ] {
+        assert!(all.contains(needle), "{needle}:\n{all}");
+    }
+    // The vectors of the tail chunk's nodes are gone with it: their items are listed.
+    let before = Store::check(&path).unwrap();
+    assert!(!before.is_healthy());
+    let rep = Store::repair(&path).unwrap();
+    assert!(rep.lost_items.contains(&42), "{rep:?}");
+    assert!(rep.lost_items.len() >= 2, "{rep:?}");
+    assert_eq!(rep.kept_items + rep.lost_items.len(), 1999);
+    assert_eq!(rep.lost_kv, vec!["files: f0007".to_string()]);
+    assert_eq!(rep.kept_kv, 299);
+    assert!(rep.backup.exists());
+    let after = Store::check(&path).unwrap();
+    assert!(after.is_healthy(), "{:?}", after.damage);
+    let s = Store::open_read_only(&path).unwrap();
+    assert_eq!(s.len(), rep.kept_items);
+    assert_eq!(s.get_meta(43).unwrap().unwrap(), 43u64.to_le_bytes());
+    assert_eq!(s.get_meta(42).unwrap(), None);
+    assert_eq!(s.kv_get("files", b"f0008").unwrap().unwrap(), vec![8u8; 40]);
+    let qv = vector(7, 500_001, DIM);
+    let hits = s.search(&qv, 10, &SearchParams::default()).unwrap();
+    assert_eq!(hits.len(), 10);
+    assert!(hits.iter().all(|h| !rep.lost_items.contains(&h.id)));
 }

@@ -106,6 +106,7 @@ fn killed_writer_leaves_last_commit() {
     // pseudo-random kill delays (ms after the child is ready), reproducible
     let mut r = 0x2545_F491_4F6C_DD1Du64;
     let mut max_seen = None;
+    let mut needed_recovery = 0;
     for round in 0..25 {
         r ^= r << 13;
         r ^= r >> 7;
@@ -116,6 +117,25 @@ fn killed_writer_leaves_last_commit() {
         std::thread::sleep(Duration::from_millis(delay));
         child.kill().unwrap();
         child.wait().unwrap();
+        // A reader that does not write reads the last commit as it stands, recovering in
+        // memory when the file needs it, and leaves the file as it was.
+        let before = std::fs::read(&path).unwrap();
+        let r = match Store::open_read_only(&path) {
+            Ok(r) => r,
+            Err(IndexError::NeedsRecovery { .. }) => {
+                needed_recovery += 1;
+                Store::open_recovered(&path)
+                    .unwrap_or_else(|e| panic!("round {round}: in-memory recovery failed: {e}"))
+            }
+            Err(e) => panic!("round {round}: {e}"),
+        };
+        let read_live = expected_live(last_batch(&r));
+        assert_eq!(r.ids().unwrap(), read_live, "round {round}: reader");
+        drop(r);
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "round {round}: a reader wrote"
+        );
         let s = Store::open(&path, settings(DIM))
             .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         let last = last_batch(&s);
@@ -141,6 +161,10 @@ fn killed_writer_leaves_last_commit() {
     assert!(
         max_seen.unwrap_or(0) > 5,
         "the child committed too little to test anything: {max_seen:?}"
+    );
+    assert!(
+        needed_recovery > 0,
+        "no kill left the file needing recovery: the in-memory recovery went untested"
     );
 }
 

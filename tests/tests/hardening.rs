@@ -379,3 +379,269 @@ fn names_that_are_not_utf8_stay_distinct_items_with_their_exact_bytes() {
     let hits = json_lines(&run(c, true).stdout);
     assert_eq!(hits.len(), 2, "the other two images");
 }
+
+/// Flips bit 0 of byte `at` of a value through redb itself (damage redb's page checksums do not
+/// see, as a bad disk sector under a rewritten page would leave).
+fn flip_tail_chunk(db: &Path, chunk: u32, at: usize) {
+    use redb::ReadableTable;
+    let tails: redb::TableDefinition<u32, &[u8]> = redb::TableDefinition::new("tails");
+    let d = redb::Database::open(db).unwrap();
+    let txn = d.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(tails).unwrap();
+        let mut v = t.get(chunk).unwrap().unwrap().value().to_vec();
+        v[at] ^= 1;
+        t.insert(chunk, v.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+#[test]
+fn damage_is_named_checked_and_repaired() {
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    copy_images(&root, 6);
+    let db = dir.path().join("s.jsearch");
+    index(&db, &[&root], &[]);
+    let (code, err) = status(&db, &["check"]);
+    assert_eq!(code, Some(0), "{err}");
+    flip_tail_chunk(&db, 0, 10);
+    // A query that reads the damaged row: an error naming it, never a wrong list.
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "--image",
+        root.join("img_000.jpg").to_str().unwrap(),
+        "-k",
+        "6",
+    ]);
+    let out = run(c, false);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("damaged") && err.contains("jsearch check"),
+        "{err}"
+    );
+    // check lists it; repair rebuilds the rest and names the files to re-index.
+    let mut c = jsearch(&db);
+    c.arg("check");
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("tails row 0 fails its checksum"),
+        "{report}"
+    );
+    let mut c = jsearch(&db);
+    c.args(["repair", "--json"]);
+    let r: Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    let lost = r["lost_vectors"].as_array().unwrap().len();
+    assert!(lost >= 1, "{r}");
+    assert_eq!(r["reindex"].as_array().unwrap().len(), lost, "{r}");
+    assert_eq!(
+        r["kept_vectors"].as_u64().unwrap() as usize,
+        6 - lost,
+        "{r}"
+    );
+    assert!(Path::new(r["backup"].as_str().unwrap()).exists());
+    let (code, err) = status(&db, &["check"]);
+    assert_eq!(code, Some(0), "{err}");
+    // The next index run encodes exactly what was lost.
+    let (s, _) = index(&db, &[&root], &[]);
+    assert_eq!(s["encoded"].as_u64().unwrap() as usize, lost, "{s}");
+    assert_eq!(stats(&db)["vectors"], 6);
+    let (code, _) = status(&db, &["check"]);
+    assert_eq!(code, Some(0));
+    // A truncated copy is named as damaged, not "failed to fill whole buffer".
+    let bytes = std::fs::read(&db).unwrap();
+    let cut = dir.path().join("cut.jsearch");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    for cmd in ["stats", "query"] {
+        let args: Vec<&str> = if cmd == "query" {
+            vec!["query", "Kreis"]
+        } else {
+            vec!["stats"]
+        };
+        let (code, err) = status(&cut, &args);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("damaged") || err.contains("truncated"),
+            "{cmd}: {err}"
+        );
+        assert!(
+            !err.contains("failed to fill whole buffer") || err.contains("damaged"),
+            "{err}"
+        );
+    }
+}
+
+/// A full disk: the index run stops with "disk full (ENOSPC)", what was committed stays readable
+/// and healthy, and after space is freed the same run finishes. The disk is a 4 MiB tmpfs in a
+/// private mount namespace (`unshare -rm`: no root needed where user namespaces are allowed).
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_is_named_and_loses_nothing() {
+    let dir = tempdir();
+    let imgs = dir.path().join("imgs");
+    copy_images(&imgs, 40);
+    let disk = dir.path().join("disk");
+    std::fs::create_dir_all(&disk).unwrap();
+    let db = disk.join("s.jsearch");
+    let log = dir.path().join("log");
+    std::fs::create_dir_all(&log).unwrap();
+    let bin = jsearch_bin();
+    let model = toy_model();
+    let js = format!(
+        "{} --db {} --model {} --device cpu",
+        bin.display(),
+        db.display(),
+        model.display()
+    );
+    let l = log.display();
+    let first: Vec<String> = std::fs::read_dir(&imgs)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path().display().to_string()))
+        .take(4)
+        .collect();
+    let script = format!(
+        "set -u
+mount -t tmpfs -o size=4m tmpfs {disk} || exit 90
+{js} index {first} --json > {l}/first.json 2> {l}/first.err
+echo $? > {l}/first.code
+dd if=/dev/zero of={disk}/filler bs=64k 2> /dev/null
+{js} index {imgs} --batch-size 1 --json > {l}/full.json 2> {l}/full.err
+echo $? > {l}/full.code
+{js} stats --json > {l}/stats.json 2> {l}/stats.err
+rm {disk}/filler
+{js} check > {l}/check.out 2>&1
+echo $? > {l}/check.code
+{js} index {imgs} --json > {l}/again.json 2> {l}/again.err
+echo $? > {l}/again.code
+{js} stats --json > {l}/stats2.json
+",
+        disk = disk.display(),
+        first = first.join(" "),
+        imgs = imgs.display(),
+    );
+    let status = std::process::Command::new("unshare")
+        .args(["-rm", "sh", "-c", &script])
+        .env_remove("JSEARCH_DB")
+        .env("HF_HUB_OFFLINE", "1")
+        .status()
+        .expect("unshare (util-linux) runs the disk-full test in its own mount namespace");
+    assert_ne!(
+        status.code(),
+        Some(90),
+        "mounting a tmpfs in a user namespace failed"
+    );
+    let read = |f: &str| std::fs::read_to_string(log.join(f)).unwrap_or_default();
+    assert_eq!(read("first.code").trim(), "0", "{}", read("first.err"));
+    let full_err = read("full.err");
+    assert_eq!(read("full.code").trim(), "2", "{full_err}");
+    assert!(full_err.contains("disk full (ENOSPC)"), "{full_err}");
+    assert!(!full_err.contains("panicked"), "{full_err}");
+    let st: Value = serde_json::from_str(&read("stats.json"))
+        .unwrap_or_else(|e| panic!("stats after a full disk: {e}: {}", read("stats.err")));
+    let kept = st["vectors"].as_u64().unwrap();
+    assert!((4..40).contains(&kept), "{st}");
+    assert_eq!(read("check.code").trim(), "0", "{}", read("check.out"));
+    assert_eq!(read("again.code").trim(), "0", "{}", read("again.err"));
+    let st2: Value = serde_json::from_str(&read("stats2.json")).unwrap();
+    assert_eq!(st2["vectors"], 40, "{st2}");
+}
+
+/// Starts `index ROOT` throttled, waits until at least `min` vectors are committed, kills it -9.
+fn kill_mid_run(db: &Path, root: &Path, min: u64) {
+    let mut c = jsearch(db);
+    c.arg("index")
+        .arg(root)
+        .args(["--batch-size", "2", "--throttle-ms", "150", "-q"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut sc = jsearch(db);
+        sc.args(["stats", "--json"]);
+        let out = sc.output().unwrap();
+        if out.status.success() {
+            let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if st["vectors"].as_u64().unwrap() >= min {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// After a killed writer, parallel readers all answer (one may recover the file, the others read
+/// the last commit recovered in memory), and a store that cannot be written (read-only file and
+/// folder, as a user without write permission) is read as of its last commit.
+#[cfg(target_os = "linux")]
+#[test]
+fn readers_never_fail_because_of_recovery() {
+    let dir = tempdir();
+    let root = dir.path().join("imgs");
+    copy_images(&root, 40);
+    for trial in 0..3 {
+        let db = dir.path().join(format!("t{trial}.jsearch"));
+        kill_mid_run(&db, &root, 4);
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                let mut c = jsearch(&db);
+                c.args(["query", "roter Kreis", "--json", "-k", "3"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                c.spawn().unwrap()
+            })
+            .collect();
+        for ch in children {
+            let out = ch.wait_with_output().unwrap();
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(0), "trial {trial}: {err}");
+            assert_eq!(json_lines(&out.stdout).len(), 3, "trial {trial}");
+        }
+    }
+    // A store left needing recovery in a folder nobody may write: read as it stands.
+    let ro = dir.path().join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let db = ro.join("s.jsearch");
+    kill_mid_run(&db, &root, 4);
+    let chmod = |mode: &str, p: &Path| {
+        assert!(std::process::Command::new("chmod")
+            .arg(mode)
+            .arg(p)
+            .status()
+            .unwrap()
+            .success());
+    };
+    chmod("a-w", &db);
+    chmod("a-w", &ro);
+    // `unshare -r`: a user namespace whose root is not the files' owner, so the write
+    // permissions apply even when the tests run as root.
+    let bin = jsearch_bin();
+    let out = std::process::Command::new("unshare")
+        .arg("-r")
+        .arg(bin)
+        .arg("--db")
+        .arg(&db)
+        .arg("--model")
+        .arg(toy_model())
+        .args(["--device", "cpu", "stats", "--json"])
+        .env_remove("JSEARCH_DB")
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("unshare (util-linux)");
+    chmod("u+w", &ro);
+    chmod("u+w", &db);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let st: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(st["vectors"].as_u64().unwrap() >= 4, "{st}");
+}

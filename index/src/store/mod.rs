@@ -10,6 +10,8 @@
 //! | `search` | graph walk, sketch shortlist, exact re-rank, exact scan |
 
 mod open;
+mod overlay;
+mod repair;
 mod schema;
 mod search;
 mod state;
@@ -28,6 +30,7 @@ use crate::error::{IndexError, Result};
 use crate::settings::{Layout, StoreSettings};
 use crate::vecmath;
 
+pub use repair::{CheckReport, RepairReport};
 pub use schema::FORMAT_VERSION;
 pub use search::{default_candidates, Hit, SearchParams, EXACT_SEARCH_BELOW};
 pub use write::Batch;
@@ -58,12 +61,15 @@ pub struct StoreStats {
 enum Db {
     Rw(Database),
     Ro(ReadOnlyDatabase),
+    /// A store that needed recovery, recovered in memory over the untouched file
+    /// ([`overlay`]): read-only, as of its last commit.
+    Recovered(Database),
 }
 
 impl Db {
     fn read(&self) -> Result<ReadTransaction> {
         Ok(match self {
-            Db::Rw(d) => d.begin_read()?,
+            Db::Rw(d) | Db::Recovered(d) => d.begin_read()?,
             Db::Ro(d) => d.begin_read()?,
         })
     }
@@ -104,7 +110,7 @@ impl Store {
 
     /// Number of live items (for a read-only store: as of the latest commit).
     pub fn len(&self) -> usize {
-        if let Db::Ro(_) = self.db {
+        if let Db::Ro(_) | Db::Recovered(_) = self.db {
             if let Ok(n) = self.with_state(|st, _| Ok(st.by_id.len())) {
                 return n;
             }

@@ -26,13 +26,13 @@ const SEAL_RUN: usize = 4096;
 
 /// redb page cache (MiB) of a writer unless `JSEARCH_STORE_CACHE_MIB` says otherwise (it also
 /// buffers the pages of a commit).
-const CACHE_MIB: usize = 256;
+pub(super) const CACHE_MIB: usize = 256;
 /// redb page cache (MiB) of a reader unless `JSEARCH_STORE_CACHE_MIB` says otherwise. A search
 /// reads about `k'` tails from the file, at random: a cache that is a small part of the
 /// vectors barely raises the hit rate, so keep it small and the serving memory the graph's.
 const READ_CACHE_MIB: usize = 64;
 
-fn builder(default_mib: usize) -> redb::Builder {
+pub(super) fn builder(default_mib: usize) -> redb::Builder {
     let mut b = redb::Builder::new();
     let mib = std::env::var("JSEARCH_STORE_CACHE_MIB")
         .ok()
@@ -44,7 +44,7 @@ fn builder(default_mib: usize) -> redb::Builder {
 }
 
 /// The typed error for a failed `create` / `open_read_only` of the redb file.
-fn open_error(path: &Path, e: DatabaseError) -> IndexError {
+pub(super) fn open_error(path: &Path, e: DatabaseError) -> IndexError {
     match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
             IndexError::Busy {
@@ -102,6 +102,67 @@ impl Store {
         crate::seal::guard(path, || {
             let (db, settings) = Self::open_settings(path)?;
             Self::finish_open(path, Db::Ro(db), settings)
+        })
+    }
+
+    /// Recovers a store a killed writer left ([`IndexError::NeedsRecovery`]) and upgrades an
+    /// older format ([`IndexError::UpgradeNeeded`]), in place, with the store's own settings:
+    /// what a reader runs before [`Store::open_read_only`]. Takes the writer lock for the moment
+    /// it runs ([`IndexError::Busy`] if another process holds it); loads no graph.
+    pub fn recover(path: &Path) -> Result<()> {
+        crate::seal::guard(path, || {
+            if !path.exists() {
+                return Err(IndexError::NotAStore {
+                    path: path.to_path_buf(),
+                    reason: "file does not exist".into(),
+                });
+            }
+            let db = builder(CACHE_MIB)
+                .create(path)
+                .map_err(|e| open_error(path, e))?;
+            let txn = db.begin_read()?;
+            let meta = Meta::read(&txn.open_table(META)?, path)?;
+            drop(txn);
+            if meta.is_empty() {
+                return Err(IndexError::NotAStore {
+                    path: path.to_path_buf(),
+                    reason: "no jsearch format version in the file".into(),
+                });
+            }
+            let stored = Self::settings_fields(path, &meta)?;
+            Self::upgrade(&db, path, &stored)
+        })
+    }
+
+    /// Opens a store that a killed writer left needing recovery ([`IndexError::NeedsRecovery`])
+    /// for reading, as of its last commit, without writing to the file: the recovery runs in
+    /// memory over the untouched file (costs a scan of the file and memory for the pages it
+    /// rewrites). For readers that cannot or should not recover the file itself: a read-only
+    /// file or folder, a full disk, another process holding the writer lock. The next writer
+    /// recovers the file for real. Readers opened this way do not follow later commits.
+    pub fn open_recovered(path: &Path) -> Result<Store> {
+        crate::seal::guard(path, || {
+            let file = std::fs::File::open(path).map_err(|source| IndexError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let overlay = super::overlay::Overlay::new(file).map_err(|source| IndexError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let db = redb::Database::builder()
+                .set_cache_size(READ_CACHE_MIB << 20)
+                .create_with_backend(overlay)
+                .map_err(|e| open_error(path, e))?;
+            let txn = db.begin_read()?;
+            let meta = match txn.open_table(META) {
+                Ok(t) => Meta::read(&t, path)?,
+                Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
+                Err(e) => return Err(e.into()),
+            };
+            drop(txn);
+            let settings = Self::settings_from_meta(path, &meta)?;
+            Self::finish_open(path, Db::Recovered(db), settings)
         })
     }
 
@@ -314,7 +375,7 @@ impl Store {
         Ok(())
     }
 
-    fn settings_from_meta(path: &Path, m: &Meta) -> Result<StoreSettings> {
+    pub(super) fn settings_from_meta(path: &Path, m: &Meta) -> Result<StoreSettings> {
         let not_store = |reason: &str| IndexError::NotAStore {
             path: path.to_path_buf(),
             reason: reason.to_string(),

@@ -127,7 +127,7 @@ impl Store {
     fn writable(&mut self) -> Result<(&mut Database, &mut State)> {
         match &mut self.db {
             Db::Rw(d) => Ok((d, self.state.get_mut().unwrap_or_else(|e| e.into_inner()))),
-            Db::Ro(_) => Err(IndexError::ReadOnly {
+            Db::Ro(_) | Db::Recovered(_) => Err(IndexError::ReadOnly {
                 path: self.path.clone(),
             }),
         }
@@ -145,11 +145,13 @@ impl Store {
             let prepared = self.prepare(&batch)?;
             let res = self.commit_inner(batch, prepared);
             if res.is_err() {
-                // The in-memory graph may be ahead of the file: reload what is committed.
-                let txn = self.db.read()?;
-                let st = self.load_state(&txn)?;
-                drop(txn);
-                *self.state.get_mut().unwrap_or_else(|e| e.into_inner()) = st;
+                // The in-memory graph may be ahead of the file: reload what is committed. The
+                // first error is the one to report (after a failed write redb answers every
+                // later call with "previous I/O error").
+                let reloaded = self.db.read().and_then(|txn| self.load_state(&txn));
+                if let Ok(st) = reloaded {
+                    *self.state.get_mut().unwrap_or_else(|e| e.into_inner()) = st;
+                }
                 return res;
             }
             let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());

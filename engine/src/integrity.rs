@@ -1,0 +1,167 @@
+//! `check` and `repair` at the engine's level: the store's own check (every row's seal, the graph,
+//! items against vectors, counts) plus the engine's records: every vector a file owns is in the
+//! store, and every vector in the store is owned by a file.
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::idx::{Batch, Store};
+use crate::item::{self, ItemMeta};
+use crate::keys::{self, NS_FILES, NS_HASH, NS_MOD, NS_OWN};
+
+/// What [`crate::Engine::check`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckSummary {
+    /// The store file.
+    pub store: PathBuf,
+    /// Rows read.
+    pub rows: usize,
+    /// Live vectors.
+    pub vectors: usize,
+    /// One line per damaged row or broken invariant; empty for a healthy store.
+    pub damage: Vec<String>,
+}
+
+/// What [`crate::Engine::repair`] did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairSummary {
+    /// Vectors kept.
+    pub kept_vectors: usize,
+    /// Vectors lost (their ids).
+    pub lost_vectors: Vec<u64>,
+    /// Files whose items were damaged: their records were dropped, so the next `index` of them
+    /// encodes them again.
+    pub reindex: Vec<PathBuf>,
+    /// Engine records (`namespace: key`) that were damaged and dropped.
+    pub lost_records: Vec<String>,
+    /// Where the damaged file was kept.
+    pub backup: PathBuf,
+}
+
+/// The vectors each file owns (`own` rows), and the vectors no file owns.
+struct Ownership {
+    /// (path, id, content hash)
+    owned: Vec<(PathBuf, u64, Vec<u8>)>,
+    unowned: Vec<u64>,
+}
+
+fn ownership(store: &Store) -> Result<Ownership> {
+    let mut owned = Vec::new();
+    let mut ids_owned = HashSet::new();
+    for (k, v) in store.kv_scan_prefix(NS_OWN, b"")? {
+        if let Some((p, id)) = keys::split_own_key(&k) {
+            owned.push((keys::path_from_bytes(p), id, v));
+            ids_owned.insert(id);
+        }
+    }
+    let unowned = store
+        .ids()?
+        .into_iter()
+        .filter(|id| !ids_owned.contains(id))
+        .collect();
+    Ok(Ownership { owned, unowned })
+}
+
+/// Checks the store at `db` (see the module docs).
+pub(crate) fn check(db: &Path) -> Result<CheckSummary> {
+    let report = Store::check(db)?;
+    let mut out = CheckSummary {
+        store: db.to_path_buf(),
+        rows: report.rows,
+        vectors: report.items,
+        damage: report.damage,
+    };
+    if !out.damage.is_empty() {
+        // The store's own damage comes first; its reads below would stop at it.
+        return Ok(out);
+    }
+    let store = Store::open_read_only(db)?;
+    let live: HashSet<u64> = store.ids()?.into_iter().collect();
+    let own = ownership(&store)?;
+    for (path, id, _) in &own.owned {
+        if !live.contains(id) {
+            out.damage.push(format!(
+                "{} owns vector {id}, which is not in the store",
+                path.display()
+            ));
+        }
+    }
+    for id in &own.unowned {
+        out.damage
+            .push(format!("vector {id} is in the store but no file owns it"));
+    }
+    Ok(out)
+}
+
+/// Repairs the store at `db`: the store rebuilds itself from its intact rows, then every file
+/// that lost a vector (or whose vector lost its owner record) is forgotten, so the next index
+/// run encodes it again.
+pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
+    let report = Store::repair(db)?;
+    let mut store = Store::open(db, Store::read_settings(db)?)?;
+    let live: HashSet<u64> = store.ids()?.into_iter().collect();
+    let own = ownership(&store)?;
+    let mut reindex: BTreeSet<PathBuf> = own
+        .owned
+        .iter()
+        .filter(|(_, id, _)| !live.contains(id))
+        .map(|(p, _, _)| p.clone())
+        .collect();
+    // Vectors without an owner: forget the file their metadata names.
+    for &id in &own.unowned {
+        if let Some(bytes) = store.get_meta(id)? {
+            if let Ok(meta) = ItemMeta::from_bytes(id, &bytes) {
+                reindex.insert(PathBuf::from(meta.path));
+            }
+        }
+    }
+    let mut batch = Batch::new();
+    for (path, id, hash) in &own.owned {
+        if reindex.contains(path) {
+            if live.contains(id) {
+                batch.delete(*id);
+            }
+            batch.kv_delete(NS_OWN, keys::own_key(path, *id));
+            if let Some(h) = keys::to_hash(hash) {
+                batch.kv_delete(NS_HASH, keys::hash_key(&h, *id));
+            }
+            batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(*id), *id));
+        }
+    }
+    for &id in &own.unowned {
+        batch.delete(id);
+        batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(id), id));
+    }
+    // Content-hash and modality rows of vectors that are gone.
+    for (k, _) in store.kv_scan_prefix(NS_HASH, b"")? {
+        if keys::id_suffix(&k).is_some_and(|id| !live.contains(&id)) {
+            batch.kv_delete(NS_HASH, k);
+        }
+    }
+    for (k, _) in store.kv_scan_prefix(NS_MOD, b"")? {
+        if keys::id_suffix(&k).is_some_and(|id| !live.contains(&id)) {
+            batch.kv_delete(NS_MOD, k);
+        }
+    }
+    for p in &reindex {
+        batch.kv_delete(NS_FILES, keys::path_bytes(p));
+    }
+    let dropped: HashSet<u64> = own.unowned.iter().copied().collect();
+    if !batch.is_empty() {
+        store.commit(batch)?;
+    }
+    let mut lost_vectors = report.lost_items.clone();
+    lost_vectors.extend(dropped.iter().copied());
+    lost_vectors.sort_unstable();
+    lost_vectors.dedup();
+    Ok(RepairSummary {
+        kept_vectors: store.len(),
+        lost_vectors,
+        reindex: reindex.into_iter().collect(),
+        lost_records: report.lost_kv,
+        backup: report.backup,
+    })
+}

@@ -32,6 +32,7 @@ pub mod preprocess;
 pub mod text;
 mod tokenizer;
 pub mod vision;
+mod weights_hash;
 
 pub use config::{ClipConfig, PreprocessorConfig, TextConfig, VisionConfig};
 #[cfg(feature = "trap-tests")]

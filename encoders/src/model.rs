@@ -96,8 +96,13 @@ pub enum TextRole {
 pub struct ModelIdentity {
     /// Human-readable name (`jina-clip-v2` for the real architecture size).
     pub name: String,
-    /// Hex sha256 over the configs, the tokenizer and the safetensors headers + sizes.
+    /// Hex sha256 over the configs, the tokenizer, the safetensors headers + sizes and the
+    /// weights' content hashes: any changed weight gives another fingerprint.
     pub fingerprint: String,
+    /// The fingerprint of stores written before the weights' content was hashed (configs,
+    /// tokenizer, safetensors headers + sizes only): such a store is accepted once and then
+    /// records [`ModelIdentity::fingerprint`].
+    pub legacy_fingerprint: String,
 }
 
 /// The jina-clip-v2 model: tokenizer, text tower, vision tower.
@@ -202,7 +207,9 @@ fn safetensors_header(path: &Path) -> Result<(Vec<u8>, u64)> {
     Ok((header, size))
 }
 
-/// Name and fingerprint of a model directory (hashes configs, tokenizer, safetensors headers).
+/// Name and fingerprint of a model directory: hashes the configs, the tokenizer, the
+/// safetensors headers and the weights' content (the content hash is computed once per file
+/// version and cached, see `weights_hash`).
 pub fn model_identity(dir: &Path, config: &ClipConfig) -> Result<ModelIdentity> {
     let mut h = Sha256::new();
     for name in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
@@ -212,20 +219,23 @@ pub fn model_identity(dir: &Path, config: &ClipConfig) -> Result<ModelIdentity> 
         h.update((bytes.len() as u64).to_le_bytes());
         h.update(&bytes);
     }
-    for p in safetensors_files(dir)? {
-        let (header, size) = safetensors_header(&p)?;
+    let files = safetensors_files(dir)?;
+    for p in &files {
+        let (header, size) = safetensors_header(p)?;
         h.update(b"safetensors");
         h.update(size.to_le_bytes());
         h.update(&header);
     }
-    let fingerprint = h
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let legacy_fingerprint = hex(&h.clone().finalize());
+    for p in &files {
+        h.update(b"content");
+        h.update(crate::weights_hash::content_hash(p)?.as_bytes());
+    }
     Ok(ModelIdentity {
         name: default_name(config),
-        fingerprint,
+        fingerprint: hex(&h.finalize()),
+        legacy_fingerprint,
     })
 }
 

@@ -100,6 +100,12 @@ pub struct Embeddings {
     pub images: Vec<Vec<f32>>,
 }
 
+/// What a store built with a model records, with the model's legacy fingerprint.
+pub(crate) struct Wanted {
+    settings: StoreSettings,
+    legacy_fingerprint: String,
+}
+
 /// The towers loaded so far.
 struct LoadedModel {
     towers: Towers,
@@ -211,24 +217,35 @@ impl Engine {
         Ok(m)
     }
 
-    fn settings_for(model: &ClipModel) -> StoreSettings {
+    /// The settings a store built with `model` records, and the model's legacy fingerprint
+    /// (what stores written before the weights' content was hashed record).
+    fn settings_for(model: &ClipModel) -> Wanted {
         let id = model.identity();
-        StoreSettings::new(id.name.clone(), id.fingerprint.clone(), model.embed_dim())
+        Wanted {
+            settings: StoreSettings::new(
+                id.name.clone(),
+                id.fingerprint.clone(),
+                model.embed_dim(),
+            ),
+            legacy_fingerprint: id.legacy_fingerprint.clone(),
+        }
     }
 
-    fn mismatch(&self, stored: &StoreSettings, wanted: &StoreSettings) -> Option<Error> {
-        let same = stored.model_name == wanted.model_name
-            && stored.model_fingerprint == wanted.model_fingerprint
-            && stored.dim == wanted.dim;
+    fn mismatch(&self, stored: &StoreSettings, wanted: &Wanted) -> Option<Error> {
+        let w = &wanted.settings;
+        let same = stored.model_name == w.model_name
+            && (stored.model_fingerprint == w.model_fingerprint
+                || stored.model_fingerprint == wanted.legacy_fingerprint)
+            && stored.dim == w.dim;
         (!same).then(|| {
             Error::ModelMismatch(Box::new(error::ModelMismatch {
                 store: self.db.clone(),
                 store_model: stored.model_name.clone(),
                 store_fp: stored.model_fingerprint.clone(),
                 store_dim: stored.dim,
-                model: wanted.model_name.clone(),
-                model_fp: wanted.model_fingerprint.clone(),
-                model_dim: wanted.dim,
+                model: w.model_name.clone(),
+                model_fp: w.model_fingerprint.clone(),
+                model_dim: w.dim,
             }))
         })
     }
@@ -313,7 +330,7 @@ impl Engine {
     }
 
     /// Opens the store for writing with `settings` (or the store's own when `None`).
-    pub(crate) fn writer(&mut self, settings: Option<StoreSettings>) -> Result<&mut Store> {
+    pub(crate) fn writer(&mut self, settings: Option<Wanted>) -> Result<&mut Store> {
         let store = match self.writer.take() {
             Some(s) => s,
             None => self.open_writer(settings)?,
@@ -325,14 +342,22 @@ impl Engine {
         Ok(self.writer.insert(store))
     }
 
-    fn open_writer(&mut self, settings: Option<StoreSettings>) -> Result<Store> {
+    fn open_writer(&mut self, wanted: Option<Wanted>) -> Result<Store> {
         self.reader.take();
-        let settings = match settings {
-            Some(s) => {
+        // A store recorded with the model's legacy fingerprint is opened with it, then records
+        // the new one.
+        let mut upgrade_fp = None;
+        let settings = match wanted {
+            Some(w) => {
                 // Check the model first for a clear message (also while another process writes).
+                let mut s = w.settings.clone();
                 if let Some(stored) = self.stored_settings() {
-                    if let Some(e) = self.mismatch(&stored, &s) {
+                    if let Some(e) = self.mismatch(&stored, &w) {
                         return Err(e);
+                    }
+                    if stored.model_fingerprint != s.model_fingerprint {
+                        upgrade_fp = Some(s.model_fingerprint.clone());
+                        s.model_fingerprint = stored.model_fingerprint;
                     }
                 }
                 s
@@ -349,7 +374,11 @@ impl Engine {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
             }
         }
-        Store::open(&self.db, settings).map_err(|e| self.map_open_error(e))
+        let mut store = Store::open(&self.db, settings).map_err(|e| self.map_open_error(e))?;
+        if let Some(fp) = upgrade_fp {
+            store.set_model_fingerprint(&fp)?;
+        }
+        Ok(store)
     }
 
     /// Indexes folders (recursively), files and catalogs. Incremental: unchanged files are

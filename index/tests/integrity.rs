@@ -65,12 +65,7 @@ struct Tally {
 }
 
 /// Opens a damaged copy read-only and compares its answers with the intact store's.
-fn trial(
-    path: &std::path::Path,
-    want: &Everything,
-    what: &str,
-    t: &mut Tally,
-) {
+fn trial(path: &std::path::Path, want: &Everything, what: &str, t: &mut Tally) {
     let got = std::panic::catch_unwind(|| Store::open_read_only(path).and_then(|s| answers(&s)));
     match got {
         Ok(Ok(a)) if &a == want => t.same += 1,

@@ -645,3 +645,58 @@ fn readers_never_fail_because_of_recovery() {
     let st: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(st["vectors"].as_u64().unwrap() >= 4, "{st}");
 }
+
+/// A model with one weight byte changed (same shapes, same header) is another model: a store
+/// built with the original refuses it, for writing and for queries. A store recorded with the
+/// fingerprint of before weights were hashed is accepted and then records the new one.
+#[test]
+fn a_model_with_one_changed_weight_is_refused() {
+    let dir = tempdir();
+    let root = dir.path().join("imgs");
+    copy_images(&root, 2);
+    let db = dir.path().join("s.jsearch");
+    index(&db, &[&root], &[]);
+    let fp = stats(&db)["model_fingerprint"].clone();
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for e in std::fs::read_dir(toy_model()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), model.join(e.file_name())).unwrap();
+    }
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let cache = dir.path().join("cache");
+    for args in [
+        vec!["index", root.to_str().unwrap()],
+        vec!["query", "roter Kreis"],
+    ] {
+        let mut c = jsearch_with_model(&db, &model);
+        c.env("JSEARCH_CACHE_DIR", &cache).args(&args);
+        let out = run(c, false);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("was built with model"), "{args:?}: {err}");
+    }
+    assert_eq!(stats(&db)["model_fingerprint"], fp);
+    // The original model is still accepted, its hash now cached.
+    let mut c = jsearch(&db);
+    c.env("JSEARCH_CACHE_DIR", &cache)
+        .args(["query", "roter Kreis"]);
+    run(c, true);
+
+    // A store from before weights were hashed (the format v1 fixture): read, then upgraded.
+    let old = dir.path().join("old.jsearch");
+    std::fs::copy(repo_root().join("tests/data/images-v1.jsearch"), &old).unwrap();
+    let legacy = stats(&old)["model_fingerprint"].clone();
+    assert_ne!(legacy, fp);
+    let (s, _) = index(&old, &[&root], &[]);
+    assert_eq!(s["indexed"], 2, "{s}");
+    assert_eq!(
+        stats(&old)["model_fingerprint"],
+        fp,
+        "the store records the new fingerprint"
+    );
+}

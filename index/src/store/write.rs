@@ -133,6 +133,24 @@ impl Store {
         }
     }
 
+    /// Records a new fingerprint of the model the store was built with (the same model,
+    /// identified more exactly: e.g. by its weights' content as well as their layout).
+    pub fn set_model_fingerprint(&mut self, fingerprint: &str) -> Result<()> {
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let (db, _) = self.writable()?;
+            let txn = db.begin_write()?;
+            schema::put_meta(
+                &mut txn.open_table(schema::META)?,
+                schema::meta::MODEL_FINGERPRINT,
+                fingerprint.as_bytes(),
+            )?;
+            txn.commit()?;
+            self.settings.model_fingerprint = fingerprint.to_string();
+            Ok(())
+        })
+    }
+
     /// Commit a batch in one redb transaction: either all of it is in the file afterwards, or
     /// nothing (also when the process dies mid-commit). Vectors are validated first: wrong
     /// dimension, NaN/inf, zero vectors, duplicate ids and bad namespaces fail with nothing written.

@@ -379,7 +379,12 @@ impl Store {
                 path: p.to_path_buf(),
                 source,
             };
-            std::fs::rename(path, &backup).map_err(|e| io(path, e))?;
+            // The damaged file stays where it is until the rebuilt one replaces it in one
+            // rename: a kill at any moment leaves a store at `path`, old or new.
+            let _ = std::fs::remove_file(&backup);
+            if std::fs::hard_link(path, &backup).is_err() {
+                std::fs::copy(path, &backup).map_err(|e| io(&backup, e))?;
+            }
             std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
             Ok(report)
         })

@@ -71,6 +71,11 @@ fn child_entry() {
             println!("committed");
             std::thread::sleep(Duration::from_millis(1500));
         }
+        "repair" => {
+            println!("ready");
+            Store::repair(path).unwrap();
+            println!("repaired");
+        }
         _ => panic!("unknown child mode"),
     }
 }
@@ -202,4 +207,86 @@ fn second_writer_is_busy_and_readers_follow() {
     let mut s = Store::open(&path, settings(DIM)).unwrap();
     s.commit(common::batch(12, 200..210, DIM)).unwrap();
     assert_eq!(s.len(), 210);
+}
+
+/// A damaged store: 3000 items and 200 key-value rows, one items row and one tail chunk flipped
+/// through redb itself.
+fn damaged_store(path: &std::path::Path) {
+    use redb::ReadableTable;
+    {
+        // 64-d: a 32-d store has no tails (its graph holds all dimensions).
+        let mut s = Store::open(path, settings(64)).unwrap();
+        let mut b = common::batch(13, 0..3000, 64);
+        for i in 0..200u32 {
+            b.kv_put("files", format!("f{i:04}").into_bytes(), vec![1; 30]);
+        }
+        s.commit(b).unwrap();
+    }
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let items: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("items");
+        let tails: redb::TableDefinition<u32, &[u8]> = redb::TableDefinition::new("tails");
+        let mut t = txn.open_table(items).unwrap();
+        let mut v = t.get(77).unwrap().unwrap().value().to_vec();
+        v[5] ^= 1;
+        t.insert(77, v.as_slice()).unwrap();
+        let mut t = txn.open_table(tails).unwrap();
+        let mut v = t.get(5).unwrap().unwrap().value().to_vec();
+        v[9] ^= 1;
+        t.insert(5, v.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// `repair` killed at pseudo-random moments: there is always a store at the path (the damaged
+/// one or the rebuilt one), and repairing again gives what an uninterrupted repair gives.
+#[test]
+fn killed_repair_leaves_a_store_and_finishes_on_the_next_run() {
+    let (_d, dir) = tmp("repair");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = dir.join("damaged.redb");
+    damaged_store(&fixture);
+    let reference = dir.join("reference.redb");
+    std::fs::copy(&fixture, &reference).unwrap();
+    let t = Instant::now();
+    let want = Store::repair(&reference).unwrap();
+    let full = t.elapsed();
+    let want_ids = Store::open_read_only(&reference).unwrap().ids().unwrap();
+    assert!(want.lost_items.contains(&77), "{want:?}");
+    let path = dir.join("s.redb");
+    let mut r = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut before, mut after) = (0, 0);
+    for round in 0..12 {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let _ = std::fs::remove_file(&path);
+        std::fs::copy(&fixture, &path).unwrap();
+        let mut child = spawn("repair", &path);
+        let _out = wait_line(&mut child, "ready");
+        let delay = r % (full.as_millis() as u64 * 2 + 20);
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        child.wait().unwrap();
+        assert!(
+            path.exists(),
+            "round {round}: no store at the path after the kill"
+        );
+        if Store::check(&path).unwrap().is_healthy() {
+            after += 1;
+        } else {
+            before += 1;
+        }
+        Store::repair(&path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(Store::check(&path).unwrap().is_healthy(), "round {round}");
+        let s = Store::open_read_only(&path).unwrap();
+        assert_eq!(s.ids().unwrap(), want_ids, "round {round}");
+        assert_eq!(
+            s.kv_scan_prefix("files", b"").unwrap().len(),
+            200,
+            "round {round}"
+        );
+    }
+    println!("killed repairs: {before} left the damaged store, {after} the rebuilt one");
 }

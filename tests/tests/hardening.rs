@@ -700,3 +700,52 @@ fn a_model_with_one_changed_weight_is_refused() {
         "the store records the new fingerprint"
     );
 }
+
+/// `rm` killed at pseudo-random moments (it commits 256 files at a time), then run again: the
+/// store ends as an uninterrupted `rm` leaves it.
+#[test]
+fn killed_rm_run_again_equals_an_uninterrupted_rm() {
+    let dir = tempdir();
+    let root = dir.path().join("notes");
+    write_notes(&root.join("a"), 300);
+    write_notes(&root.join("b"), 5);
+    let base = dir.path().join("base.jsearch");
+    index(&base, &[&root], &[]);
+    let reference = dir.path().join("ref.jsearch");
+    std::fs::copy(&base, &reference).unwrap();
+    let (code, err) = status(&reference, &["rm", root.join("a").to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    let want = stats(&reference);
+    assert_eq!(want["files"], 5);
+    let mut r = 0x2545_F491_4F6C_DD1Du64;
+    let mut midway = 0;
+    for trial in 0..4 {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        let db = dir.path().join(format!("t{trial}.jsearch"));
+        std::fs::copy(&base, &db).unwrap();
+        let mut c = jsearch(&db);
+        c.arg("rm")
+            .arg(root.join("a"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = c.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50 + r % 400));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let files = stats(&db)["files"].as_u64().unwrap();
+        if files > 5 && files < 305 {
+            midway += 1;
+        }
+        let (code, err) = status(&db, &["rm", root.join("a").to_str().unwrap()]);
+        assert_eq!(code, Some(0), "trial {trial}: {err}");
+        let got = stats(&db);
+        for k in ["files", "vectors", "items"] {
+            assert_eq!(got[k], want[k], "trial {trial}: {k}");
+        }
+        let (code, _) = status(&db, &["check"]);
+        assert_eq!(code, Some(0), "trial {trial}");
+    }
+    println!("{midway} of 4 kills landed between rm's commits");
+}

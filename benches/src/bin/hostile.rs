@@ -27,6 +27,9 @@ struct Args {
     work: Option<PathBuf>,
 }
 
+/// Builds the command of one case.
+type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
+
 /// Runs `cmd`, returning (exit code, peak RSS in MiB, seconds).
 fn measure(mut cmd: Command) -> Result<(i32, f64, f64)> {
     let t = Instant::now();
@@ -122,7 +125,7 @@ fn main() -> Result<()> {
         std::fs::write(field.join("c.jsonl"), line)?;
     }
 
-    let cases: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
+    let cases: Vec<(&str, MakeCommand)> = vec![
         (
             "peer: index one small note",
             Box::new(|| {

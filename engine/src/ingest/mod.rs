@@ -38,11 +38,11 @@ use plan::Plan;
 pub struct IndexOptions {
     /// Extra gitignore-style patterns to skip (e.g. `*.tmp`, `drafts/`; `!pattern` re-includes
     /// what an earlier pattern excluded). Blank patterns, comments and a leading negation are
-    /// refused with [`Error::InvalidArgument`] before anything changes.
+    /// refused with [`crate::Error::InvalidArgument`] before anything changes.
     pub excludes: Vec<String>,
     /// Allow a run to remove more than half (and at least 100) of the files indexed under a root
     /// because they are gone or excluded. Without it such a run changes nothing and fails with
-    /// [`Error::MassRemoval`], naming what would go. Default off.
+    /// [`crate::Error::MassRemoval`], naming what would go. Default off.
     pub prune: bool,
     /// Images larger than this many megapixels are skipped (checked before decoding). Default 100.
     pub max_megapixels: Option<f64>,
@@ -261,7 +261,7 @@ pub(crate) fn index_records(
     pipeline::run(store, model, model_dir, plan, opts, on_event)
 }
 
-/// What [`remove_paths`] did.
+/// What [`crate::Engine::remove`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Removal {
     /// Files removed from the store.

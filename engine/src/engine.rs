@@ -321,12 +321,23 @@ impl Engine {
     }
 
     /// The settings of an existing store (its meta table only, no graph load), for a clear
-    /// model check before taking the writer lock.
-    fn stored_settings(&self) -> Option<StoreSettings> {
+    /// model check before taking the writer lock; a store a killed writer left (or in an older
+    /// format) is recovered first.
+    fn stored_settings(&self) -> Result<Option<StoreSettings>> {
         if !self.db.exists() {
-            return None;
+            return Ok(None);
         }
-        Store::read_settings(&self.db).ok()
+        match Store::read_settings(&self.db) {
+            Ok(s) => Ok(Some(s)),
+            Err(idx::IndexError::NeedsRecovery { .. })
+            | Err(idx::IndexError::UpgradeNeeded { .. }) => {
+                self.recover()?;
+                Store::read_settings(&self.db)
+                    .map(Some)
+                    .map_err(|e| self.map_open_error(e))
+            }
+            Err(e) => Err(self.map_open_error(e)),
+        }
     }
 
     /// Opens the store for writing with `settings` (or the store's own when `None`).
@@ -351,7 +362,7 @@ impl Engine {
             Some(w) => {
                 // Check the model first for a clear message (also while another process writes).
                 let mut s = w.settings.clone();
-                if let Some(stored) = self.stored_settings() {
+                if let Some(stored) = self.stored_settings()? {
                     if let Some(e) = self.mismatch(&stored, &w) {
                         return Err(e);
                     }
@@ -362,12 +373,10 @@ impl Engine {
                 }
                 s
             }
-            None => {
-                if !self.db.exists() {
-                    return Err(Error::NoStore(self.db.clone()));
-                }
-                Store::read_settings(&self.db).map_err(|e| self.map_open_error(e))?
-            }
+            None => match self.stored_settings()? {
+                Some(s) => s,
+                None => return Err(Error::NoStore(self.db.clone())),
+            },
         };
         if let Some(parent) = self.db.parent() {
             if !parent.as_os_str().is_empty() {

@@ -749,3 +749,162 @@ fn killed_rm_run_again_equals_an_uninterrupted_rm() {
     }
     println!("{midway} of 4 kills landed between rm's commits");
 }
+
+/// Builds the LD_PRELOAD shim that kills the process just before its N-th write or sync call
+/// (`tests/data/crash_shim.c`).
+#[cfg(target_os = "linux")]
+fn crash_shim(dir: &Path) -> PathBuf {
+    let so = dir.join("crash_shim.so");
+    let status = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&so)
+        .arg(repo_root().join("tests/data/crash_shim.c"))
+        .arg("-ldl")
+        .status()
+        .expect("a C compiler (cc) builds the crash shim");
+    assert!(status.success(), "building the crash shim failed");
+    so
+}
+
+/// Runs `args` on a fresh copy of `start` killed before each sampled write/sync call, then
+/// `args` again without a kill; every store must then equal the uninterrupted run's
+/// (`same(reference, got)`) and pass `check`. Returns (calls, kill points tried).
+#[cfg(target_os = "linux")]
+fn crash_matrix(
+    dir: &Path,
+    shim: &Path,
+    start: &Path,
+    args: &[&str],
+    same: &dyn Fn(&Path, &Path),
+) -> (usize, usize) {
+    let copy = |name: &str| {
+        let p = dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        if start.exists() {
+            std::fs::copy(start, &p).unwrap();
+        }
+        p
+    };
+    let reference = copy("reference.jsearch");
+    let count_file = dir.join("calls");
+    let mut c = jsearch(&reference);
+    c.args(args)
+        .env("LD_PRELOAD", shim)
+        .env("JSEARCH_CRASH_COUNT", &count_file);
+    let out = run(c, false);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "{}",
+        stderr_of(&out)
+    );
+    let calls: usize = std::fs::read_to_string(&count_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        calls > 10,
+        "only {calls} write/sync calls: the shim intercepts nothing?"
+    );
+    // Every call among the first and last 8, and 24 spread over the rest.
+    let mut points: Vec<usize> = (1..=calls.min(8))
+        .chain(calls.saturating_sub(7)..=calls)
+        .collect();
+    points.extend((1..=24).map(|i| i * calls / 25));
+    points.retain(|&p| p >= 1 && p <= calls);
+    points.sort_unstable();
+    points.dedup();
+    for &at in &points {
+        let db = copy("crashed.jsearch");
+        let mut c = jsearch(&db);
+        c.args(args)
+            .env("LD_PRELOAD", shim)
+            .env("JSEARCH_CRASH_AT", at.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let status = c.status().unwrap();
+        assert_eq!(status.code(), None, "call {at}: the process was not killed");
+        let mut c = jsearch(&db);
+        c.args(args);
+        let out = run(c, false);
+        assert!(
+            matches!(out.status.code(), Some(0) | Some(3)),
+            "call {at}: the run after the kill failed: {}",
+            stderr_of(&out)
+        );
+        same(&reference, &db);
+        let (code, err) = status_of(&db, &["check"]);
+        assert_eq!(code, Some(0), "call {at}: {err}");
+    }
+    (calls, points.len())
+}
+
+#[cfg(target_os = "linux")]
+fn status_of(db: &Path, args: &[&str]) -> (Option<i32>, String) {
+    status(db, args)
+}
+
+/// Stores equal: counts, and the same hits for a few queries.
+#[cfg(target_os = "linux")]
+fn same_store(a: &Path, b: &Path) {
+    let (sa, sb) = (stats(a), stats(b));
+    for k in ["files", "vectors", "items"] {
+        assert_eq!(sa[k], sb[k], "{k}: {sa} vs {sb}");
+    }
+    for q in ["roter Kreis", "a yellow star"] {
+        let hits = |db: &Path| -> Vec<(String, String)> {
+            let mut c = jsearch(db);
+            c.args(["query", q, "--json", "-k", "50"]);
+            let mut v: Vec<(String, String)> = json_lines(&run(c, false).stdout)
+                .iter()
+                .map(|h| (h["id"].to_string(), h["score"].to_string()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(hits(a), hits(b), "{q}");
+    }
+}
+
+/// Killed before each sampled write or sync call of `index`, `rm` and `repair`, then run again:
+/// the store equals an uninterrupted run's and is healthy.
+#[cfg(target_os = "linux")]
+#[test]
+fn killed_at_write_and_sync_calls_index_rm_and_repair_resume_to_the_same_store() {
+    let dir = tempdir();
+    let shim = crash_shim(dir.path());
+    let root = dir.path().join("in");
+    copy_images(&root.join("img"), 10);
+    write_notes(&root.join("notes"), 4);
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let root_s = root.to_str().unwrap().to_string();
+    // index, from nothing, in batches of 2.
+    let none = dir.path().join("absent.jsearch");
+    let (calls, n) = crash_matrix(
+        &work,
+        &shim,
+        &none,
+        &["index", &root_s, "--batch-size", "2"],
+        &same_store,
+    );
+    println!("index: {calls} write/sync calls, killed at {n} of them");
+    // rm of a folder.
+    let base = dir.path().join("base.jsearch");
+    index(&base, &[&root], &[]);
+    let img = root.join("img");
+    let (calls, n) = crash_matrix(
+        &work,
+        &shim,
+        &base,
+        &["rm", img.to_str().unwrap()],
+        &same_store,
+    );
+    println!("rm: {calls} write/sync calls, killed at {n} of them");
+    // repair of a damaged store.
+    let damaged = dir.path().join("damaged.jsearch");
+    std::fs::copy(&base, &damaged).unwrap();
+    flip_tail_chunk(&damaged, 0, 7);
+    let (calls, n) = crash_matrix(&work, &shim, &damaged, &["repair"], &same_store);
+    println!("repair: {calls} write/sync calls, killed at {n} of them");
+}

@@ -68,6 +68,9 @@ impl Store {
     pub fn open(path: &Path, settings: StoreSettings) -> Result<Store> {
         crate::seal::guard(path, || {
             settings.validate()?;
+            if !path.exists() {
+                Self::create_new(path, &settings)?;
+            }
             let db = builder(CACHE_MIB)
                 .create(path)
                 .map_err(|e| open_error(path, e))?;
@@ -92,6 +95,35 @@ impl Store {
             };
             Self::finish_open(path, Db::Rw(db), settings)
         })
+    }
+
+    /// Creates a new store at `path` atomically: written and committed under a temporary name,
+    /// then linked into place (which fails if another process created it first; then that one
+    /// is used). A kill while creating leaves no half-written file at `path`.
+    fn create_new(path: &Path, settings: &StoreSettings) -> Result<()> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".creating.{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        let io = |p: &Path, source| IndexError::Io {
+            path: p.to_path_buf(),
+            source,
+        };
+        let _ = std::fs::remove_file(&tmp);
+        {
+            let db = builder(CACHE_MIB)
+                .create(&tmp)
+                .map_err(|e| open_error(&tmp, e))?;
+            let txn = db.begin_write()?;
+            schema::init_tables(&txn, settings)?;
+            txn.commit()?;
+        }
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(io(path, e)),
+        }
     }
 
     /// Open an existing store for reading only. Several readers (in any processes) may run beside

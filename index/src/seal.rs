@@ -93,6 +93,17 @@ fn name_storage_error(path: &Path, e: IndexError) -> IndexError {
             "the file ends early: it is truncated (cut short while copied or written)".into(),
         ),
         redb::Error::Corrupted(msg) => corrupt(format!("the storage layer reports: {msg}")),
+        redb::Error::Io(io)
+            if io.kind() == std::io::ErrorKind::InvalidData
+                && io.to_string().contains("Not a redb database") =>
+        {
+            IndexError::NotAStore {
+                path: path.to_path_buf(),
+                reason: "the file is not a database at all (another program's file?); pass \
+                         another --db, or move it away and index again"
+                    .into(),
+            }
+        }
         _ => e,
     }
 }

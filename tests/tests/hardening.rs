@@ -908,3 +908,20 @@ fn killed_at_write_and_sync_calls_index_rm_and_repair_resume_to_the_same_store()
     let (calls, n) = crash_matrix(&work, &shim, &damaged, &["repair"], &same_store);
     println!("repair: {calls} write/sync calls, killed at {n} of them");
 }
+
+/// A file that is not a store at all is named as such, for reading and for writing, and left
+/// as it was.
+#[test]
+fn a_foreign_file_is_not_a_store() {
+    let dir = tempdir();
+    let db = dir.path().join("notes.jsearch");
+    std::fs::write(&db, "my shopping list\n").unwrap();
+    let root = dir.path().join("in");
+    write_notes(&root, 1);
+    for args in [vec!["stats"], vec!["index", root.to_str().unwrap()]] {
+        let (code, err) = status(&db, &args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("is not a jsearch store"), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read_to_string(&db).unwrap(), "my shopping list\n");
+}

@@ -212,44 +212,45 @@ impl Store {
         })
     }
 
-    /// Value of `key` in the caller namespace `ns`.
-    pub fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// Runs `f` on the table of namespace `ns` (and its redb name) in a fresh read transaction;
+    /// `absent` when the namespace has no table yet.
+    fn with_kv<R>(
+        &self,
+        ns: &str,
+        absent: R,
+        f: impl FnOnce(&str, &redb::ReadOnlyTable<&'static [u8], &'static [u8]>) -> Result<R>,
+    ) -> Result<R> {
         let path = self.path.clone();
         crate::seal::guard(&path, || {
             let name = kv_table(ns)?;
             let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
             let txn = self.db.read()?;
-            let t = match txn.open_table(def) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(e.into()),
-            };
-            match t.get(key)? {
-                Some(v) => Ok(Some(unseal(&self.path, &name, key, v.value())?.to_vec())),
-                None => Ok(None),
+            match txn.open_table(def) {
+                Ok(t) => f(&name, &t),
+                Err(TableError::TableDoesNotExist(_)) => Ok(absent),
+                Err(e) => Err(e.into()),
             }
+        })
+    }
+
+    /// Value of `key` in the caller namespace `ns`.
+    pub fn kv_get(&self, ns: &str, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.with_kv(ns, None, |name, t| match t.get(key)? {
+            Some(v) => Ok(Some(unseal(&self.path, name, key, v.value())?.to_vec())),
+            None => Ok(None),
         })
     }
 
     /// All `(key, value)` pairs of namespace `ns` whose key starts with `prefix`, in key order.
     pub fn kv_scan_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let path = self.path.clone();
-        crate::seal::guard(&path, || {
-            let name = kv_table(ns)?;
-            let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
-            let txn = self.db.read()?;
-            let t = match txn.open_table(def) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(e.into()),
-            };
+        self.with_kv(ns, Vec::new(), |name, t| {
             let mut out = Vec::new();
             for r in t.range(prefix..)? {
                 let (k, v) = r?;
                 if !k.value().starts_with(prefix) {
                     break;
                 }
-                let value = unseal(&self.path, &name, k.value(), v.value())?;
+                let value = unseal(&self.path, name, k.value(), v.value())?;
                 out.push((k.value().to_vec(), value.to_vec()));
             }
             Ok(out)

@@ -186,14 +186,7 @@ impl Store {
                 .set_cache_size(READ_CACHE_MIB << 20)
                 .create_with_backend(overlay)
                 .map_err(|e| open_error(path, e))?;
-            let txn = db.begin_read()?;
-            let meta = match txn.open_table(META) {
-                Ok(t) => Meta::read(&t, path)?,
-                Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
-                Err(e) => return Err(e.into()),
-            };
-            drop(txn);
-            let settings = Self::settings_from_meta(path, &meta)?;
+            let settings = Self::settings_of(&db, path)?;
             Self::finish_open(path, Db::Recovered(db), settings)
         })
     }
@@ -216,15 +209,19 @@ impl Store {
         let db = builder(READ_CACHE_MIB)
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;
+        let settings = Self::settings_of(&db, path)?;
+        Ok((db, settings))
+    }
+
+    /// The validated settings in the meta table of an opened file.
+    fn settings_of(db: &impl ReadableDatabase, path: &Path) -> Result<StoreSettings> {
         let txn = db.begin_read()?;
         let meta = match txn.open_table(META) {
             Ok(t) => Meta::read(&t, path)?,
             Err(TableError::TableDoesNotExist(_)) => Meta(HashMap::new()),
             Err(e) => return Err(e.into()),
         };
-        drop(txn);
-        let settings = Self::settings_from_meta(path, &meta)?;
-        Ok((db, settings))
+        Self::settings_from_meta(path, &meta)
     }
 
     fn finish_open(path: &Path, db: Db, settings: StoreSettings) -> Result<Store> {

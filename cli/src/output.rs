@@ -71,9 +71,10 @@ fn shown_path(p: &str) -> String {
 fn locator(h: &SearchHit) -> String {
     match h.kind {
         jsearch::Kind::Image => shown_path(&h.path),
-        jsearch::Kind::Text => match h.chunk {
-            Some(c) => format!("{}#{c}", shown_path(&h.path)),
-            None => shown_path(&h.path),
+        jsearch::Kind::Text => match (h.part, h.chunk) {
+            (Some(p), Some(c)) => format!("{}#{p}.{c}", shown_path(&h.path)),
+            (None, Some(c)) => format!("{}#{c}", shown_path(&h.path)),
+            _ => shown_path(&h.path),
         },
         jsearch::Kind::Product => h.id.clone(),
     }
@@ -109,6 +110,9 @@ pub fn print_hits_for(
                 "metadata": h.metadata,
             });
             if let Some(o) = v.as_object_mut() {
+                if let Some(p) = h.part {
+                    o.insert("part".into(), serde_json::json!(p));
+                }
                 if let Some(b) = &h.path_bytes {
                     o.insert("path_bytes".into(), serde_json::json!(b));
                 }

@@ -154,10 +154,14 @@ pub struct ItemMeta {
     /// Title: the record's title, the first line of a passage's file, or the file name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub title: Option<String>,
-    /// Chunk number of a passage (0-based) and how many chunks its file has.
+    /// Part of a big text file (over 4 MiB) the passage comes from, 0-based; `None` for a file
+    /// read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<u32>,
+    /// Chunk number of a passage (0-based; within its part for a big file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<u32>,
-    /// Number of chunks of the passage's file.
+    /// Number of chunks of the passage's file (`None` for a big file read in parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u32>,
     /// Image of a product (absolute path), if it has one.
@@ -256,6 +260,7 @@ mod tests {
             path: "/a.md".into(),
             title: Some("A".into()),
             path_bytes: None,
+            part: None,
             chunk: Some(0),
             chunks: Some(2),
             image: None,

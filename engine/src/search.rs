@@ -116,7 +116,9 @@ pub struct SearchHit {
     pub path_bytes: Option<Vec<u8>>,
     /// Title, if any.
     pub title: Option<String>,
-    /// Chunk number of a passage.
+    /// Part of a big text file (over 4 MiB, read in parts) the passage comes from.
+    pub part: Option<u32>,
+    /// Chunk number of a passage (within its part for a big file).
     pub chunk: Option<u32>,
     /// A product's image.
     pub image: Option<String>,
@@ -313,6 +315,7 @@ fn search_vectors(
             path: meta.path,
             path_bytes: meta.path_bytes,
             title: meta.title,
+            part: meta.part,
             chunk: meta.chunk,
             image: meta.image,
             snippet: meta.snippet,

@@ -925,3 +925,49 @@ fn a_foreign_file_is_not_a_store() {
     }
     assert_eq!(std::fs::read_to_string(&db).unwrap(), "my shopping list\n");
 }
+
+/// A text file over 4 MiB is read in parts (memory follows the part): every part's passages are
+/// indexed (`path#part.chunk`), an unchanged file is skipped, a shorter version drops the rest.
+#[test]
+fn big_text_files_are_indexed_part_by_part() {
+    let dir = tempdir();
+    let root = dir.path().join("in");
+    std::fs::create_dir_all(&root).unwrap();
+    let para = "Ein roter Kreis liegt neben einem blauen Quadrat.\n\n";
+    let big = root.join("big.txt");
+    std::fs::write(&big, format!("Titelzeile\n\n{}", para.repeat(190_000))).unwrap();
+    let db = dir.path().join("s.jsearch");
+    let (s, err) = index(&db, &[&root], &[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["failed"].as_u64()),
+        (Some(1), Some(0)),
+        "{err}"
+    );
+    let items = stats(&db)["items"]["text"].as_u64().unwrap();
+    assert!(items > 100, "{items}");
+    let hits = query_json(&db, &["roter Kreis", "--type", "text", "-k", "10000"]);
+    assert_eq!(hits.len() as u64, items);
+    let parts: std::collections::BTreeSet<u64> =
+        hits.iter().map(|h| h["part"].as_u64().unwrap()).collect();
+    assert_eq!(
+        parts.into_iter().collect::<Vec<_>>(),
+        [0, 1, 2],
+        "9 MiB in 4 MiB parts"
+    );
+    assert!(
+        hits.iter().all(|h| h["title"] == "Titelzeile"),
+        "the file's first line"
+    );
+    let (s, _) = index(&db, &[&root], &[]);
+    assert_eq!(s["skipped"], 1, "{s}");
+    // A shorter version (one part): the passages of the parts that are gone are dropped.
+    std::fs::write(&big, format!("Titelzeile\n\n{}", para.repeat(1000))).unwrap();
+    let (s, _) = index(&db, &[&root], &[]);
+    assert_eq!(s["updated"], 1, "{s}");
+    let hits = query_json(&db, &["roter Kreis", "--type", "text", "-k", "10000"]);
+    assert!(hits.iter().all(|h| h["part"].is_null()), "read whole again");
+    assert_eq!(
+        hits.len() as u64,
+        stats(&db)["items"]["text"].as_u64().unwrap()
+    );
+}

@@ -201,9 +201,21 @@ struct FileJob {
 /// What one unit of work prepares.
 enum Work {
     Image,
+    /// A whole text file.
     Text,
+    /// Bytes `start..end` of a text file larger than [`TEXT_PART_BYTES`] (cut after a line
+    /// break), part number `part`: big files are prepared part by part, so memory follows the
+    /// part, not the file.
+    TextPart {
+        start: u64,
+        end: u64,
+        part: u32,
+    },
     Record(Box<Record>),
 }
+
+/// Text files above this size are split into parts of about this size (after a line break).
+pub(crate) const TEXT_PART_BYTES: u64 = 4 << 20;
 
 /// One unit of work: a file, or one record of a catalog.
 struct Unit {

@@ -101,7 +101,9 @@ pub(super) fn run(
         unchanged: skipped,
         to_remove: remove.len(),
     });
-    let needs_text = units.iter().any(|u| matches!(u.work, Work::Text));
+    let needs_text = units
+        .iter()
+        .any(|u| matches!(u.work, Work::Text | Work::TextPart { .. }));
     let chunker = if needs_text {
         Some(Chunker::load(model_dir, opts.max_tokens)?)
     } else {

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::{FileJob, IndexEvent, IndexOptions, Unit, Work};
+use super::{FileJob, IndexEvent, IndexOptions, Unit, Work, TEXT_PART_BYTES};
 use crate::catalog::{read_catalog, CatalogLimits, Record};
 use crate::error::{Error, Result};
 use crate::idx::Store;
@@ -41,6 +41,51 @@ fn catalog_deps(records: &[Record]) -> Vec<(String, u64, i128)> {
     deps.sort();
     deps.dedup();
     deps
+}
+
+/// Byte ranges of about `target` bytes covering the file, each ending after a line break (or
+/// at the end of the file; a part with no line break in twice the target ends there, at a UTF-8
+/// character boundary). Reads the file once, a buffer at a time.
+fn text_parts(path: &Path, target: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut parts = Vec::new();
+    let mut start = 0u64;
+    let mut pos = 0u64;
+    // The last line break (and the last character start) seen since `start + target`.
+    let mut cut: Option<u64> = None;
+    let mut char_start: Option<u64> = None;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        for (i, &b) in buf[..n].iter().enumerate() {
+            let at = pos + i as u64;
+            if at >= start + target {
+                if b == b'\n' {
+                    cut = Some(at + 1);
+                }
+                if b & 0xC0 != 0x80 {
+                    char_start = Some(at);
+                }
+                let end =
+                    cut.or_else(|| (at >= start + 2 * target).then_some(char_start).flatten());
+                if let Some(end) = end {
+                    parts.push((start, end));
+                    start = end;
+                    cut = None;
+                    char_start = None;
+                }
+            }
+        }
+        pos += n as u64;
+    }
+    if pos > start || parts.is_empty() {
+        parts.push((start, pos));
+    }
+    Ok(parts)
 }
 
 /// A run that would remove at least this many files of a root...
@@ -119,6 +164,31 @@ pub(super) fn plan(
                 file,
                 work: Work::Image,
             }),
+            FileKind::Text if f.size > TEXT_PART_BYTES && f.size <= opts.max_text_bytes => {
+                match text_parts(&f.path, TEXT_PART_BYTES) {
+                    Ok(parts) => {
+                        for (part, (start, end)) in parts.into_iter().enumerate() {
+                            plan.units.push(Unit {
+                                file,
+                                work: Work::TextPart {
+                                    start,
+                                    end,
+                                    part: part as u32,
+                                },
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        on_event(IndexEvent::Problem {
+                            path: f.path.clone(),
+                            message: format!("cannot read: {e}"),
+                        });
+                        plan.problems += 1;
+                        plan.failed += 1;
+                        continue;
+                    }
+                }
+            }
             FileKind::Text => plan.units.push(Unit {
                 file,
                 work: Work::Text,
@@ -188,6 +258,29 @@ pub(super) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_parts_cover_the_file_and_end_after_line_breaks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.txt");
+        let text = "line of words\n".repeat(1000) + "no break at the end";
+        std::fs::write(&p, &text).unwrap();
+        let parts = text_parts(&p, 1000).unwrap();
+        assert!(parts.len() > 5);
+        assert_eq!(parts[0].0, 0);
+        assert_eq!(parts.last().unwrap().1, text.len() as u64);
+        for w in parts.windows(2) {
+            assert_eq!(w[0].1, w[1].0, "contiguous");
+            assert_eq!(text.as_bytes()[w[0].1 as usize - 1], b'\n');
+        }
+        // No line break at all: cut at twice the target, on a character boundary.
+        let p = dir.path().join("u.txt");
+        let text = "é".repeat(5000);
+        std::fs::write(&p, &text).unwrap();
+        for (a, b) in text_parts(&p, 1000).unwrap() {
+            assert!(text.is_char_boundary(a as usize) && text.is_char_boundary(b as usize));
+        }
+    }
 
     #[test]
     fn mass_removal_needs_both_many_files_and_most_of_the_root() {

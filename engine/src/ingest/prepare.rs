@@ -180,6 +180,7 @@ impl Ctx<'_> {
         let items = match unit.work {
             Work::Image => self.prepare_image(job).map(|it| vec![it]),
             Work::Text => self.prepare_text(job),
+            Work::TextPart { start, end, part } => self.prepare_text_part(job, start, end, part),
             // A record's problems never fail the catalog: it is skipped or keeps its text.
             Work::Record(rec) => Ok(self
                 .prepare_record(job, &rec, &mut out.problems)
@@ -215,6 +216,7 @@ impl Ctx<'_> {
                     .path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned()),
+                part: None,
                 chunk: None,
                 chunks: None,
                 image: None,
@@ -227,36 +229,82 @@ impl Ctx<'_> {
 
     /// A text file: one item per passage.
     fn prepare_text(&self, job: &FileJob) -> Result<Vec<PItem>, FileProblem> {
-        let (path_s, path_bytes) = path_strings(&job.path);
         let t = Instant::now();
         let bytes = read_regular(&job.path, self.text_limit)?;
         self.clocks.read.add(t);
-        let t = Instant::now();
         let text = String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)?;
+        let title = title_of(&text);
+        self.passages(job, &text, None, title)
+    }
+
+    /// Bytes `start..end` of a big text file (part `part`): its passages, named `path#part.i`.
+    /// The title is the file's first line, read from its first 64 KiB.
+    fn prepare_text_part(
+        &self,
+        job: &FileJob,
+        start: u64,
+        end: u64,
+        part: u32,
+    ) -> Result<Vec<PItem>, FileProblem> {
+        use std::io::{Read, Seek};
+        let t = Instant::now();
+        let read = |from: u64, len: u64| -> std::io::Result<Vec<u8>> {
+            let mut f = std::fs::File::open(&job.path)?;
+            f.seek(std::io::SeekFrom::Start(from))?;
+            let mut out = Vec::with_capacity(len as usize);
+            f.take(len).read_to_end(&mut out)?;
+            Ok(out)
+        };
+        let io = |e| FileProblem::Read(crate::fsread::ReadError::Io(e));
+        let bytes = read(start, end.saturating_sub(start)).map_err(io)?;
+        let head = read(0, 64 << 10).map_err(io)?;
+        self.clocks.read.add(t);
+        let text = String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)?;
+        let head = String::from_utf8_lossy(&head);
+        let title = title_of(head.lines().next().unwrap_or(""));
+        self.passages(job, &text, Some(part), title)
+    }
+
+    /// The passages of `text` (a whole file, or part `part` of one) as items.
+    fn passages(
+        &self,
+        job: &FileJob,
+        text: &str,
+        part: Option<u32>,
+        title: Option<String>,
+    ) -> Result<Vec<PItem>, FileProblem> {
+        let (path_s, path_bytes) = path_strings(&job.path);
+        let t = Instant::now();
         let chunker = self.chunker.ok_or(FileProblem::NoTokenizer)?;
-        let chunks = chunker.chunk(&text)?;
+        let chunks = chunker.chunk(text)?;
         self.clocks.decode.add(t);
-        let title = title_of(&text).or_else(|| {
+        let title = title.or_else(|| {
             job.path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
         });
+        // A whole file knows its number of passages; a part does not know the others'.
         let n = chunks.len() as u32;
         Ok(chunks
             .into_iter()
             .enumerate()
             .map(|(i, ch)| {
-                let key = path_key("file:", &job.path, &format!("#{i}"));
+                let local = match part {
+                    None => format!("{i}"),
+                    Some(p) => format!("{p}.{i}"),
+                };
+                let key = path_key("file:", &job.path, &format!("#{local}"));
                 let id = vector_id(key, Kind::Text, Modality::Text);
                 PItem {
                     meta: ItemMeta {
                         kind: Kind::Text,
-                        id: format!("{path_s}#{i}"),
+                        id: format!("{path_s}#{local}"),
                         path: path_s.clone(),
                         path_bytes: path_bytes.clone(),
                         title: title.clone(),
+                        part,
                         chunk: Some(i as u32),
-                        chunks: Some(n),
+                        chunks: part.is_none().then_some(n),
                         image: None,
                         snippet: Some(snippet(&ch.text, 300)),
                         metadata: Default::default(),
@@ -330,6 +378,7 @@ impl Ctx<'_> {
                 path: path_s,
                 path_bytes,
                 title,
+                part: None,
                 chunk: None,
                 chunks: None,
                 image,

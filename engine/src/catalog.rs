@@ -360,6 +360,17 @@ enum Row {
     TooLong(u64),
 }
 
+impl Row {
+    /// A record of `total` bytes, kept unless it went `over` the limit.
+    fn of(over: bool, total: u64) -> Row {
+        if over {
+            Row::TooLong(total)
+        } else {
+            Row::Bytes
+        }
+    }
+}
+
 /// Splits a CSV stream into records (a newline inside a quoted field does not end one) without
 /// holding more than the limit of any record in memory. The quoting rules are RFC 4180's, as the
 /// `csv` crate reads them: a quote opens a quoted field only at the start of a field.
@@ -403,12 +414,7 @@ impl<'a, R: std::io::BufRead> CsvRecords<'a, R> {
                     return Ok(None);
                 }
                 self.line += 1;
-                let row = if over {
-                    Row::TooLong(total)
-                } else {
-                    Row::Bytes
-                };
-                return Ok(Some((first_line, row)));
+                return Ok(Some((first_line, Row::of(over, total))));
             }
             let mut end = None;
             for (i, &b) in chunk.iter().enumerate() {
@@ -441,12 +447,7 @@ impl<'a, R: std::io::BufRead> CsvRecords<'a, R> {
             self.reader.consume(take + usize::from(end.is_some()));
             if end.is_some() {
                 self.line += 1;
-                let row = if over {
-                    Row::TooLong(total)
-                } else {
-                    Row::Bytes
-                };
-                return Ok(Some((first_line, row)));
+                return Ok(Some((first_line, Row::of(over, total))));
             }
         }
     }

@@ -107,6 +107,15 @@ pub fn run(mut cmd: Command, expect_ok: bool) -> Output {
     out
 }
 
+/// Runs `cmd` with its stdout closed before it writes anything (a reader that went away, as
+/// `| head -0`); returns its output (stderr captured).
+pub fn run_with_closed_stdout(mut cmd: Command) -> Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning jsearch");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("waiting for jsearch")
+}
+
 /// `jsearch index ARGS... --json`: the summary object.
 pub fn index(db: &Path, args: &[&Path], extra: &[&str]) -> (Value, String) {
     let mut c = jsearch(db);

@@ -467,32 +467,9 @@ fn stats(cli: &Cli, a: &StatsArgs) -> Result<Status> {
 
 /// `jsearch check`.
 fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
-    use std::io::Write;
     let mut engine = open_engine(cli)?;
     let c = engine.check().context("check failed")?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string(&c)?)?;
-    } else {
-        for d in &c.damage {
-            writeln!(out, "damaged: {}", output::printable(d))?;
-        }
-        let verdict = if c.damage.is_empty() {
-            "healthy".to_string()
-        } else {
-            format!(
-                "{} problem(s); `jsearch repair` rebuilds what can be rebuilt",
-                c.damage.len()
-            )
-        };
-        writeln!(
-            out,
-            "{}: {} rows, {} vectors read: {verdict}",
-            c.store.display(),
-            c.rows,
-            c.vectors
-        )?;
-    }
+    output::print_check(&c, a.json)?;
     if c.damage.is_empty() {
         Ok(Status::Done)
     } else {
@@ -502,32 +479,9 @@ fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
 
 /// `jsearch repair`.
 fn repair(cli: &Cli, a: &StatsArgs) -> Result<Status> {
-    use std::io::Write;
     let mut engine = open_engine(cli)?;
     let r = engine.repair().context("repair failed")?;
-    let mut out = std::io::stdout().lock();
-    if a.json {
-        writeln!(out, "{}", serde_json::to_string(&r)?)?;
-    } else {
-        for p in &r.reindex {
-            writeln!(
-                out,
-                "lost items of {} (re-index it)",
-                output::printable(&p.display().to_string())
-            )?;
-        }
-        for k in &r.lost_records {
-            writeln!(out, "lost record {}", output::printable(k))?;
-        }
-        writeln!(
-            out,
-            "repaired {}: {} vectors kept, {} lost; the damaged file is {}",
-            engine.db_path().display(),
-            r.kept_vectors,
-            r.lost_vectors.len(),
-            r.backup.display()
-        )?;
-    }
+    output::print_repair(&r, engine.db_path(), a.json)?;
     Ok(Status::Done)
 }
 

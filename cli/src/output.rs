@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 
 use anyhow::Result;
-use jsearch::{SearchHit, Stats};
+use jsearch::{CheckSummary, RepairSummary, SearchHit, Stats};
 
 /// `s` with control characters (escape sequences, carriage returns, ...) shown as `\u{1b}`-style
 /// escapes, so that a file name or a catalog title cannot move the cursor, recolour or rewrite
@@ -200,6 +200,63 @@ pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
     for (k, n) in &s.items {
         writeln!(out, "{:<8} {n}", format!("{k}s:"))?;
     }
+    Ok(())
+}
+
+/// Prints what `check` found: one line per damaged row, then a verdict.
+pub fn print_check(c: &CheckSummary, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(c)?)?;
+        return Ok(());
+    }
+    for d in &c.damage {
+        writeln!(out, "damaged: {}", printable(d))?;
+    }
+    let verdict = if c.damage.is_empty() {
+        "healthy".to_string()
+    } else {
+        format!(
+            "{} problem(s); `jsearch repair` rebuilds what can be rebuilt",
+            c.damage.len()
+        )
+    };
+    writeln!(
+        out,
+        "{}: {} rows, {} vectors read: {verdict}",
+        c.store.display(),
+        c.rows,
+        c.vectors
+    )?;
+    Ok(())
+}
+
+/// Prints what `repair` did to the store at `db`: the files to re-index, the records lost, a
+/// summary line.
+pub fn print_repair(r: &RepairSummary, db: &std::path::Path, json: bool) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(r)?)?;
+        return Ok(());
+    }
+    for p in &r.reindex {
+        writeln!(
+            out,
+            "lost items of {} (re-index it)",
+            printable(&p.display().to_string())
+        )?;
+    }
+    for k in &r.lost_records {
+        writeln!(out, "lost record {}", printable(k))?;
+    }
+    writeln!(
+        out,
+        "repaired {}: {} vectors kept, {} lost; the damaged file is {}",
+        db.display(),
+        r.kept_vectors,
+        r.lost_vectors.len(),
+        r.backup.display()
+    )?;
     Ok(())
 }
 

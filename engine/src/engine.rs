@@ -285,15 +285,18 @@ impl Engine {
                 // writer lock for a moment); if it cannot (another process writes or recovers
                 // it, the file or disk is read-only or full), read the last commit as it
                 // stands, recovered in memory. Readers never fail because of recovery.
-                Err(idx::IndexError::NeedsRecovery { .. }) => match self.recover() {
-                    Ok(()) => match Store::open_read_only(&self.db) {
+                Err(idx::IndexError::NeedsRecovery { .. }) => {
+                    // A failed recovery only means this process cannot do it; the read below
+                    // tells whether the file still needs it.
+                    let _ = self.recover();
+                    match Store::open_read_only(&self.db) {
                         Err(idx::IndexError::NeedsRecovery { .. }) => {
-                            Store::open_recovered(&self.db).map_err(|e| self.map_open_error(e))
+                            Store::open_recovered(&self.db)
                         }
-                        other => other.map_err(|e| self.map_open_error(e)),
-                    },
-                    Err(_) => Store::open_recovered(&self.db).map_err(|e| self.map_open_error(e)),
-                },
+                        other => other,
+                    }
+                    .map_err(|e| self.map_open_error(e))
+                }
                 Err(idx::IndexError::UpgradeNeeded { .. }) => {
                     self.recover()?;
                     Store::open_read_only(&self.db).map_err(|e| self.map_open_error(e))
@@ -496,11 +499,7 @@ impl Engine {
     /// the counts, and the engine's records (every vector owned by a file, every owned vector
     /// present). Takes the writer lock while it runs.
     pub fn check(&mut self) -> Result<CheckSummary> {
-        if !self.db.exists() {
-            return Err(Error::NoStore(self.db.clone()));
-        }
-        self.writer = None;
-        self.reader.take();
+        self.release_store()?;
         integrity::check(&self.db).map_err(|e| self.map_index_error(e))
     }
 
@@ -508,16 +507,23 @@ impl Engine {
     /// `FILE.damaged`). Files that lost an item are forgotten, so the next `index` of them
     /// encodes them again; the summary lists them.
     pub fn repair(&mut self) -> Result<RepairSummary> {
-        if !self.db.exists() {
-            return Err(Error::NoStore(self.db.clone()));
-        }
-        self.writer = None;
-        self.reader.take();
+        self.release_store()?;
         *self
             .calibration
             .get_mut()
             .unwrap_or_else(|e| e.into_inner()) = None;
         integrity::repair(&self.db).map_err(|e| self.map_index_error(e))
+    }
+
+    /// Closes this engine's handles on an existing store (for `check` and `repair`, which open
+    /// the file themselves).
+    fn release_store(&mut self) -> Result<()> {
+        if !self.db.exists() {
+            return Err(Error::NoStore(self.db.clone()));
+        }
+        self.writer = None;
+        self.reader.take();
+        Ok(())
     }
 
     fn map_index_error(&self, e: Error) -> Error {

@@ -60,6 +60,18 @@ pub(crate) struct Limit {
     pub(crate) flag: Option<&'static str>,
 }
 
+impl Limit {
+    /// The error for a file of `size` bytes above this limit.
+    fn exceeded(&self, size: u64) -> ReadError {
+        ReadError::TooLarge {
+            size,
+            limit: self.bytes,
+            what: self.what,
+            hint: self.flag,
+        }
+    }
+}
+
 /// Opens `path` if it is a regular file (symlinks followed) of at most `limit.bytes`; the check
 /// comes before the open, so a FIFO is never opened (which would block).
 pub(crate) fn open_regular(path: &Path, limit: Limit) -> Result<(std::fs::File, u64), ReadError> {
@@ -68,12 +80,7 @@ pub(crate) fn open_regular(path: &Path, limit: Limit) -> Result<(std::fs::File, 
         return Err(ReadError::NotRegular(crate::walk::not_regular(&md)));
     }
     if md.len() > limit.bytes {
-        return Err(ReadError::TooLarge {
-            size: md.len(),
-            limit: limit.bytes,
-            what: limit.what,
-            hint: limit.flag,
-        });
+        return Err(limit.exceeded(md.len()));
     }
     Ok((std::fs::File::open(path)?, md.len()))
 }
@@ -85,13 +92,24 @@ pub(crate) fn read_regular(path: &Path, limit: Limit) -> Result<Vec<u8>, ReadErr
     let mut out = Vec::with_capacity(len as usize);
     file.take(limit.bytes + 1).read_to_end(&mut out)?;
     if out.len() as u64 > limit.bytes {
-        return Err(ReadError::TooLarge {
-            size: out.len() as u64,
-            limit: limit.bytes,
-            what: limit.what,
-            hint: limit.flag,
-        });
+        return Err(limit.exceeded(out.len() as u64));
     }
+    Ok(out)
+}
+
+/// Reads `len` bytes from `start` of a regular file of at most `limit.bytes` (a part of a big
+/// text file; fewer bytes at its end).
+pub(crate) fn read_range(
+    path: &Path,
+    limit: Limit,
+    start: u64,
+    len: u64,
+) -> Result<Vec<u8>, ReadError> {
+    use std::io::Seek;
+    let (mut file, _) = open_regular(path, limit)?;
+    file.seek(std::io::SeekFrom::Start(start))?;
+    let mut out = Vec::with_capacity(len.min(limit.bytes) as usize);
+    file.take(len).read_to_end(&mut out)?;
     Ok(out)
 }
 

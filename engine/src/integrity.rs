@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::idx::{Batch, Store};
+use crate::ingest::delete_owned;
 use crate::item::{self, ItemMeta};
 use crate::keys::{self, NS_FILES, NS_HASH, NS_MOD, NS_OWN};
 
@@ -41,28 +42,34 @@ pub struct RepairSummary {
     pub backup: PathBuf,
 }
 
-/// The vectors each file owns (`own` rows), and the vectors no file owns.
+/// The live vectors, the vectors each file owns (`own` rows), and the live ones no file owns.
 struct Ownership {
-    /// (path, id, content hash)
-    owned: Vec<(PathBuf, u64, Vec<u8>)>,
+    live: HashSet<u64>,
+    /// (path, id)
+    owned: Vec<(PathBuf, u64)>,
     unowned: Vec<u64>,
 }
 
 fn ownership(store: &Store) -> Result<Ownership> {
     let mut owned = Vec::new();
     let mut ids_owned = HashSet::new();
-    for (k, v) in store.kv_scan_prefix(NS_OWN, b"")? {
+    for (k, _) in store.kv_scan_prefix(NS_OWN, b"")? {
         if let Some((p, id)) = keys::split_own_key(&k) {
-            owned.push((keys::path_from_bytes(p), id, v));
+            owned.push((keys::path_from_bytes(p), id));
             ids_owned.insert(id);
         }
     }
-    let unowned = store
-        .ids()?
-        .into_iter()
+    let live: HashSet<u64> = store.ids()?.into_iter().collect();
+    let unowned = live
+        .iter()
+        .copied()
         .filter(|id| !ids_owned.contains(id))
         .collect();
-    Ok(Ownership { owned, unowned })
+    Ok(Ownership {
+        live,
+        owned,
+        unowned,
+    })
 }
 
 /// Checks the store at `db` (see the module docs).
@@ -79,10 +86,9 @@ pub(crate) fn check(db: &Path) -> Result<CheckSummary> {
         return Ok(out);
     }
     let store = Store::open_read_only(db)?;
-    let live: HashSet<u64> = store.ids()?.into_iter().collect();
     let own = ownership(&store)?;
-    for (path, id, _) in &own.owned {
-        if !live.contains(id) {
+    for (path, id) in &own.owned {
+        if !own.live.contains(id) {
             out.damage.push(format!(
                 "{} owns vector {id}, which is not in the store",
                 path.display()
@@ -102,13 +108,12 @@ pub(crate) fn check(db: &Path) -> Result<CheckSummary> {
 pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
     let report = Store::repair(db)?;
     let mut store = Store::open(db, Store::read_settings(db)?)?;
-    let live: HashSet<u64> = store.ids()?.into_iter().collect();
     let own = ownership(&store)?;
     let mut reindex: BTreeSet<PathBuf> = own
         .owned
         .iter()
-        .filter(|(_, id, _)| !live.contains(id))
-        .map(|(p, _, _)| p.clone())
+        .filter(|(_, id)| !own.live.contains(id))
+        .map(|(p, _)| p.clone())
         .collect();
     // Vectors without an owner: forget the file their metadata names.
     for &id in &own.unowned {
@@ -118,18 +123,11 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
             }
         }
     }
+    // As `rm` forgets a file: its vectors and records go, then the next index encodes it.
     let mut batch = Batch::new();
-    for (path, id, hash) in &own.owned {
-        if reindex.contains(path) {
-            if live.contains(id) {
-                batch.delete(*id);
-            }
-            batch.kv_delete(NS_OWN, keys::own_key(path, *id));
-            if let Some(h) = keys::to_hash(hash) {
-                batch.kv_delete(NS_HASH, keys::hash_key(&h, *id));
-            }
-            batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(*id), *id));
-        }
+    for p in &reindex {
+        delete_owned(&store, &mut batch, p, None)?;
+        batch.kv_delete(NS_FILES, keys::path_bytes(p));
     }
     for &id in &own.unowned {
         batch.delete(id);
@@ -137,24 +135,20 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
     }
     // Content-hash and modality rows of vectors that are gone.
     for (k, _) in store.kv_scan_prefix(NS_HASH, b"")? {
-        if keys::id_suffix(&k).is_some_and(|id| !live.contains(&id)) {
+        if keys::id_suffix(&k).is_some_and(|id| !own.live.contains(&id)) {
             batch.kv_delete(NS_HASH, k);
         }
     }
     for (k, _) in store.kv_scan_prefix(NS_MOD, b"")? {
-        if keys::id_suffix(&k).is_some_and(|id| !live.contains(&id)) {
+        if keys::id_suffix(&k).is_some_and(|id| !own.live.contains(&id)) {
             batch.kv_delete(NS_MOD, k);
         }
     }
-    for p in &reindex {
-        batch.kv_delete(NS_FILES, keys::path_bytes(p));
-    }
-    let dropped: HashSet<u64> = own.unowned.iter().copied().collect();
     if !batch.is_empty() {
         store.commit(batch)?;
     }
     let mut lost_vectors = report.lost_items.clone();
-    lost_vectors.extend(dropped.iter().copied());
+    lost_vectors.extend(&own.unowned);
     lost_vectors.sort_unstable();
     lost_vectors.dedup();
     Ok(RepairSummary {

@@ -22,8 +22,15 @@ fn seal_crc(table: &str, key: &[u8], value: &[u8]) -> u32 {
 pub(crate) fn seal(table: &str, key: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len() + SEAL_BYTES);
     out.extend_from_slice(value);
-    out.extend_from_slice(&seal_crc(table, key, value).to_le_bytes());
+    append_seal(table, key, &mut out);
     out
+}
+
+/// Appends to `buf`, which holds the value of row `key` of `table`, its seal (in place: a
+/// reused buffer stays reused).
+pub(crate) fn append_seal(table: &str, key: &[u8], buf: &mut Vec<u8>) {
+    let crc = seal_crc(table, key, buf);
+    buf.extend_from_slice(&crc.to_le_bytes());
 }
 
 /// The value of a sealed row, or [`IndexError::Corrupt`] naming the row when its seal does not
@@ -115,12 +122,14 @@ pub(crate) fn is_disk_full(io: &std::io::Error) -> bool {
         || matches!(io.raw_os_error(), Some(28) | Some(122))
 }
 
-fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+/// The little-endian `u32` at byte `at`, if the slice is long enough.
+pub(crate) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4)
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+/// The little-endian `u64` at byte `at`, if the slice is long enough.
+pub(crate) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
     b.get(at..at + 8).map(|s| {
         let mut a = [0u8; 8];
         a.copy_from_slice(s);

@@ -774,13 +774,8 @@ fn closed_stdout_exits_quietly_and_nothing_found_is_status_1() {
         vec!["stats", "--json"],
     ] {
         let mut c = jsearch(db);
-        c.args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        // Close the read end before the command writes anything.
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        c.args(&args);
+        let out = run_with_closed_stdout(c);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{args:?}: {:?} {err}", out.status);
         assert!(

@@ -238,12 +238,8 @@ fn exit_status_says_what_happened_and_closed_pipes_are_quiet() {
         vec!["stats", "--json"],
     ] {
         let mut c = jsearch(&db);
-        c.args(&args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = c.spawn().unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        c.args(&args);
+        let out = run_with_closed_stdout(c);
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked") && !err.contains("error"), "{err}");

@@ -25,7 +25,7 @@ fn file_record(job: &FileJob) -> Vec<u8> {
 }
 
 /// Deletes every vector `path` owns that is not in `keep`, with its key-value entries.
-pub(super) fn delete_owned(
+pub(crate) fn delete_owned(
     store: &Store,
     batch: &mut Batch,
     path: &Path,

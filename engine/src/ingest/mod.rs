@@ -31,6 +31,7 @@ use crate::idx::{Batch, Store};
 use crate::keys::{self, NS_FILES};
 use crate::walk::{self, FileKind};
 
+pub(crate) use commit::delete_owned;
 use plan::Plan;
 
 /// Options of an indexing run.

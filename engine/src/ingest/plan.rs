@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{FileJob, IndexEvent, IndexOptions, Unit, Work, TEXT_PART_BYTES};
 use crate::catalog::{read_catalog, CatalogLimits, Record};
 use crate::error::{Error, Result};
+use crate::fsread::{open_regular, Limit, ReadError};
 use crate::idx::Store;
 use crate::keys::{self, FileRecord, NS_FILES};
 use crate::walk::{self, FileKind, Found};
@@ -43,18 +44,15 @@ fn catalog_deps(records: &[Record]) -> Vec<(String, u64, i128)> {
     deps
 }
 
-/// Byte ranges of about `target` bytes covering the file, each ending after a line break (or
-/// at the end of the file; a part with no line break in twice the target ends there, at a UTF-8
-/// character boundary). Reads the file once, a buffer at a time.
-fn text_parts(path: &Path, target: u64) -> std::io::Result<Vec<(u64, u64)>> {
+/// Byte ranges of about `target` bytes covering the file, each ending after the first line
+/// break past `target` (or at the end of the file; a part with no line break in twice the
+/// target ends before the next UTF-8 character start). Reads the file once, a buffer at a time.
+fn text_parts(path: &Path, limit: Limit, target: u64) -> Result<Vec<(u64, u64)>, ReadError> {
     use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
+    let (mut f, _) = open_regular(path, limit)?;
     let mut parts = Vec::new();
     let mut start = 0u64;
     let mut pos = 0u64;
-    // The last line break (and the last character start) seen since `start + target`.
-    let mut cut: Option<u64> = None;
-    let mut char_start: Option<u64> = None;
     let mut buf = vec![0u8; 64 << 10];
     loop {
         let n = f.read(&mut buf)?;
@@ -63,21 +61,18 @@ fn text_parts(path: &Path, target: u64) -> std::io::Result<Vec<(u64, u64)>> {
         }
         for (i, &b) in buf[..n].iter().enumerate() {
             let at = pos + i as u64;
-            if at >= start + target {
-                if b == b'\n' {
-                    cut = Some(at + 1);
-                }
-                if b & 0xC0 != 0x80 {
-                    char_start = Some(at);
-                }
-                let end =
-                    cut.or_else(|| (at >= start + 2 * target).then_some(char_start).flatten());
-                if let Some(end) = end {
-                    parts.push((start, end));
-                    start = end;
-                    cut = None;
-                    char_start = None;
-                }
+            let end = if at < start + target {
+                None
+            } else if b == b'\n' {
+                Some(at + 1)
+            } else if at >= start + 2 * target && b & 0xC0 != 0x80 {
+                Some(at)
+            } else {
+                None
+            };
+            if let Some(end) = end {
+                parts.push((start, end));
+                start = end;
             }
         }
         pos += n as u64;
@@ -165,7 +160,7 @@ pub(super) fn plan(
                 work: Work::Image,
             }),
             FileKind::Text if f.size > TEXT_PART_BYTES && f.size <= opts.max_text_bytes => {
-                match text_parts(&f.path, TEXT_PART_BYTES) {
+                match text_parts(&f.path, opts.text_limit(), TEXT_PART_BYTES) {
                     Ok(parts) => {
                         for (part, (start, end)) in parts.into_iter().enumerate() {
                             plan.units.push(Unit {
@@ -181,7 +176,7 @@ pub(super) fn plan(
                     Err(e) => {
                         on_event(IndexEvent::Problem {
                             path: f.path.clone(),
-                            message: format!("cannot read: {e}"),
+                            message: e.to_string(),
                         });
                         plan.problems += 1;
                         plan.failed += 1;
@@ -265,7 +260,12 @@ mod tests {
         let p = dir.path().join("t.txt");
         let text = "line of words\n".repeat(1000) + "no break at the end";
         std::fs::write(&p, &text).unwrap();
-        let parts = text_parts(&p, 1000).unwrap();
+        let limit = Limit {
+            bytes: 1 << 20,
+            what: "text files",
+            flag: None,
+        };
+        let parts = text_parts(&p, limit, 1000).unwrap();
         assert!(parts.len() > 5);
         assert_eq!(parts[0].0, 0);
         assert_eq!(parts.last().unwrap().1, text.len() as u64);
@@ -277,7 +277,7 @@ mod tests {
         let p = dir.path().join("u.txt");
         let text = "é".repeat(5000);
         std::fs::write(&p, &text).unwrap();
-        for (a, b) in text_parts(&p, 1000).unwrap() {
+        for (a, b) in text_parts(&p, limit, 1000).unwrap() {
             assert!(text.is_char_boundary(a as usize) && text.is_char_boundary(b as usize));
         }
     }

@@ -13,7 +13,7 @@ use crate::catalog::Record;
 use crate::chunk::{title_of, Chunker};
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions, PixelValues, Preprocessor};
 use crate::enc::EncoderError;
-use crate::fsread::{read_regular, Limit};
+use crate::fsread::{read_range, read_regular, Limit};
 use crate::item::{path_key, path_strings, snippet, vector_id, ItemMeta, Kind, Modality};
 use crate::keys::Hash;
 use crate::walk;
@@ -238,7 +238,7 @@ impl Ctx<'_> {
     }
 
     /// Bytes `start..end` of a big text file (part `part`): its passages, named `path#part.i`.
-    /// The title is the file's first line, read from its first 64 KiB.
+    /// The title is the file's, from its first 64 KiB (part 0 holds them).
     fn prepare_text_part(
         &self,
         job: &FileJob,
@@ -246,22 +246,20 @@ impl Ctx<'_> {
         end: u64,
         part: u32,
     ) -> Result<Vec<PItem>, FileProblem> {
-        use std::io::{Read, Seek};
         let t = Instant::now();
-        let read = |from: u64, len: u64| -> std::io::Result<Vec<u8>> {
-            let mut f = std::fs::File::open(&job.path)?;
-            f.seek(std::io::SeekFrom::Start(from))?;
-            let mut out = Vec::with_capacity(len as usize);
-            f.take(len).read_to_end(&mut out)?;
-            Ok(out)
+        let read = |from, len| read_range(&job.path, self.text_limit, from, len);
+        let bytes = read(start, end.saturating_sub(start))?;
+        let head = if part == 0 {
+            None
+        } else {
+            Some(read(0, 64 << 10)?)
         };
-        let io = |e| FileProblem::Read(crate::fsread::ReadError::Io(e));
-        let bytes = read(start, end.saturating_sub(start)).map_err(io)?;
-        let head = read(0, 64 << 10).map_err(io)?;
         self.clocks.read.add(t);
         let text = String::from_utf8(bytes).map_err(|_| FileProblem::NotUtf8)?;
-        let head = String::from_utf8_lossy(&head);
-        let title = title_of(head.lines().next().unwrap_or(""));
+        let title = match head {
+            None => title_of(&text),
+            Some(h) => title_of(&String::from_utf8_lossy(&h)),
+        };
         self.passages(job, &text, Some(part), title)
     }
 

@@ -59,6 +59,26 @@ pub(super) fn open_error(path: &Path, e: DatabaseError) -> IndexError {
     }
 }
 
+/// [`IndexError::NotAStore`] when there is no file at `path` (so that opening a store never
+/// creates one where the caller expected an existing one).
+fn require_file(path: &Path) -> Result<()> {
+    if path.exists() {
+        return Ok(());
+    }
+    Err(IndexError::NotAStore {
+        path: path.to_path_buf(),
+        reason: "file does not exist".into(),
+    })
+}
+
+/// Opens an existing store file for writing (redb recovers a file a killed writer left).
+pub(super) fn open_existing(path: &Path) -> Result<Database> {
+    require_file(path)?;
+    builder(CACHE_MIB)
+        .create(path)
+        .map_err(|e| open_error(path, e))
+}
+
 impl Store {
     /// Open the store at `path` for reading and writing, creating it if absent.
     ///
@@ -143,15 +163,7 @@ impl Store {
     /// it runs ([`IndexError::Busy`] if another process holds it); loads no graph.
     pub fn recover(path: &Path) -> Result<()> {
         crate::seal::guard(path, || {
-            if !path.exists() {
-                return Err(IndexError::NotAStore {
-                    path: path.to_path_buf(),
-                    reason: "file does not exist".into(),
-                });
-            }
-            let db = builder(CACHE_MIB)
-                .create(path)
-                .map_err(|e| open_error(path, e))?;
+            let db = open_existing(path)?;
             let txn = db.begin_read()?;
             let meta = Meta::read(&txn.open_table(META)?, path)?;
             drop(txn);
@@ -200,12 +212,7 @@ impl Store {
 
     /// Opens the file read-only and validates its settings.
     fn open_settings(path: &Path) -> Result<(ReadOnlyDatabase, StoreSettings)> {
-        if !path.exists() {
-            return Err(IndexError::NotAStore {
-                path: path.to_path_buf(),
-                reason: "file does not exist".into(),
-            });
-        }
+        require_file(path)?;
         let db = builder(READ_CACHE_MIB)
             .open_read_only(path)
             .map_err(|e| open_error(path, e))?;

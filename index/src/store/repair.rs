@@ -114,9 +114,6 @@ impl Scan {
             let (k, v) = r?;
             scan.rows += 1;
             let n = k.value();
-            if NodeRecord::open(path, n, v.value()).is_err() {
-                scan.bad_nodes.insert(n);
-            }
             let res = NodeRecord::open(path, n, v.value()).map(|rec| {
                 scan.nodes.insert(
                     n,
@@ -126,6 +123,9 @@ impl Scan {
                     },
                 );
             });
+            if res.is_err() {
+                scan.bad_nodes.insert(n);
+            }
             note(&mut scan, res)?;
         }
         for r in txn.open_table(ITEMS)?.iter()? {
@@ -194,9 +194,8 @@ impl Scan {
         };
         let head = row(&self.heads, l.heads_per_chunk, l.head_bytes)?;
         let tail = row(&self.tails, l.tails_per_chunk, l.tail_bytes)?;
-        let norm = f32::from_le_bytes(head.get(..4)?.try_into().ok()?);
-        let (mut ann, mut t) = (Vec::new(), Vec::new());
-        vecmath::f16_from_bytes(&head[4..], &mut ann);
+        let (norm, ann) = schema::head_parts(&head);
+        let mut t = Vec::new();
         vecmath::f16_from_bytes(&tail, &mut t);
         let mut v: Vec<f32> = ann.iter().map(|x| x.to_f32() * norm).collect();
         v.extend(vecmath::from_f16(&t));
@@ -214,36 +213,30 @@ impl Scan {
         }
         let mut live = 0usize;
         let mut tombstones = 0usize;
-        let node_list: Vec<(u32, u64, bool)> = self
-            .nodes
-            .iter()
-            .map(|(&n, i)| (n, i.id, i.deleted))
-            .collect();
-        for (n, id, deleted) in node_list {
+        let mut found = Vec::new();
+        for (&n, info) in &self.nodes {
+            let id = info.id;
             if n >= next {
-                self.damage
-                    .push(format!("nodes row {n} lies beyond the last node {next}"));
+                found.push(format!("nodes row {n} lies beyond the last node {next}"));
                 continue;
             }
-            if deleted {
+            if info.deleted {
                 tombstones += 1;
                 continue;
             }
             live += 1;
             match self.items.get(&id) {
                 Some((node, _)) if *node == n => {}
-                Some((node, _)) => self
-                    .damage
-                    .push(format!("item {id} points at node {node}, its node is {n}")),
-                None => self
-                    .damage
-                    .push(format!("items row {id} (node {n}) missing or damaged")),
+                Some((node, _)) => {
+                    found.push(format!("item {id} points at node {node}, its node is {n}"))
+                }
+                None => found.push(format!("items row {id} (node {n}) missing or damaged")),
             }
             if self.vector(n).is_none() {
-                self.damage
-                    .push(format!("vector of item {id} (node {n}) missing or damaged"));
+                found.push(format!("vector of item {id} (node {n}) missing or damaged"));
             }
         }
+        self.damage.extend(found);
         for (&id, &(n, _)) in &self.items {
             let ok = self.nodes.get(&n).is_some_and(|i| i.id == id && !i.deleted);
             if !ok && self.nodes.contains_key(&n) {
@@ -279,15 +272,7 @@ fn damage_line(e: &IndexError) -> String {
 /// Opens the file as a writer (redb recovers a file a killed writer left) and runs redb's own
 /// page-checksum check; returns the database and whether redb found it intact.
 fn open_checked(path: &Path) -> Result<(Database, bool)> {
-    if !path.exists() {
-        return Err(IndexError::NotAStore {
-            path: path.to_path_buf(),
-            reason: "file does not exist".into(),
-        });
-    }
-    let mut db = super::open::builder(super::open::CACHE_MIB)
-        .create(path)
-        .map_err(|e| super::open::open_error(path, e))?;
+    let mut db = super::open::open_existing(path)?;
     let intact = db
         .check_integrity()
         .map_err(|e| super::open::open_error(path, e))?;

@@ -36,7 +36,7 @@ use crate::vecmath::{self, F16};
 /// are refused.
 pub const FORMAT_VERSION: u32 = 3;
 
-pub(super) use crate::seal::{seal, unseal};
+pub(super) use crate::seal::{append_seal, seal, u32_at, u64_at, unseal};
 
 pub(super) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// id -> node (u32 LE) + caller metadata blob.
@@ -101,19 +101,6 @@ pub(super) fn kv_table(ns: &str) -> Result<String> {
         return Err(IndexError::InvalidNamespace(ns.to_string()));
     }
     Ok(format!("kv:{ns}"))
-}
-
-pub(super) fn u32_at(b: &[u8], at: usize) -> Option<u32> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
-}
-
-pub(super) fn u64_at(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).map(|s| {
-        let mut a = [0u8; 8];
-        a.copy_from_slice(s);
-        u64::from_le_bytes(a)
-    })
 }
 
 /// Read-side view of the meta table (works on read and write transactions).
@@ -291,8 +278,7 @@ impl<'a> NodeRecord<'a> {
         out.extend_from_slice(&id.to_le_bytes());
         out.push(if deleted { FLAG_DELETED } else { 0 });
         graph.encode_node(n, out);
-        let sealed = seal(NODES_NAME, &n.to_le_bytes(), out);
-        *out = sealed;
+        append_seal(NODES_NAME, &n.to_le_bytes(), out);
     }
 
     /// Unseals and splits stored row `n`.
@@ -351,13 +337,19 @@ pub(super) fn head_row(norm: f32, ann: &[F16], out: &mut Vec<u8>) {
     vecmath::f16_to_bytes(ann, out);
 }
 
-/// The graph vector and the sketch of a node, from its rows of the heads and tails tables.
-pub(super) fn from_rows(sketcher: &Sketches, head: &[u8], tail: &[u8]) -> (Vec<F16>, Sketch) {
+/// A row of the heads table split: the head's norm and the graph vector ([`head_row`]'s inverse).
+pub(super) fn head_parts(head: &[u8]) -> (f32, Vec<F16>) {
     let mut ann = Vec::with_capacity(head.len().saturating_sub(4) / 2);
     vecmath::f16_from_bytes(head.get(4..).unwrap_or(&[]), &mut ann);
     let norm = head
         .get(..4)
         .map_or(0.0, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    (norm, ann)
+}
+
+/// The graph vector and the sketch of a node, from its rows of the heads and tails tables.
+pub(super) fn from_rows(sketcher: &Sketches, head: &[u8], tail: &[u8]) -> (Vec<F16>, Sketch) {
+    let (norm, ann) = head_parts(head);
     let mut t = Vec::with_capacity(tail.len() / 2);
     vecmath::f16_from_bytes(tail, &mut t);
     (ann, sketcher.encode_tail(norm, &vecmath::from_f16(&t)))

@@ -9,6 +9,8 @@
 
 use rayon::prelude::*;
 
+use crate::weight_cache::Mapped;
+
 /// Output columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
 /// Rows per micro-kernel call (8 × 2 accumulators = 16 of the 32 vector registers).
@@ -35,7 +37,28 @@ pub struct PackedBf16 {
     k: usize,
     /// k-pairs: `ceil(k / 2)`.
     kp: usize,
-    data: Vec<u16>,
+    data: Panels,
+}
+
+/// Where the packed values live: packed at load, or inside a mapped weight-cache file.
+#[derive(Debug, Clone)]
+enum Panels {
+    Owned(Vec<u16>),
+    Mapped(Mapped<u16>),
+}
+
+impl Panels {
+    fn as_slice(&self) -> &[u16] {
+        match self {
+            Panels::Owned(v) => v,
+            Panels::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+/// Number of u16 values of the packing of an `[n, k]` weight.
+fn packed_len(n: usize, k: usize) -> usize {
+    n.div_ceil(NR) * k.div_ceil(2) * 2 * NR
 }
 
 impl PackedBf16 {
@@ -47,7 +70,7 @@ impl PackedBf16 {
         }
         let kp = k.div_ceil(2);
         let panel_len = kp * 2 * NR;
-        let mut data = vec![0u16; n.div_ceil(NR) * panel_len];
+        let mut data = vec![0u16; packed_len(n, k)];
         data.par_chunks_mut(panel_len)
             .enumerate()
             .for_each(|(p, panel)| {
@@ -58,7 +81,32 @@ impl PackedBf16 {
                     }
                 }
             });
-        Some(Self { n, k, kp, data })
+        Some(Self {
+            n,
+            k,
+            kp,
+            data: Panels::Owned(data),
+        })
+    }
+
+    /// A packing read from a weight cache (made by [`PackedBf16::pack`] and
+    /// [`PackedBf16::panels`]), used in place; `None` when this CPU has no AVX512-BF16 or the
+    /// length does not match `[n, k]`.
+    pub(crate) fn from_mapped(values: Mapped<u16>, n: usize, k: usize) -> Option<Self> {
+        if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
+            return None;
+        }
+        Some(Self {
+            n,
+            k,
+            kp: k.div_ceil(2),
+            data: Panels::Mapped(values),
+        })
+    }
+
+    /// The packed values (what a weight cache stores).
+    pub(crate) fn panels(&self) -> &[u16] {
+        self.data.as_slice()
     }
 
     /// Output width (weight rows).
@@ -93,7 +141,7 @@ impl PackedBf16 {
             let cols = NR.min(n - p * NR);
             for k0 in (0..kp).step_by(KC) {
                 let kc = KC.min(kp - k0);
-                let b = &self.data[(p * kp + k0) * 2 * NR..(p * kp + k0 + kc) * 2 * NR];
+                let b = &self.data.as_slice()[(p * kp + k0) * 2 * NR..(p * kp + k0 + kc) * 2 * NR];
                 for r0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - r0);
                     // SAFETY: `PackedBf16` exists only where `available()` holds; `a` has MR

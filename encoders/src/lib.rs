@@ -17,6 +17,8 @@
 //! | `nn` | shared layers: linear (f32, bf16-packed, Q8), LayerNorm, attention, LoRA merge |
 //! | `bf16_gemm`, `cpu_attention` | the AVX512-BF16 matmul and fused attention kernels (crate-private) |
 //! | `tokenizer` | [`TextTokenizer`] |
+//! | `weight_cache` | the prepared-weights cache file (byte format, verification, atomic writes) |
+//! | `word_table` | the text word-embedding table, read per row from the mapped checkpoint |
 //!
 //! `docs/jina-clip-v2-spec.md` (repository root) describes the reference behaviour reproduced here.
 
@@ -32,15 +34,17 @@ pub mod preprocess;
 pub mod text;
 mod tokenizer;
 pub mod vision;
+mod weight_cache;
 mod weights_hash;
+mod word_table;
 
 pub use config::{ClipConfig, PreprocessorConfig, TextConfig, VisionConfig};
 #[cfg(feature = "trap-tests")]
 pub use deviation::Deviations;
 pub use error::{EncoderError, Result};
 pub use model::{
-    clip_logits, model_identity, normalize, truncate_normalize, ClipModel, LoadOptions,
-    ModelIdentity, TextRole, Towers,
+    clip_logits, model_identity, normalize, truncate_normalize, ClipModel, LoadOptions, LoadReport,
+    ModelIdentity, TextRole, TowerSource, Towers, WeightCache,
 };
 pub use nn::{random_var_builder, Adapter};
 pub use tokenizer::TextTokenizer;

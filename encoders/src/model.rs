@@ -15,6 +15,8 @@ use crate::preprocess::{PixelValues, Preprocessor};
 use crate::text::TextModel;
 use crate::tokenizer::TextTokenizer;
 use crate::vision::VisionModel;
+use crate::weight_cache::{self, CacheError, CacheFile, CacheWriter, Layout};
+use crate::word_table::Checkpoint;
 
 /// Token budget (batch × padded length) of one text forward pass.
 const TEXT_CHUNK_TOKENS: usize = 8192;
@@ -67,6 +69,11 @@ pub struct LoadOptions {
     /// without AVX512-BF16 the layers stay f32 ([`ClipModel::pack_bf16`] returns 0); the accuracy
     /// against f32 is measured by the `encoders` bench and `tests/loading.rs`.
     pub bf16_matmul: bool,
+    /// Where prepared weights are cached (see [`WeightCache`]).
+    pub cache: WeightCache,
+    /// Called with one line for each thing a user should hear about the load (a weight cache
+    /// built for the first time, rebuilt because it was stale or damaged, or not writable).
+    pub notify: Option<fn(&str)>,
 }
 
 impl Default for LoadOptions {
@@ -77,8 +84,51 @@ impl Default for LoadOptions {
             towers: Towers::Both,
             int8: false,
             bf16_matmul: false,
+            cache: WeightCache::Default,
+            notify: None,
         }
     }
+}
+
+/// Where a CPU load keeps the towers' prepared weights (LoRA merged, converted, packed or
+/// quantised for the chosen kernel), so that later loads map them instead of preparing them
+/// again. GPU loads and non-f32 compute dtypes never use the cache.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum WeightCache {
+    /// `$JSEARCH_CACHE_DIR/prepared`, else `$XDG_CACHE_HOME/jsearch/prepared`, else
+    /// `~/.cache/jsearch/prepared`; off when `JSEARCH_WEIGHT_CACHE=off` or no folder is known.
+    #[default]
+    Default,
+    /// This folder.
+    Dir(PathBuf),
+    /// Prepare the weights in memory at every load.
+    Off,
+}
+
+/// How one tower was loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TowerSource {
+    /// Mapped from a verified weight cache file.
+    Cache(PathBuf),
+    /// Prepared from the checkpoint and written to a new cache file (`reason`: why no usable
+    /// file was there: not built yet, stale, corrupt).
+    Built {
+        /// The file written.
+        path: PathBuf,
+        /// Why it had to be built.
+        reason: String,
+    },
+    /// Prepared from the checkpoint; no cache (off, a GPU, a non-f32 dtype, or not writable).
+    Checkpoint(String),
+}
+
+/// What a load did: per tower, where its weights came from, and how long it took.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// `("text" | "vision", source)` per loaded tower.
+    pub towers: Vec<(&'static str, TowerSource)>,
+    /// Wall time of the whole load.
+    pub elapsed: std::time::Duration,
 }
 
 /// Texts are documents (no prefix) or queries (the `retrieval.query` instruction prefix).
@@ -114,6 +164,7 @@ pub struct ClipModel {
     vision: Option<VisionModel>,
     logit_scale: Option<f32>,
     identity: ModelIdentity,
+    report: LoadReport,
 }
 
 impl std::fmt::Debug for ClipModel {
@@ -255,23 +306,7 @@ impl ClipModel {
     /// memory-mapped; only the requested towers' tensors are read. The LoRA `retrieval.query`
     /// adapter is merged into the text weights.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Self> {
-        let config = ClipConfig::load(&dir.join("config.json"))?;
-        let pre_cfg = PreprocessorConfig::load(&dir.join("preprocessor_config.json"))?;
-        let tokenizer = if opts.towers.text() {
-            Some(TextTokenizer::load(&dir.join("tokenizer.json"))?)
-        } else {
-            None
-        };
-        let identity = model_identity(dir, &config)?;
-        let files = safetensors_files(dir)?;
-        let weights_err = |message: String| EncoderError::Weights {
-            path: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
-            message,
-        };
-        // SAFETY: the file is mapped read-only; like every mmap user we assume it is not
-        // truncated while the model is alive (the same contract as candle / safetensors).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
-            .map_err(|e| weights_err(e.to_string()))?;
+        let started = std::time::Instant::now();
         if opts.int8 && (opts.dtype != DType::F32 || !opts.device.is_cpu()) {
             return Err(EncoderError::InvalidArgument(
                 "int8 quantisation runs on the CPU with f32 compute only".into(),
@@ -282,20 +317,170 @@ impl ClipModel {
                 "bf16 matmul runs on the CPU with f32 compute only, and not with int8".into(),
             ));
         }
-        let mut model =
-            Self::from_var_builder(config, pre_cfg, tokenizer, vb, opts.towers, identity).map_err(
-                |e| match e {
-                    EncoderError::Candle(c) => weights_err(c.to_string()),
-                    other => other,
-                },
-            )?;
-        if opts.int8 {
-            model.quantize_q8()?;
+        let config = ClipConfig::load(&dir.join("config.json"))?;
+        let pre_cfg = PreprocessorConfig::load(&dir.join("preprocessor_config.json"))?;
+        // The tokenizer (a large JSON for the real model) loads on its own thread while the
+        // weights are mapped and verified.
+        let (tokenizer, towers) = std::thread::scope(|s| {
+            let tok = opts
+                .towers
+                .text()
+                .then(|| s.spawn(|| TextTokenizer::load(&dir.join("tokenizer.json"))));
+            let towers = Self::load_towers(dir, &config, opts);
+            let tokenizer = tok
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(EncoderError::InvalidArgument(
+                            "tokenizer load panicked".into(),
+                        ))
+                    })
+                })
+                .transpose();
+            (tokenizer, towers)
+        });
+        let tokenizer = tokenizer?;
+        let (identity, text, vision, logit_scale, sources) = towers?;
+        if pre_cfg.size != config.vision_config.image_size {
+            return Err(EncoderError::InvalidArgument(format!(
+                "preprocessor size {} != vision image_size {}",
+                pre_cfg.size, config.vision_config.image_size
+            )));
         }
-        if opts.bf16_matmul {
-            model.pack_bf16()?;
-        }
-        Ok(model)
+        Ok(Self {
+            preprocessor: Preprocessor::from_config(&pre_cfg),
+            config,
+            tokenizer,
+            text,
+            vision,
+            logit_scale,
+            identity,
+            report: LoadReport {
+                towers: sources,
+                elapsed: started.elapsed(),
+            },
+        })
+    }
+
+    /// The identity and the requested towers of `dir`, each from its weight cache when there
+    /// is a valid one, else prepared from the checkpoint (and cached when the cache is on).
+    #[allow(clippy::type_complexity)]
+    fn load_towers(
+        dir: &Path,
+        config: &ClipConfig,
+        opts: &LoadOptions,
+    ) -> Result<(
+        ModelIdentity,
+        Option<TextModel>,
+        Option<VisionModel>,
+        Option<f32>,
+        Vec<(&'static str, TowerSource)>,
+    )> {
+        let identity = model_identity(dir, config)?;
+        let files = safetensors_files(dir)?;
+        let weights_err = |message: String| EncoderError::Weights {
+            path: files.first().cloned().unwrap_or_else(|| dir.to_path_buf()),
+            message,
+        };
+        let candle_err = |e: EncoderError| match e {
+            EncoderError::Candle(c) => weights_err(c.to_string()),
+            other => other,
+        };
+        // SAFETY: the file is mapped read-only; like every mmap user we assume it is not
+        // truncated while the model is alive (the same contract as candle / safetensors).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, opts.dtype, &opts.device) }
+            .map_err(|e| weights_err(e.to_string()))?;
+        let checkpoint = Checkpoint::open(&files)?;
+        let layout = if opts.int8 {
+            Layout::Q8
+        } else if opts.bf16_matmul && crate::bf16_gemm::available() {
+            Layout::Bf16Panels
+        } else {
+            Layout::F32
+        };
+        let cache_dir = match (
+            &opts.cache,
+            opts.device.is_cpu() && opts.dtype == DType::F32,
+        ) {
+            (_, false) => Err("GPU or non-f32 load".to_string()),
+            (WeightCache::Off, _) => Err("weight cache off".to_string()),
+            (WeightCache::Dir(d), _) => Ok(d.clone()),
+            (WeightCache::Default, _) => weight_cache::default_dir()
+                .ok_or_else(|| "no cache folder (JSEARCH_WEIGHT_CACHE=off or no $HOME)".into()),
+        };
+        let fp = &identity.fingerprint;
+        let mut sources = Vec::new();
+        let text = if opts.towers.text() {
+            let table = TextModel::mapped_table(&config.text_config, &checkpoint)?;
+            let build = || -> Result<TextModel> {
+                let mut t = match &table {
+                    Some(_) => TextModel::new_mapped(&config.text_config, vb.clone(), &checkpoint),
+                    None => TextModel::new(&config.text_config, vb.clone(), Adapter::Merged),
+                }
+                .map_err(candle_err)?;
+                convert_text(&mut t, layout)?;
+                Ok(t)
+            };
+            let (t, source) = match (&cache_dir, &table) {
+                (Ok(d), Some(table)) => cached_tower(
+                    d,
+                    fp,
+                    "text",
+                    layout,
+                    |c| TextModel::from_cache(&config.text_config, c, layout, table.clone()),
+                    build,
+                    TextModel::save,
+                    opts.notify,
+                )?,
+                (Ok(_), None) => (
+                    build()?,
+                    TowerSource::Checkpoint("word table not in the LoRA layout".into()),
+                ),
+                (Err(why), _) => (build()?, TowerSource::Checkpoint(why.clone())),
+            };
+            sources.push(("text", source));
+            Some(t)
+        } else {
+            None
+        };
+        let vision = if opts.towers.vision() {
+            let build = || -> Result<VisionModel> {
+                let mut v =
+                    VisionModel::new(&config.vision_config, vb.clone()).map_err(candle_err)?;
+                convert_vision(&mut v, layout)?;
+                Ok(v)
+            };
+            let (v, source) = match &cache_dir {
+                Ok(d) => cached_tower(
+                    d,
+                    fp,
+                    "vision",
+                    layout,
+                    |c| VisionModel::from_cache(&config.vision_config, c, layout),
+                    build,
+                    VisionModel::save,
+                    opts.notify,
+                )?,
+                Err(why) => (build()?, TowerSource::Checkpoint(why.clone())),
+            };
+            sources.push(("vision", source));
+            Some(v)
+        } else {
+            None
+        };
+        let logit_scale = if vb.contains_tensor("logit_scale") {
+            let t = vb
+                .get_unchecked_dtype("logit_scale", DType::F32)
+                .map_err(|e| weights_err(e.to_string()))?;
+            Some(t.flatten_all()?.get(0)?.to_scalar::<f32>()?)
+        } else {
+            None
+        };
+        Ok((identity, text, vision, logit_scale, sources))
+    }
+
+    /// What the load did (per tower: from the weight cache or the checkpoint; its duration).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.report
     }
 
     /// Packs the linear layers of the loaded towers for the AVX512-BF16 kernel (see
@@ -374,6 +559,7 @@ impl ClipModel {
             vision,
             logit_scale,
             identity,
+            report: LoadReport::default(),
         })
     }
 
@@ -540,4 +726,88 @@ pub fn clip_logits(texts: &[Vec<f32>], images: &[Vec<f32>], logit_scale: f32) ->
                 .collect()
         })
         .collect()
+}
+
+/// Converts the text tower's linear layers for `layout` (after a load from the checkpoint).
+fn convert_text(t: &mut TextModel, layout: Layout) -> Result<()> {
+    match layout {
+        Layout::F32 => {}
+        Layout::Q8 => {
+            t.quantize_q8()?;
+        }
+        Layout::Bf16Panels => {
+            t.pack_bf16()?;
+        }
+    }
+    Ok(())
+}
+
+/// Converts the vision tower's linear layers for `layout`.
+fn convert_vision(v: &mut VisionModel, layout: Layout) -> Result<()> {
+    match layout {
+        Layout::F32 => {}
+        Layout::Q8 => {
+            v.quantize_q8()?;
+        }
+        Layout::Bf16Panels => {
+            v.pack_bf16()?;
+        }
+    }
+    Ok(())
+}
+
+/// One tower through its weight cache file in `dir`: mapped when the file is valid, else built
+/// from the checkpoint and written (atomically) for the next load.
+#[allow(clippy::too_many_arguments)]
+fn cached_tower<T>(
+    dir: &Path,
+    fingerprint: &str,
+    tower: &'static str,
+    layout: Layout,
+    from_cache: impl FnOnce(&CacheFile) -> Result<T>,
+    build: impl FnOnce() -> Result<T>,
+    save: fn(&T, &mut CacheWriter) -> Result<()>,
+    notify: Option<fn(&str)>,
+) -> Result<(T, TowerSource)> {
+    let path = weight_cache::file_path(dir, fingerprint, tower, layout);
+    let say = |m: &str| {
+        if let Some(f) = notify {
+            f(m)
+        }
+    };
+    let reason = match CacheFile::open(&path, fingerprint, tower, layout) {
+        Ok(c) => match from_cache(&c) {
+            Ok(t) => return Ok((t, TowerSource::Cache(c.path().to_path_buf()))),
+            Err(e) => format!("corrupt ({e})"),
+        },
+        Err(CacheError::Missing) => "not built yet".to_string(),
+        // Unreadable (e.g. the folder is not one): building says what is wrong when it writes.
+        Err(CacheError::Io(e)) => format!("unreadable ({e})"),
+        Err(e) => e.to_string(),
+    };
+    if reason.starts_with("unreadable") {
+    } else if reason != "not built yet" {
+        say(&format!(
+            "weight cache {} is {reason}: rebuilding it",
+            path.display()
+        ));
+    } else {
+        say(&format!(
+            "preparing the {tower} weights for fast loading (once per model), in {}",
+            dir.display()
+        ));
+    }
+    let t = build()?;
+    let mut w = CacheWriter::new();
+    save(&t, &mut w)?;
+    match w.write(&path, fingerprint, tower, layout) {
+        Ok(()) => Ok((t, TowerSource::Built { path, reason })),
+        Err(e) => {
+            let why = format!("weight cache {} not written: {e}", path.display());
+            say(&format!(
+                "warning: {why} (the next load prepares the weights again)"
+            ));
+            Ok((t, TowerSource::Checkpoint(why)))
+        }
+    }
 }

@@ -10,6 +10,7 @@ use rayon::prelude::*;
 
 use crate::bf16_gemm::PackedBf16;
 use crate::error::Result;
+use crate::weight_cache::{CacheFile, CacheWriter, Layout as CacheLayout, Mapped};
 
 /// How the LoRA adapter of the text tower is treated at load time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -39,6 +40,17 @@ enum Kernel {
     Q8(Vec<QMatMul>),
     /// bf16 weight packed for the AVX512-BF16 kernel (f32 activations rounded on the fly).
     Bf16(Arc<PackedBf16>),
+    /// The `[out, in]` f32 weight inside a mapped weight-cache file, multiplied in place by the
+    /// same GEMM candle uses (bit-identical to [`Kernel::Dense`] on the same values).
+    MappedF32(Arc<MappedWeight>),
+}
+
+/// An `[n, k]` row-major f32 weight in a mapped weight-cache file.
+#[derive(Debug)]
+pub(crate) struct MappedWeight {
+    values: Mapped<f32>,
+    n: usize,
+    k: usize,
 }
 
 /// Largest attention score tensor of one group of heads (4M floats = 16 MiB): the towers run
@@ -67,7 +79,7 @@ impl Linear {
     pub fn weight(&self) -> Option<&Tensor> {
         match &self.kernel {
             Kernel::Dense(w) => Some(w),
-            Kernel::Q8(_) | Kernel::Bf16(_) => None,
+            Kernel::Q8(_) | Kernel::Bf16(_) | Kernel::MappedF32(_) => None,
         }
     }
 
@@ -78,7 +90,7 @@ impl Linear {
     pub fn pack_bf16(&mut self) -> Result<bool> {
         let w = match &self.kernel {
             Kernel::Bf16(_) => return Ok(true),
-            Kernel::Q8(_) => return Ok(false),
+            Kernel::Q8(_) | Kernel::MappedF32(_) => return Ok(false),
             Kernel::Dense(w) => w,
         };
         if !w.device().is_cpu() || !crate::bf16_gemm::available() {
@@ -109,7 +121,7 @@ impl Linear {
     pub fn quantize_q8(&mut self) -> Result<bool> {
         let w = match &self.kernel {
             Kernel::Q8(_) => return Ok(true),
-            Kernel::Bf16(_) => return Ok(false),
+            Kernel::Bf16(_) | Kernel::MappedF32(_) => return Ok(false),
             Kernel::Dense(w) => w,
         };
         let (out, inp) = w.dims2()?;
@@ -135,6 +147,115 @@ impl Linear {
             .transpose()?;
         self.kernel = Kernel::Q8(blocks);
         Ok(true)
+    }
+
+    /// Writes the prepared layer into a weight cache under `name` (`.w`, `.b`, `.q8.<i>`).
+    pub(crate) fn save(&self, w: &mut CacheWriter, name: &str) -> Result<()> {
+        match &self.kernel {
+            Kernel::Dense(t) => w.tensor(&format!("{name}.w"), t)?,
+            Kernel::MappedF32(m) => w.f32s(&format!("{name}.w"), &[m.n, m.k], m.values.as_slice()),
+            Kernel::Bf16(p) => w.panels(&format!("{name}.bf16"), p.n(), p.k(), p.panels()),
+            Kernel::Q8(blocks) => {
+                for (i, q) in blocks.iter().enumerate() {
+                    let QMatMul::QTensor(qt) = q else {
+                        return Err(candle_core::Error::Msg(
+                            "weight cache: a Q8 layer was dequantised".into(),
+                        )
+                        .into());
+                    };
+                    w.q8(
+                        &format!("{name}.q8.{i}"),
+                        qt.shape().dims(),
+                        qt.data()?.into_owned(),
+                    );
+                }
+            }
+        }
+        if let Some(b) = &self.bias {
+            w.tensor(&format!("{name}.b"), b)?;
+        }
+        Ok(())
+    }
+
+    /// The layer `name` of a weight cache in `layout` (f32 and bf16 weights stay in the mapping;
+    /// Q8 blocks are copied into candle's quantised tensors).
+    pub(crate) fn load(c: &CacheFile, name: &str, layout: CacheLayout) -> Result<Self> {
+        let bias = c
+            .has(&format!("{name}.b"))
+            .then(|| c.tensor(&format!("{name}.b")))
+            .transpose()?;
+        let dense = |c: &CacheFile| -> Result<Kernel> {
+            let shape = c.shape(&format!("{name}.w"))?;
+            let [n, k] = shape else {
+                return Err(
+                    candle_core::Error::Msg(format!("weight cache: {name}.w is not 2-D")).into(),
+                );
+            };
+            Ok(Kernel::MappedF32(Arc::new(MappedWeight {
+                n: *n,
+                k: *k,
+                values: c.f32s(&format!("{name}.w"))?,
+            })))
+        };
+        let kernel = match layout {
+            // Layers that the layout leaves dense (e.g. Q8 needs input widths of 32k) are f32.
+            _ if c.has(&format!("{name}.w")) => dense(c)?,
+            CacheLayout::F32 => dense(c)?,
+            CacheLayout::Bf16Panels => {
+                let key = format!("{name}.bf16");
+                let [n, k, _] = c.shape(&key)? else {
+                    return Err(candle_core::Error::Msg(format!(
+                        "weight cache: {key} has a wrong shape"
+                    ))
+                    .into());
+                };
+                let (n, k) = (*n, *k);
+                let packed = PackedBf16::from_mapped(c.panels(&key)?, n, k).ok_or_else(|| {
+                    candle_core::Error::Msg(format!(
+                        "weight cache: {key} needs AVX512-BF16 or has a wrong size"
+                    ))
+                })?;
+                Kernel::Bf16(Arc::new(packed))
+            }
+            CacheLayout::Q8 => {
+                let mut blocks = Vec::new();
+                while c.has(&format!("{name}.q8.{}", blocks.len())) {
+                    let key = format!("{name}.q8.{}", blocks.len());
+                    let dims = c.shape(&key)?.to_vec();
+                    let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+                        GgmlDType::Q8_0,
+                        c.q8_bytes(&key)?,
+                        dims,
+                        &candle_core::Device::Cpu,
+                    )?;
+                    blocks.push(QMatMul::from_qtensor(q)?);
+                }
+                if blocks.is_empty() {
+                    return Err(candle_core::Error::Msg(format!(
+                        "weight cache: no weight for {name}"
+                    ))
+                    .into());
+                }
+                Kernel::Q8(blocks)
+            }
+        };
+        let out_dim = match &kernel {
+            Kernel::MappedF32(m) => m.n,
+            Kernel::Bf16(p) => p.n(),
+            Kernel::Q8(blocks) => blocks
+                .iter()
+                .map(|q| match q {
+                    QMatMul::QTensor(t) => t.shape().dims()[0],
+                    _ => 0,
+                })
+                .sum(),
+            Kernel::Dense(t) => t.dims()[0],
+        };
+        Ok(Self {
+            kernel,
+            bias,
+            out_dim,
+        })
     }
 }
 
@@ -164,6 +285,11 @@ impl Module for Linear {
             Kernel::Bf16(p) => x2
                 .to_dtype(DType::F32)?
                 .apply_op1_no_bwd(&Bf16MatMul(p.clone()))?
+                .to_dtype(x.dtype())?,
+            Kernel::MappedF32(m) => x2
+                .to_dtype(DType::F32)?
+                .contiguous()?
+                .apply_op1_no_bwd(&MappedMatMul(m.clone()))?
                 .to_dtype(x.dtype())?,
         };
         let y = match &self.bias {
@@ -204,6 +330,71 @@ impl CustomOp1 for Bf16MatMul {
     }
 }
 
+/// `x · Wᵀ` for a 2-D f32 CPU tensor and a weight in a mapped cache file, through the `gemm`
+/// crate exactly as candle's CPU matmul calls it for `x.matmul(&w.t())` (same kernel, same
+/// threads, same accumulation order: the result is bit-identical to [`Kernel::Dense`]).
+struct MappedMatMul(Arc<MappedWeight>);
+
+impl CustomOp1 for MappedMatMul {
+    fn name(&self) -> &'static str {
+        "mapped-matmul"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(src) = s else {
+            candle_core::bail!("mapped-matmul: f32 input required");
+        };
+        let Some((o, e)) = l.contiguous_offsets() else {
+            candle_core::bail!("mapped-matmul: contiguous input required");
+        };
+        let (m, k) = l.shape().dims2()?;
+        let w = &self.0;
+        if k != w.k {
+            candle_core::bail!("mapped-matmul: input width {k}, weight expects {}", w.k);
+        }
+        let lhs = &src[o..e];
+        let rhs = w.values.as_slice();
+        let n = w.n;
+        let mut dst = vec![0f32; m * n];
+        if m == 0 || n == 0 {
+            return Ok((CpuStorage::F32(dst), Shape::from((m, n))));
+        }
+        let threads = candle_core::utils::get_num_threads();
+        let parallelism = if threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        // SAFETY: lhs is [m, k] row-major (m * k values), rhs is the [n, k] row-major weight
+        // read as its [k, n] transpose (row stride 1, column stride k), dst is [m, n] row-major;
+        // all three lie inside their slices for these strides.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                lhs.as_ptr(),
+                1,
+                k as isize,
+                rhs.as_ptr(),
+                k as isize,
+                1,
+                0f32,
+                1f32,
+                false,
+                false,
+                false,
+                parallelism,
+            )
+        };
+        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
+    }
+}
+
 /// Runs a per-layer conversion ([`Linear::quantize_q8`], [`Linear::pack_bf16`]) over `layers`;
 /// returns how many layers it converted.
 pub(crate) fn convert_linears<'a>(
@@ -232,6 +423,24 @@ impl LayerNorm {
         let weight = vb.get(dim, "weight")?.to_dtype(DType::F32)?;
         let bias = vb.get(dim, "bias")?.to_dtype(DType::F32)?;
         Ok(Self { weight, bias, eps })
+    }
+}
+
+impl LayerNorm {
+    /// Writes `weight` / `bias` into a weight cache under `name`.
+    pub(crate) fn save(&self, w: &mut CacheWriter, name: &str) -> Result<()> {
+        w.tensor(&format!("{name}.weight"), &self.weight)?;
+        w.tensor(&format!("{name}.bias"), &self.bias)?;
+        Ok(())
+    }
+
+    /// The LayerNorm `name` of a weight cache.
+    pub(crate) fn load_cached(c: &CacheFile, name: &str, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: c.tensor(&format!("{name}.weight"))?,
+            bias: c.tensor(&format!("{name}.bias"))?,
+            eps,
+        })
     }
 }
 

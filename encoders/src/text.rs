@@ -8,6 +8,8 @@ use crate::config::TextConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, load_lora_weight, Adapter, LayerNorm, Linear};
+use crate::weight_cache::{CacheFile, CacheWriter, Layout};
+use crate::word_table::{Checkpoint, WordTable};
 
 /// Additive attention bias for padded keys (the reference uses -10000, not -inf).
 const PAD_BIAS: f32 = -10000.0;
@@ -51,7 +53,7 @@ struct TextLayer {
 /// The XLM-R text encoder with the LoRA adapter merged (or ignored, for comparisons).
 pub struct TextModel {
     cfg: TextConfig,
-    word_embeddings: Tensor,
+    word_embeddings: WordTable,
     token_type_row: Tensor,
     emb_ln: LayerNorm,
     layers: Vec<TextLayer>,
@@ -78,7 +80,38 @@ impl TextModel {
         // A struct of switches with the `trap-tests` feature, a unit struct without.
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = Deviations::default();
-        Self::build(cfg, vb, adapter, reference)
+        Self::build(cfg, vb, adapter, reference, None)
+    }
+
+    /// [`Self::new`] with the word table read row by row from the checkpoint's mapping (when
+    /// it holds the table in the LoRA layout) instead of converted and merged in memory.
+    pub(crate) fn new_mapped(
+        cfg: &TextConfig,
+        vb: VarBuilder,
+        checkpoint: &Checkpoint,
+    ) -> Result<Self> {
+        #[allow(clippy::default_constructed_unit_structs)]
+        let reference = Deviations::default();
+        let table = Self::mapped_table(cfg, checkpoint)?;
+        Self::build(cfg, vb, Adapter::Merged, reference, table)
+    }
+
+    /// The word table of `checkpoint`, the reference adapter merged per row.
+    pub(crate) fn mapped_table(
+        cfg: &TextConfig,
+        checkpoint: &Checkpoint,
+    ) -> Result<Option<WordTable>> {
+        let n = cfg.lora_adaptations.len();
+        let lora = match cfg.lora_task_index() {
+            Some(t) if n > 0 => Some((n, cfg.lora_rank, t, cfg.lora_scaling())),
+            _ => None,
+        };
+        checkpoint.word_table(
+            "text_model.transformer.roberta.embeddings.word_embeddings",
+            cfg.vocab_size,
+            cfg.hidden_size,
+            lora,
+        )
     }
 
     /// [`Self::new`] with deliberate deviations from the reference (the trap tests).
@@ -89,10 +122,16 @@ impl TextModel {
         adapter: Adapter,
         dev: Deviations,
     ) -> Result<Self> {
-        Self::build(cfg, vb, adapter, dev)
+        Self::build(cfg, vb, adapter, dev, None)
     }
 
-    fn build(cfg: &TextConfig, vb: VarBuilder, adapter: Adapter, dev: Deviations) -> Result<Self> {
+    fn build(
+        cfg: &TextConfig,
+        vb: VarBuilder,
+        adapter: Adapter,
+        dev: Deviations,
+        table: Option<WordTable>,
+    ) -> Result<Self> {
         let vb = vb.pp("text_model").pp("transformer").pp("roberta");
         let h = cfg.hidden_size;
         let n_adapters = cfg.lora_adaptations.len();
@@ -106,7 +145,10 @@ impl TextModel {
             load_lora_weight(vb, rows, cols, emb, n_adapters, r, task, s, adapter)
         };
         let emb = vb.pp("embeddings");
-        let word_embeddings = lora(&emb.pp("word_embeddings"), cfg.vocab_size, h, true)?;
+        let word_embeddings = match table {
+            Some(t) => t,
+            None => WordTable::Tensor(lora(&emb.pp("word_embeddings"), cfg.vocab_size, h, true)?),
+        };
         let token_type = lora(
             &emb.pp("token_type_embeddings"),
             cfg.type_vocab_size,
@@ -223,7 +265,7 @@ impl TextModel {
 
         let mut x = self
             .word_embeddings
-            .index_select(&ids_t.flatten_all()?, 0)?
+            .lookup(&ids_t.flatten_all()?, self.dtype, &self.device)?
             .reshape((b, l, h))?;
         if !self.dev.text_skip_token_type() {
             x = x.broadcast_add(&self.token_type_row)?;
@@ -335,6 +377,59 @@ impl TextModel {
         let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
         self.fused_attention = n > 0; // packing succeeds only where the kernel runs
         Ok(n)
+    }
+
+    /// Writes every prepared weight except the word table (which stays in the checkpoint) into
+    /// a weight cache. Only for an f32 CPU tower.
+    pub(crate) fn save(&self, w: &mut CacheWriter) -> Result<()> {
+        w.tensor("token_type_row", &self.token_type_row)?;
+        self.emb_ln.save(w, "emb_ln")?;
+        for (i, l) in self.layers.iter().enumerate() {
+            l.wqkv.save(w, &format!("layers.{i}.wqkv"))?;
+            l.out_proj.save(w, &format!("layers.{i}.out_proj"))?;
+            l.norm1.save(w, &format!("layers.{i}.norm1"))?;
+            l.fc1.save(w, &format!("layers.{i}.fc1"))?;
+            l.fc2.save(w, &format!("layers.{i}.fc2"))?;
+            l.norm2.save(w, &format!("layers.{i}.norm2"))?;
+        }
+        Ok(())
+    }
+
+    /// The tower from a weight cache written by [`Self::save`] (f32 on the CPU) and the word
+    /// table of the checkpoint.
+    pub(crate) fn from_cache(
+        cfg: &TextConfig,
+        c: &CacheFile,
+        layout: Layout,
+        word_embeddings: WordTable,
+    ) -> Result<Self> {
+        let eps = cfg.layer_norm_eps;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let n = |part: &str| format!("layers.{i}.{part}");
+                Ok(TextLayer {
+                    wqkv: Linear::load(c, &n("wqkv"), layout)?,
+                    out_proj: Linear::load(c, &n("out_proj"), layout)?,
+                    norm1: LayerNorm::load_cached(c, &n("norm1"), eps)?,
+                    fc1: Linear::load(c, &n("fc1"), layout)?,
+                    fc2: Linear::load(c, &n("fc2"), layout)?,
+                    norm2: LayerNorm::load_cached(c, &n("norm2"), eps)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        #[allow(clippy::default_constructed_unit_structs)]
+        let dev = Deviations::default();
+        Ok(Self {
+            cfg: cfg.clone(),
+            word_embeddings,
+            token_type_row: c.tensor("token_type_row")?,
+            emb_ln: LayerNorm::load_cached(c, "emb_ln", eps)?,
+            layers,
+            dtype: DType::F32,
+            device: Device::Cpu,
+            dev,
+            fused_attention: layout == Layout::Bf16Panels,
+        })
     }
 
     /// Pooled (un-normalised) embeddings `[B, H]` (f32) of right-padded token-id sequences.

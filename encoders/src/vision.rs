@@ -8,6 +8,7 @@ use crate::config::VisionConfig;
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, LayerNorm, Linear};
+use crate::weight_cache::{CacheFile, CacheWriter, Layout};
 
 /// LayerNorm epsilon of every vision LayerNorm.
 pub const VISION_LN_EPS: f64 = 1e-6;
@@ -247,6 +248,70 @@ impl VisionModel {
             device: vb.device().clone(),
             dev,
             fused_attention: false,
+        })
+    }
+
+    /// Writes every prepared weight into a weight cache. Only for an f32 CPU tower.
+    pub(crate) fn save(&self, w: &mut CacheWriter) -> Result<()> {
+        for (name, t) in [
+            ("patch_w", &self.patch_w),
+            ("patch_b", &self.patch_b),
+            ("cls_pos", &self.cls_pos),
+            ("patch_pos", &self.patch_pos),
+            ("rope_cos", &self.rope_cos),
+            ("rope_sin", &self.rope_sin),
+        ] {
+            w.tensor(name, t)?;
+        }
+        self.norm.save(w, "norm")?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            let n = |part: &str| format!("blocks.{i}.{part}");
+            b.norm1.save(w, &n("norm1"))?;
+            b.qkv.save(w, &n("qkv"))?;
+            b.inner_attn_ln.save(w, &n("inner_attn_ln"))?;
+            b.proj.save(w, &n("proj"))?;
+            b.norm2.save(w, &n("norm2"))?;
+            b.w12.save(w, &n("w12"))?;
+            b.ffn_ln.save(w, &n("ffn_ln"))?;
+            b.w3.save(w, &n("w3"))?;
+        }
+        Ok(())
+    }
+
+    /// The tower from a weight cache written by [`Self::save`] (f32 on the CPU).
+    pub(crate) fn from_cache(cfg: &VisionConfig, c: &CacheFile, layout: Layout) -> Result<Self> {
+        let eps = VISION_LN_EPS;
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let n = |part: &str| format!("blocks.{i}.{part}");
+                Ok(VisionBlock {
+                    norm1: LayerNorm::load_cached(c, &n("norm1"), eps)?,
+                    qkv: Linear::load(c, &n("qkv"), layout)?,
+                    inner_attn_ln: LayerNorm::load_cached(c, &n("inner_attn_ln"), eps)?,
+                    proj: Linear::load(c, &n("proj"), layout)?,
+                    norm2: LayerNorm::load_cached(c, &n("norm2"), eps)?,
+                    w12: Linear::load(c, &n("w12"), layout)?,
+                    ffn_ln: LayerNorm::load_cached(c, &n("ffn_ln"), eps)?,
+                    w3: Linear::load(c, &n("w3"), layout)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        #[allow(clippy::default_constructed_unit_structs)]
+        let dev = Deviations::default();
+        Ok(Self {
+            cfg: cfg.clone(),
+            patch_w: c.tensor("patch_w")?,
+            patch_b: c.tensor("patch_b")?,
+            cls_pos: c.tensor("cls_pos")?,
+            patch_pos: c.tensor("patch_pos")?,
+            blocks,
+            norm: LayerNorm::load_cached(c, "norm", eps)?,
+            rope_cos: c.tensor("rope_cos")?,
+            rope_sin: c.tensor("rope_sin")?,
+            dtype: DType::F32,
+            device: Device::Cpu,
+            dev,
+            fused_attention: layout == Layout::Bf16Panels,
         })
     }
 

@@ -14,7 +14,7 @@ use crate::error::{EncoderError, Result};
 
 /// Where the hashes are remembered: `$JSEARCH_CACHE_DIR`, else `$XDG_CACHE_HOME/jsearch`, else
 /// `~/.cache/jsearch` (`%LOCALAPPDATA%\jsearch` on Windows). `None`: hash every time.
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     let env = |k: &str| {
         std::env::var_os(k)
             .filter(|v| !v.is_empty())

@@ -1,3 +1,31 @@
 //! Shared helpers of the jsearch benchmark binaries (`encoders`, `ann`, `ingest`).
 
 pub mod checkpoint;
+
+/// Runs `cmd` to its end, returning (exit code, peak RSS in MiB from `wait4`'s rusage, wall
+/// seconds). The caller sets up stdin/stdout/stderr.
+pub fn measure_child(mut cmd: std::process::Command) -> anyhow::Result<(i32, f64, f64)> {
+    use anyhow::Context;
+    let t = std::time::Instant::now();
+    let child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: rusage is plain data, zero is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not yet waited for; the pointers are valid for the call.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if r != pid {
+        anyhow::bail!("wait4 failed");
+    }
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    // ru_maxrss is in KiB on Linux.
+    Ok((
+        code,
+        usage.ru_maxrss as f64 / 1024.0,
+        t.elapsed().as_secs_f64(),
+    ))
+}

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::config::TextConfig;
 use crate::deviation::Deviations;
@@ -405,6 +406,7 @@ impl TextModel {
     ) -> Result<Self> {
         let eps = cfg.layer_norm_eps;
         let layers = (0..cfg.num_hidden_layers)
+            .into_par_iter()
             .map(|i| {
                 let n = |part: &str| format!("layers.{i}.{part}");
                 Ok(TextLayer {

@@ -3,6 +3,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 
 use crate::config::VisionConfig;
 use crate::deviation::Deviations;
@@ -282,6 +283,7 @@ impl VisionModel {
     pub(crate) fn from_cache(cfg: &VisionConfig, c: &CacheFile, layout: Layout) -> Result<Self> {
         let eps = VISION_LN_EPS;
         let blocks = (0..cfg.layers)
+            .into_par_iter()
             .map(|i| {
                 let n = |part: &str| format!("blocks.{i}.{part}");
                 Ok(VisionBlock {

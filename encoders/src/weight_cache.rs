@@ -207,8 +207,10 @@ impl CacheFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheError::Missing),
             Err(e) => return Err(e.into()),
         };
+        // Populated: every page is read at open anyway (checksums; every forward pass reads
+        // every layer), and faulting them in one call is several times cheaper than one by one.
         // SAFETY: read-only mapping; see `Mapped::as_slice` for the truncation contract.
-        let map = unsafe { Mmap::map(&file)? };
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file)? };
         let corrupt = |m: &str| CacheError::Corrupt(m.to_string());
         if map.len() < PREFIX || &map[..8] != MAGIC {
             return Err(corrupt("not a jsearch weight cache"));

@@ -16,6 +16,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
+use crate::auto_precision::{self, Workload};
 use crate::device::{self, DeviceChoice, Precision, ResolvedDevice};
 use crate::enc::preprocess::DecodeOptions;
 use crate::enc::{self, hub, ClipModel, TextRole, Towers};
@@ -53,6 +54,9 @@ pub struct OpenOptions {
     pub precision: Precision,
     /// Show a download progress bar if the model has to be downloaded.
     pub download_progress: bool,
+    /// Called with one line for each thing a user should hear about loading the model: the
+    /// precision `auto` chose, a weight cache built or rebuilt. `None`: silent.
+    pub notify: Option<fn(&str)>,
 }
 
 impl Default for OpenOptions {
@@ -63,6 +67,7 @@ impl Default for OpenOptions {
             device: DeviceChoice::Auto,
             precision: Precision::Auto,
             download_progress: false,
+            notify: None,
         }
     }
 }
@@ -129,6 +134,7 @@ pub struct Engine {
     device_choice: DeviceChoice,
     precision: Precision,
     download_progress: bool,
+    notify: Option<fn(&str)>,
     resolved_model_dir: Lazy<PathBuf>,
     device: Lazy<ResolvedDevice>,
     /// The towers loaded so far (replaced by both towers when the other one is needed).
@@ -153,6 +159,7 @@ impl Engine {
             device_choice: opts.device,
             precision: opts.precision,
             download_progress: opts.download_progress,
+            notify: opts.notify,
             resolved_model_dir: Lazy::default(),
             device: Lazy::default(),
             model: RwLock::new(None),
@@ -184,8 +191,9 @@ impl Engine {
             .cloned()
     }
 
-    /// The model with at least the towers `need` (loading what is missing, once).
-    pub(crate) fn model(&self, need: Towers) -> Result<Arc<ClipModel>> {
+    /// The model with at least the towers `need` (loading what is missing, once). The first
+    /// load's `workload` decides what `--precision auto` runs ([`crate::Workload`]).
+    pub(crate) fn model(&self, need: Towers, workload: Workload) -> Result<Arc<ClipModel>> {
         let loaded = |m: &RwLock<Option<LoadedModel>>| {
             let g = m.read().unwrap_or_else(|e| e.into_inner());
             g.as_ref()
@@ -208,7 +216,17 @@ impl Engine {
         let towers = if have_other { Towers::Both } else { need };
         let dir = self.model_dir()?;
         let device = self.device()?.device.clone();
-        let opts = self.precision.load_options(device, towers);
+        let precision = match self.precision {
+            Precision::Auto if device.is_cpu() => {
+                let tier = jsearch_base::cpu::features().tier();
+                let (p, why) = auto_precision::choose(tier, workload, towers);
+                self.say(&format!("precision: auto: {why}"));
+                p
+            }
+            p => p,
+        };
+        let mut opts = precision.load_options(device, towers);
+        opts.notify = self.notify;
         let m = Arc::new(ClipModel::load(&dir, &opts)?);
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = Some(LoadedModel {
             towers,
@@ -217,18 +235,31 @@ impl Engine {
         Ok(m)
     }
 
+    fn say(&self, line: &str) {
+        if let Some(f) = self.notify {
+            f(line)
+        }
+    }
+
     /// The settings a store built with `model` records, and the model's legacy fingerprint
     /// (what stores written before the weights' content was hashed record).
     fn settings_for(model: &ClipModel) -> Wanted {
-        let id = model.identity();
+        Self::wanted(model.identity(), model.embed_dim())
+    }
+
+    fn wanted(id: &enc::ModelIdentity, dim: usize) -> Wanted {
         Wanted {
-            settings: StoreSettings::new(
-                id.name.clone(),
-                id.fingerprint.clone(),
-                model.embed_dim(),
-            ),
+            settings: StoreSettings::new(id.name.clone(), id.fingerprint.clone(), dim),
             legacy_fingerprint: id.legacy_fingerprint.clone(),
         }
+    }
+
+    /// [`Self::settings_for`] the model folder, without loading any weights (configs and the
+    /// weights' cached content hash only).
+    fn settings_for_dir(dir: &Path) -> Result<Wanted> {
+        let config = model_config(dir)?;
+        let id = enc::model_identity(dir, &config)?;
+        Ok(Self::wanted(&id, config.embed_dim()))
     }
 
     fn mismatch(&self, stored: &StoreSettings, wanted: &Wanted) -> Option<Error> {
@@ -408,11 +439,17 @@ impl Engine {
                 "nothing to index: give at least one path".into(),
             ));
         }
-        let model = self.model(Towers::Both)?;
+        // Plan first (the store is checked against the model's identity, no weights loaded),
+        // then load only the towers the planned items need.
         let model_dir = self.model_dir()?;
         let db = self.db.clone();
-        let store = self.writer(Some(Self::settings_for(&model)))?;
-        let summary = ingest::index_paths(store, &model, &model_dir, paths, opts, on_event)?;
+        let plan = {
+            let store = self.writer(Some(Self::settings_for_dir(&model_dir)?))?;
+            ingest::plan_paths(store, paths, opts, on_event)?
+        };
+        let model = self.model(plan.towers(), Workload::Index)?;
+        let store = self.writer(None)?;
+        let summary = ingest::run_plan(store, &model, &model_dir, plan, opts, on_event)?;
         tidy_after_run(store, &db, &summary, on_event);
         Ok(summary)
     }
@@ -426,12 +463,15 @@ impl Engine {
         opts: &IndexOptions,
         on_event: &mut dyn FnMut(IndexEvent),
     ) -> Result<IndexSummary> {
-        let model = self.model(Towers::Both)?;
         let model_dir = self.model_dir()?;
         let db = self.db.clone();
-        let store = self.writer(Some(Self::settings_for(&model)))?;
-        let summary =
-            ingest::index_records(store, &model, &model_dir, source, records, opts, on_event)?;
+        let plan = {
+            let store = self.writer(Some(Self::settings_for_dir(&model_dir)?))?;
+            ingest::plan_records(store, source, records)?
+        };
+        let model = self.model(plan.towers(), Workload::Index)?;
+        let store = self.writer(None)?;
+        let summary = ingest::run_plan(store, &model, &model_dir, plan, opts, on_event)?;
         tidy_after_run(store, &db, &summary, on_event);
         Ok(summary)
     }
@@ -469,7 +509,7 @@ impl Engine {
             (true, false) => Towers::Vision,
             (false, false) => Towers::Both,
         };
-        let model = self.model(towers)?;
+        let model = self.model(towers, Workload::Query)?;
         let decode = DecodeOptions::default();
         let mut pixels = Vec::with_capacity(images.len());
         for path in images {

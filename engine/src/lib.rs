@@ -34,7 +34,9 @@
 //! | `walk`, `catalog`, `chunk` | finding files, reading catalogs, splitting text into passages |
 //! | `item`, `keys` | what an item is, and the engine's key-value records in the store |
 //! | `device` | choosing the compute device and precision |
+//! | `auto_precision` | what `--precision auto` runs on this CPU for a workload (shipped measurements) |
 
+pub mod auto_precision;
 mod catalog;
 mod chunk;
 mod device;
@@ -49,6 +51,13 @@ mod lazy;
 pub mod search;
 mod walk;
 
+pub use auto_precision::Workload;
+pub use jsearch_base::cpu::Tier as CpuTier;
+
+/// The CPU tier this process's kernels run at (detected, capped by `JSEARCH_CPU_TIER`).
+pub fn cpu_tier() -> CpuTier {
+    jsearch_base::cpu::features().tier()
+}
 pub use catalog::Record;
 pub use device::{cuda_compiled, DeviceChoice, Precision, ResolvedDevice};
 pub use engine::{default_db_path, Embeddings, Engine, OpenOptions, Stats, DEFAULT_DB_NAME};

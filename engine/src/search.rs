@@ -348,7 +348,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
     }
     // Check the store before loading the model (fast, clear error when there is none).
     let store = engine.store()?;
-    let model = engine.model(towers)?;
+    let model = engine.model(towers, crate::Workload::Query)?;
     engine.check_model(store.settings(), &model)?;
     let mut queries = Vec::new();
     let both = text.is_some() && q.image.is_some();

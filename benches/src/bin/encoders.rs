@@ -24,7 +24,7 @@ use candle_core::{DType, Device};
 use clap::Parser;
 use jsearch_benches::checkpoint;
 use jsearch_encoders::preprocess::PixelValues;
-use jsearch_encoders::{ClipModel, LoadOptions, Towers};
+use jsearch_encoders::{ClipModel, LoadOptions, Towers, WeightCache};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
@@ -32,7 +32,9 @@ use serde_json::{json, Value};
 #[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
 struct Args {
     /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere), bf16mm
-    /// (linear layers through the AVX512-BF16 kernel, f32 elsewhere).
+    /// (linear layers through the AVX512-BF16 kernel, f32 elsewhere), auto (per case what
+    /// `--precision auto` runs on this CPU, loaded from the weight cache; the others are
+    /// prepared from the checkpoint at load).
     #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
     dtypes: Vec<String>,
     /// PyTorch dtypes to measure (float32, bfloat16); empty for none.
@@ -119,6 +121,20 @@ fn main() -> Result<()> {
     }
     let exe = std::env::current_exe()?;
     for dtype in &a.dtypes {
+        if dtype == "auto" {
+            // Build auto's weight cache first, so that its rows time mapped loads.
+            let out = Command::new(&exe)
+                .args(std::env::args().skip(1))
+                .args(["--worker", dtype])
+                .env("RAYON_NUM_THREADS", a.threads.to_string())
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "auto warm-up failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
         let mut cmd = Command::new(&exe);
         cmd.args(std::env::args().skip(1))
             .args(["--worker", dtype])
@@ -217,7 +233,31 @@ fn rust_options(name: &str) -> Result<LoadOptions> {
         towers: Towers::Both,
         int8,
         bf16_matmul,
+        cache: WeightCache::Off,
+        notify: None,
     })
+}
+
+/// The Rust path `--precision auto` runs for a bench case on this CPU (see
+/// `jsearch::auto_precision`): `(dtype name, towers)`.
+fn auto_path(case: &str) -> (&'static str, Towers) {
+    use jsearch::auto_precision::{choose, Workload};
+    let (workload, towers) = match case {
+        "load" | "q1" => (Workload::Query, Towers::Text),
+        "q32" | "p512" => (Workload::Index, Towers::Text),
+        _ => (Workload::Index, Towers::Vision),
+    };
+    let tier = jsearch_base_tier();
+    let name = match choose(tier, workload, towers).0 {
+        jsearch::Precision::Int8 => "int8",
+        jsearch::Precision::Bf16 => "bf16mm",
+        _ => "f32",
+    };
+    (name, towers)
+}
+
+fn jsearch_base_tier() -> jsearch::CpuTier {
+    jsearch::cpu_tier()
 }
 
 /// One Rust dtype: load, then every case; JSON lines on stdout, embeddings to a file.
@@ -229,14 +269,33 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         row["peak_rss_mb"] = json!(checkpoint::peak_rss_mib().unwrap_or(f64::NAN));
         println!("{row}");
     };
+    // `auto` loads, per case, what `--precision auto` would, from the weight cache (built by a
+    // warm-up run of the same worker); the other paths load once, prepared from the checkpoint.
+    let auto = name == "auto";
+    let load = |case: &str| -> Result<ClipModel> {
+        let (dtype, towers) = if auto {
+            auto_path(case)
+        } else {
+            (name, Towers::Both)
+        };
+        let mut opts = rust_options(dtype)?;
+        if opts.bf16_matmul && !jsearch_encoders::bf16_kernel_available() {
+            bail!("bf16mm: this CPU has no AVX512-BF16");
+        }
+        if auto {
+            opts.towers = towers;
+            opts.cache = WeightCache::Dir(work.join("weight-cache"));
+        }
+        Ok(ClipModel::load(ckpt, &opts)?)
+    };
     let t = Instant::now();
-    let opts = rust_options(name)?;
-    let model = ClipModel::load(ckpt, &opts)?;
-    if opts.bf16_matmul && !jsearch_encoders::bf16_kernel_available() {
-        bail!("bf16mm: this CPU has no AVX512-BF16");
-    }
+    let mut model = load("load")?;
     if cases.contains(&"load") {
-        emit(json!({"case": "load", "seconds": t.elapsed().as_secs_f64()}));
+        let mut row = json!({"case": "load", "seconds": t.elapsed().as_secs_f64()});
+        if auto {
+            row["path"] = json!(auto_path("load").0);
+        }
+        emit(row);
     }
     let mut saved: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
     let mut timed = |case: &str,
@@ -258,18 +317,30 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         Ok(())
     };
     if cases.contains(&"q1") {
+        if auto {
+            drop(model);
+            model = load("q1")?;
+        }
         let q = ids("ids_q1")?;
         timed("query_1x8", "q1", 1, a.iters.max(10), &|| {
             Ok(model.encode_ids_raw(&q)?)
         })?;
     }
     if cases.contains(&"q32") {
+        if auto {
+            drop(model);
+            model = load("q32")?;
+        }
         let q = ids("ids_q32")?;
         timed("queries_32x8", "q32", 32, a.iters, &|| {
             Ok(model.encode_ids_raw(&q)?)
         })?;
     }
     if cases.contains(&"p512") {
+        if auto {
+            drop(model);
+            model = load("p512")?;
+        }
         let p = ids("ids_p")?;
         let case = format!("passages_{}x512", p.len());
         timed(
@@ -281,6 +352,10 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         )?;
     }
     if cases.contains(&"img") {
+        if auto {
+            drop(model);
+            model = load("img")?;
+        }
         let s = model.image_size();
         let path = inputs["pixels_f32"].as_str().context("pixels_f32")?;
         let raw = std::fs::read(path)?;

@@ -10,9 +10,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -31,34 +30,11 @@ struct Args {
 /// Builds the command of one case.
 type MakeCommand<'a> = Box<dyn Fn() -> Command + 'a>;
 
-/// Runs `cmd`, returning (exit code, peak RSS in MiB, seconds).
+/// Runs `cmd` (output discarded), returning (exit code, peak RSS in MiB, seconds).
 fn measure(mut cmd: Command) -> Result<(i32, f64, f64)> {
-    let t = Instant::now();
-    let child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("spawning jsearch")?;
-    let pid = child.id() as libc::pid_t;
-    let mut status = 0;
-    // SAFETY: rusage is plain data, zero is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our child, not yet waited for; the pointers are valid for the call.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    if r != pid {
-        bail!("wait4 failed");
-    }
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        -1
-    };
-    // ru_maxrss is in KiB on Linux.
-    Ok((
-        code,
-        usage.ru_maxrss as f64 / 1024.0,
-        t.elapsed().as_secs_f64(),
-    ))
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    jsearch_benches::measure_child(cmd)
 }
 
 fn write_big_text(path: &Path, bytes: u64) -> Result<()> {

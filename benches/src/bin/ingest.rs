@@ -160,6 +160,7 @@ fn main() -> Result<()> {
         device,
         precision: a.precision.parse()?,
         download_progress: false,
+        notify: None,
     })?;
     let dev = engine.device()?.description.clone();
     let opts = IndexOptions {

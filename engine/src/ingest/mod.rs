@@ -30,9 +30,9 @@ use crate::fsread;
 use crate::idx::{Batch, Store};
 use crate::keys::{self, NS_FILES};
 use crate::walk::{self, FileKind};
+pub(crate) use plan::Plan;
 
 pub(crate) use commit::delete_owned;
-use plan::Plan;
 
 /// Options of an indexing run.
 #[derive(Debug, Clone)]
@@ -225,27 +225,18 @@ struct Unit {
     work: Work,
 }
 
-pub(crate) fn index_paths(
+/// What an index run over `roots` will do (nothing is encoded or written yet).
+pub(crate) fn plan_paths(
     store: &mut Store,
-    model: &ClipModel,
-    model_dir: &std::path::Path,
     roots: &[PathBuf],
     opts: &IndexOptions,
     on_event: &mut dyn FnMut(IndexEvent),
-) -> Result<IndexSummary> {
-    let plan = plan::plan(store, roots, opts, on_event)?;
-    pipeline::run(store, model, model_dir, plan, opts, on_event)
+) -> Result<Plan> {
+    plan::plan(store, roots, opts, on_event)
 }
 
-pub(crate) fn index_records(
-    store: &mut Store,
-    model: &ClipModel,
-    model_dir: &std::path::Path,
-    source: &str,
-    records: Vec<Record>,
-    opts: &IndexOptions,
-    on_event: &mut dyn FnMut(IndexEvent),
-) -> Result<IndexSummary> {
+/// The plan of indexing `records` as the catalog `source`.
+pub(crate) fn plan_records(store: &Store, source: &str, records: Vec<Record>) -> Result<Plan> {
     let path = PathBuf::from(source);
     let update = store.kv_get(NS_FILES, &keys::path_bytes(&path))?.is_some();
     let job = FileJob {
@@ -263,15 +254,49 @@ pub(crate) fn index_records(
             work: Work::Record(Box::new(r)),
         })
         .collect();
-    let plan = Plan {
+    Ok(Plan {
         files: vec![job],
         units,
         remove: Vec::new(),
         skipped: 0,
         failed: 0,
         problems: 0,
-    };
+    })
+}
+
+/// Encodes and writes what `plan` lists (`model` must have the towers of [`Plan::towers`]).
+pub(crate) fn run_plan(
+    store: &mut Store,
+    model: &ClipModel,
+    model_dir: &std::path::Path,
+    plan: Plan,
+    opts: &IndexOptions,
+    on_event: &mut dyn FnMut(IndexEvent),
+) -> Result<IndexSummary> {
     pipeline::run(store, model, model_dir, plan, opts, on_event)
+}
+
+impl Plan {
+    /// The towers this plan's units need: text for text files and records with text, vision
+    /// for images and records with an image (the text tower when there is nothing to encode).
+    pub(crate) fn towers(&self) -> jsearch_encoders::Towers {
+        use jsearch_encoders::Towers;
+        let text = self.units.iter().any(|u| match &u.work {
+            Work::Text | Work::TextPart { .. } => true,
+            Work::Record(r) => r.embed_text().is_some(),
+            Work::Image => false,
+        });
+        let vision = self.units.iter().any(|u| match &u.work {
+            Work::Image => true,
+            Work::Record(r) => r.image.is_some(),
+            _ => false,
+        });
+        match (text, vision) {
+            (true, true) => Towers::Both,
+            (false, true) => Towers::Vision,
+            _ => Towers::Text,
+        }
+    }
 }
 
 /// What [`crate::Engine::remove`] did.

@@ -13,7 +13,7 @@ use crate::keys::{self, FileRecord, NS_FILES};
 use crate::walk::{self, FileKind, Found};
 
 /// What a run will do: the files to (re-)index with their units of work, and the files to remove.
-pub(super) struct Plan {
+pub(crate) struct Plan {
     pub(super) files: Vec<FileJob>,
     pub(super) units: Vec<Unit>,
     pub(super) remove: Vec<PathBuf>,

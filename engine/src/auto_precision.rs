@@ -1,0 +1,248 @@
+//! What `--precision auto` means on a CPU: the fastest path that keeps the embeddings within
+//! cosine 0.999 of f32, for this CPU's tier and this workload, read from speeds measured by the
+//! `encoders` bench and shipped here (a GPU always gets bf16).
+//!
+//! The table lists, per CPU tier and bench case, each path's speed relative to f32 in the same
+//! run and its minimum cosine to PyTorch f32 (the reference). A workload maps to bench cases:
+//! a text query to `cli` (a whole `jsearch query` process, from the `coldstart` bench) where that
+//! was measured, else `q1` (one query of 8 tokens), an image query to `img`, an index run to `q32`
+//! and `p512` for texts and `img` for images (batches of short texts, passages, images). A path is chosen only when it
+//! keeps cosine ≥ [`MIN_COSINE`] and is at least as fast as f32 on every case of the workload;
+//! among those, the fastest on the workload's cases (geometric mean) wins, f32 otherwise.
+//!
+//! Tiers that were not measured on a machine of that tier use the nearest measured lower tier
+//! whose kernels they run (an AVX-512 CPU without BF16 runs the same int8 and f32 kernels as an
+//! AVX2 one); the portable tier (ARM, old x86) gets f32, the exact reference.
+
+use jsearch_base::cpu::Tier;
+use jsearch_encoders::Towers;
+
+use crate::device::Precision;
+
+/// The agreement with f32 a faster path must keep (minimum cosine over the bench's outputs).
+pub const MIN_COSINE: f64 = 0.999;
+
+/// What the encoders are loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// `query` / `similar` / `embed`: one input at a time, latency matters.
+    Query,
+    /// `index`: batches of texts, passages and images, throughput matters.
+    Index,
+}
+
+/// A bench case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    /// One `jsearch query` process end to end, weights mapped from the cache (the `coldstart`
+    /// bench): start-up, one query of 8 tokens, search.
+    Cli,
+    /// One query of 8 tokens.
+    Q1,
+    /// 32 queries of 8 tokens.
+    Q32,
+    /// 2 passages of 512 tokens.
+    P512,
+    /// One 512 px image.
+    Img,
+}
+
+/// One measured row: `path` on `case` ran `speedup` times as fast as f32 on a CPU of `tier`, with
+/// minimum cosine `cosine` to PyTorch f32.
+struct Row {
+    tier: Tier,
+    case: Case,
+    path: Precision,
+    speedup: f64,
+    cosine: f64,
+}
+
+const fn row(tier: Tier, case: Case, path: Precision, speedup: f64, cosine: f64) -> Row {
+    Row {
+        tier,
+        case,
+        path,
+        speedup,
+        cosine,
+    }
+}
+
+use Case::{Cli, Img, P512, Q1, Q32};
+use Precision::{Bf16, Int8};
+use Tier::{Avx2, Avx512Bf16};
+
+/// Speeds relative to f32 in the same run, from `encoders --dtypes f32,int8,bf16mm --cases
+/// q1,q32,p512,img` (docs/encoders.md): AVX512-BF16 on the 2-core Xeon (Sapphire Rapids class) of
+/// 2026-12-02; AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16 kernel there).
+const MEASURED: &[Row] = &[
+    // `coldstart --precision int8,bf16,f32`: 400 / 234 / 333 ms per `jsearch query` process.
+    row(Avx512Bf16, Cli, Int8, 0.83, 0.999679),
+    row(Avx512Bf16, Cli, Bf16, 1.42, 0.999968),
+    row(Avx512Bf16, Q1, Int8, 3.84, 0.999679),
+    row(Avx512Bf16, Q32, Int8, 1.92, 0.999598),
+    row(Avx512Bf16, P512, Int8, 1.42, 0.999756),
+    row(Avx512Bf16, Img, Int8, 1.00, 0.998898),
+    row(Avx512Bf16, Q1, Bf16, 2.10, 0.999968),
+    row(Avx512Bf16, Q32, Bf16, 1.21, 0.999963),
+    row(Avx512Bf16, P512, Bf16, 1.22, 0.999974),
+    row(Avx512Bf16, Img, Bf16, 1.16, 0.999961),
+    // int8 on AVX2 (issue #12's figures as ratios to f32 in its run; the cosines are those of the
+    // same int8 code measured above).
+    row(Avx2, Q1, Int8, 1.62, 0.999679),
+    row(Avx2, Q32, Int8, 0.53, 0.999598),
+    row(Avx2, P512, Int8, 0.24, 0.999756),
+    row(Avx2, Img, Int8, 0.28, 0.998898),
+];
+
+fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
+    let cli_measured = MEASURED.iter().any(|r| r.tier == tier && r.case == Cli);
+    match (workload, towers) {
+        // A text query is a whole process (start-up included) where that was measured.
+        (Workload::Query, Towers::Text) if cli_measured => &[Cli],
+        (Workload::Query, Towers::Text) => &[Q1],
+        (Workload::Query, Towers::Vision) => &[Img],
+        (Workload::Query, Towers::Both) => &[Q1, Img],
+        (Workload::Index, Towers::Text) => &[Q32, P512],
+        (Workload::Index, Towers::Vision) => &[Img],
+        (Workload::Index, Towers::Both) => &[Q32, P512, Img],
+    }
+}
+
+/// The measured tier whose rows apply to a CPU of `tier`.
+fn measured_tier(tier: Tier) -> Option<Tier> {
+    match tier {
+        Tier::Avx512Bf16 => Some(Tier::Avx512Bf16),
+        Tier::Avx512 | Tier::Avx2 => Some(Tier::Avx2),
+        Tier::Portable => None,
+    }
+}
+
+/// The CPU path `auto` runs for `workload` on a CPU of `tier` loading `towers`, and why (one
+/// line for the log).
+pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> (Precision, String) {
+    let Some(t) = measured_tier(tier) else {
+        return (
+            Precision::F32,
+            "f32 (no faster path measured for this CPU)".into(),
+        );
+    };
+    let wanted = cases(t, workload, towers);
+    let mut best: Option<(Precision, f64)> = None;
+    for path in [Int8, Bf16] {
+        let rows: Vec<&Row> = MEASURED
+            .iter()
+            .filter(|r| r.tier == t && r.path == path && wanted.contains(&r.case))
+            .collect();
+        if rows.len() != wanted.len() {
+            continue; // not measured on every case of the workload
+        }
+        let ok = rows
+            .iter()
+            .all(|r| r.cosine >= MIN_COSINE && r.speedup >= 1.0);
+        if !ok {
+            continue;
+        }
+        let gmean = (rows.iter().map(|r| r.speedup.ln()).sum::<f64>() / rows.len() as f64).exp();
+        if best.is_none_or(|(_, s)| gmean > s) {
+            best = Some((path, gmean));
+        }
+    }
+    let what = match workload {
+        Workload::Query => "queries",
+        Workload::Index => "indexing",
+    };
+    match best {
+        Some((p, s)) => (
+            p,
+            format!(
+                "{} for {what} ({s:.2}x f32 as measured on {} CPUs, cosine ≥ {MIN_COSINE})",
+                name(p),
+                tier_name(t)
+            ),
+        ),
+        None => (
+            Precision::F32,
+            format!("f32 for {what} (no faster path keeps cosine ≥ {MIN_COSINE} here)"),
+        ),
+    }
+}
+
+fn name(p: Precision) -> &'static str {
+    match p {
+        Precision::Int8 => "int8",
+        Precision::Bf16 => "bf16",
+        Precision::F16 => "f16",
+        Precision::F32 | Precision::Auto => "f32",
+    }
+}
+
+fn tier_name(t: Tier) -> &'static str {
+    match t {
+        Tier::Avx512Bf16 => "AVX512-BF16",
+        Tier::Avx512 => "AVX-512",
+        Tier::Avx2 => "AVX2",
+        Tier::Portable => "portable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TIERS: [Tier; 4] = [Tier::Portable, Tier::Avx2, Tier::Avx512, Tier::Avx512Bf16];
+    const WORK: [(Workload, Towers); 6] = [
+        (Workload::Query, Towers::Text),
+        (Workload::Query, Towers::Vision),
+        (Workload::Query, Towers::Both),
+        (Workload::Index, Towers::Text),
+        (Workload::Index, Towers::Vision),
+        (Workload::Index, Towers::Both),
+    ];
+
+    /// Auto never picks a path that the shipped measurements show slower than f32 or below
+    /// the cosine bar on any case of the workload, for every tier.
+    #[test]
+    fn auto_never_picks_a_path_slower_than_f32_or_less_exact() {
+        for tier in TIERS {
+            for (w, towers) in WORK {
+                let (p, why) = choose(tier, w, towers);
+                if p == Precision::F32 {
+                    continue;
+                }
+                let t = measured_tier(tier).expect("a faster path only where measured");
+                for case in cases(t, w, towers) {
+                    let r = MEASURED
+                        .iter()
+                        .find(|r| r.tier == t && r.path == p && r.case == *case)
+                        .expect("measured");
+                    assert!(r.speedup >= 1.0, "{tier:?} {w:?}: {why}");
+                    assert!(r.cosine >= MIN_COSINE, "{tier:?} {w:?}: {why}");
+                }
+            }
+        }
+    }
+
+    /// The choices the measurements lead to, said in words: for a `jsearch query` process bf16
+    /// where the CPU has the kernel (its mapped panels start faster than int8's copied blocks),
+    /// int8 where only the encode was measured and it wins (AVX2); never int8 for images
+    /// (cosine 0.9989); bf16 for indexing images only where the CPU has the kernel, int8 for
+    /// indexing texts where it keeps the cosine and wins; f32 on the portable tier.
+    #[test]
+    fn the_measured_choices() {
+        let c = |t, w, towers| choose(t, w, towers).0;
+        assert_eq!(c(Tier::Avx512Bf16, Workload::Query, Towers::Text), Bf16);
+        assert_eq!(c(Tier::Avx2, Workload::Query, Towers::Text), Int8);
+        assert_eq!(c(Tier::Avx512, Workload::Query, Towers::Text), Int8);
+        assert_ne!(c(Tier::Avx512Bf16, Workload::Query, Towers::Vision), Int8);
+        assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Both), Bf16);
+        assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Text), Int8);
+        assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Vision), Bf16);
+        assert_eq!(c(Tier::Avx2, Workload::Index, Towers::Both), Precision::F32);
+        assert_eq!(
+            c(Tier::Portable, Workload::Query, Towers::Text),
+            Precision::F32
+        );
+        let (_, why) = choose(Tier::Avx2, Workload::Query, Towers::Text);
+        assert!(why.starts_with("int8 for queries"), "{why}");
+    }
+}

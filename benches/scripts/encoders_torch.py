@@ -8,6 +8,13 @@ bench (real jina-clip-v2 sizes, random weights, official tensor names), times th
 writes the embeddings it computed so that the Rust bench can report the agreement of the two.
 
 Prints one JSON object per case on stdout.
+
+`--dtype onnx-float32` / `onnx-int8` run ONNX Runtime instead (what fastembed and most production
+CPU deployments run): the same float32 functions are exported with `torch.onnx.export` (once per
+checkpoint, into `--onnx-dir`, default `<checkpoint>/onnx`), the int8 model is made from it with
+onnxruntime's dynamic quantisation (`quantize_dynamic`, int8 weights, activations quantised per
+call), and sessions run on the CPU provider with the same thread count. `load` is then the time
+to create the sessions from the exported files (the export itself is reported as `export_s`).
 """
 import argparse
 import json
@@ -24,7 +31,8 @@ from safetensors.torch import load_file
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", required=True, help="checkpoint dir (config.json + model.safetensors)")
 ap.add_argument("--threads", type=int, default=os.cpu_count())
-ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "onnx-float32", "onnx-int8"])
+ap.add_argument("--onnx-dir", help="where the exported ONNX models are kept (default <model>/onnx)")
 ap.add_argument("--cases", default="load,q1,q32,p512,img")
 ap.add_argument("--iters", type=int, default=3)
 ap.add_argument("--passage-batch", type=int, default=2)
@@ -33,11 +41,16 @@ ap.add_argument("--inputs", help="JSON {ids_q1, ids_q32, ids_p: [[int]], pixels_
 ap.add_argument("--out-embeddings", help="write the raw embeddings of the cases run (JSON {case: [[f32]]})")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
-DT = getattr(torch, a.dtype)
+ONNX = a.dtype.startswith("onnx-")
+DT = torch.float32 if ONNX else getattr(torch, a.dtype)
 
 
 def emit(**row):
-    row.update(peer="pytorch", torch=torch.__version__, threads=a.threads, dtype=a.dtype)
+    if ONNX:
+        import onnxruntime
+        row.update(peer="onnxruntime", onnxruntime=onnxruntime.__version__, threads=a.threads, dtype=a.dtype)
+    else:
+        row.update(peer="pytorch", torch=torch.__version__, threads=a.threads, dtype=a.dtype)
     print(json.dumps(row), flush=True)
 
 
@@ -55,55 +68,64 @@ VNH = VW // VHW
 IMG, PATCH = vc["image_size"], vc["patch_size"]
 GRID = IMG // PATCH
 
-t0 = time.perf_counter()
-sd = load_file(os.path.join(a.model, "model.safetensors"))
-T = "text_model.transformer.roberta."
+ONNX_DIR = a.onnx_dir or os.path.join(a.model, "onnx")
+_cases = a.cases.split(",")
+_towers = [t for t, want in (("text", any(c in _cases for c in ("q1", "q32", "p512", "load"))),
+                             ("vision", "img" in _cases)) if want]
+_kind = "float32" if a.dtype == "onnx-float32" else "int8"
+# ONNX with every needed model already exported: no torch weights at all (a deployment's process).
+SKIP_TORCH = ONNX and all(os.path.exists(os.path.join(ONNX_DIR, f"{t}-{_kind}.onnx.done")) for t in _towers)
+load_s = 0.0
+if not SKIP_TORCH:
+    t0 = time.perf_counter()
+    sd = load_file(os.path.join(a.model, "model.safetensors"))
+    T = "text_model.transformer.roberta."
 
 
-def lin(prefix):
-    w = sd[prefix + ".parametrizations.weight.original"].float()
-    A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
-    B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
-    return (w + LORA_S * B @ A).to(DT).contiguous(), sd[prefix + ".bias"].to(DT)
+    def lin(prefix):
+        w = sd[prefix + ".parametrizations.weight.original"].float()
+        A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
+        B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
+        return (w + LORA_S * B @ A).to(DT).contiguous(), sd[prefix + ".bias"].to(DT)
 
 
-def emb(prefix):
-    w = sd[prefix + ".parametrizations.weight.original"].float()
-    A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
-    B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
-    return (w + LORA_S * A @ B).to(DT)
+    def emb(prefix):
+        w = sd[prefix + ".parametrizations.weight.original"].float()
+        A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
+        B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
+        return (w + LORA_S * A @ B).to(DT)
 
 
-word = emb(T + "embeddings.word_embeddings")
-ttype = emb(T + "embeddings.token_type_embeddings")
-g = lambda k: sd[k].to(DT)  # noqa: E731
-emb_ln = (g(T + "emb_ln.weight"), g(T + "emb_ln.bias"))
-tl = []
-for i in range(NL):
-    p = f"{T}encoder.layers.{i}."
-    tl.append(dict(qkv=lin(p + "mixer.Wqkv"), out=lin(p + "mixer.out_proj"), fc1=lin(p + "mlp.fc1"),
-                   fc2=lin(p + "mlp.fc2"), n1=(g(p + "norm1.weight"), g(p + "norm1.bias")),
-                   n2=(g(p + "norm2.weight"), g(p + "norm2.bias"))))
-V = "vision_model."
-vb = []
-for i in range(VL):
-    p = f"{V}blocks.{i}."
-    zero_k = torch.zeros(VW, dtype=DT)
-    wqkv = torch.cat([g(p + "attn.q_proj.weight"), g(p + "attn.k_proj.weight"), g(p + "attn.v_proj.weight")])
-    bqkv = torch.cat([g(p + "attn.q_bias"), zero_k, g(p + "attn.v_bias")])
-    vb.append(dict(n1=(g(p + "norm1.weight"), g(p + "norm1.bias")), qkv=(wqkv.contiguous(), bqkv),
-                   iln=(g(p + "attn.inner_attn_ln.weight"), g(p + "attn.inner_attn_ln.bias")),
-                   proj=(g(p + "attn.proj.weight"), g(p + "attn.proj.bias")),
-                   n2=(g(p + "norm2.weight"), g(p + "norm2.bias")),
-                   w12=(torch.cat([g(p + "mlp.w1.weight"), g(p + "mlp.w2.weight")]).contiguous(),
-                        torch.cat([g(p + "mlp.w1.bias"), g(p + "mlp.w2.bias")])),
-                   fln=(g(p + "mlp.ffn_ln.weight"), g(p + "mlp.ffn_ln.bias")),
-                   w3=(g(p + "mlp.w3.weight"), g(p + "mlp.w3.bias"))))
-patch_w, patch_b = g(V + "patch_embed.proj.weight"), g(V + "patch_embed.proj.bias")
-cls, pos = g(V + "cls_token"), g(V + "pos_embed")
-vnorm = (g(V + "norm.weight"), g(V + "norm.bias"))
-del sd
-load_s = time.perf_counter() - t0
+    word = emb(T + "embeddings.word_embeddings")
+    ttype = emb(T + "embeddings.token_type_embeddings")
+    g = lambda k: sd[k].to(DT)  # noqa: E731
+    emb_ln = (g(T + "emb_ln.weight"), g(T + "emb_ln.bias"))
+    tl = []
+    for i in range(NL):
+        p = f"{T}encoder.layers.{i}."
+        tl.append(dict(qkv=lin(p + "mixer.Wqkv"), out=lin(p + "mixer.out_proj"), fc1=lin(p + "mlp.fc1"),
+                       fc2=lin(p + "mlp.fc2"), n1=(g(p + "norm1.weight"), g(p + "norm1.bias")),
+                       n2=(g(p + "norm2.weight"), g(p + "norm2.bias"))))
+    V = "vision_model."
+    vb = []
+    for i in range(VL):
+        p = f"{V}blocks.{i}."
+        zero_k = torch.zeros(VW, dtype=DT)
+        wqkv = torch.cat([g(p + "attn.q_proj.weight"), g(p + "attn.k_proj.weight"), g(p + "attn.v_proj.weight")])
+        bqkv = torch.cat([g(p + "attn.q_bias"), zero_k, g(p + "attn.v_bias")])
+        vb.append(dict(n1=(g(p + "norm1.weight"), g(p + "norm1.bias")), qkv=(wqkv.contiguous(), bqkv),
+                       iln=(g(p + "attn.inner_attn_ln.weight"), g(p + "attn.inner_attn_ln.bias")),
+                       proj=(g(p + "attn.proj.weight"), g(p + "attn.proj.bias")),
+                       n2=(g(p + "norm2.weight"), g(p + "norm2.bias")),
+                       w12=(torch.cat([g(p + "mlp.w1.weight"), g(p + "mlp.w2.weight")]).contiguous(),
+                            torch.cat([g(p + "mlp.w1.bias"), g(p + "mlp.w2.bias")])),
+                       fln=(g(p + "mlp.ffn_ln.weight"), g(p + "mlp.ffn_ln.bias")),
+                       w3=(g(p + "mlp.w3.weight"), g(p + "mlp.w3.bias"))))
+    patch_w, patch_b = g(V + "patch_embed.proj.weight"), g(V + "patch_embed.proj.bias")
+    cls, pos = g(V + "cls_token"), g(V + "pos_embed")
+    vnorm = (g(V + "norm.weight"), g(V + "norm.bias"))
+    del sd
+    load_s = time.perf_counter() - t0
 
 # text rotary (NeoX halves, base 20000, positions from 0)
 hd = H // NH
@@ -117,7 +139,8 @@ vcos, vsin = ang.reshape(GRID * GRID, -1).cos().to(DT), ang.reshape(GRID * GRID,
 
 
 def ln(x, wb, eps):
-    return F.layer_norm(x, (x.shape[-1],), wb[0], wb[1], eps)
+    # the weight's (static) shape, not x's: the same for torch, and traceable for the ONNX export
+    return F.layer_norm(x, tuple(wb[0].shape), wb[0], wb[1], eps)
 
 
 def text_forward(ids):
@@ -170,6 +193,66 @@ def vision_forward(px):
     return ln(x, vnorm, 1e-6)[:, 0]
 
 
+def onnx_forwards(cases):
+    """Exports (once) and loads the ONNX models; returns ORT-backed forwards, load and export time."""
+    import onnxruntime as ort
+    d = ONNX_DIR
+    os.makedirs(d, exist_ok=True)
+    want_text = any(c in cases for c in ("q1", "q32", "p512", "load"))
+    want_vision = "img" in cases
+
+    class Text(torch.nn.Module):
+        def forward(self, ids):
+            return text_forward(ids)
+
+    class Vision(torch.nn.Module):
+        def forward(self, px):
+            return vision_forward(px)
+
+    def export(name, module, example, dyn, names):
+        path = os.path.join(d, f"{name}-float32.onnx")
+        if not os.path.exists(path + ".done"):
+            with torch.inference_mode():
+                torch.onnx.export(module, (example,), path, input_names=names, output_names=["out"],
+                                  dynamic_axes=dyn, opset_version=17, dynamo=False, external_data=True)
+            open(path + ".done", "w").close()
+        if a.dtype == "onnx-float32":
+            return path
+        qpath = os.path.join(d, f"{name}-int8.onnx")
+        if not os.path.exists(qpath + ".done"):
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+            # MatMul/Gemm only: the linear layers (the patch-embedding Conv is tiny, and its bias is
+            # not an initializer in the traced graph, which quantize_dynamic refuses)
+            quantize_dynamic(path, qpath, weight_type=QuantType.QInt8, use_external_data_format=True,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+            open(qpath + ".done", "w").close()
+        return qpath
+
+    te = time.perf_counter()
+    paths = {}
+    if want_text:
+        ids = torch.tensor([[0, 5, 6, 2]], dtype=torch.long)
+        paths["text"] = export("text", Text(), ids, {"ids": {0: "b", 1: "L"}, "out": {0: "b"}}, ["ids"])
+    if want_vision:
+        px = torch.zeros(1, 3, IMG, IMG)
+        paths["vision"] = export("vision", Vision(), px, {"px": {0: "b"}, "out": {0: "b"}}, ["px"])
+    export_s = time.perf_counter() - te
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = a.threads
+    so.inter_op_num_threads = 1
+    tl0 = time.perf_counter()
+    sess = {k: ort.InferenceSession(p, so, providers=["CPUExecutionProvider"]) for k, p in paths.items()}
+    load = time.perf_counter() - tl0
+
+    def text_ort(ids):
+        return torch.from_numpy(sess["text"].run(None, {"ids": ids.numpy().astype(np.int64)})[0])
+
+    def vision_ort(px):
+        return torch.from_numpy(sess["vision"].run(None, {"px": px.float().numpy()})[0])
+
+    return text_ort, vision_ort, load, export_s
+
+
 def timed(fn, iters):
     with torch.inference_mode():
         tw = time.perf_counter()
@@ -188,8 +271,13 @@ def rss_mb():
 
 
 cases = a.cases.split(",")
+if ONNX:
+    text_forward, vision_forward, load_s, export_s = onnx_forwards(cases)
 if "load" in cases:
-    emit(case="load", seconds=round(load_s, 3), peak_rss_mb=round(rss_mb(), 1))
+    if ONNX:
+        emit(case="load", seconds=round(load_s, 3), export_s=round(export_s, 1), peak_rss_mb=round(rss_mb(), 1))
+    else:
+        emit(case="load", seconds=round(load_s, 3), peak_rss_mb=round(rss_mb(), 1))
 rng = np.random.default_rng(7)
 inp = json.load(open(a.inputs)) if a.inputs else None
 
@@ -197,7 +285,7 @@ inp = json.load(open(a.inputs)) if a.inputs else None
 def ids_for(name, b, L):
     if inp is not None and name in inp:
         return torch.tensor(inp[name], dtype=torch.long)
-    ids = torch.from_numpy(rng.integers(5, word.shape[0] - 1, size=(b, L))).long()
+    ids = torch.from_numpy(rng.integers(5, tk["vocab_size"] - 1, size=(b, L))).long()
     ids[:, 0], ids[:, -1] = 0, 2
     return ids
 

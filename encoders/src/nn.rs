@@ -88,6 +88,7 @@ impl Linear {
     /// in f32. Returns `false`, leaving the layer as it is, when the CPU lacks AVX512-BF16, the
     /// weight is not on the CPU, or the layer was already quantised.
     pub fn pack_bf16(&mut self) -> Result<bool> {
+        self.unmap()?;
         let w = match &self.kernel {
             Kernel::Bf16(_) => return Ok(true),
             Kernel::Q8(_) | Kernel::MappedF32(_) => return Ok(false),
@@ -119,6 +120,7 @@ impl Linear {
     /// activations are quantised the same way on the fly). Returns `false`, leaving the layer
     /// dense, when the input width is not a multiple of 32 or the weight is not on the CPU.
     pub fn quantize_q8(&mut self) -> Result<bool> {
+        self.unmap()?;
         let w = match &self.kernel {
             Kernel::Q8(_) => return Ok(true),
             Kernel::Bf16(_) | Kernel::MappedF32(_) => return Ok(false),
@@ -147,6 +149,15 @@ impl Linear {
             .transpose()?;
         self.kernel = Kernel::Q8(blocks);
         Ok(true)
+    }
+
+    /// A weight mapped from a cache becomes an in-memory tensor (before a conversion).
+    fn unmap(&mut self) -> Result<()> {
+        if let Kernel::MappedF32(m) = &self.kernel {
+            let t = Tensor::from_slice(m.values.as_slice(), (m.n, m.k), &candle_core::Device::Cpu)?;
+            self.kernel = Kernel::Dense(t);
+        }
+        Ok(())
     }
 
     /// Writes the prepared layer into a weight cache under `name` (`.w`, `.b`, `.q8.<i>`).

@@ -29,6 +29,8 @@ pub enum Workload {
     Query,
     /// `index`: batches of texts, passages and images, throughput matters.
     Index,
+    /// `embed`: the vectors themselves are the output, so they stay the exact f32 reference.
+    Embed,
 }
 
 /// A bench case.
@@ -105,6 +107,7 @@ fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
         (Workload::Index, Towers::Text) => &[Q32, P512],
         (Workload::Index, Towers::Vision) => &[Img],
         (Workload::Index, Towers::Both) => &[Q32, P512, Img],
+        (Workload::Embed, _) => &[],
     }
 }
 
@@ -120,6 +123,12 @@ fn measured_tier(tier: Tier) -> Option<Tier> {
 /// The CPU path `auto` runs for `workload` on a CPU of `tier` loading `towers`, and why (one
 /// line for the log).
 pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> (Precision, String) {
+    if workload == Workload::Embed {
+        return (
+            Precision::F32,
+            "f32 for embeddings (the exact reference vectors)".into(),
+        );
+    }
     let Some(t) = measured_tier(tier) else {
         return (
             Precision::F32,
@@ -150,6 +159,7 @@ pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> (Precision, Str
     let what = match workload {
         Workload::Query => "queries",
         Workload::Index => "indexing",
+        Workload::Embed => "embeddings",
     };
     match best {
         Some((p, s)) => (

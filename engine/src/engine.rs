@@ -114,6 +114,7 @@ pub(crate) struct Wanted {
 /// The towers loaded so far.
 struct LoadedModel {
     towers: Towers,
+    precision: Precision,
     model: Arc<ClipModel>,
 }
 
@@ -191,13 +192,23 @@ impl Engine {
             .cloned()
     }
 
-    /// The model with at least the towers `need` (loading what is missing, once). The first
-    /// load's `workload` decides what `--precision auto` runs ([`crate::Workload`]).
+    /// The model with at least the towers `need`, in the precision `workload` runs at (for
+    /// `--precision auto` see [`crate::Workload`]); loading what is missing, once. A model in
+    /// another precision is replaced (a load from the weight cache).
     pub(crate) fn model(&self, need: Towers, workload: Workload) -> Result<Arc<ClipModel>> {
+        let device = self.device()?.device.clone();
+        let (precision, why) = match self.precision {
+            Precision::Auto if device.is_cpu() => {
+                let tier = jsearch_base::cpu::features().tier();
+                let (p, why) = auto_precision::choose(tier, workload, need);
+                (p, Some(why))
+            }
+            p => (p, None),
+        };
         let loaded = |m: &RwLock<Option<LoadedModel>>| {
             let g = m.read().unwrap_or_else(|e| e.into_inner());
             g.as_ref()
-                .filter(|l| l.covers(need))
+                .filter(|l| l.covers(need) && l.precision == precision)
                 .map(|l| l.model.clone())
         };
         if let Some(m) = loaded(&self.model) {
@@ -207,29 +218,25 @@ impl Engine {
         if let Some(m) = loaded(&self.model) {
             return Ok(m);
         }
-        // The other tower is loaded: load both (one model object serves every caller).
+        // The other tower is loaded in this precision: load both (one model object serves
+        // every caller).
         let have_other = self
             .model
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some();
+            .as_ref()
+            .is_some_and(|l| l.precision == precision);
         let towers = if have_other { Towers::Both } else { need };
         let dir = self.model_dir()?;
-        let device = self.device()?.device.clone();
-        let precision = match self.precision {
-            Precision::Auto if device.is_cpu() => {
-                let tier = jsearch_base::cpu::features().tier();
-                let (p, why) = auto_precision::choose(tier, workload, towers);
-                self.say(&format!("precision: auto: {why}"));
-                p
-            }
-            p => p,
-        };
+        if let Some(why) = why {
+            self.say(&format!("precision: auto: {why}"));
+        }
         let mut opts = precision.load_options(device, towers);
         opts.notify = self.notify;
         let m = Arc::new(ClipModel::load(&dir, &opts)?);
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = Some(LoadedModel {
             towers,
+            precision,
             model: m.clone(),
         });
         Ok(m)
@@ -509,7 +516,7 @@ impl Engine {
             (true, false) => Towers::Vision,
             (false, false) => Towers::Both,
         };
-        let model = self.model(towers, Workload::Query)?;
+        let model = self.model(towers, Workload::Embed)?;
         let decode = DecodeOptions::default();
         let mut pixels = Vec::with_capacity(images.len());
         for path in images {

@@ -37,7 +37,9 @@ struct Args {
     /// prepared from the checkpoint at load).
     #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
     dtypes: Vec<String>,
-    /// PyTorch dtypes to measure (float32, bfloat16); empty for none.
+    /// Peers to measure: PyTorch float32, bfloat16; ONNX Runtime onnx-float32, onnx-int8 (the
+    /// same float32 model exported with torch.onnx, dynamically quantised for int8); empty for
+    /// none.
     #[arg(long, default_value = "float32", value_delimiter = ',')]
     peer_dtypes: Vec<String>,
     /// Cases: load, q1, q32, p512, img.
@@ -101,6 +103,11 @@ fn main() -> Result<()> {
     let mut systems = Vec::new();
     let script = checkpoint::repo_root().join("benches/scripts/encoders_torch.sh");
     for dtype in a.peer_dtypes.iter().filter(|d| !d.is_empty()) {
+        let onnx = dtype.strip_prefix("onnx-");
+        let sys = match onnx {
+            Some(d) => format!("onnxruntime {d}"),
+            None => format!("pytorch {dtype}"),
+        };
         let mut cmd = Command::new(&script);
         cmd.arg("--model")
             .arg(&ckpt)
@@ -111,13 +118,27 @@ fn main() -> Result<()> {
             .arg("--inputs")
             .arg(work.join("inputs.json"))
             .arg("--out-embeddings")
-            .arg(work.join(format!("emb-pytorch-{dtype}.json")));
-        systems.push(run_system(
-            &format!("pytorch {dtype}"),
-            cmd,
-            &work,
-            &mut rows,
-        )?);
+            .arg(work.join(format!("emb-{}.json", sys.replace(' ', "-"))));
+        if onnx.is_some() {
+            // Export (and quantise) once, so that the timed run is a deployment's process:
+            // sessions created from the exported files, no torch weights in memory.
+            eprintln!("exporting {sys} (once per checkpoint) ...");
+            let out = Command::new(&script)
+                .arg("--model")
+                .arg(&ckpt)
+                .args(["--threads", &a.threads.to_string(), "--dtype", dtype])
+                .args(["--cases", &a.cases, "--iters", "1"])
+                .arg("--inputs")
+                .arg(work.join("inputs.json"))
+                .output()?;
+            if !out.status.success() {
+                bail!(
+                    "{sys} export failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
+        systems.push(run_system(&sys, cmd, &work, &mut rows)?);
     }
     let exe = std::env::current_exe()?;
     for dtype in &a.dtypes {

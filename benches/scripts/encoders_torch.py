@@ -212,9 +212,16 @@ def onnx_forwards(cases):
     def export(name, module, example, dyn, names):
         path = os.path.join(d, f"{name}-float32.onnx")
         if not os.path.exists(path + ".done"):
-            with torch.inference_mode():
-                torch.onnx.export(module, (example,), path, input_names=names, output_names=["out"],
-                                  dynamic_axes=dyn, opset_version=17, dynamo=False, external_data=True)
+            # torch.export-based exporter: the captured weights become initializers in one
+            # external data file (the TorchScript exporter names a >2 GB model's constants into
+            # colliding files).
+            D = torch.export.Dim.DYNAMIC
+            shapes = {names[0]: {ax: D for ax in dyn[names[0]]}}
+            with torch.no_grad():
+                prog = torch.onnx.export(module, (example,), input_names=names, output_names=["out"],
+                                         dynamic_shapes=shapes, opset_version=18, dynamo=True,
+                                         external_data=True)
+            prog.save(path, external_data=True)
             open(path + ".done", "w").close()
         if a.dtype == "onnx-float32":
             return path

@@ -723,6 +723,45 @@ mod tests {
         assert!(rel < 0.01, "relative rms error {rel}");
     }
 
+    /// The f32 layer mapped from a weight cache, at tile edges (rows 1..17, outputs 1..45,
+    /// inputs 1..513): bit-identical to the dense layer on the same values and within f32
+    /// rounding of an f64 product.
+    #[test]
+    fn mapped_f32_linear_is_the_dense_one_and_matches_f64() {
+        let dir = tempfile::tempdir().unwrap();
+        for &(m, n, k) in &[(1, 1, 1), (3, 7, 5), (8, 32, 64), (17, 45, 513), (2, 16, 2)] {
+            let w = Tensor::randn(0f32, 0.5, (n, k), &Device::Cpu).unwrap();
+            let b = Tensor::randn(0f32, 0.5, n, &Device::Cpu).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            let dense = Linear::new(w.clone(), Some(b.clone()));
+            let mut cw = CacheWriter::new();
+            dense.save(&mut cw, "l").unwrap();
+            let path = dir.path().join(format!("{m}-{n}-{k}.jsw"));
+            cw.write(&path, "fp", "t", CacheLayout::F32).unwrap();
+            let c = CacheFile::open(&path, "fp", "t", CacheLayout::F32).unwrap();
+            let mapped = Linear::load(&c, "l", CacheLayout::F32).unwrap();
+            assert!(mapped.weight().is_none(), "mapped, not copied");
+            let (yd, ym) = (dense.forward(&x).unwrap(), mapped.forward(&x).unwrap());
+            let (yd, ym) = (yd.to_vec2::<f32>().unwrap(), ym.to_vec2::<f32>().unwrap());
+            assert_eq!(yd, ym, "m={m} n={n} k={k}: bit-identical");
+            let (wv, bv, xv) = (
+                w.to_vec2::<f32>().unwrap(),
+                b.to_vec1::<f32>().unwrap(),
+                x.to_vec2::<f32>().unwrap(),
+            );
+            for i in 0..m {
+                for j in 0..n {
+                    let exact: f64 = bv[j] as f64
+                        + (0..k)
+                            .map(|t| xv[i][t] as f64 * wv[j][t] as f64)
+                            .sum::<f64>();
+                    let tol = 1e-5 * (k as f64).sqrt().max(1.0);
+                    assert!((exact - ym[i][j] as f64).abs() <= tol, "m={m} n={n} k={k}");
+                }
+            }
+        }
+    }
+
     /// An input width that is not a multiple of 32 stays dense (and exact).
     #[test]
     fn q8_needs_groups_of_32_inputs() {

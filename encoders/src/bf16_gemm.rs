@@ -210,8 +210,7 @@ unsafe fn kernel(
     _: usize,
     _: bool,
 ) {
-    // SAFETY: the caller upholds this function's `# Safety` contract.
-    unsafe { unreachable!("PackedBf16 is never built without AVX512-BF16") }
+    unreachable!("PackedBf16 is never built without AVX512-BF16")
 }
 
 #[cfg(target_arch = "x86_64")]

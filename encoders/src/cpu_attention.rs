@@ -8,7 +8,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::bf16_gemm::{self, PackedBf16};
+use crate::bf16_gemm::PackedBf16;
 
 /// `softmax(q·kᵀ + bias)·v` for f32 CPU tensors `[b, heads, n, d]` (the scale folded into q);
 /// `bias`, if any, is `[b, 1, 1, n]` (a key padding mask). Returns `[b, heads, n, d]` (f32).
@@ -116,7 +116,7 @@ fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
         row.iter_mut().zip(b).for_each(|(x, &y)| *x += y);
     }
     #[cfg(target_arch = "x86_64")]
-    if bf16_gemm::available() {
+    if crate::bf16_gemm::available() {
         // SAFETY: AVX-512 F is part of what `bf16_gemm::available()` checks; the kernel reads and writes
         // only `row` (masked tails).
         unsafe { avx512::softmax(row) };
@@ -241,7 +241,7 @@ mod tests {
     /// sequence length off every tile size; the gap is the bf16 rounding of the products' inputs.
     #[test]
     fn fused_attention_matches_f32() {
-        if !bf16_gemm::available() {
+        if !crate::bf16_gemm::available() {
             eprintln!("no AVX512-BF16 on this CPU: the fused path is not used");
             return;
         }

@@ -417,7 +417,7 @@ impl ClipModel {
                     None => TextModel::new(&config.text_config, vb.clone(), Adapter::Merged),
                 }
                 .map_err(candle_err)?;
-                convert_text(&mut t, layout)?;
+                convert(&mut t, layout, TextModel::quantize_q8, TextModel::pack_bf16)?;
                 Ok(t)
             };
             let (t, source) = match (&cache_dir, &table) {
@@ -446,7 +446,12 @@ impl ClipModel {
             let build = || -> Result<VisionModel> {
                 let mut v =
                     VisionModel::new(&config.vision_config, vb.clone()).map_err(candle_err)?;
-                convert_vision(&mut v, layout)?;
+                convert(
+                    &mut v,
+                    layout,
+                    VisionModel::quantize_q8,
+                    VisionModel::pack_bf16,
+                )?;
                 Ok(v)
             };
             let (v, source) = match &cache_dir {
@@ -728,29 +733,21 @@ pub fn clip_logits(texts: &[Vec<f32>], images: &[Vec<f32>], logit_scale: f32) ->
         .collect()
 }
 
-/// Converts the text tower's linear layers for `layout` (after a load from the checkpoint).
-fn convert_text(t: &mut TextModel, layout: Layout) -> Result<()> {
+/// Converts a tower's linear layers for `layout` after a load from the checkpoint (`q8` and
+/// `bf16` are the tower's `quantize_q8` and `pack_bf16`).
+fn convert<T>(
+    tower: &mut T,
+    layout: Layout,
+    q8: fn(&mut T) -> Result<usize>,
+    bf16: fn(&mut T) -> Result<usize>,
+) -> Result<()> {
     match layout {
         Layout::F32 => {}
         Layout::Q8 => {
-            t.quantize_q8()?;
+            q8(tower)?;
         }
         Layout::Bf16Panels => {
-            t.pack_bf16()?;
-        }
-    }
-    Ok(())
-}
-
-/// Converts the vision tower's linear layers for `layout`.
-fn convert_vision(v: &mut VisionModel, layout: Layout) -> Result<()> {
-    match layout {
-        Layout::F32 => {}
-        Layout::Q8 => {
-            v.quantize_q8()?;
-        }
-        Layout::Bf16Panels => {
-            v.pack_bf16()?;
+            bf16(tower)?;
         }
     }
     Ok(())

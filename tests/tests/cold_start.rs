@@ -44,6 +44,15 @@ fn prepared(cache: &Path) -> Vec<String> {
     v
 }
 
+/// A store of the notes in `dir`, indexed with its weight cache in `cache`.
+fn notes_store(dir: &Path, cache: &Path) -> PathBuf {
+    let db = dir.join("s.jsearch");
+    let mut c = with_cache(&db, cache);
+    c.arg("index").arg(notes(dir));
+    run(c, true);
+    db
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -51,11 +60,7 @@ fn stderr(o: &std::process::Output) -> String {
 #[test]
 fn concurrent_first_queries_build_one_valid_cache_and_later_runs_map_it() {
     let dir = tempdir();
-    let db = dir.path().join("s.jsearch");
-    let store_cache = dir.path().join("index-cache");
-    let mut c = with_cache(&db, &store_cache);
-    c.arg("index").arg(notes(dir.path()));
-    run(c, true);
+    let db = notes_store(dir.path(), &dir.path().join("index-cache"));
     let cache = dir.path().join("cache");
     let children: Vec<_> = (0..4)
         .map(|_| {
@@ -106,11 +111,8 @@ fn concurrent_first_queries_build_one_valid_cache_and_later_runs_map_it() {
 #[test]
 fn a_damaged_cache_file_is_rebuilt_with_a_message_and_the_same_answers() {
     let dir = tempdir();
-    let db = dir.path().join("s.jsearch");
     let cache = dir.path().join("cache");
-    let mut c = with_cache(&db, &cache);
-    c.arg("index").arg(notes(dir.path()));
-    run(c, true);
+    let db = notes_store(dir.path(), &cache);
     let query = || {
         let mut c = with_cache(&db, &cache);
         c.args(["query", "yellow star", "--json"]);
@@ -147,11 +149,8 @@ fn a_damaged_cache_file_is_rebuilt_with_a_message_and_the_same_answers() {
 #[test]
 fn an_index_run_loads_only_the_towers_its_items_need() {
     let dir = tempdir();
-    let db = dir.path().join("s.jsearch");
     let cache = dir.path().join("cache");
-    let mut c = with_cache(&db, &cache);
-    c.arg("index").arg(notes(dir.path()));
-    run(c, true);
+    let db = notes_store(dir.path(), &cache);
     let files = prepared(&cache);
     assert!(
         !files.is_empty() && files.iter().all(|f| f.contains("-text-")),

@@ -462,14 +462,12 @@ fn write_file(
 ) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("cache");
+    remove_dead_temporaries(dir, name);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{nanos}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("cache"),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{name}.tmp-{}-{nanos}", std::process::id()));
     let result = (|| {
         let f = File::create(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(8 << 20, f);
@@ -493,6 +491,35 @@ fn write_file(
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Removes the temporary files of `name` left by builders that died (killed mid-write): each is as
+/// large as the cache file. A builder is dead when its process is gone (Linux: no `/proc/PID`;
+/// elsewhere: the file is a day old).
+fn remove_dead_temporaries(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.tmp-");
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let file = e.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+        let dead = if cfg!(target_os = "linux") {
+            pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+        } else {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 86_400)
+        };
+        if dead {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -537,6 +564,32 @@ mod tests {
             CacheFile::open(&dir.path().join("none"), "fp0123", "text", Layout::F32),
             Err(CacheError::Missing)
         ));
+    }
+
+    /// A killed builder's temporary file is removed by the next build; a live one's is not.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn temporaries_of_dead_builders_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file_path(dir.path(), "fp0123", "text", Layout::F32);
+        let name = p.file_name().unwrap().to_str().unwrap().to_string();
+        // pid_max is at most 2^22 on Linux: this process cannot exist.
+        let dead = dir.path().join(format!(".{name}.tmp-99999999-1"));
+        let live = dir
+            .path()
+            .join(format!(".{name}.tmp-{}-2", std::process::id()));
+        let other = dir.path().join(".other.jsw.tmp-99999999-3");
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"partial").unwrap();
+        }
+        sample(dir.path());
+        assert!(!dead.exists(), "a dead builder's file is removed");
+        assert!(live.exists(), "a live builder's file stays");
+        assert!(
+            other.exists(),
+            "only this cache file's temporaries are touched"
+        );
+        assert!(CacheFile::open(&p, "fp0123", "text", Layout::F32).is_ok());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum Towers {
     /// Both towers.
     #[default]
     Both,
+    /// Neither: configs, preprocessor settings and the identity only (e.g. an index run with
+    /// nothing to encode).
+    None,
 }
 
 impl Towers {

@@ -107,7 +107,7 @@ fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
         (Workload::Index, Towers::Text) => &[Q32, P512],
         (Workload::Index, Towers::Vision) => &[Img],
         (Workload::Index, Towers::Both) => &[Q32, P512, Img],
-        (Workload::Embed, _) => &[],
+        (Workload::Embed, _) | (_, Towers::None) => &[],
     }
 }
 
@@ -123,6 +123,9 @@ fn measured_tier(tier: Tier) -> Option<Tier> {
 /// The CPU path `auto` runs for `workload` on a CPU of `tier` loading `towers`, and why (one
 /// line for the log).
 pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> (Precision, String) {
+    if towers == Towers::None {
+        return (Precision::F32, "f32 (no tower loaded)".into());
+    }
     if workload == Workload::Embed {
         return (
             Precision::F32,

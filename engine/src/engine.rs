@@ -122,7 +122,10 @@ impl LoadedModel {
     fn covers(&self, need: Towers) -> bool {
         matches!(
             (self.towers, need),
-            (Towers::Both, _) | (Towers::Text, Towers::Text) | (Towers::Vision, Towers::Vision)
+            (Towers::Both, _)
+                | (Towers::Text, Towers::Text)
+                | (Towers::Vision, Towers::Vision)
+                | (_, Towers::None)
         )
     }
 }
@@ -198,6 +201,14 @@ impl Engine {
     pub(crate) fn model(&self, need: Towers, workload: Workload) -> Result<Arc<ClipModel>> {
         let device = self.device()?.device.clone();
         let (precision, why) = match self.precision {
+            // Nothing to run: any loaded model will do, else one without towers.
+            _ if need == Towers::None => {
+                let g = self.model.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(l) = g.as_ref() {
+                    return Ok(l.model.clone());
+                }
+                (Precision::F32, None)
+            }
             Precision::Auto if device.is_cpu() => {
                 let tier = jsearch_base::cpu::features().tier();
                 let (p, why) = auto_precision::choose(tier, workload, need);

@@ -156,6 +156,17 @@ fn an_index_run_loads_only_the_towers_its_items_need() {
         !files.is_empty() && files.iter().all(|f| f.contains("-text-")),
         "notes load the text tower only: {files:?}"
     );
+    // Nothing changed: nothing to encode, no tower loaded, nothing said about precision.
+    let idle_cache = dir.path().join("idle-cache");
+    let mut c = with_cache(&db, &idle_cache);
+    c.arg("index").arg(dir.path().join("notes"));
+    let o = run(c, true);
+    assert!(
+        prepared(&idle_cache).is_empty(),
+        "{:?}",
+        prepared(&idle_cache)
+    );
+    assert!(!stderr(&o).contains("precision"), "{}", stderr(&o));
     let imgs = dir.path().join("imgs");
     copy_images(&imgs, 2);
     let mut c = with_cache(&db, &cache);

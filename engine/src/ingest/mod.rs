@@ -278,7 +278,7 @@ pub(crate) fn run_plan(
 
 impl Plan {
     /// The towers this plan's units need: text for text files and records with text, vision
-    /// for images and records with an image (the text tower when there is nothing to encode).
+    /// for images and records with an image (none when there is nothing to encode).
     pub(crate) fn towers(&self) -> jsearch_encoders::Towers {
         use jsearch_encoders::Towers;
         let text = self.units.iter().any(|u| match &u.work {
@@ -294,7 +294,8 @@ impl Plan {
         match (text, vision) {
             (true, true) => Towers::Both,
             (false, true) => Towers::Vision,
-            _ => Towers::Text,
+            (true, false) => Towers::Text,
+            (false, false) => Towers::None,
         }
     }
 }

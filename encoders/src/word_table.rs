@@ -78,61 +78,76 @@ pub(crate) struct MappedTable {
 
 /// The files of a checkpoint, each mapped once, for reading single tensors.
 pub(crate) struct Checkpoint {
-    files: Vec<(std::path::PathBuf, Arc<Mmap>)>,
+    files: Vec<MappedFile>,
+}
+
+/// One safetensors file, mapped, with its header parsed once.
+struct MappedFile {
+    path: std::path::PathBuf,
+    map: Arc<Mmap>,
+    /// Where the tensor data starts (after the length and the JSON header).
+    data_start: usize,
+    header: safetensors::tensor::Metadata,
 }
 
 impl Checkpoint {
-    /// Maps the safetensors files.
+    /// Maps the safetensors files and parses (and validates) their headers.
     pub(crate) fn open(files: &[std::path::PathBuf]) -> Result<Self> {
         let files = files
             .iter()
             .map(|p| {
-                let f = std::fs::File::open(p).map_err(|source| EncoderError::Io {
+                let io = |source| EncoderError::Io {
                     path: p.clone(),
                     source,
-                })?;
+                };
+                let f = std::fs::File::open(p).map_err(io)?;
                 // SAFETY: read-only mapping, same contract as candle's mmaped safetensors.
-                let map = unsafe { Mmap::map(&f) }.map_err(|source| EncoderError::Io {
-                    path: p.clone(),
-                    source,
+                let map = unsafe { Mmap::map(&f) }.map_err(io)?;
+                let (n, header) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+                    EncoderError::Weights {
+                        path: p.clone(),
+                        message: e.to_string(),
+                    }
                 })?;
-                Ok((p.clone(), Arc::new(map)))
+                Ok(MappedFile {
+                    path: p.clone(),
+                    data_start: 8 + n,
+                    header,
+                    map: Arc::new(map),
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { files })
     }
 
     fn view(&self, name: &str) -> Result<Option<View>> {
-        for (path, map) in &self.files {
-            let st =
-                safetensors::SafeTensors::deserialize(map).map_err(|e| EncoderError::Weights {
-                    path: path.clone(),
-                    message: e.to_string(),
-                })?;
-            let Ok(t) = st.tensor(name) else { continue };
-            let dtype = t.dtype();
+        for f in &self.files {
+            let Some(info) = f.header.info(name) else {
+                continue;
+            };
+            let dtype = info.dtype;
             if !matches!(
                 dtype,
                 safetensors::Dtype::F32 | safetensors::Dtype::BF16 | safetensors::Dtype::F16
             ) {
                 return Err(EncoderError::Weights {
-                    path: path.clone(),
+                    path: f.path.clone(),
                     message: format!("{name}: unsupported dtype {dtype:?}"),
                 });
             }
-            let offset = t.data().as_ptr() as usize - map.as_ptr() as usize;
+            // `read_metadata` checked that every tensor's bytes lie inside the file.
             return Ok(Some(View {
-                map: map.clone(),
-                offset,
+                map: f.map.clone(),
+                offset: f.data_start + info.data_offsets.0,
                 dtype,
-                shape: t.shape().to_vec(),
+                shape: info.shape.clone(),
             }));
         }
         Ok(None)
     }
 
     fn path(&self) -> &Path {
-        self.files.first().map_or(Path::new(""), |(p, _)| p)
+        self.files.first().map_or(Path::new(""), |f| &f.path)
     }
 
     /// The word table under `prefix` (`…word_embeddings`) with adapter `task` (or none) merged

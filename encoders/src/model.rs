@@ -775,28 +775,31 @@ fn cached_tower<T>(
             f(m)
         }
     };
-    let reason = match CacheFile::open(&path, fingerprint, tower, layout) {
+    let unusable = match CacheFile::open(&path, fingerprint, tower, layout) {
         Ok(c) => match from_cache(&c) {
             Ok(t) => return Ok((t, TowerSource::Cache(c.path().to_path_buf()))),
-            Err(e) => format!("corrupt ({e})"),
+            Err(e) => CacheError::Corrupt(e.to_string()),
         },
-        Err(CacheError::Missing) => "not built yet".to_string(),
-        // Unreadable (e.g. the folder is not one): building says what is wrong when it writes.
-        Err(CacheError::Io(e)) => format!("unreadable ({e})"),
-        Err(e) => e.to_string(),
+        Err(e) => e,
     };
-    if reason.starts_with("unreadable") {
-    } else if reason != "not built yet" {
-        say(&format!(
-            "weight cache {} is {reason}: rebuilding it",
-            path.display()
-        ));
-    } else {
-        say(&format!(
-            "preparing the {tower} weights for fast loading (once per model), in {}",
-            dir.display()
-        ));
-    }
+    let reason = match unusable {
+        CacheError::Missing => {
+            say(&format!(
+                "preparing the {tower} weights for fast loading (once per model), in {}",
+                dir.display()
+            ));
+            "not built yet".to_string()
+        }
+        // Unreadable (e.g. the folder is not one): writing it says what is wrong.
+        CacheError::Io(e) => format!("unreadable ({e})"),
+        e => {
+            say(&format!(
+                "weight cache {} is {e}: rebuilding it",
+                path.display()
+            ));
+            e.to_string()
+        }
+    };
     let t = build()?;
     let mut w = CacheWriter::new();
     save(&t, &mut w)?;

@@ -268,17 +268,12 @@ fn auto_path(case: &str) -> (&'static str, Towers) {
         "q32" | "p512" => (Workload::Index, Towers::Text),
         _ => (Workload::Index, Towers::Vision),
     };
-    let tier = jsearch_base_tier();
-    let name = match choose(tier, workload, towers).0 {
+    let name = match choose(jsearch::cpu_tier(), workload, towers).0 {
         jsearch::Precision::Int8 => "int8",
         jsearch::Precision::Bf16 => "bf16mm",
         _ => "f32",
     };
     (name, towers)
-}
-
-fn jsearch_base_tier() -> jsearch::CpuTier {
-    jsearch::cpu_tier()
 }
 
 /// One Rust dtype: load, then every case; JSON lines on stdout, embeddings to a file.

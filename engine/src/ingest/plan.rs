@@ -22,6 +22,23 @@ pub(crate) struct Plan {
     pub(super) problems: usize,
 }
 
+impl Plan {
+    /// Reports a problem with `path` (the file is still indexed as far as it can be).
+    fn problem(&mut self, on_event: &mut dyn FnMut(IndexEvent), path: &Path, message: String) {
+        on_event(IndexEvent::Problem {
+            path: path.to_path_buf(),
+            message,
+        });
+        self.problems += 1;
+    }
+
+    /// Reports a problem that keeps `path` out of this run.
+    fn fail(&mut self, on_event: &mut dyn FnMut(IndexEvent), path: &Path, message: String) {
+        self.problem(on_event, path, message);
+        self.failed += 1;
+    }
+}
+
 fn deps_unchanged(deps: &[(String, u64, i128)]) -> bool {
     deps.iter().all(|(p, size, mtime)| {
         let now = walk::stat(Path::new(p)).unwrap_or((0, 0));
@@ -122,14 +139,9 @@ pub(super) fn plan(
         failed: 0,
         problems: 0,
     };
-    for (path, msg) in &problems {
-        on_event(IndexEvent::Problem {
-            path: path.clone(),
-            message: msg.clone(),
-        });
-        seen.insert(path.clone());
-        plan.problems += 1;
-        plan.failed += 1;
+    for (path, msg) in problems {
+        plan.fail(on_event, &path, msg);
+        seen.insert(path);
     }
     for f in found {
         let old: Option<FileRecord> = store
@@ -174,12 +186,7 @@ pub(super) fn plan(
                         }
                     }
                     Err(e) => {
-                        on_event(IndexEvent::Problem {
-                            path: f.path.clone(),
-                            message: e.to_string(),
-                        });
-                        plan.problems += 1;
-                        plan.failed += 1;
+                        plan.fail(on_event, &f.path, e.to_string());
                         continue;
                     }
                 }
@@ -191,11 +198,7 @@ pub(super) fn plan(
             FileKind::Catalog => match read_catalog(&f.path, &limits) {
                 Ok((records, probs)) => {
                     for msg in probs {
-                        on_event(IndexEvent::Problem {
-                            path: f.path.clone(),
-                            message: msg,
-                        });
-                        plan.problems += 1;
+                        plan.problem(on_event, &f.path, msg);
                     }
                     job.deps = catalog_deps(&records);
                     for rec in records {
@@ -206,12 +209,7 @@ pub(super) fn plan(
                     }
                 }
                 Err(e) => {
-                    on_event(IndexEvent::Problem {
-                        path: f.path.clone(),
-                        message: e.to_string(),
-                    });
-                    plan.problems += 1;
-                    plan.failed += 1;
+                    plan.fail(on_event, &f.path, e.to_string());
                     continue;
                 }
             },

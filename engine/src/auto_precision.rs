@@ -25,7 +25,7 @@ pub const MIN_COSINE: f64 = 0.999;
 /// What the encoders are loaded for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Workload {
-    /// `query` / `similar` / `embed`: one input at a time, latency matters.
+    /// `query` / `similar`: one input at a time, latency matters.
     Query,
     /// `index`: batches of texts, passages and images, throughput matters.
     Index,
@@ -120,63 +120,92 @@ fn measured_tier(tier: Tier) -> Option<Tier> {
     }
 }
 
-/// The CPU path `auto` runs for `workload` on a CPU of `tier` loading `towers`, and why (one
-/// line for the log).
-pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> (Precision, String) {
+/// What `auto` runs and why: [`Choice::precision`], and a one-line reason for the log (its
+/// `Display`, formatted only when it is shown).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choice {
+    /// The path to run.
+    pub precision: Precision,
+    workload: Workload,
+    basis: Basis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Basis {
+    NoTower,
+    Embed,
+    Unmeasured,
+    /// The geometric-mean speed-up over f32 on the workload's cases, on CPUs of this tier.
+    Faster(f64, Tier),
+    NoFaster,
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.workload {
+            Workload::Query => "queries",
+            Workload::Index => "indexing",
+            Workload::Embed => "embeddings",
+        };
+        match self.basis {
+            Basis::NoTower => write!(f, "f32 (no tower loaded)"),
+            Basis::Embed => write!(f, "f32 for embeddings (the exact reference vectors)"),
+            Basis::Unmeasured => write!(f, "f32 (no faster path measured for this CPU)"),
+            Basis::Faster(s, t) => write!(
+                f,
+                "{} for {what} ({s:.2}x f32 as measured on {} CPUs, cosine ≥ {MIN_COSINE})",
+                name(self.precision),
+                tier_name(t)
+            ),
+            Basis::NoFaster => write!(
+                f,
+                "f32 for {what} (no faster path keeps cosine ≥ {MIN_COSINE} here)"
+            ),
+        }
+    }
+}
+
+/// The CPU path `auto` runs for `workload` on a CPU of `tier` loading `towers`, and why.
+/// Allocation-free: the engine asks on every query.
+pub fn choose(tier: Tier, workload: Workload, towers: Towers) -> Choice {
+    let choice = |precision, basis| Choice {
+        precision,
+        workload,
+        basis,
+    };
     if towers == Towers::None {
-        return (Precision::F32, "f32 (no tower loaded)".into());
+        return choice(Precision::F32, Basis::NoTower);
     }
     if workload == Workload::Embed {
-        return (
-            Precision::F32,
-            "f32 for embeddings (the exact reference vectors)".into(),
-        );
+        return choice(Precision::F32, Basis::Embed);
     }
     let Some(t) = measured_tier(tier) else {
-        return (
-            Precision::F32,
-            "f32 (no faster path measured for this CPU)".into(),
-        );
+        return choice(Precision::F32, Basis::Unmeasured);
     };
     let wanted = cases(t, workload, towers);
     let mut best: Option<(Precision, f64)> = None;
     for path in [Int8, Bf16] {
-        let rows: Vec<&Row> = MEASURED
+        let (mut n, mut ok, mut log_sum) = (0, true, 0.0);
+        for r in MEASURED
             .iter()
             .filter(|r| r.tier == t && r.path == path && wanted.contains(&r.case))
-            .collect();
-        if rows.len() != wanted.len() {
-            continue; // not measured on every case of the workload
+        {
+            n += 1;
+            ok &= r.cosine >= MIN_COSINE && r.speedup >= 1.0;
+            log_sum += r.speedup.ln();
         }
-        let ok = rows
-            .iter()
-            .all(|r| r.cosine >= MIN_COSINE && r.speedup >= 1.0);
-        if !ok {
+        // Measured on every case of the workload, exact enough and never slower on any.
+        if n != wanted.len() || !ok {
             continue;
         }
-        let gmean = (rows.iter().map(|r| r.speedup.ln()).sum::<f64>() / rows.len() as f64).exp();
+        let gmean = (log_sum / n as f64).exp();
         if best.is_none_or(|(_, s)| gmean > s) {
             best = Some((path, gmean));
         }
     }
-    let what = match workload {
-        Workload::Query => "queries",
-        Workload::Index => "indexing",
-        Workload::Embed => "embeddings",
-    };
     match best {
-        Some((p, s)) => (
-            p,
-            format!(
-                "{} for {what} ({s:.2}x f32 as measured on {} CPUs, cosine ≥ {MIN_COSINE})",
-                name(p),
-                tier_name(t)
-            ),
-        ),
-        None => (
-            Precision::F32,
-            format!("f32 for {what} (no faster path keeps cosine ≥ {MIN_COSINE} here)"),
-        ),
+        Some((p, s)) => choice(p, Basis::Faster(s, t)),
+        None => choice(Precision::F32, Basis::NoFaster),
     }
 }
 
@@ -218,7 +247,8 @@ mod tests {
     fn auto_never_picks_a_path_slower_than_f32_or_less_exact() {
         for tier in TIERS {
             for (w, towers) in WORK {
-                let (p, why) = choose(tier, w, towers);
+                let choice = choose(tier, w, towers);
+                let (p, why) = (choice.precision, choice.to_string());
                 if p == Precision::F32 {
                     continue;
                 }
@@ -242,7 +272,7 @@ mod tests {
     /// indexing texts where it keeps the cosine and wins; f32 on the portable tier.
     #[test]
     fn the_measured_choices() {
-        let c = |t, w, towers| choose(t, w, towers).0;
+        let c = |t, w, towers| choose(t, w, towers).precision;
         assert_eq!(c(Tier::Avx512Bf16, Workload::Query, Towers::Text), Bf16);
         assert_eq!(c(Tier::Avx2, Workload::Query, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx512, Workload::Query, Towers::Text), Int8);
@@ -255,7 +285,7 @@ mod tests {
             c(Tier::Portable, Workload::Query, Towers::Text),
             Precision::F32
         );
-        let (_, why) = choose(Tier::Avx2, Workload::Query, Towers::Text);
+        let why = choose(Tier::Avx2, Workload::Query, Towers::Text).to_string();
         assert!(why.starts_with("int8 for queries"), "{why}");
     }
 }

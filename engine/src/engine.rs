@@ -211,8 +211,8 @@ impl Engine {
             }
             Precision::Auto if device.is_cpu() => {
                 let tier = jsearch_base::cpu::features().tier();
-                let (p, why) = auto_precision::choose(tier, workload, need);
-                (p, Some(why))
+                let choice = auto_precision::choose(tier, workload, need);
+                (choice.precision, Some(choice))
             }
             p => (p, None),
         };

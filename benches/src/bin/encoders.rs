@@ -268,7 +268,7 @@ fn auto_path(case: &str) -> (&'static str, Towers) {
         "q32" | "p512" => (Workload::Index, Towers::Text),
         _ => (Workload::Index, Towers::Vision),
     };
-    let name = match choose(jsearch::cpu_tier(), workload, towers).0 {
+    let name = match choose(jsearch::cpu_tier(), workload, towers).precision {
         jsearch::Precision::Int8 => "int8",
         jsearch::Precision::Bf16 => "bf16mm",
         _ => "f32",

@@ -416,7 +416,9 @@ impl ClipModel {
             let table = TextModel::mapped_table(&config.text_config, &checkpoint)?;
             let build = || -> Result<TextModel> {
                 let mut t = match &table {
-                    Some(_) => TextModel::new_mapped(&config.text_config, vb.clone(), &checkpoint),
+                    Some(table) => {
+                        TextModel::new_mapped(&config.text_config, vb.clone(), table.clone())
+                    }
                     None => TextModel::new(&config.text_config, vb.clone(), Adapter::Merged),
                 }
                 .map_err(candle_err)?;

@@ -84,17 +84,12 @@ impl TextModel {
         Self::build(cfg, vb, adapter, reference, None)
     }
 
-    /// [`Self::new`] with the word table read row by row from the checkpoint's mapping (when
-    /// it holds the table in the LoRA layout) instead of converted and merged in memory.
-    pub(crate) fn new_mapped(
-        cfg: &TextConfig,
-        vb: VarBuilder,
-        checkpoint: &Checkpoint,
-    ) -> Result<Self> {
+    /// [`Self::new`] with `table` (from [`Self::mapped_table`]: read row by row from the
+    /// checkpoint's mapping) instead of the table converted and merged in memory.
+    pub(crate) fn new_mapped(cfg: &TextConfig, vb: VarBuilder, table: WordTable) -> Result<Self> {
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = Deviations::default();
-        let table = Self::mapped_table(cfg, checkpoint)?;
-        Self::build(cfg, vb, Adapter::Merged, reference, table)
+        Self::build(cfg, vb, Adapter::Merged, reference, Some(table))
     }
 
     /// The word table of `checkpoint`, the reference adapter merged per row.

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use jsearch::{DeviceChoice, Engine, IndexOptions, Kind, OpenOptions, Precision, Query};
+use jsearch::{
+    AttrType, DeviceChoice, Engine, Fusion, IndexOptions, Kind, OpenOptions, Precision, Query,
+    SearchMode, SortBy,
+};
 
 const AFTER_HELP: &str = "\
 Exit status: 0 on success; 1 when a query (or similar) finds nothing; 2 on an error or a usage
@@ -98,6 +101,29 @@ fn positive_finite(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
+/// clap value parser: `field=type,field=type`.
+fn parse_csv_types(
+    s: &str,
+) -> std::result::Result<std::collections::HashMap<String, AttrType>, String> {
+    let mut out = std::collections::HashMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (field, ty) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected FIELD=TYPE"))?;
+        let ty: AttrType = ty.parse().map_err(|e: jsearch::Error| e.to_string())?;
+        out.insert(field.trim().to_string(), ty);
+    }
+    Ok(out)
+}
+
+/// clap value parser: a finite number, 0 or more.
+fn non_negative(s: &str) -> std::result::Result<f32, String> {
+    match finite(s)? {
+        v if v >= 0.0 => Ok(v),
+        _ => Err("must be 0 or more".into()),
+    }
+}
+
 /// clap value parser: a number from 0 to 1.
 fn unit_interval(s: &str) -> std::result::Result<f32, String> {
     match finite(s)? {
@@ -170,6 +196,12 @@ struct IndexArgs {
     /// Image paths in catalogs must lie inside this folder [default: each catalog's own folder].
     #[arg(long, value_name = "DIR")]
     catalog_root: Option<PathBuf>,
+    /// Types of CSV columns, e.g. sku=string,price=number,tags=list (types: string, number,
+    /// bool, list with '|' between values). Without it: true/false are booleans, numbers are
+    /// numbers (not codes with a leading zero such as 007), the rest strings; a header
+    /// `price:number` declares a type too.
+    #[arg(long, value_name = "FIELD=TYPE,…", value_parser = parse_csv_types)]
+    csv_types: Option<std::collections::HashMap<String, AttrType>>,
     /// Skip image files above this size in MiB (checked before reading).
     #[arg(long, default_value_t = 256, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
     max_image_mb: u64,
@@ -210,9 +242,34 @@ struct FilterArgs {
     /// Only items whose file path starts with PREFIX.
     #[arg(long = "path", value_name = "PREFIX")]
     path_prefix: Option<PathBuf>,
-    /// Drop results with a calibrated score below this (see README: how scores work).
+    /// Drop results with a score below this (see README: how scores work).
     #[arg(long, value_name = "SCORE", allow_negative_numbers = true, value_parser = finite)]
     min_score: Option<f32>,
+    /// Only items passing this filter, e.g. 'price < 20 AND in_stock = true AND category IN
+    /// ("card", "sticker")'. Operators: = != < <= > >= IN (…) EXISTS, NOT, AND, OR, ( ).
+    #[arg(long = "where", value_name = "EXPR")]
+    filter: Option<String>,
+    /// auto (hybrid where the store has a keyword index, else vector), vector, keyword, hybrid.
+    #[arg(long, default_value = "auto", value_parser = parse_typed::<SearchMode>)]
+    mode: SearchMode,
+    /// Weight of the keyword side in hybrid mode (0 = vector only; 1 = a perfect keyword match
+    /// is worth 4 calibrated vector units).
+    #[arg(long, default_value_t = 1.0, value_name = "W", value_parser = non_negative)]
+    keyword_weight: f32,
+    /// How hybrid mode fuses the two sides: blend (scores add up) or rrf (reciprocal ranks).
+    #[arg(long, default_value = "blend", value_parser = parse_typed::<Fusion>)]
+    fusion: Fusion,
+    /// Count the values of FIELD over every item that passes the filter (repeatable); printed
+    /// after the hits (--json: a final line {"facets": …}).
+    #[arg(long = "facet", value_name = "FIELD")]
+    facets: Vec<String>,
+    /// Skip the first N hits (paging: --offset 10 --limit 10 is page 2).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    offset: usize,
+    /// Order the relevant hits (above --min-score, else the top offset+limit) by a field:
+    /// FIELD, FIELD:asc or FIELD:desc.
+    #[arg(long, value_name = "FIELD[:asc|desc]", value_parser = parse_typed::<SortBy>)]
+    sort: Option<SortBy>,
     /// One JSON object per hit (rank, score, kind, id, path, title, metadata, ...).
     #[arg(long, conflicts_with = "paths")]
     json: bool,
@@ -291,12 +348,21 @@ fn log_device(engine: &Engine, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn build_query(mut q: Query, f: &FilterArgs) -> Query {
+fn build_query(mut q: Query, f: &FilterArgs) -> Result<Query> {
     q.limit = usize::from(f.limit);
     q.kinds = f.kinds.clone();
     q.path_prefix = f.path_prefix.clone();
     q.min_score = f.min_score;
-    q
+    q.mode = f.mode;
+    q.keyword_weight = f.keyword_weight;
+    q.fusion = f.fusion;
+    q.facets = f.facets.clone();
+    q.offset = f.offset;
+    q.sort = f.sort.clone();
+    if let Some(w) = &f.filter {
+        q = q.filter_str(w).context("--where")?;
+    }
+    Ok(q)
 }
 
 /// `jsearch index`.
@@ -311,6 +377,7 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
         max_text_bytes: a.max_text_mb << 20,
         max_record_bytes: (a.max_record_kb << 10) as usize,
         catalog_root: a.catalog_root.clone(),
+        csv_types: a.csv_types.clone().unwrap_or_default(),
         batch_size: usize::from(a.batch_size),
         threads: usize::from(a.threads),
         batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
@@ -401,16 +468,17 @@ fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Statu
             continue;
         }
         let (id, text) = parse_query_line(file, i, line)?;
-        let q = build_query(Query::text(text.clone()), &a.filter);
-        let hits = engine
-            .query(&q)
+        let q = build_query(Query::text(text.clone()), &a.filter)?;
+        let r = engine
+            .search(&q)
             .with_context(|| format!("query {id} ({text:?})"))?;
         if !a.filter.json && !a.filter.paths {
             use std::io::Write;
             writeln!(std::io::stdout().lock(), "# {id}: {text}")?;
         }
-        output::print_hits_for(&hits, a.filter.json, a.filter.paths, Some(&id))?;
-        found |= !hits.is_empty();
+        output::print_hits_for(&r.hits, a.filter.json, a.filter.paths, Some(&id))?;
+        output::print_facets(&r.facets, a.filter.json, Some(&id))?;
+        found |= !r.hits.is_empty();
     }
     Ok(Status::of_hits(found))
 }
@@ -427,21 +495,23 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
         image_weight: a.image_weight,
         ..Query::default()
     };
-    let hits = engine
-        .query(&build_query(q, &a.filter))
+    let r = engine
+        .search(&build_query(q, &a.filter)?)
         .context("query failed")?;
-    output::print_hits(&hits, a.filter.json, a.filter.paths)?;
-    Ok(Status::of_hits(!hits.is_empty()))
+    output::print_hits(&r.hits, a.filter.json, a.filter.paths)?;
+    output::print_facets(&r.facets, a.filter.json, None)?;
+    Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
 /// `jsearch similar`.
 fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
     let engine = open_engine(cli)?;
-    let hits = engine
-        .similar(&a.path, &build_query(Query::default(), &a.filter))
+    let r = engine
+        .similar_search(&a.path, &build_query(Query::default(), &a.filter)?)
         .with_context(|| format!("similar to {}", a.path.display()))?;
-    output::print_hits(&hits, a.filter.json, a.filter.paths)?;
-    Ok(Status::of_hits(!hits.is_empty()))
+    output::print_hits(&r.hits, a.filter.json, a.filter.paths)?;
+    output::print_facets(&r.facets, a.filter.json, None)?;
+    Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
 /// `jsearch rm`.

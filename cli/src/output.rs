@@ -99,6 +99,9 @@ pub fn print_hits_for(
             let mut v = serde_json::json!({
                 "rank": h.rank,
                 "score": h.score,
+                "vector": h.vector_score,
+                "keyword": h.keyword_score,
+                "exact": h.exact,
                 "cosine": h.cosine,
                 "kind": h.kind,
                 "id": h.id,
@@ -175,6 +178,66 @@ pub fn print_hits_for(
                 cut_start(&title, 60)
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Prints facets: a footer under the table, or one final JSON line `{"facets": {…}}`.
+pub fn print_facets(
+    facets: &[(String, jsearch::Facet)],
+    json: bool,
+    query: Option<&str>,
+) -> Result<()> {
+    if facets.is_empty() {
+        return Ok(());
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if json {
+        let mut m = serde_json::Map::new();
+        for (f, facet) in facets {
+            let v = match facet {
+                jsearch::Facet::Values(vs) => serde_json::Value::Object(
+                    vs.iter()
+                        .map(|(k, n)| (k.clone(), serde_json::json!(n)))
+                        .collect(),
+                ),
+                jsearch::Facet::Range { min, max, count } => {
+                    serde_json::json!({"min": min, "max": max, "count": count})
+                }
+            };
+            m.insert(f.clone(), v);
+        }
+        let mut line = serde_json::json!({ "facets": m });
+        if let (Some(q), Some(o)) = (query, line.as_object_mut()) {
+            o.insert("query".into(), serde_json::Value::String(q.to_string()));
+        }
+        writeln!(out, "{line}")?;
+        return Ok(());
+    }
+    writeln!(out, "facets:")?;
+    for (f, facet) in facets {
+        let body = match facet {
+            jsearch::Facet::Values(vs) if vs.is_empty() => "(none)".to_string(),
+            jsearch::Facet::Values(vs) => {
+                let shown: Vec<String> = vs
+                    .iter()
+                    .take(20)
+                    .map(|(k, n)| format!("{} {n}", one_line(&printable(k))))
+                    .collect();
+                let more = if vs.len() > 20 {
+                    format!(", … ({} more values)", vs.len() - 20)
+                } else {
+                    String::new()
+                };
+                format!("{}{more}", shown.join(", "))
+            }
+            jsearch::Facet::Range { count: 0, .. } => "(none)".to_string(),
+            jsearch::Facet::Range { min, max, count } => {
+                format!("{min} – {max} ({count} items)")
+            }
+        };
+        writeln!(out, "  {}: {body}", printable(f))?;
     }
     Ok(())
 }

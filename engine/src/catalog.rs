@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::attrs::{type_csv_cell, AttrType};
 use crate::error::{Error, Result};
 use crate::{fsread, walk};
 
@@ -64,6 +65,8 @@ pub(crate) struct CatalogLimits {
     pub(crate) max_record_bytes: usize,
     /// Image paths must resolve inside this folder (canonical); `None` = the catalog's folder.
     pub(crate) root: Option<PathBuf>,
+    /// Declared types of CSV columns (override the header suffix and the typing rule).
+    pub(crate) csv_types: std::collections::HashMap<String, AttrType>,
 }
 
 impl Default for CatalogLimits {
@@ -71,6 +74,7 @@ impl Default for CatalogLimits {
         CatalogLimits {
             max_record_bytes: fsread::DEFAULT_MAX_RECORD_BYTES,
             root: None,
+            csv_types: Default::default(),
         }
     }
 }
@@ -271,7 +275,25 @@ pub(crate) fn read_catalog(
                 Err(e) => return Err(catalog_err(format!("header row: {e}"))),
             },
         };
-        if !headers.iter().any(|h| h.trim() == "id") {
+        // `name:type` headers declare a column's type; --csv-types overrides both.
+        let columns: Vec<(String, Option<AttrType>)> = headers
+            .iter()
+            .map(|h| {
+                let (name, ty) = crate::attrs::split_header(h);
+                // The recognised text columns stay text (a title "1.50" is not the number 1.5).
+                let text_column = matches!(
+                    name,
+                    "id" | "title" | "name" | "description" | "text" | "image" | "image_path"
+                );
+                let ty = if text_column {
+                    Some(AttrType::String)
+                } else {
+                    limits.csv_types.get(name).copied().or(ty)
+                };
+                (name.to_string(), ty)
+            })
+            .collect();
+        if !columns.iter().any(|(h, _)| h == "id") {
             return Err(catalog_err("no \"id\" column in the header row".into()));
         }
         while let Some((line, row)) = rows.next_record(&mut buf).map_err(|e| Error::io(path, e))? {
@@ -282,12 +304,36 @@ pub(crate) fn read_catalog(
                 Row::TooLong(n) => Err(too_long(n, limit)),
                 Row::Bytes => parse_csv_row(&buf).and_then(|fields| {
                     let mut obj = Map::new();
-                    for (h, v) in headers.iter().zip(fields.iter()) {
-                        if !v.trim().is_empty() {
-                            obj.insert(h.trim().to_string(), Value::String(v.to_string()));
+                    let mut bad = Vec::new();
+                    for ((h, ty), v) in columns.iter().zip(fields.iter()) {
+                        if v.trim().is_empty() {
+                            continue;
                         }
+                        let value = match type_csv_cell(v, *ty) {
+                            Ok(x) => x,
+                            Err(why) => {
+                                bad.push(format!("column {h:?}: {why}"));
+                                Value::String(v.to_string())
+                            }
+                        };
+                        obj.insert(h.clone(), value);
                     }
-                    record_from_map(obj, base, &root)
+                    record_from_map(obj, base, &root).map(|(rec, warning)| {
+                        let warning = match (warning, bad.is_empty()) {
+                            (w, true) => w,
+                            (w, false) => Some(
+                                w.into_iter()
+                                    .chain(std::iter::once(format!(
+                                        "record {:?}: {} (kept as a string)",
+                                        rec.id,
+                                        bad.join("; ")
+                                    )))
+                                    .collect::<Vec<_>>()
+                                    .join("; "),
+                            ),
+                        };
+                        (rec, warning)
+                    })
                 }),
             };
             out.push(line, parsed);
@@ -317,6 +363,7 @@ pub(crate) fn read_catalog(
             out.push(line, parsed);
         }
     }
+    out.problems.extend(mixed_types(&out.records));
     if out.records.is_empty() && !out.problems.is_empty() {
         return Err(catalog_err(format!(
             "no usable record ({} problems, first: {})",
@@ -325,6 +372,38 @@ pub(crate) fn read_catalog(
         )));
     }
     Ok((out.records, out.problems))
+}
+
+/// One problem per field whose values have more than one type across the catalog's records
+/// (the records are kept, each value as given).
+fn mixed_types(records: &[Record]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    // field -> type -> (count, first record id)
+    let mut seen: BTreeMap<&str, BTreeMap<AttrType, (usize, &str)>> = BTreeMap::new();
+    for r in records {
+        for (k, v) in &r.metadata {
+            if let Some(t) = AttrType::of(v) {
+                let e = seen.entry(k).or_default().entry(t).or_insert((0, &r.id));
+                e.0 += 1;
+            }
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, types)| types.len() > 1)
+        .map(|(field, types)| {
+            let mut parts: Vec<(AttrType, (usize, &str))> = types.into_iter().collect();
+            parts.sort_by_key(|(_, (n, _))| std::cmp::Reverse(*n));
+            let desc: Vec<String> = parts
+                .iter()
+                .map(|(t, (n, first))| format!("{t} in {n} (first: record {first:?})"))
+                .collect();
+            format!(
+                "field {field:?} has mixed types: {}; every record is kept with its value as \
+                 given, and a filter on {field:?} only matches values of the literal's type",
+                desc.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// A UTF-8 byte-order mark at the start of a file is not part of the first record.
@@ -504,6 +583,54 @@ mod tests {
             .contains("no \"id\" column"));
     }
 
+    #[test]
+    fn csv_cells_are_typed_and_mixed_types_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.csv");
+        std::fs::write(
+            &p,
+            "id,title,price,in_stock,zip,sku:string,tags:list,size\n\
+             1,1.50,12.5,true,007,123,a|b,3\n\
+             2,t,cheap,FALSE,,124,,4\n\
+             3,t,7,false,,125,c,x\n",
+        )
+        .unwrap();
+        let mut limits = CatalogLimits::default();
+        limits.csv_types.insert("size".into(), AttrType::Number);
+        let (recs, problems) = read_catalog(&p, &limits).unwrap();
+        assert_eq!(recs.len(), 3);
+        let m = &recs[0].metadata;
+        assert_eq!(
+            recs[0].title.as_deref(),
+            Some("1.50"),
+            "text columns stay text"
+        );
+        assert_eq!(m["price"], serde_json::json!(12.5));
+        assert_eq!(m["in_stock"], serde_json::json!(true));
+        assert_eq!(m["zip"], serde_json::json!("007"));
+        assert_eq!(m["sku"], serde_json::json!("123"));
+        assert_eq!(m["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(m["size"], serde_json::json!(3));
+        assert_eq!(recs[1].metadata["price"], serde_json::json!("cheap"));
+        assert_eq!(recs[1].metadata["in_stock"], serde_json::json!(false));
+        // "x" in a declared number column: kept as a string, with a problem for that record.
+        assert_eq!(recs[2].metadata["size"], serde_json::json!("x"));
+        let joined = problems.join("\n");
+        assert!(
+            joined.contains("column \"size\": \"x\" is not a number"),
+            "{joined}"
+        );
+        let mixed: Vec<&String> = problems
+            .iter()
+            .filter(|p| p.contains("mixed types"))
+            .collect();
+        assert_eq!(mixed.len(), 2, "price and size, once each: {problems:?}");
+        assert!(
+            mixed[0].contains("\"price\"") && mixed[0].contains("number in 2"),
+            "{mixed:?}"
+        );
+    }
+
     fn problems_of(p: &Path, limits: &CatalogLimits) -> (Vec<Record>, Vec<String>) {
         read_catalog(p, limits).unwrap()
     }
@@ -513,7 +640,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let limits = CatalogLimits {
             max_record_bytes: 1 << 20,
-            root: None,
+            ..CatalogLimits::default()
         };
         // JSONL: a BOM before record 1, a Latin-1 line, a 10 MB field.
         let p = dir.path().join("c.jsonl");

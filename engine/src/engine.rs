@@ -27,7 +27,7 @@ use crate::integrity::{self, CheckSummary, RepairSummary};
 use crate::item::{self, Kind, Modality};
 use crate::keys;
 use crate::lazy::Lazy;
-use crate::search::{self, CalibrationSamples, Query, SearchHit};
+use crate::search::{self, CalibrationSamples, Query, SearchHit, SearchResult};
 use crate::Record;
 
 /// File name of the default store, inside [`default_db_path`]'s folder.
@@ -151,6 +151,10 @@ pub struct Engine {
     writer: Option<Store>,
     /// Per-modality calibration samples, dropped by every write.
     calibration: Mutex<Option<Arc<CalibrationSamples>>>,
+    /// The attribute table and the keyword index's reader, with the store generation they
+    /// were read at (rebuilt when the store has changed, also by another process).
+    attributes: Mutex<Option<(u64, Arc<crate::attrs::AttributeTable>)>>,
+    keywords: Mutex<Option<(u64, Arc<crate::keyword::KeywordIndex>)>>,
 }
 
 impl Engine {
@@ -171,6 +175,8 @@ impl Engine {
             reader: Lazy::default(),
             writer: None,
             calibration: Mutex::new(None),
+            attributes: Mutex::new(None),
+            keywords: Mutex::new(None),
         })
     }
 
@@ -366,6 +372,34 @@ impl Engine {
         Ok(s)
     }
 
+    /// Every item's attributes (cached while the store is unchanged).
+    pub(crate) fn attributes(&self, store: &Store) -> Result<Arc<crate::attrs::AttributeTable>> {
+        let gen = store.generation()?;
+        let mut cached = self.attributes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, t)) = cached.as_ref() {
+            if *g == gen {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(crate::attrs::AttributeTable::load(store)?);
+        *cached = Some((gen, t.clone()));
+        Ok(t)
+    }
+
+    /// The keyword index's reader (cached while the store is unchanged).
+    pub(crate) fn keywords(&self, store: &Store) -> Result<Arc<crate::keyword::KeywordIndex>> {
+        let gen = store.generation()?;
+        let mut cached = self.keywords.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, t)) = cached.as_ref() {
+            if *g == gen {
+                return Ok(t.clone());
+            }
+        }
+        let t = Arc::new(crate::keyword::KeywordIndex::load(store)?);
+        *cached = Some((gen, t.clone()));
+        Ok(t)
+    }
+
     /// Recovers a store left by a killed writer and upgrades an older format, in place (the
     /// writer lock for a moment; no model, no graph load).
     fn recover(&self) -> Result<()> {
@@ -501,13 +535,24 @@ impl Engine {
         ingest::remove_paths(store, paths)
     }
 
-    /// Searches by text, image, or both. See [`crate::search`] for how scores are computed.
+    /// Searches by text, image, or both; the hits. See [`crate::search`] for how scores are
+    /// computed, and [`Engine::search`] for the facets too.
     pub fn query(&self, q: &Query) -> Result<Vec<SearchHit>> {
+        Ok(search::run_query(self, q)?.hits)
+    }
+
+    /// Searches as [`Engine::query`], returning the hits and the facets the query asked for.
+    pub fn search(&self, q: &Query) -> Result<SearchResult> {
         search::run_query(self, q)
     }
 
     /// Items similar to an indexed file (its stored vectors are the query; the file itself is excluded).
     pub fn similar(&self, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
+        Ok(search::run_similar(self, path, q)?.hits)
+    }
+
+    /// [`Engine::similar`] with the facets the query asked for.
+    pub fn similar_search(&self, path: &Path, q: &Query) -> Result<SearchResult> {
         search::run_similar(self, path, q)
     }
 

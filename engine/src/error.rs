@@ -69,6 +69,17 @@ pub enum Error {
     /// A path given to a command is not in the store.
     #[error("{0} is not in the store (index it first)")]
     NotIndexed(PathBuf),
+    /// A filter expression is malformed, names an unknown field, or compares a field with a
+    /// value of a type it never holds. The message shows the expression and marks the column.
+    #[error("invalid filter at column {column}: {message}\n  {expr}\n  {caret}^", caret = " ".repeat(column.saturating_sub(1)))]
+    Filter {
+        /// The expression as given.
+        expr: String,
+        /// 1-based character column of the mistake.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// A caller passed an invalid argument (bad device name, empty query, ...).
     #[error("{0}")]
     InvalidArgument(String),

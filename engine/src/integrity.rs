@@ -99,6 +99,8 @@ pub(crate) fn check(db: &Path) -> Result<CheckSummary> {
         out.damage
             .push(format!("vector {id} is in the store but no file owns it"));
     }
+    let items: HashSet<u64> = own.live.iter().map(|&id| item::item_id(id)).collect();
+    out.damage.extend(crate::keyword::check(&store, &items)?);
     Ok(out)
 }
 
@@ -125,11 +127,23 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
     }
     // As `rm` forgets a file: its vectors and records go, then the next index encodes it.
     let mut batch = Batch::new();
+    let mut kw = crate::keyword::KeywordWrites::default();
     for p in &reindex {
-        delete_owned(&store, &mut batch, p, None)?;
+        delete_owned(&store, &mut batch, &mut kw, p, None)?;
         batch.kv_delete(NS_FILES, keys::path_bytes(p));
     }
+    // Keyword documents of items that are gone (a damaged keyword row is dropped by the
+    // store's repair; the item's file is then re-indexed, which writes its document again).
+    let items: HashSet<u64> = own.live.iter().map(|&id| item::item_id(id)).collect();
+    for (k, _) in store.kv_scan_prefix(crate::keyword::NS_KWDOC, b"")? {
+        if let Some(id) = k.as_slice().try_into().ok().map(u64::from_be_bytes) {
+            if !items.contains(&id) {
+                kw.remove(&store, &mut batch, id)?;
+            }
+        }
+    }
     for &id in &own.unowned {
+        kw.remove(&store, &mut batch, item::item_id(id))?;
         batch.delete(id);
         batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(id), id));
     }
@@ -144,6 +158,7 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
             batch.kv_delete(NS_MOD, k);
         }
     }
+    kw.finish(&store, &mut batch)?;
     if !batch.is_empty() {
         store.commit(batch)?;
     }

@@ -36,17 +36,20 @@
 //! | `device` | choosing the compute device and precision |
 //! | `auto_precision` | what `--precision auto` runs on this CPU for a workload (shipped measurements) |
 
+pub mod attrs;
 pub mod auto_precision;
 mod catalog;
 mod chunk;
 mod device;
 mod engine;
 mod error;
+pub mod filter;
 mod fsread;
 mod ingest;
 mod integrity;
 mod item;
 mod keys;
+mod keyword;
 mod lazy;
 pub mod search;
 mod walk;
@@ -58,15 +61,17 @@ pub use jsearch_base::cpu::Tier as CpuTier;
 pub fn cpu_tier() -> CpuTier {
     jsearch_base::cpu::features().tier()
 }
+pub use attrs::{AttrType, Facet};
 pub use catalog::Record;
 pub use device::{cuda_compiled, DeviceChoice, Precision, ResolvedDevice};
 pub use engine::{default_db_path, Embeddings, Engine, OpenOptions, Stats, DEFAULT_DB_NAME};
 pub use error::{Error, ModelMismatch, Result};
+pub use filter::{CmpOp, Filter, Literal};
 pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};
 pub use integrity::{CheckSummary, RepairSummary};
 pub use item::{ItemMeta, Kind, Modality};
 pub use jsearch_base::{normalize, truncate_normalize};
-pub use search::{Query, SearchHit};
+pub use search::{Fusion, Query, SearchHit, SearchMode, SearchResult, SortBy};
 pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 
 pub(crate) use jsearch_encoders as enc;

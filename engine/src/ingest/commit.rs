@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::idx::{Batch, Store};
 use crate::item;
 use crate::keys::{self, FileRecord, Hash, NS_FILES, NS_HASH, NS_MOD, NS_OWN};
+use crate::keyword::KeywordWrites;
 
 /// The `files` record of a completed file.
 fn file_record(job: &FileJob) -> Vec<u8> {
@@ -28,6 +29,7 @@ fn file_record(job: &FileJob) -> Vec<u8> {
 pub(crate) fn delete_owned(
     store: &Store,
     batch: &mut Batch,
+    kw: &mut KeywordWrites,
     path: &Path,
     keep: Option<&HashSet<u64>>,
 ) -> Result<usize> {
@@ -45,6 +47,12 @@ pub(crate) fn delete_owned(
             batch.kv_delete(NS_HASH, keys::hash_key(&h, id));
         }
         batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(id), id));
+        // The item's keyword document goes with its last vector (a product that only lost its
+        // image keeps it).
+        let kept = |x: u64| keep.is_some_and(|keep| keep.contains(&x));
+        if !kept(item::item_id(id)) && !kept(item::sibling(id)) {
+            kw.remove(store, batch, item::item_id(id))?;
+        }
         n += 1;
     }
     Ok(n)
@@ -70,6 +78,7 @@ impl Consumer<'_> {
     ) -> Result<()> {
         let t_store = Instant::now();
         let mut batch = Batch::new();
+        let mut kw = KeywordWrites::default();
         let mut fi = 0;
         let mut finished = Vec::new();
         for p in pending {
@@ -112,6 +121,9 @@ impl Consumer<'_> {
                 }
                 if wrote {
                     self.summary.items += 1;
+                    if let Some(v) = it.vecs.first() {
+                        kw.put(self.store, &mut batch, item::item_id(v.id), &it.keywords)?;
+                    }
                 }
             }
             self.done_units += 1;
@@ -125,8 +137,9 @@ impl Consumer<'_> {
         for f in finished {
             self.remaining.remove(&f);
             let produced = self.produced.remove(&f).unwrap_or_default();
-            self.finish_file(&mut batch, f, &produced)?;
+            self.finish_file(&mut batch, &mut kw, f, &produced)?;
         }
+        kw.finish(self.store, &mut batch)?;
         self.store.commit(batch)?;
         self.store_time += t_store.elapsed();
         Ok(())
@@ -137,6 +150,7 @@ impl Consumer<'_> {
     pub(super) fn finish_file(
         &mut self,
         batch: &mut Batch,
+        kw: &mut KeywordWrites,
         f: usize,
         produced: &HashSet<u64>,
     ) -> Result<()> {
@@ -145,7 +159,7 @@ impl Consumer<'_> {
             self.summary.failed += 1;
             return Ok(());
         }
-        delete_owned(self.store, batch, &job.path, Some(produced))?;
+        delete_owned(self.store, batch, kw, &job.path, Some(produced))?;
         batch.kv_put(NS_FILES, keys::path_bytes(&job.path), file_record(job));
         if job.update {
             self.summary.updated += 1;
@@ -163,13 +177,15 @@ impl Consumer<'_> {
     ) -> Result<usize> {
         let t_store = Instant::now();
         let mut batch = Batch::new();
+        let mut kw = KeywordWrites::default();
         for &f in empty_files {
-            self.finish_file(&mut batch, f, &HashSet::new())?;
+            self.finish_file(&mut batch, &mut kw, f, &HashSet::new())?;
         }
         for p in remove {
-            delete_owned(self.store, &mut batch, p, None)?;
+            delete_owned(self.store, &mut batch, &mut kw, p, None)?;
             batch.kv_delete(NS_FILES, keys::path_bytes(p));
         }
+        kw.finish(self.store, &mut batch)?;
         if !batch.is_empty() {
             self.store.commit(batch)?;
         }

@@ -58,6 +58,9 @@ pub struct IndexOptions {
     /// A record whose image lies outside (`../../etc/passwd`, an absolute path elsewhere, a
     /// symlink out) keeps its text and loses the image, with a problem naming it.
     pub catalog_root: Option<PathBuf>,
+    /// Types of CSV columns, overriding the typing rule ([`crate::attrs::type_csv_cell`]) and
+    /// the header's `name:type` suffix (CLI: `--csv-types price=number,sku=string`).
+    pub csv_types: std::collections::HashMap<String, crate::AttrType>,
     /// Vectors per model batch and per commit. Default 32.
     pub batch_size: usize,
     /// Threads that read, decode and preprocess (0 = one per core).
@@ -99,6 +102,7 @@ impl Default for IndexOptions {
             max_text_bytes: fsread::DEFAULT_MAX_TEXT_BYTES,
             max_record_bytes: fsread::DEFAULT_MAX_RECORD_BYTES,
             catalog_root: None,
+            csv_types: Default::default(),
             batch_size: 32,
             threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
@@ -338,10 +342,12 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
     targets.dedup();
     for chunk in targets.chunks(256) {
         let mut batch = Batch::new();
+        let mut kw = crate::keyword::KeywordWrites::default();
         for p in chunk {
-            commit::delete_owned(store, &mut batch, p, None)?;
+            commit::delete_owned(store, &mut batch, &mut kw, p, None)?;
             batch.kv_delete(NS_FILES, keys::path_bytes(p));
         }
+        kw.finish(store, &mut batch)?;
         store.commit(batch)?;
     }
     Ok(Removal {

@@ -128,6 +128,7 @@ pub(super) fn plan(
     let limits = CatalogLimits {
         max_record_bytes: opts.max_record_bytes,
         root: opts.catalog_root.clone(),
+        csv_types: opts.csv_types.clone(),
     };
     let mut seen: HashSet<PathBuf> = HashSet::new();
     found.retain(|f| seen.insert(f.path.clone()));

@@ -16,6 +16,7 @@ use crate::enc::EncoderError;
 use crate::fsread::{read_range, read_regular, Limit};
 use crate::item::{path_key, path_strings, snippet, vector_id, ItemMeta, Kind, Modality};
 use crate::keys::Hash;
+use crate::keyword::KeywordDoc;
 use crate::walk;
 
 /// Why a file (or a catalog record) could not be used. Reported as an
@@ -71,6 +72,8 @@ pub(super) struct PVec {
 pub(super) struct PItem {
     pub(super) meta: ItemMeta,
     pub(super) vecs: Vec<PVec>,
+    /// Its document in the keyword index.
+    pub(super) keywords: KeywordDoc,
 }
 
 /// What a unit of work produced.
@@ -206,23 +209,25 @@ impl Ctx<'_> {
             Kind::Image,
             Modality::Image,
         );
+        let meta = ItemMeta {
+            kind: Kind::Image,
+            id: path_s.clone(),
+            path: path_s,
+            path_bytes,
+            title: job
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned()),
+            part: None,
+            chunk: None,
+            chunks: None,
+            image: None,
+            snippet: None,
+            metadata: Default::default(),
+        };
         Ok(PItem {
-            meta: ItemMeta {
-                kind: Kind::Image,
-                id: path_s.clone(),
-                path: path_s,
-                path_bytes,
-                title: job
-                    .path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned()),
-                part: None,
-                chunk: None,
-                chunks: None,
-                image: None,
-                snippet: None,
-                metadata: Default::default(),
-            },
+            keywords: KeywordDoc::of(&meta, None),
+            meta,
             vecs: vec![PVec { id, hash, input }],
         })
     }
@@ -293,20 +298,22 @@ impl Ctx<'_> {
                 };
                 let key = path_key("file:", &job.path, &format!("#{local}"));
                 let id = vector_id(key, Kind::Text, Modality::Text);
+                let meta = ItemMeta {
+                    kind: Kind::Text,
+                    id: format!("{path_s}#{local}"),
+                    path: path_s.clone(),
+                    path_bytes: path_bytes.clone(),
+                    title: title.clone(),
+                    part,
+                    chunk: Some(i as u32),
+                    chunks: part.is_none().then_some(n),
+                    image: None,
+                    snippet: Some(snippet(&ch.text, 300)),
+                    metadata: Default::default(),
+                };
                 PItem {
-                    meta: ItemMeta {
-                        kind: Kind::Text,
-                        id: format!("{path_s}#{local}"),
-                        path: path_s.clone(),
-                        path_bytes: path_bytes.clone(),
-                        title: title.clone(),
-                        part,
-                        chunk: Some(i as u32),
-                        chunks: part.is_none().then_some(n),
-                        image: None,
-                        snippet: Some(snippet(&ch.text, 300)),
-                        metadata: Default::default(),
-                    },
+                    keywords: KeywordDoc::of(&meta, Some(&ch.text)),
+                    meta,
                     vecs: vec![PVec {
                         id,
                         hash: text_hash(&ch.text),
@@ -369,20 +376,22 @@ impl Ctx<'_> {
             .cloned()
             .collect::<Vec<_>>()
             .join(" ");
+        let meta = ItemMeta {
+            kind: Kind::Product,
+            id: rec.id.clone(),
+            path: path_s,
+            path_bytes,
+            title,
+            part: None,
+            chunk: None,
+            chunks: None,
+            image,
+            snippet: (!body.trim().is_empty()).then(|| snippet(&body, 300)),
+            metadata: rec.metadata.clone(),
+        };
         Some(PItem {
-            meta: ItemMeta {
-                kind: Kind::Product,
-                id: rec.id.clone(),
-                path: path_s,
-                path_bytes,
-                title,
-                part: None,
-                chunk: None,
-                chunks: None,
-                image,
-                snippet: (!body.trim().is_empty()).then(|| snippet(&body, 300)),
-                metadata: rec.metadata.clone(),
-            },
+            keywords: KeywordDoc::of(&meta, Some(&body)),
+            meta,
             vecs,
         })
     }

@@ -257,3 +257,32 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// The generation of the latest commit (bumped by every commit and compaction, also by other
+    /// processes): caches built from the store's contents are valid while it is unchanged.
+    pub fn generation(&self) -> Result<u64> {
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let txn = self.db.read()?;
+            schema::committed_generation(&txn, &self.path)
+        })
+    }
+
+    /// Calls `f(id, metadata)` for every live item, in id order, in one read transaction (one
+    /// consistent snapshot). Stops at the first error `f` returns.
+    pub fn for_each_meta(&self, mut f: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let txn = self.db.read()?;
+            let items = txn.open_table(ITEMS)?;
+            for r in items.iter()? {
+                let (k, v) = r?;
+                let id = k.value();
+                let (_, meta) = schema::item_parts(&self.path, id, v.value())?;
+                f(id, meta)?;
+            }
+            Ok(())
+        })
+    }
+}

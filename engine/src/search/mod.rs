@@ -16,17 +16,36 @@
 //! image and a passage. With several query vectors (`--image` and `--text`), the score of a vector is
 //! the weighted mean of its z-scores. An item with several vectors (a product's text and image)
 //! scores as its best vector. Within one modality the ranking is exactly the cosine ranking.
+//!
+//! **Keyword and hybrid search** ([`SearchMode`]): the store's keyword index scores items by
+//! BM25; in hybrid mode (the default where the store has one) the keyword score is added to the
+//! calibrated vector score ([`Fusion::Blend`]: `z + keyword_weight × 4 × BM25 / best possible
+//! BM25`) or the two rankings are fused by reciprocal rank ([`Fusion::Rrf`]). An item whose
+//! whole id, title or string attribute equals the query (case and accents aside) is an exact
+//! match and ranks before the others. Filters, facets, sorting and paging: see `rank`.
+//!
+//! | module | holds |
+//! |---|---|
+//! | this one | [`Query`], [`SearchHit`], [`SearchResult`], calibration, the entry points |
+//! | `rank` | candidates, the filtered walk or scan, fusion, facets, sorting, paging |
 
-use std::collections::{HashMap, HashSet};
+mod rank;
+
+pub use rank::KEYWORD_Z;
+
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::Serialize;
 
+use crate::attrs::Facet;
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions};
 use crate::enc::{TextRole, Towers};
 use crate::error::{Error, Result};
-use crate::idx::{SearchParams, Store};
-use crate::item::{self, ItemMeta, Kind, Modality};
+use crate::filter::Filter;
+use crate::idx::Store;
+use crate::item::{self, Kind, Modality};
 use crate::keys::{self, NS_MOD, NS_OWN};
 use crate::walk;
 use crate::Engine;
@@ -51,8 +70,137 @@ pub struct Query {
     pub kinds: Vec<Kind>,
     /// Only items whose file path starts with this (made absolute).
     pub path_prefix: Option<PathBuf>,
-    /// Drop results scoring below this (calibrated score).
+    /// Drop results scoring below this (the fused score, [`SearchHit::score`]).
     pub min_score: Option<f32>,
+    /// Only items passing this filter ([`Filter`]; see [`crate::filter`] for the grammar).
+    pub filter: Option<Filter>,
+    /// The filter as the user wrote it, for error messages that point at a column (set by
+    /// [`Query::filter_str`]).
+    pub filter_text: Option<String>,
+    /// Vector, keyword or both. Default [`SearchMode::Auto`].
+    pub mode: SearchMode,
+    /// How the keyword and vector sides are fused. Default [`Fusion::Blend`].
+    pub fusion: Fusion,
+    /// Weight of the keyword side in hybrid mode (0 = vector only). Default 1.
+    pub keyword_weight: f32,
+    /// Fields to count over every passing item ([`SearchResult::facets`]).
+    pub facets: Vec<String>,
+    /// Hits to skip (paging). Default 0.
+    pub offset: usize,
+    /// Order the relevant hits by a field instead of by score.
+    pub sort: Option<SortBy>,
+}
+
+/// Which sides of the index a query uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchMode {
+    /// Hybrid where the store has a keyword index and the query has text; vector otherwise.
+    #[default]
+    Auto,
+    /// Vectors only.
+    Vector,
+    /// The keyword index only (BM25).
+    Keyword,
+    /// Both, fused into one ranking.
+    Hybrid,
+}
+
+impl SearchMode {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchMode::Auto => "auto",
+            SearchMode::Vector => "vector",
+            SearchMode::Keyword => "keyword",
+            SearchMode::Hybrid => "hybrid",
+        }
+    }
+}
+
+impl FromStr for SearchMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(SearchMode::Auto),
+            "vector" => Ok(SearchMode::Vector),
+            "keyword" => Ok(SearchMode::Keyword),
+            "hybrid" => Ok(SearchMode::Hybrid),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown mode {s:?}: expected auto, vector, keyword or hybrid"
+            ))),
+        }
+    }
+}
+
+/// How hybrid mode fuses the keyword and the vector side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fusion {
+    /// Calibrated-score blend: the vector z-score plus the weighted, normalised BM25 score.
+    #[default]
+    Blend,
+    /// Reciprocal-rank fusion (k = 60).
+    Rrf,
+}
+
+impl FromStr for Fusion {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "blend" => Ok(Fusion::Blend),
+            "rrf" => Ok(Fusion::Rrf),
+            _ => Err(Error::InvalidArgument(format!(
+                "unknown fusion {s:?}: expected blend or rrf"
+            ))),
+        }
+    }
+}
+
+/// Sorting by a field: `price`, `price:asc`, `price:desc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SortBy {
+    /// The field.
+    pub field: String,
+    /// Largest first.
+    pub descending: bool,
+}
+
+impl FromStr for SortBy {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let (field, dir) = match s.rsplit_once(':') {
+            Some((f, d)) => (f, Some(d)),
+            None => (s, None),
+        };
+        let descending = match dir.map(|d| d.to_ascii_lowercase()) {
+            None => false,
+            Some(d) if d == "asc" => false,
+            Some(d) if d == "desc" => true,
+            Some(d) => {
+                return Err(Error::InvalidArgument(format!(
+                    "sort {s:?}: unknown direction {d:?} (use FIELD, FIELD:asc or FIELD:desc)"
+                )))
+            }
+        };
+        if field.trim().is_empty() {
+            return Err(Error::InvalidArgument(format!("sort {s:?}: no field")));
+        }
+        Ok(SortBy {
+            field: field.trim().to_string(),
+            descending,
+        })
+    }
+}
+
+/// What [`Engine::search`] returns: the page of hits and the requested facets (in the order
+/// asked for).
+#[derive(Debug, Clone)]
+pub struct SearchResult {
+    /// The hits.
+    pub hits: Vec<SearchHit>,
+    /// `(field, counts)` per requested facet.
+    pub facets: Vec<(String, Facet)>,
+    /// The mode that ran (auto resolved).
+    pub mode: SearchMode,
 }
 
 impl Default for Query {
@@ -65,6 +213,14 @@ impl Default for Query {
             kinds: Vec::new(),
             path_prefix: None,
             min_score: None,
+            filter: None,
+            filter_text: None,
+            mode: SearchMode::Auto,
+            fusion: Fusion::Blend,
+            keyword_weight: 1.0,
+            facets: Vec::new(),
+            offset: 0,
+            sort: None,
         }
     }
 }
@@ -94,6 +250,44 @@ impl Query {
         self.kinds = kinds.to_vec();
         self
     }
+    /// Only items passing `f`.
+    pub fn filter(mut self, f: Filter) -> Self {
+        self.filter = Some(f);
+        self.filter_text = None;
+        self
+    }
+    /// Only items passing the filter expression `expr` (parsed now: a malformed one is an
+    /// error pointing at its column).
+    pub fn filter_str(mut self, expr: &str) -> Result<Self> {
+        self.filter = Some(Filter::parse(expr)?);
+        self.filter_text = Some(expr.to_string());
+        Ok(self)
+    }
+    /// Sets the mode.
+    pub fn mode(mut self, mode: SearchMode) -> Self {
+        self.mode = mode;
+        self
+    }
+    /// Sets the keyword side's weight in hybrid mode.
+    pub fn keyword_weight(mut self, w: f32) -> Self {
+        self.keyword_weight = w;
+        self
+    }
+    /// Adds a facet.
+    pub fn facet(mut self, field: impl Into<String>) -> Self {
+        self.facets.push(field.into());
+        self
+    }
+    /// Skips the first `n` hits.
+    pub fn offset(mut self, n: usize) -> Self {
+        self.offset = n;
+        self
+    }
+    /// Orders the relevant hits by a field.
+    pub fn sort(mut self, by: SortBy) -> Self {
+        self.sort = Some(by);
+        self
+    }
 }
 
 /// One result.
@@ -101,10 +295,20 @@ impl Query {
 pub struct SearchHit {
     /// 1-based rank.
     pub rank: usize,
-    /// Calibrated score (see the module docs): higher is better, comparable across kinds.
+    /// The ranking score (see the module docs): the calibrated vector score, plus the keyword
+    /// part in hybrid mode (or the keyword part alone in keyword mode; the fused rank score with
+    /// RRF). Higher is better, comparable across kinds.
     pub score: f32,
-    /// Raw cosine of the best-matching vector (weighted over the query vectors).
+    /// Raw cosine of the best-matching vector (weighted over the query vectors); 0 in keyword
+    /// mode.
     pub cosine: f32,
+    /// The calibrated vector score (z), when the vector side ran.
+    pub vector_score: Option<f32>,
+    /// BM25 divided by the query's best possible BM25 (about 0–1), when the item matched a
+    /// query term.
+    pub keyword_score: Option<f32>,
+    /// The query equals the item's whole id, title or a string attribute (ranked first).
+    pub exact: bool,
     /// Image, text or product.
     pub kind: Kind,
     /// Path for images, `path#chunk` for passages, record id for products.
@@ -187,148 +391,7 @@ fn modalities_for(kinds: &HashSet<Kind>) -> Vec<Modality> {
     out
 }
 
-/// Query vectors with weights → ranked hits.
-fn search_vectors(
-    store: &Store,
-    samples: &CalibrationSamples,
-    queries: &[(Vec<f32>, f32)],
-    q: &Query,
-    exclude: &HashSet<u64>,
-) -> Result<Vec<SearchHit>> {
-    let limit = q.limit.max(1);
-    let kinds: HashSet<Kind> = if q.kinds.is_empty() {
-        Kind::ALL.into_iter().collect()
-    } else {
-        q.kinds.iter().copied().collect()
-    };
-    let path_ids: Option<HashSet<u64>> = match &q.path_prefix {
-        None => None,
-        Some(p) => {
-            // The file itself (`path ‖ 0`) or what lies under the folder (`path/`), never a
-            // sibling that merely starts with the same bytes (`DIR2` for `DIR`).
-            let abs = walk::absolute_lenient(p);
-            let base = keys::path_bytes(&abs);
-            let sep = std::path::MAIN_SEPARATOR as u8;
-            let mut prefixes = vec![keys::own_prefix(&abs)];
-            if base.last() == Some(&sep) {
-                prefixes.push(base);
-            } else {
-                let mut dir = base;
-                dir.push(sep);
-                prefixes.push(dir);
-            }
-            let mut ids = HashSet::new();
-            for prefix in prefixes {
-                for (k, _) in store.kv_scan_prefix(NS_OWN, &prefix)? {
-                    ids.extend(keys::split_own_key(&k).map(|(_, id)| id));
-                }
-            }
-            Some(ids)
-        }
-    };
-    // stats[j][m]: calibration of query j against modality m.
-    let stats: Vec<Vec<(f32, f32)>> = queries
-        .iter()
-        .map(|(qv, _)| samples.0.iter().map(|s| calibrate(qv, s)).collect())
-        .collect();
-    let wsum: f32 = queries.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
-    let accept = |id: u64| -> bool {
-        item::kind_of(id).is_some_and(|k| kinds.contains(&k))
-            && !exclude.contains(&id)
-            && path_ids.as_ref().is_none_or(|s| s.contains(&id))
-    };
-    let kc = (limit * 4).max(40);
-    let mut candidates: HashSet<u64> = HashSet::new();
-    let mut probes: Vec<Vec<f32>> = queries.iter().map(|(v, _)| v.clone()).collect();
-    if queries.len() > 1 {
-        let dim = queries[0].0.len();
-        let mut comb = vec![0.0f32; dim];
-        for (v, w) in queries {
-            for (c, x) in comb.iter_mut().zip(v) {
-                *c += w * x;
-            }
-        }
-        probes.push(normalized(comb));
-    }
-    for m in modalities_for(&kinds) {
-        let filter = |id: u64| item::modality_of(id) == m && accept(id);
-        let params = SearchParams {
-            filter: Some(&filter),
-            ..Default::default()
-        };
-        for p in &probes {
-            for h in store.search(p, kc, &params)? {
-                candidates.insert(h.id);
-            }
-        }
-    }
-    // A product is scored by its best vector: consider both.
-    let siblings: Vec<u64> = candidates
-        .iter()
-        .filter(|id| item::kind_of(**id) == Some(Kind::Product))
-        .map(|id| item::sibling(*id))
-        .filter(|id| accept(*id))
-        .collect();
-    candidates.extend(siblings);
-    // Best vector per item.
-    let mut best: HashMap<u64, (f32, f32, u64)> = HashMap::new();
-    for id in candidates {
-        let Some(v) = store.get_vector(id)? else {
-            continue;
-        };
-        let m = item::modality_of(id).byte() as usize;
-        let mut score = 0.0;
-        let mut cosine = 0.0;
-        for (j, (qv, w)) in queries.iter().enumerate() {
-            let c = dot(qv, &v);
-            let (mu, sigma) = stats[j][m];
-            score += w * (c - mu) / sigma;
-            cosine += w * c;
-        }
-        score /= wsum;
-        cosine /= wsum;
-        let key = item::item_id(id);
-        let e = best.entry(key).or_insert((f32::NEG_INFINITY, 0.0, id));
-        if score > e.0 {
-            *e = (score, cosine, id);
-        }
-    }
-    let mut ranked: Vec<(f32, f32, u64)> = best.into_values().collect();
-    ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.2.cmp(&b.2)));
-    if let Some(min) = q.min_score {
-        ranked.retain(|r| r.0 >= min);
-    }
-    ranked.truncate(limit);
-    let mut hits = Vec::with_capacity(ranked.len());
-    for (i, (score, cosine, id)) in ranked.into_iter().enumerate() {
-        let Some(bytes) = store.get_meta(id)? else {
-            continue;
-        };
-        let meta = ItemMeta::from_bytes(id, &bytes)?;
-        hits.push(SearchHit {
-            rank: i + 1,
-            score,
-            // f16 storage rounding can put a self-match a hair above 1.
-            cosine: cosine.clamp(-1.0, 1.0),
-            kind: meta.kind,
-            id: meta.id,
-            path: meta.path,
-            path_bytes: meta.path_bytes,
-            title: meta.title,
-            part: meta.part,
-            chunk: meta.chunk,
-            image: meta.image,
-            snippet: meta.snippet,
-            metadata: meta.metadata,
-        });
-    }
-    for (i, h) in hits.iter_mut().enumerate() {
-        h.rank = i + 1;
-    }
-    Ok(hits)
-}
-
-pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
+pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let towers = match (text.is_some(), q.image.is_some()) {
         (true, true) => Towers::Both,
@@ -340,14 +403,29 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
             ))
         }
     };
+    if !(q.keyword_weight.is_finite() && q.keyword_weight >= 0.0) {
+        return Err(Error::InvalidArgument(format!(
+            "keyword weight must be 0 or more, got {}",
+            q.keyword_weight
+        )));
+    }
     if !(0.0..=1.0).contains(&q.image_weight) {
         return Err(Error::InvalidArgument(format!(
             "image weight must be between 0 and 1, got {}",
             q.image_weight
         )));
     }
-    // Check the store before loading the model (fast, clear error when there is none).
+    // Check the store before loading the model (fast, clear error when there is none), and the
+    // filter against the store's fields.
     let store = engine.store()?;
+    if let Some(f) = &q.filter {
+        let table = engine.attributes(store)?;
+        crate::filter::Compiled::new(f, &table, q.filter_text.as_deref().unwrap_or(""))?;
+    }
+    if q.mode == SearchMode::Keyword && q.image.is_none() {
+        let samples = CalibrationSamples(vec![Vec::new(), Vec::new()]);
+        return rank::run(engine, store, &samples, &[], text, q, &HashSet::new());
+    }
     let model = engine.model(towers, crate::Workload::Query)?;
     engine.check_model(store.settings(), &model)?;
     let mut queries = Vec::new();
@@ -376,10 +454,10 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<Vec<SearchHit>> {
         queries.push((normalized(v), w));
     }
     let samples = engine.calibration(store)?;
-    search_vectors(store, &samples, &queries, q, &HashSet::new())
+    rank::run(engine, store, &samples, &queries, text, q, &HashSet::new())
 }
 
-pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Vec<SearchHit>> {
+pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<SearchResult> {
     let abs = walk::absolute_lenient(path);
     let store = engine.store()?;
     let owned = store.kv_scan_prefix(NS_OWN, &keys::own_prefix(&abs))?;
@@ -411,7 +489,11 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Vec
         return Err(Error::NotIndexed(abs));
     }
     let samples = engine.calibration(store)?;
-    search_vectors(store, &samples, &queries, q, &exclude)
+    let mut q = q.clone();
+    if q.mode == SearchMode::Auto {
+        q.mode = SearchMode::Vector;
+    }
+    rank::run(engine, store, &samples, &queries, None, &q, &exclude)
 }
 
 #[cfg(test)]

@@ -1,0 +1,513 @@
+//! One ranking from the vector and the keyword side: which items may be hits (kinds, path,
+//! filter), how the passing items are searched (graph walk, or an exact scan of the few that
+//! pass), fusion, the exact-identifier rule, `--min-score`, sorting, paging and facets.
+
+use std::collections::{HashMap, HashSet};
+
+use super::{calibrate, modalities_for, normalized, CalibrationSamples, Fusion, Query, SearchHit};
+use super::{SearchMode, SearchResult};
+use crate::attrs::{self, AttributeTable, Row, Val};
+use crate::error::{Error, Result};
+use crate::filter::Compiled;
+use crate::idx::{default_candidates, SearchParams, Store};
+use crate::item::{self, ItemMeta, Kind};
+use crate::keys::{self, NS_OWN};
+use crate::keyword::{KeywordIndex, KeywordScores};
+use crate::walk;
+use crate::Engine;
+
+/// A keyword match at the top of the BM25 scale is worth this many calibrated vector units (z)
+/// at `keyword_weight` 1 (a good vector hit scores about 3–6).
+pub const KEYWORD_Z: f32 = 4.0;
+/// RRF's rank constant.
+const RRF_K: f32 = 60.0;
+/// A filter passing at most this share of the items (or [`SCAN_MIN`] items) is searched by an
+/// exact scan of the passing items instead of a filtered graph walk (`catalog` bench).
+const SCAN_SHARE: f64 = 0.02;
+const SCAN_MIN: usize = 4096;
+/// Rows evaluated to estimate a filter's selectivity.
+const SAMPLE_ROWS: usize = 1024;
+/// How much larger than usual a filtered graph walk's beam may grow (1 / selectivity, capped).
+const MAX_EF_GROWTH: f64 = 16.0;
+
+/// What may be a hit: kinds, path prefix, excluded ids, the filter.
+struct Gate<'a> {
+    kinds: HashSet<Kind>,
+    exclude: &'a HashSet<u64>,
+    path_ids: Option<HashSet<u64>>,
+    table: Option<&'a AttributeTable>,
+    filter: Option<&'a Compiled>,
+}
+
+impl Gate<'_> {
+    /// Whether vector `id` may be a hit.
+    fn vector(&self, id: u64) -> bool {
+        item::kind_of(id).is_some_and(|k| self.kinds.contains(&k))
+            && !self.exclude.contains(&id)
+            && self.path_ids.as_ref().is_none_or(|s| s.contains(&id))
+            && self.passes(id)
+    }
+    /// Whether item `item` (its item id) may be a hit.
+    fn item(&self, item: u64) -> bool {
+        let ok = |id: u64| {
+            item::kind_of(id).is_some_and(|k| self.kinds.contains(&k))
+                && !self.exclude.contains(&id)
+                && self.path_ids.as_ref().is_none_or(|s| s.contains(&id))
+        };
+        (ok(item) || (item::kind_of(item) == Some(Kind::Product) && ok(item::sibling(item))))
+            && self.passes(item)
+    }
+    fn passes(&self, id: u64) -> bool {
+        match (self.filter, self.table) {
+            (Some(f), Some(t)) => t.row_of_vector(id).is_some_and(|r| f.matches(t, r)),
+            _ => true,
+        }
+    }
+}
+
+/// The vector ids of item `item` (a product's text and image ids; one id otherwise).
+fn vectors_of(item: u64) -> impl Iterator<Item = u64> {
+    let product = item::kind_of(item) == Some(Kind::Product);
+    std::iter::once(item).chain(product.then(|| item::sibling(item)))
+}
+
+fn path_ids(store: &Store, q: &Query) -> Result<Option<HashSet<u64>>> {
+    let Some(p) = &q.path_prefix else {
+        return Ok(None);
+    };
+    // The file itself (`path ‖ 0`) or what lies under the folder (`path/`), never a sibling that
+    // merely starts with the same bytes (`DIR2` for `DIR`).
+    let abs = walk::absolute_lenient(p);
+    let base = keys::path_bytes(&abs);
+    let sep = std::path::MAIN_SEPARATOR as u8;
+    let mut prefixes = vec![keys::own_prefix(&abs)];
+    if base.last() == Some(&sep) {
+        prefixes.push(base);
+    } else {
+        let mut dir = base;
+        dir.push(sep);
+        prefixes.push(dir);
+    }
+    let mut ids = HashSet::new();
+    for prefix in prefixes {
+        for (k, _) in store.kv_scan_prefix(NS_OWN, &prefix)? {
+            ids.extend(keys::split_own_key(&k).map(|(_, id)| id));
+        }
+    }
+    Ok(Some(ids))
+}
+
+/// The rows passing the filter, when few enough pass to scan them exactly; `None` (with the
+/// estimated selectivity) when the graph walk should take the filter instead.
+fn passing_rows(table: &AttributeTable, f: &Compiled) -> (Option<Vec<Row>>, f64) {
+    let n = table.len();
+    let max = ((n as f64 * SCAN_SHARE) as usize).max(SCAN_MIN);
+    if let Some(rows) = f.candidates(table, max) {
+        let rows: Vec<Row> = rows.into_iter().filter(|&r| f.matches(table, r)).collect();
+        let s = rows.len() as f64 / n.max(1) as f64;
+        return (Some(rows), s);
+    }
+    if n <= max {
+        let rows: Vec<Row> = (0..n as Row).filter(|&r| f.matches(table, r)).collect();
+        let s = rows.len() as f64 / n.max(1) as f64;
+        return (Some(rows), s);
+    }
+    // Estimate on evenly spaced rows (rows are in item-id order, and ids are hashes: a uniform
+    // sample).
+    let step = (n / SAMPLE_ROWS).max(1);
+    let sample: Vec<Row> = (0..n).step_by(step).map(|r| r as Row).collect();
+    let hits = sample.iter().filter(|&&r| f.matches(table, r)).count();
+    let s = hits as f64 / sample.len().max(1) as f64;
+    if s * (n as f64) <= max as f64 {
+        let rows: Vec<Row> = (0..n as Row).filter(|&r| f.matches(table, r)).collect();
+        let s = rows.len() as f64 / n.max(1) as f64;
+        return (Some(rows), s);
+    }
+    (None, s)
+}
+
+/// One candidate item and the parts of its score.
+#[derive(Debug, Clone)]
+struct Scored {
+    item: u64,
+    /// The vector id whose metadata is shown (the best-scoring vector).
+    shown: u64,
+    vector: Option<(f32, f32)>,
+    keyword: Option<f32>,
+    exact: bool,
+    fused: f32,
+}
+
+/// Query vectors with weights (and the query text for the keyword side) → the result.
+pub(super) fn run(
+    engine: &Engine,
+    store: &Store,
+    samples: &CalibrationSamples,
+    queries: &[(Vec<f32>, f32)],
+    text: Option<&str>,
+    q: &Query,
+    exclude: &HashSet<u64>,
+) -> Result<SearchResult> {
+    let limit = q.limit.max(1);
+    let kinds: HashSet<Kind> = if q.kinds.is_empty() {
+        Kind::ALL.into_iter().collect()
+    } else {
+        q.kinds.iter().copied().collect()
+    };
+    // The attribute table is read only when something needs it.
+    let needs_table = q.filter.is_some() || !q.facets.is_empty() || q.sort.is_some();
+    let table = if needs_table {
+        Some(engine.attributes(store)?)
+    } else {
+        None
+    };
+    let compiled = match (&q.filter, &table) {
+        (Some(f), Some(t)) => Some(Compiled::new(f, t, q.filter_text.as_deref().unwrap_or(""))?),
+        _ => None,
+    };
+    for f in &q.facets {
+        if let Some(t) = &table {
+            if t.field_of(f).is_none() && t.len() > 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "--facet {f:?}: unknown field (the store's fields: {})",
+                    t.field_names().join(", ")
+                )));
+            }
+        }
+    }
+    let gate = Gate {
+        kinds,
+        exclude,
+        path_ids: path_ids(store, q)?,
+        table: table.as_deref(),
+        filter: compiled.as_ref(),
+    };
+    let keywords = engine.keywords(store)?;
+    let mode = resolve_mode(q.mode, text, &keywords)?;
+    let exhaustive = q.min_score.is_some() && (q.sort.is_some() || !q.facets.is_empty());
+    let want = if exhaustive {
+        usize::MAX
+    } else {
+        (q.offset + limit).max(1)
+    };
+    let passing = match (&table, &compiled) {
+        (Some(t), Some(f)) => Some(passing_rows(t, f)),
+        _ => None,
+    };
+    // Vector side: candidates per modality and probe.
+    let mut vec_cands: HashSet<u64> = HashSet::new();
+    if mode != SearchMode::Keyword && !queries.is_empty() {
+        let kc = if exhaustive {
+            store.len().max(1)
+        } else {
+            (want * 4).max(40)
+        };
+        let mut probes: Vec<Vec<f32>> = queries.iter().map(|(v, _)| v.clone()).collect();
+        if queries.len() > 1 {
+            let dim = queries[0].0.len();
+            let mut comb = vec![0.0f32; dim];
+            for (v, w) in queries {
+                for (c, x) in comb.iter_mut().zip(v) {
+                    *c += w * x;
+                }
+            }
+            probes.push(normalized(comb));
+        }
+        for m in modalities_for(&gate.kinds) {
+            let of_m = |id: u64| item::modality_of(id) == m && gate.vector(id);
+            match (&passing, &table) {
+                (Some((Some(rows), _)), Some(t)) => {
+                    let ids: Vec<u64> = rows
+                        .iter()
+                        .flat_map(|&r| vectors_of(t.item_ids[r as usize]))
+                        .filter(|&id| of_m(id))
+                        .collect();
+                    for p in &probes {
+                        for h in store.search_among(p, kc.min(ids.len().max(1)), &ids, None)? {
+                            vec_cands.insert(h.id);
+                        }
+                    }
+                }
+                _ => {
+                    // Unfiltered, or a filter that passes many: the graph walk takes it, with a
+                    // beam grown by 1 / selectivity so that enough passing items are found.
+                    let s = passing
+                        .as_ref()
+                        .map_or(1.0, |p| p.1)
+                        .max(1.0 / MAX_EF_GROWTH);
+                    let base = store.settings().hnsw.ef_search.max(default_candidates(kc));
+                    let params = SearchParams {
+                        filter: Some(&of_m),
+                        ef: if s < 1.0 {
+                            (base as f64 / s) as usize
+                        } else {
+                            0
+                        },
+                        ..Default::default()
+                    };
+                    for p in &probes {
+                        let hits = if exhaustive {
+                            store.exact_search(p, kc, Some(&of_m))?
+                        } else {
+                            store.search(p, kc, &params)?
+                        };
+                        vec_cands.extend(hits.iter().map(|h| h.id));
+                    }
+                }
+            }
+        }
+    }
+    // Keyword side.
+    let kw: KeywordScores = match (mode, text) {
+        (SearchMode::Keyword | SearchMode::Hybrid, Some(t)) => {
+            keywords.search(store, t, &|item| gate.item(item))?
+        }
+        _ => KeywordScores::default(),
+    };
+    // Candidate items: the vector side's, and the keyword side's best (all of them when the
+    // result must be exhaustive).
+    let mut items: HashSet<u64> = vec_cands.iter().map(|&id| item::item_id(id)).collect();
+    let mut kw_ranked: Vec<(u64, f32)> = kw.scores.iter().map(|(k, v)| (*k, *v)).collect();
+    kw_ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let kw_take = if exhaustive || mode == SearchMode::Keyword {
+        kw_ranked.len()
+    } else {
+        (want * 4).max(40).min(kw_ranked.len())
+    };
+    items.extend(kw_ranked[..kw_take].iter().map(|x| x.0));
+    items.extend(kw.exact.iter().copied());
+    let stats: Vec<Vec<(f32, f32)>> = queries
+        .iter()
+        .map(|(qv, _)| samples.0.iter().map(|s| calibrate(qv, s)).collect())
+        .collect();
+    let wsum: f32 = queries.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
+    let scale = kw.scale.max(1e-6);
+    let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
+    for it in items {
+        let mut best: Option<(f32, f32, u64)> = None;
+        let mut shown = None;
+        for id in vectors_of(it) {
+            if !gate.vector(id) {
+                continue;
+            }
+            let Some(v) = store.get_vector(id)? else {
+                continue;
+            };
+            shown.get_or_insert(id);
+            if mode == SearchMode::Keyword || queries.is_empty() {
+                continue;
+            }
+            let m = item::modality_of(id).byte() as usize;
+            let (mut z, mut cosine) = (0.0, 0.0);
+            for (j, (qv, w)) in queries.iter().enumerate() {
+                let c = super::dot(qv, &v);
+                let (mu, sigma) = stats[j][m];
+                z += w * (c - mu) / sigma;
+                cosine += w * c;
+            }
+            let (z, cosine) = (z / wsum, cosine / wsum);
+            if best.is_none_or(|b| z > b.0) {
+                best = Some((z, cosine, id));
+            }
+        }
+        let Some(shown) = best.map(|b| b.2).or(shown) else {
+            continue;
+        };
+        let keyword = kw.scores.get(&it).map(|s| s / scale);
+        scored.push(Scored {
+            item: it,
+            shown,
+            vector: best.map(|b| (b.0, b.1)),
+            keyword,
+            exact: kw.exact.contains(&it),
+            fused: 0.0,
+        });
+    }
+    fuse(&mut scored, mode, q.fusion, q.keyword_weight);
+    scored.sort_by(|a, b| {
+        b.exact
+            .cmp(&a.exact)
+            .then(b.fused.total_cmp(&a.fused))
+            .then(a.item.cmp(&b.item))
+    });
+    if let Some(min) = q.min_score {
+        scored.retain(|s| s.fused >= min);
+    }
+    // Facets: over every passing item, or over the relevant ones with --min-score.
+    let mut facets = Vec::new();
+    if let Some(t) = &table {
+        if !q.facets.is_empty() {
+            let rows: Vec<Row> = if q.min_score.is_some() {
+                scored
+                    .iter()
+                    .filter_map(|s| t.row_of_item(s.item))
+                    .collect()
+            } else {
+                (0..t.len() as Row)
+                    .filter(|&r| gate.item(t.item_ids[r as usize]))
+                    .collect()
+            };
+            for f in &q.facets {
+                let facet = match t.field_of(f) {
+                    Some(fi) => attrs::facet(t, fi, &rows),
+                    None => attrs::Facet::Values(Vec::new()),
+                };
+                facets.push((f.clone(), facet));
+            }
+        }
+    }
+    // Sorting: the relevant hits (above --min-score, or the top offset + limit) by a field.
+    if let (Some(sort), Some(t)) = (&q.sort, &table) {
+        if q.min_score.is_none() {
+            scored.truncate(want);
+        }
+        let fi = t.field_of(&sort.field).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "--sort {:?}: unknown field (the store's fields: {})",
+                sort.field,
+                t.field_names().join(", ")
+            ))
+        })?;
+        let key = |s: &Scored| t.row_of_item(s.item).and_then(|r| t.value(r, fi));
+        scored.sort_by(|a, b| {
+            let (ka, kb) = (key(a), key(b));
+            match (ka, kb) {
+                (Some(x), Some(y)) => {
+                    let o = cmp_vals(x, y);
+                    if sort.descending {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                }
+                // Items without the field go last either way.
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => std::cmp::Ordering::Equal,
+            }
+        });
+    }
+    let page: Vec<Scored> = scored.into_iter().skip(q.offset).take(limit).collect();
+    let mut hits = Vec::with_capacity(page.len());
+    for s in page {
+        let Some(bytes) = store.get_meta(s.shown)? else {
+            continue;
+        };
+        let meta = ItemMeta::from_bytes(s.shown, &bytes)?;
+        hits.push(SearchHit {
+            rank: q.offset + hits.len() + 1,
+            score: s.fused,
+            // f16 storage rounding can put a self-match a hair above 1.
+            cosine: s.vector.map_or(0.0, |v| v.1).clamp(-1.0, 1.0),
+            vector_score: s.vector.map(|v| v.0),
+            keyword_score: s.keyword,
+            exact: s.exact,
+            kind: meta.kind,
+            id: meta.id,
+            path: meta.path,
+            path_bytes: meta.path_bytes,
+            title: meta.title,
+            part: meta.part,
+            chunk: meta.chunk,
+            image: meta.image,
+            snippet: meta.snippet,
+            metadata: meta.metadata,
+        });
+    }
+    Ok(SearchResult { hits, facets, mode })
+}
+
+fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Val::Num(x), Val::Num(y)) => x.total_cmp(y),
+        (Val::Str(_, x), Val::Str(_, y)) => x.cmp(y),
+        (Val::Bool(x), Val::Bool(y)) => x.cmp(y),
+        (Val::List(x), Val::List(y)) => x.first().map(|v| &v.1).cmp(&y.first().map(|v| &v.1)),
+        // Mixed types: numbers, then strings, then the rest.
+        (x, y) => {
+            let rank = |v: &Val| match v {
+                Val::Num(_) => 0,
+                Val::Str(..) => 1,
+                Val::Bool(_) => 2,
+                Val::List(_) => 3,
+                Val::Other => 4,
+            };
+            rank(x).cmp(&rank(y)).then(Ordering::Equal)
+        }
+    }
+}
+
+/// `auto`: hybrid where the store has keyword-indexed items and there is query text.
+fn resolve_mode(mode: SearchMode, text: Option<&str>, kw: &KeywordIndex) -> Result<SearchMode> {
+    Ok(match mode {
+        SearchMode::Auto => {
+            if text.is_some() && !kw.is_empty() {
+                SearchMode::Hybrid
+            } else {
+                SearchMode::Vector
+            }
+        }
+        SearchMode::Keyword | SearchMode::Hybrid if text.is_none() => {
+            return Err(Error::InvalidArgument(format!(
+                "--mode {}: needs query text (an image query is vector-only)",
+                mode.as_str()
+            )))
+        }
+        SearchMode::Keyword | SearchMode::Hybrid if kw.is_empty() => {
+            return Err(Error::InvalidArgument(format!(
+                "--mode {}: this store has no keyword index (it was built before jsearch kept one, \
+                 or holds nothing with text); re-index it (`jsearch rm PATH…`, then `jsearch \
+                 index PATH…`), or use --mode vector",
+                mode.as_str()
+            )))
+        }
+        m => m,
+    })
+}
+
+/// Sets each candidate's fused score.
+///
+/// * `blend` (default): `vector z + keyword_weight × KEYWORD_Z × keyword`, where `keyword` is
+///   BM25 divided by the query's best possible BM25 (about 0–1): keyword evidence adds to the
+///   calibrated vector score, so `--min-score` keeps its meaning. Vector mode: z alone; keyword
+///   mode: the keyword part alone.
+/// * `rrf`: `1 / (60 + vector rank) + keyword_weight / (60 + keyword rank)` over the candidates.
+fn fuse(scored: &mut [Scored], mode: SearchMode, fusion: Fusion, w: f32) {
+    match (mode, fusion) {
+        (SearchMode::Vector, _) => {
+            for s in scored.iter_mut() {
+                s.fused = s.vector.map_or(f32::NEG_INFINITY, |v| v.0);
+            }
+        }
+        (SearchMode::Keyword, _) => {
+            for s in scored.iter_mut() {
+                s.fused = KEYWORD_Z * s.keyword.unwrap_or(0.0);
+            }
+        }
+        (_, Fusion::Blend) => {
+            for s in scored.iter_mut() {
+                s.fused = s.vector.map_or(0.0, |v| v.0) + w * KEYWORD_Z * s.keyword.unwrap_or(0.0);
+            }
+        }
+        (_, Fusion::Rrf) => {
+            let ranks = |key: &dyn Fn(&Scored) -> Option<f32>| -> HashMap<u64, usize> {
+                let mut v: Vec<(u64, f32)> = scored
+                    .iter()
+                    .filter_map(|s| key(s).map(|k| (s.item, k)))
+                    .collect();
+                v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (id, _))| (id, i + 1))
+                    .collect()
+            };
+            let rv = ranks(&|s| s.vector.map(|v| v.0));
+            let rk = ranks(&|s| s.keyword.filter(|k| *k > 0.0));
+            for s in scored.iter_mut() {
+                s.fused = rv.get(&s.item).map_or(0.0, |r| 1.0 / (RRF_K + *r as f32))
+                    + rk.get(&s.item).map_or(0.0, |r| w / (RRF_K + *r as f32));
+            }
+        }
+    }
+}

@@ -24,7 +24,7 @@ const RRF_K: f32 = 60.0;
 /// A filter passing at most this share of the items (or [`SCAN_MIN`] items) is searched by an
 /// exact scan of the passing items instead of a filtered graph walk (`catalog` bench).
 const SCAN_SHARE: f64 = 0.02;
-const SCAN_MIN: usize = 4096;
+const SCAN_MIN: usize = 1000;
 /// Rows evaluated to estimate a filter's selectivity.
 const SAMPLE_ROWS: usize = 1024;
 /// How much larger than usual a filtered graph walk's beam may grow (1 / selectivity, capped).

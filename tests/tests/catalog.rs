@@ -585,7 +585,7 @@ fn keyword_index_matches_the_items_after_a_killed_run() {
         .map(|id| by_id[id.as_str()]["sku"].as_str().unwrap().to_string())
         .collect();
     for (id, hits) in stored.iter().zip(batch(&db, &texts, &["-k", "1"])) {
-        assert_eq!(&ids(&hits), &[id.clone()], "{id}");
+        assert_eq!(ids(&hits), std::slice::from_ref(id), "{id}");
     }
     // The keyword index holds exactly the stored items.
     let kw = ids(&query_json(

@@ -28,7 +28,7 @@ fn record(i: usize) -> Record {
     let mut metadata = serde_json::Map::new();
     metadata.insert("n".into(), serde_json::json!(i));
     metadata.insert("bucket".into(), serde_json::json!(format!("b{}", i % 10)));
-    metadata.insert("even".into(), serde_json::json!(i % 2 == 0));
+    metadata.insert("even".into(), serde_json::json!(i.is_multiple_of(2)));
     Record {
         id: format!("r{i}"),
         title: Some(format!("{c} {s} shop item")),
@@ -51,7 +51,8 @@ fn filters_return_exactly_k_passing_hits_through_the_graph_and_the_scan() {
         .index_records("gen.jsonl", records, &IndexOptions::default(), &mut |_| {})
         .unwrap();
     // (filter, items passing)
-    let cases: Vec<(Filter, usize, Box<dyn Fn(usize) -> bool>)> = vec![
+    type Case = (Filter, usize, Box<dyn Fn(usize) -> bool>);
+    let cases: Vec<Case> = vec![
         (Filter::cmp("n", CmpOp::Ge, 0i64), N, Box::new(|_| true)),
         (Filter::eq("even", true), N / 2, Box::new(|i| i % 2 == 0)),
         (
@@ -120,8 +121,12 @@ fn filters_return_exactly_k_passing_hits_through_the_graph_and_the_scan() {
     // Parsed filters work the same; the graph route (50 % pass, above the scan's limit) keeps its
     // recall: the filtered top 10 against the unfiltered ranking of every item, filtered here.
     let q = Query::text("red circle").limit(10).mode(SearchMode::Vector);
-    let a = engine.query(&q.clone().filter_str("even = true").unwrap()).unwrap();
-    let b = engine.query(&q.clone().filter(Filter::eq("even", true))).unwrap();
+    let a = engine
+        .query(&q.clone().filter_str("even = true").unwrap())
+        .unwrap();
+    let b = engine
+        .query(&q.clone().filter(Filter::eq("even", true)))
+        .unwrap();
     let ids = |h: &[jsearch::SearchHit]| h.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
     assert_eq!(ids(&a), ids(&b));
     let all = engine.query(&q.clone().limit(N)).unwrap();

@@ -126,9 +126,10 @@ fn looks_numeric(s: &str) -> bool {
     i == b.len()
 }
 
-/// The typed value of a CSV cell. With no declared type: `true`/`false` (any case) are booleans,
-/// [`looks_numeric`] cells are numbers, the rest strings. A declared type that the cell does not
-/// fit (`abc` in a `number` column) is an error; the caller keeps the cell as a string.
+/// The typed value of a CSV cell. With no declared type: `true`/`false` (any case) are
+/// booleans, numeric cells (JSON number syntax, no leading zero before a digit) are numbers, the
+/// rest strings. A declared type that the cell does not fit (`abc` in a `number` column) is an
+/// error; the caller keeps the cell as a string.
 pub fn type_csv_cell(cell: &str, declared: Option<AttrType>) -> std::result::Result<Value, String> {
     let t = cell.trim();
     let number = |t: &str| -> Option<Value> {

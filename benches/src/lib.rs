@@ -1,6 +1,7 @@
 //! Shared helpers of the jsearch benchmark binaries (`encoders`, `ann`, `ingest`).
 
 pub mod checkpoint;
+pub mod synth;
 
 /// Runs `cmd` to its end, returning (exit code, peak RSS in MiB from `wait4`'s rusage, wall
 /// seconds). The caller sets up stdin/stdout/stderr.

@@ -76,3 +76,90 @@ pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 
 pub(crate) use jsearch_encoders as enc;
 pub(crate) use jsearch_index as idx;
+
+/// Hooks for the `catalog` bench: write products with given vectors as an index run would (item
+/// record, modality key, keyword document), and search with a given query vector (no model).
+/// Not part of the stable API.
+#[doc(hidden)]
+pub mod bench {
+    use crate::error::Result;
+    use crate::idx::{Batch, Store};
+    use crate::item::{self, ItemMeta, Kind, Modality};
+    use crate::keys::{self, NS_MOD};
+    use crate::keyword::{KeywordDoc, KeywordWrites};
+    use crate::Record;
+
+    /// Writes products into batches.
+    pub struct ProductWriter {
+        kw: KeywordWrites,
+        keywords: bool,
+    }
+
+    /// The text vector id of record `id` of catalog `catalog`.
+    pub fn product_id(catalog: &str, id: &str) -> u64 {
+        item::vector_id(format!("cat:{catalog}#{id}"), Kind::Product, Modality::Text)
+    }
+
+    impl ProductWriter {
+        /// A writer for one batch; `keywords: false` leaves the keyword documents out (the
+        /// baseline of the keyword index's size).
+        pub fn new(keywords: bool) -> Self {
+            ProductWriter {
+                kw: KeywordWrites::default(),
+                keywords,
+            }
+        }
+
+        /// Adds `rec` with its text vector to `batch`.
+        pub fn add(
+            &mut self,
+            store: &Store,
+            batch: &mut Batch,
+            catalog: &str,
+            rec: &Record,
+            vector: Vec<f32>,
+        ) -> Result<()> {
+            let id = product_id(catalog, &rec.id);
+            let body = rec.description.clone().unwrap_or_default();
+            let meta = ItemMeta {
+                kind: Kind::Product,
+                id: rec.id.clone(),
+                path: catalog.to_string(),
+                path_bytes: None,
+                title: rec.title.clone(),
+                part: None,
+                chunk: None,
+                chunks: None,
+                image: None,
+                snippet: None,
+                metadata: rec.metadata.clone(),
+            };
+            if self.keywords {
+                self.kw
+                    .put(store, batch, id, &KeywordDoc::of(&meta, Some(&body)))?;
+            }
+            batch.upsert(id, vector, meta.to_bytes());
+            batch.kv_put(NS_MOD, keys::mod_key(Modality::Text, id), Vec::new());
+            Ok(())
+        }
+
+        /// Adds the keyword statistics to `batch` (call once per batch, before committing it).
+        pub fn finish(self, store: &Store, batch: &mut Batch) -> Result<()> {
+            self.kw.finish(store, batch)
+        }
+    }
+}
+
+impl Engine {
+    /// Searches with a given (text-side) query vector and optional keyword text, without the
+    /// model: for the `catalog` bench. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn search_vector(
+        &self,
+        vector: Vec<f32>,
+        text: Option<&str>,
+        q: &Query,
+    ) -> Result<SearchResult> {
+        search::run_with_vector(self, vector, text, q)
+    }
+}

@@ -457,6 +457,22 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     rank::run(engine, store, &samples, &queries, text, q, &HashSet::new())
 }
 
+pub(crate) fn run_with_vector(
+    engine: &Engine,
+    vector: Vec<f32>,
+    text: Option<&str>,
+    q: &Query,
+) -> Result<SearchResult> {
+    let store = engine.store()?;
+    let samples = engine.calibration(store)?;
+    let queries = if q.mode == SearchMode::Keyword {
+        Vec::new()
+    } else {
+        vec![(normalized(vector), 1.0)]
+    };
+    rank::run(engine, store, &samples, &queries, text, q, &HashSet::new())
+}
+
 pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<SearchResult> {
     let abs = walk::absolute_lenient(path);
     let store = engine.store()?;

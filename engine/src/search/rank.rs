@@ -9,8 +9,8 @@ use super::{SearchMode, SearchResult};
 use crate::attrs::{self, AttributeTable, Row, Val};
 use crate::error::{Error, Result};
 use crate::filter::Compiled;
-use crate::idx::{default_candidates, SearchParams, Store};
-use crate::item::{self, ItemMeta, Kind};
+use crate::idx::{SearchParams, Store};
+use crate::item::{self, ItemMeta, Kind, Modality};
 use crate::keys::{self, NS_OWN};
 use crate::keyword::{KeywordIndex, KeywordScores};
 use crate::walk;
@@ -21,14 +21,25 @@ use crate::Engine;
 pub const KEYWORD_Z: f32 = 4.0;
 /// RRF's rank constant.
 const RRF_K: f32 = 60.0;
-/// A filter passing at most this share of the items (or [`SCAN_MIN`] items) is searched by an
-/// exact scan of the passing items instead of a filtered graph walk (`catalog` bench).
-const SCAN_SHARE: f64 = 0.02;
+/// A filter passing at most `sqrt(SCAN_K × items)` items (at least [`SCAN_MIN`]) is searched by
+/// an exact scan of the passing items instead of a filtered graph walk. A scan costs about
+/// 0.3 µs a passing item; a filtered walk about an unfiltered walk (~0.8 ms at 1M) divided by
+/// the selectivity, so the two cost the same near `passing² = 2500 × items` (`catalog` bench).
+/// `JSEARCH_FILTER_SCAN_MAX` overrides the item count (for tests).
+const SCAN_K: f64 = 2500.0;
 const SCAN_MIN: usize = 1000;
+
+fn scan_max(n: usize) -> usize {
+    static OVERRIDE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    let o = OVERRIDE.get_or_init(|| {
+        std::env::var("JSEARCH_FILTER_SCAN_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+    });
+    o.unwrap_or(((SCAN_K * n as f64).sqrt() as usize).max(SCAN_MIN))
+}
 /// Rows evaluated to estimate a filter's selectivity.
 const SAMPLE_ROWS: usize = 1024;
-/// How much larger than usual a filtered graph walk's beam may grow (1 / selectivity, capped).
-const MAX_EF_GROWTH: f64 = 16.0;
 
 /// What may be a hit: kinds, path prefix, excluded ids, the filter.
 struct Gate<'a> {
@@ -101,7 +112,7 @@ fn path_ids(store: &Store, q: &Query) -> Result<Option<HashSet<u64>>> {
 /// estimated selectivity) when the graph walk should take the filter instead.
 fn passing_rows(table: &AttributeTable, f: &Compiled) -> (Option<Vec<Row>>, f64) {
     let n = table.len();
-    let max = ((n as f64 * SCAN_SHARE) as usize).max(SCAN_MIN);
+    let max = scan_max(n);
     if let Some(rows) = f.candidates(table, max) {
         let rows: Vec<Row> = rows.into_iter().filter(|&r| f.matches(table, r)).collect();
         let s = rows.len() as f64 / n.max(1) as f64;
@@ -213,14 +224,24 @@ pub(super) fn run(
             }
             probes.push(normalized(comb));
         }
-        for m in modalities_for(&gate.kinds) {
+        // A modality the store holds no vector of is skipped (a filtered walk would visit
+        // every node looking for one).
+        let held = |m: Modality| !samples.0[m.byte() as usize].is_empty();
+        for m in modalities_for(&gate.kinds).into_iter().filter(|m| held(*m)) {
             let of_m = |id: u64| item::modality_of(id) == m && gate.vector(id);
             match (&passing, &table) {
                 (Some((Some(rows), _)), Some(t)) => {
+                    // The rows pass the filter already: only kinds, path and exclusions remain.
+                    let rest = |id: u64| {
+                        item::modality_of(id) == m
+                            && item::kind_of(id).is_some_and(|k| gate.kinds.contains(&k))
+                            && !gate.exclude.contains(&id)
+                            && gate.path_ids.as_ref().is_none_or(|s| s.contains(&id))
+                    };
                     let ids: Vec<u64> = rows
                         .iter()
                         .flat_map(|&r| vectors_of(t.item_ids[r as usize]))
-                        .filter(|&id| of_m(id))
+                        .filter(|&id| rest(id))
                         .collect();
                     for p in &probes {
                         for h in store.search_among(p, kc.min(ids.len().max(1)), &ids, None)? {
@@ -229,20 +250,10 @@ pub(super) fn run(
                     }
                 }
                 _ => {
-                    // Unfiltered, or a filter that passes many: the graph walk takes it, with a
-                    // beam grown by 1 / selectivity so that enough passing items are found.
-                    let s = passing
-                        .as_ref()
-                        .map_or(1.0, |p| p.1)
-                        .max(1.0 / MAX_EF_GROWTH);
-                    let base = store.settings().hnsw.ef_search.max(default_candidates(kc));
+                    // Unfiltered, or a filter that passes many: the graph walk takes it (it walks
+                    // through rejected nodes until its beam holds `ef` passing ones).
                     let params = SearchParams {
                         filter: Some(&of_m),
-                        ef: if s < 1.0 {
-                            (base as f64 / s) as usize
-                        } else {
-                            0
-                        },
                         ..Default::default()
                     };
                     for p in &probes {
@@ -269,7 +280,7 @@ pub(super) fn run(
     let mut items: HashSet<u64> = vec_cands.iter().map(|&id| item::item_id(id)).collect();
     let mut kw_ranked: Vec<(u64, f32)> = kw.scores.iter().map(|(k, v)| (*k, *v)).collect();
     kw_ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    let kw_take = if exhaustive || mode == SearchMode::Keyword {
+    let kw_take = if exhaustive {
         kw_ranked.len()
     } else {
         (want * 4).max(40).min(kw_ranked.len())
@@ -290,13 +301,17 @@ pub(super) fn run(
             if !gate.vector(id) {
                 continue;
             }
+            if mode == SearchMode::Keyword || queries.is_empty() {
+                // No vector is read; the item's record is (under its text id, else its image id).
+                if store.get_meta(id)?.is_some() {
+                    shown.get_or_insert(id);
+                }
+                continue;
+            }
             let Some(v) = store.get_vector(id)? else {
                 continue;
             };
             shown.get_or_insert(id);
-            if mode == SearchMode::Keyword || queries.is_empty() {
-                continue;
-            }
             let m = item::modality_of(id).byte() as usize;
             let (mut z, mut cosine) = (0.0, 0.0);
             for (j, (qv, w)) in queries.iter().enumerate() {

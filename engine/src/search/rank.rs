@@ -22,11 +22,11 @@ pub const KEYWORD_Z: f32 = 4.0;
 /// RRF's rank constant.
 const RRF_K: f32 = 60.0;
 /// A filter passing at most `sqrt(SCAN_K × items)` items (at least [`SCAN_MIN`]) is searched by
-/// an exact scan of the passing items instead of a filtered graph walk. A scan costs about
-/// 0.3 µs a passing item; a filtered walk about an unfiltered walk (~0.8 ms at 1M) divided by
-/// the selectivity, so the two cost the same near `passing² = 2500 × items` (`catalog` bench).
-/// `JSEARCH_FILTER_SCAN_MAX` overrides the item count (for tests).
-const SCAN_K: f64 = 2500.0;
+/// an exact scan of the passing items instead of a filtered graph walk. Measured at 200k items
+/// (`catalog` bench): a scan costs about 1 µs a passing item (its lookups miss the caches), a
+/// filtered walk about 6× an unfiltered one at 10 % passing and 2× at 50 %; the two cross near
+/// 5000 passing items there. `JSEARCH_FILTER_SCAN_MAX` overrides the item count (for tests).
+const SCAN_K: f64 = 125.0;
 const SCAN_MIN: usize = 1000;
 
 fn scan_max(n: usize) -> usize {
@@ -48,6 +48,9 @@ struct Gate<'a> {
     path_ids: Option<HashSet<u64>>,
     table: Option<&'a AttributeTable>,
     filter: Option<&'a Compiled>,
+    /// The items passing the filter, when few enough pass to list them: a set lookup instead
+    /// of the item's attributes (which are spread over memory) for every keyword posting.
+    passing: Option<HashSet<u64>>,
 }
 
 impl Gate<'_> {
@@ -60,15 +63,21 @@ impl Gate<'_> {
     }
     /// Whether item `item` (its item id) may be a hit.
     fn item(&self, item: u64) -> bool {
+        self.item_unfiltered(item) && self.passes(item)
+    }
+    /// [`Gate::item`] without the filter.
+    fn item_unfiltered(&self, item: u64) -> bool {
         let ok = |id: u64| {
             item::kind_of(id).is_some_and(|k| self.kinds.contains(&k))
                 && !self.exclude.contains(&id)
                 && self.path_ids.as_ref().is_none_or(|s| s.contains(&id))
         };
-        (ok(item) || (item::kind_of(item) == Some(Kind::Product) && ok(item::sibling(item))))
-            && self.passes(item)
+        ok(item) || (item::kind_of(item) == Some(Kind::Product) && ok(item::sibling(item)))
     }
     fn passes(&self, id: u64) -> bool {
+        if let Some(p) = &self.passing {
+            return p.contains(&item::item_id(id));
+        }
         match (self.filter, self.table) {
             (Some(f), Some(t)) => t.row_of_vector(id).is_some_and(|r| f.matches(t, r)),
             _ => true,
@@ -186,12 +195,22 @@ pub(super) fn run(
             }
         }
     }
+    let passing = match (&table, &compiled) {
+        (Some(t), Some(f)) => Some(passing_rows(t, f)),
+        _ => None,
+    };
     let gate = Gate {
         kinds,
         exclude,
         path_ids: path_ids(store, q)?,
         table: table.as_deref(),
         filter: compiled.as_ref(),
+        passing: match (&passing, &table) {
+            (Some((Some(rows), _)), Some(t)) => {
+                Some(rows.iter().map(|&r| t.item_ids[r as usize]).collect())
+            }
+            _ => None,
+        },
     };
     let keywords = engine.keywords(store)?;
     let mode = resolve_mode(q.mode, text, &keywords)?;
@@ -200,10 +219,6 @@ pub(super) fn run(
         usize::MAX
     } else {
         (q.offset + limit).max(1)
-    };
-    let passing = match (&table, &compiled) {
-        (Some(t), Some(f)) => Some(passing_rows(t, f)),
-        _ => None,
     };
     // Vector side: candidates per modality and probe.
     let mut vec_cands: HashSet<u64> = HashSet::new();
@@ -269,23 +284,38 @@ pub(super) fn run(
         }
     }
     // Keyword side.
-    let kw: KeywordScores = match (mode, text) {
+    // A listed passing set is checked on every posting (a set lookup); a filter that passes
+    // many is checked only on the best-scoring postings, in order, until enough pass.
+    let filter_late = gate.filter.is_some() && gate.passing.is_none();
+    let mut kw: KeywordScores = match (mode, text) {
+        (SearchMode::Keyword | SearchMode::Hybrid, Some(t)) if filter_late => {
+            keywords.search(store, t, &|item| gate.item_unfiltered(item))?
+        }
         (SearchMode::Keyword | SearchMode::Hybrid, Some(t)) => {
             keywords.search(store, t, &|item| gate.item(item))?
         }
         _ => KeywordScores::default(),
     };
+    if filter_late {
+        kw.exact.retain(|&it| gate.passes(it));
+    }
     // Candidate items: the vector side's, and the keyword side's best (all of them when the
     // result must be exhaustive).
     let mut items: HashSet<u64> = vec_cands.iter().map(|&id| item::item_id(id)).collect();
     let mut kw_ranked: Vec<(u64, f32)> = kw.scores.iter().map(|(k, v)| (*k, *v)).collect();
     kw_ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let kw_take = if exhaustive {
-        kw_ranked.len()
+        usize::MAX
     } else {
-        (want * 4).max(40).min(kw_ranked.len())
+        (want * 4).max(40)
     };
-    items.extend(kw_ranked[..kw_take].iter().map(|x| x.0));
+    items.extend(
+        kw_ranked
+            .iter()
+            .map(|x| x.0)
+            .filter(|&it| !filter_late || gate.passes(it))
+            .take(kw_take),
+    );
     items.extend(kw.exact.iter().copied());
     let stats: Vec<Vec<(f32, f32)>> = queries
         .iter()

@@ -200,3 +200,35 @@ pub fn copy_images(dir: &Path, n: usize) -> Vec<PathBuf> {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
+
+/// Starts `index PATH ARGS… -q` (throttled by the caller's ARGS), waits until at least `min`
+/// vectors are committed, and kills it with SIGKILL.
+pub fn kill_mid_index(db: &Path, path: &Path, args: &[&str], min: u64) {
+    let mut c = jsearch(db);
+    c.arg("index")
+        .arg(path)
+        .args(args)
+        .arg("-q")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().expect("spawning jsearch");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer made no progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut sc = jsearch(db);
+        sc.args(["stats", "--json"]);
+        let out = sc.output().expect("spawning jsearch stats");
+        if out.status.success() {
+            let st: Value = serde_json::from_slice(&out.stdout).expect("stats JSON");
+            if st["vectors"].as_u64().unwrap_or(0) >= min {
+                break;
+            }
+        }
+    }
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}

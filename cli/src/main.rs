@@ -252,9 +252,9 @@ struct FilterArgs {
     /// auto (hybrid where the store has a keyword index, else vector), vector, keyword, hybrid.
     #[arg(long, default_value = "auto", value_parser = parse_typed::<SearchMode>)]
     mode: SearchMode,
-    /// Weight of the keyword side in hybrid mode (0 = vector only; 1 = a perfect keyword match
-    /// is worth 4 calibrated vector units).
-    #[arg(long, default_value_t = 1.0, value_name = "W", value_parser = non_negative)]
+    /// Weight of the keyword side in hybrid mode (0 = vector only; at the default 0.5 a perfect
+    /// keyword match is worth 2 calibrated vector units).
+    #[arg(long, default_value_t = 0.5, value_name = "W", value_parser = non_negative)]
     keyword_weight: f32,
     /// How hybrid mode fuses the two sides: blend (scores add up) or rrf (reciprocal ranks).
     #[arg(long, default_value = "blend", value_parser = parse_typed::<Fusion>)]

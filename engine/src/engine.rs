@@ -374,30 +374,12 @@ impl Engine {
 
     /// Every item's attributes (cached while the store is unchanged).
     pub(crate) fn attributes(&self, store: &Store) -> Result<Arc<crate::attrs::AttributeTable>> {
-        let gen = store.generation()?;
-        let mut cached = self.attributes.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, t)) = cached.as_ref() {
-            if *g == gen {
-                return Ok(t.clone());
-            }
-        }
-        let t = Arc::new(crate::attrs::AttributeTable::load(store)?);
-        *cached = Some((gen, t.clone()));
-        Ok(t)
+        cached_by_generation(&self.attributes, store, crate::attrs::AttributeTable::load)
     }
 
     /// The keyword index's reader (cached while the store is unchanged).
     pub(crate) fn keywords(&self, store: &Store) -> Result<Arc<crate::keyword::KeywordIndex>> {
-        let gen = store.generation()?;
-        let mut cached = self.keywords.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, t)) = cached.as_ref() {
-            if *g == gen {
-                return Ok(t.clone());
-            }
-        }
-        let t = Arc::new(crate::keyword::KeywordIndex::load(store)?);
-        *cached = Some((gen, t.clone()));
-        Ok(t)
+        cached_by_generation(&self.keywords, store, crate::keyword::KeywordIndex::load)
     }
 
     /// Recovers a store left by a killed writer and upgrades an older format, in place (the
@@ -707,3 +689,21 @@ const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<Engine>();
 };
+
+/// The value in `cell` when it was built at the store's current generation, else a new one.
+fn cached_by_generation<T>(
+    cell: &Mutex<Option<(u64, Arc<T>)>>,
+    store: &Store,
+    load: impl FnOnce(&Store) -> Result<T>,
+) -> Result<Arc<T>> {
+    let gen = store.generation()?;
+    let mut cached = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((g, t)) = cached.as_ref() {
+        if *g == gen {
+            return Ok(t.clone());
+        }
+    }
+    let t = Arc::new(load(store)?);
+    *cached = Some((gen, t.clone()));
+    Ok(t)
+}

@@ -882,18 +882,7 @@ fn compile(f: &Filter, table: &AttributeTable, expr: &str) -> Result<Node> {
     })
 }
 
-fn cmp_str(op: CmpOp, a: &str, b: &str) -> bool {
-    match op {
-        CmpOp::Eq => a == b,
-        CmpOp::Ne => a != b,
-        CmpOp::Lt => a < b,
-        CmpOp::Le => a <= b,
-        CmpOp::Gt => a > b,
-        CmpOp::Ge => a >= b,
-    }
-}
-
-fn cmp_num(op: CmpOp, a: f64, b: f64) -> bool {
+fn cmp<T: PartialOrd + ?Sized>(op: CmpOp, a: &T, b: &T) -> bool {
     match op {
         CmpOp::Eq => a == b,
         CmpOp::Ne => a != b,
@@ -906,9 +895,9 @@ fn cmp_num(op: CmpOp, a: f64, b: f64) -> bool {
 
 fn test(v: &Val, op: CmpOp, l: &Lit) -> bool {
     match (v, l) {
-        (Val::Str(_, f), Lit::Str(s)) => cmp_str(op, f, s),
-        (Val::List(items), Lit::Str(s)) => items.iter().any(|(_, f)| cmp_str(op, f, s)),
-        (Val::Num(x), Lit::Num(y)) => cmp_num(op, *x, *y),
+        (Val::Str(_, f), Lit::Str(s)) => cmp(op, &**f, &**s),
+        (Val::List(items), Lit::Str(s)) => items.iter().any(|(_, f)| cmp(op, &**f, &**s)),
+        (Val::Num(x), Lit::Num(y)) => cmp(op, x, y),
         (Val::Bool(a), Lit::Bool(b)) => match op {
             CmpOp::Eq => a == b,
             CmpOp::Ne => a != b,

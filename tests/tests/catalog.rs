@@ -213,15 +213,18 @@ fn sku_and_brand_queries_rank_right_in_the_default_mode() {
         }
     }
     assert_eq!((skus, brands), (25, 6));
-    // A bare number part of a SKU finds it too (codes match by part).
+    // A bare number part of a SKU finds it first too (a code's numbered parts are exact terms).
     let r = &rows()[3];
     let part = r["sku"]
         .as_str()
         .unwrap()
         .trim_start_matches("SKU-")
         .to_string();
-    let hits = query_json(&db, &[&part, "-k", "1"]);
-    assert_eq!(hits[0]["id"], r["id"]);
+    for mode in ["auto", "keyword"] {
+        let hits = query_json(&db, &[&part, "-k", "1", "--mode", mode]);
+        assert_eq!(hits[0]["id"], r["id"], "{mode}");
+        assert_eq!(hits[0]["exact"], true);
+    }
     // Vector mode alone does not find SKUs: the keyword side is what does.
     let v = batch(&db, &texts[..25], &["-k", "1", "--mode", "vector"]);
     let at1 = queries[..25]
@@ -528,36 +531,6 @@ fn a_field_whose_type_changes_is_reported_once_and_kept() {
     assert_eq!(ids(&hits), [rows[3]["id"].as_str().unwrap()]);
 }
 
-/// Starts `index CAT` throttled and kills it after some records are committed.
-fn kill_mid_run(db: &Path, cat: &Path, min: u64) {
-    let mut c = jsearch(db);
-    c.arg("index")
-        .arg(cat)
-        .args(["--batch-size", "4", "--throttle-ms", "100", "-q"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer made no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let mut sc = jsearch(db);
-        sc.args(["stats", "--json"]);
-        let out = sc.output().unwrap();
-        if out.status.success() {
-            let st: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if st["vectors"].as_u64().unwrap_or(0) >= min {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 #[test]
 fn keyword_index_matches_the_items_after_a_killed_run() {
     let dir = tempdir();
@@ -565,7 +538,12 @@ fn keyword_index_matches_the_items_after_a_killed_run() {
     let cat = dir.path().join("shop/catalog.jsonl");
     let rows = rows();
     write_catalog(&cat, &rows);
-    kill_mid_run(&db, &cat, 40);
+    kill_mid_index(
+        &db,
+        &cat,
+        &["--batch-size", "4", "--throttle-ms", "100"],
+        40,
+    );
     let mut c = jsearch(&db);
     c.arg("check");
     run(c, true);

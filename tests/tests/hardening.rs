@@ -555,36 +555,6 @@ echo $? > {l}/again.code
     assert_eq!(st2["vectors"], 40, "{st2}");
 }
 
-/// Starts `index ROOT` throttled, waits until at least `min` vectors are committed, kills it -9.
-fn kill_mid_run(db: &Path, root: &Path, min: u64) {
-    let mut c = jsearch(db);
-    c.arg("index")
-        .arg(root)
-        .args(["--batch-size", "2", "--throttle-ms", "150", "-q"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    loop {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer made no progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let mut sc = jsearch(db);
-        sc.args(["stats", "--json"]);
-        let out = sc.output().unwrap();
-        if out.status.success() {
-            let st: Value = serde_json::from_slice(&out.stdout).unwrap();
-            if st["vectors"].as_u64().unwrap() >= min {
-                break;
-            }
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
 /// After a killed writer, parallel readers all answer (one may recover the file, the others read
 /// the last commit recovered in memory), and a store that cannot be written (read-only file and
 /// folder, as a user without write permission) is read as of its last commit.
@@ -596,7 +566,12 @@ fn readers_never_fail_because_of_recovery() {
     copy_images(&root, 40);
     for trial in 0..3 {
         let db = dir.path().join(format!("t{trial}.jsearch"));
-        kill_mid_run(&db, &root, 4);
+        kill_mid_index(
+            &db,
+            &root,
+            &["--batch-size", "2", "--throttle-ms", "150"],
+            4,
+        );
         let children: Vec<_> = (0..6)
             .map(|_| {
                 let mut c = jsearch(&db);
@@ -617,7 +592,12 @@ fn readers_never_fail_because_of_recovery() {
     let ro = dir.path().join("ro");
     std::fs::create_dir_all(&ro).unwrap();
     let db = ro.join("s.jsearch");
-    kill_mid_run(&db, &root, 4);
+    kill_mid_index(
+        &db,
+        &root,
+        &["--batch-size", "2", "--throttle-ms", "150"],
+        4,
+    );
     let chmod = |mode: &str, p: &Path| {
         assert!(std::process::Command::new("chmod")
             .arg(mode)

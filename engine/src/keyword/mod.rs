@@ -58,6 +58,7 @@ impl KeywordDoc {
             if let Some(t) = tokenize::exact_term(v) {
                 exact.push(t);
             }
+            exact.extend(tokenize::code_parts(v));
         };
         if let Some(t) = &meta.title {
             tokenize::tokens_into(t, &mut words);

@@ -165,6 +165,19 @@ pub(crate) fn exact_term(value: &str) -> Option<String> {
     (f.chars().any(char::is_alphanumeric) && t.len() <= MAX_EXACT_BYTES).then_some(t)
 }
 
+/// Exact-value terms for the numbered parts of a code: `SKU-28589` → `=28589` (parts of 3 or more
+/// characters holding a digit, of a value that is one word of joined parts).
+pub(crate) fn code_parts(value: &str) -> Vec<String> {
+    let f = fold(value);
+    if f.contains(' ') || !f.contains(['-', '_', '.', '/']) {
+        return Vec::new();
+    }
+    f.split(|c: char| !c.is_alphanumeric())
+        .filter(|p| p.chars().count() >= 3 && p.chars().any(|c| c.is_ascii_digit()))
+        .map(|p| format!("={p}"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,5 +238,8 @@ mod tests {
         assert_eq!(exact_term(" Korrin ").as_deref(), Some("=korrin"));
         assert_eq!(exact_term("SKU-28589").as_deref(), Some("=sku-28589"));
         assert_eq!(exact_term("--"), None);
+        assert_eq!(code_parts("SKU-28589"), ["=28589"]);
+        assert_eq!(code_parts("XL_200-b"), ["=200"]);
+        assert!(code_parts("red heart 2024").is_empty());
     }
 }

@@ -23,6 +23,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::idx::Store;
 use crate::item::{self, ItemMeta};
+use crate::keyword::fold;
 
 /// Names of the attributes every item has.
 pub const BUILTIN_FIELDS: [&str; 4] = ["kind", "path", "id", "title"];
@@ -186,11 +187,6 @@ pub fn split_header(h: &str) -> (&str, Option<AttrType>) {
         }
     }
     (h.trim(), None)
-}
-
-/// Case folding for comparisons, facets' keys and the keyword index: lower case, accents removed.
-pub(crate) fn fold(s: &str) -> String {
-    crate::keyword::fold(s)
 }
 
 /// One attribute value, as the table holds it.

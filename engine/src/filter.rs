@@ -26,8 +26,9 @@ use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use crate::attrs::{fold, AttrType, AttributeTable, Row, Val};
+use crate::attrs::{AttrType, AttributeTable, Row, Val};
 use crate::error::{Error, Result};
+use crate::keyword::fold;
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,26 +550,28 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Filter> {
-        let mut parts = vec![self.and()?];
-        while self.eat(&Tok::Or) {
-            parts.push(self.and()?);
-        }
-        Ok(if parts.len() == 1 {
-            parts.remove(0)
-        } else {
-            Filter::Or(parts)
-        })
+        self.chain(Tok::Or, Self::and, Filter::Or)
     }
 
     fn and(&mut self) -> Result<Filter> {
-        let mut parts = vec![self.not()?];
-        while self.eat(&Tok::And) {
-            parts.push(self.not()?);
+        self.chain(Tok::And, Self::not, Filter::And)
+    }
+
+    /// `part (sep part)*`: the part alone, or `join` of all of them.
+    fn chain(
+        &mut self,
+        sep: Tok,
+        part: fn(&mut Self) -> Result<Filter>,
+        join: fn(Vec<Filter>) -> Filter,
+    ) -> Result<Filter> {
+        let mut parts = vec![part(self)?];
+        while self.eat(&sep) {
+            parts.push(part(self)?);
         }
         Ok(if parts.len() == 1 {
             parts.remove(0)
         } else {
-            Filter::And(parts)
+            join(parts)
         })
     }
 

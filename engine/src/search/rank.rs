@@ -387,6 +387,12 @@ pub(super) fn run(
                     .iter()
                     .filter_map(|s| t.row_of_item(s.item))
                     .collect()
+            } else if let Some((Some(rows), _)) = &passing {
+                // The filter's passing rows are listed already: only kinds and path remain.
+                rows.iter()
+                    .copied()
+                    .filter(|&r| gate.item_unfiltered(t.item_ids[r as usize]))
+                    .collect()
             } else {
                 (0..t.len() as Row)
                     .filter(|&r| gate.item(t.item_ids[r as usize]))
@@ -463,7 +469,6 @@ pub(super) fn run(
 }
 
 fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
-    use std::cmp::Ordering;
     match (a, b) {
         (Val::Num(x), Val::Num(y)) => x.total_cmp(y),
         (Val::Str(_, x), Val::Str(_, y)) => x.cmp(y),
@@ -478,7 +483,7 @@ fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
                 Val::List(_) => 3,
                 Val::Other => 4,
             };
-            rank(x).cmp(&rank(y)).then(Ordering::Equal)
+            rank(x).cmp(&rank(y))
         }
     }
 }

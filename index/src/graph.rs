@@ -12,7 +12,7 @@ use crate::vecmath::{dot_f16, prefetch, F16};
 use rayon::prelude::*;
 use std::cell::RefCell;
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering as AtOrd};
 use std::sync::Mutex;
 
@@ -125,6 +125,23 @@ pub struct Hnsw {
     dirty: Vec<AtomicBool>,
     entry: Mutex<Option<(u32, u8)>>,
     locks: Vec<Mutex<()>>,
+    /// Writers only: the first node of each distinct vector (the head of its twins' ring, see
+    /// [`Hnsw::join_twins`]), filled in for older nodes before the first insert.
+    heads: Mutex<Heads>,
+}
+
+/// Vector hash → head node, for the nodes below `upto`.
+#[derive(Default)]
+struct Heads {
+    upto: u32,
+    map: HashMap<u64, u32>,
+}
+
+/// A fast hash of a vector's bits (FxHash-style; collisions are checked against the vectors).
+fn vector_hash(v: &[F16]) -> u64 {
+    v.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h.rotate_left(5) ^ u64::from(x.0)).wrapping_mul(0x517c_c1b7_2722_0a95)
+    })
 }
 
 impl Hnsw {
@@ -142,6 +159,7 @@ impl Hnsw {
             dirty: Vec::new(),
             entry: Mutex::new(None),
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            heads: Mutex::new(Heads::default()),
         }
     }
 
@@ -411,6 +429,14 @@ impl Hnsw {
             self.set_neighbors(s, level, &nb);
             return;
         }
+        // On level 0 the link to the next twin in `s`'s ring is never pruned (see `join_twins`).
+        let ring = if level == 0 {
+            nb.iter()
+                .position(|&n| self.twins(n, s))
+                .map(|i| nb.remove(i))
+        } else {
+            None
+        };
         let v = self.vector(s);
         let mut c: Vec<Cand> = nb
             .iter()
@@ -421,8 +447,81 @@ impl Hnsw {
             })
             .collect();
         c.sort();
-        let sel = self.select(&c, cap);
+        let mut sel = self.select(&c, cap - usize::from(ring.is_some()));
+        if let Some(r) = ring {
+            sel.insert(0, r);
+        }
         self.set_neighbors(s, level, &sel);
+    }
+
+    /// Whether two nodes hold the same vector (bit for bit): a catalog's variants sharing a
+    /// title or an image, copies of one file.
+    fn twins(&self, a: u32, b: u32) -> bool {
+        a != b && self.vector(a) == self.vector(b)
+    }
+
+    /// The head of `q`'s twins (the first node inserted with its vector), or `None` when `q`
+    /// is the first: it becomes the head.
+    fn head_of(&self, q: u32) -> Option<u32> {
+        let v = self.vector(q);
+        let mut h = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        match h.map.entry(vector_hash(v)) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let t = *e.get();
+                (t != q && self.vector(t) == v).then_some(t)
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(q);
+                None
+            }
+        }
+    }
+
+    /// Records the heads of the nodes below `end` that the head map has not seen (loaded or
+    /// renumbered graphs), so that new twins of old vectors join the old ring.
+    fn catch_up_heads(&mut self, end: u32) {
+        let h = self.heads.get_mut().unwrap_or_else(|e| e.into_inner());
+        if h.upto >= end {
+            return;
+        }
+        let (dim, vecs) = (self.dim, &self.vecs);
+        for n in h.upto..end {
+            let s = n as usize * dim;
+            h.map.entry(vector_hash(&vecs[s..s + dim])).or_insert(n);
+        }
+        h.upto = end;
+    }
+
+    /// Level 0 for a node `q` whose vector the head `t` has too: twins form a ring, each linking
+    /// to the next, and `q` is spliced in after `t`. Without it the neighbour heuristic keeps one
+    /// twin per list (the others are "covered" by it), and a group of twins larger than a list
+    /// ended up partly unreachable: searches, filtered ones most of all, came back without some
+    /// of the equally best items (a catalog's variants sharing a title or an image).
+    fn join_twins(&self, t: u32, q: u32) {
+        // Both locks, in stripe order (two splices never wait on each other crosswise).
+        let (a, b) = {
+            let (x, y) = (t as usize % LOCK_STRIPES, q as usize % LOCK_STRIPES);
+            (x.min(y), x.max(y))
+        };
+        let _ga = self.locks[a].lock().unwrap_or_else(|e| e.into_inner());
+        let _gb = (b != a).then(|| self.locks[b].lock().unwrap_or_else(|e| e.into_inner()));
+        let mut tn = self.neighbors(t, 0);
+        let next = match tn.iter().position(|&n| self.twins(n, t)) {
+            Some(i) => std::mem::replace(&mut tn[i], q),
+            None => {
+                tn.insert(0, q);
+                t
+            }
+        };
+        let mut qn = self.neighbors(q, 0);
+        qn.retain(|&n| n != next);
+        qn.insert(0, next);
+        // Full lists drop their last (farthest-kept) link, never the ring's.
+        qn.truncate(self.m0);
+        tn.truncate(self.m0);
+        // `q` first, so that a walk reaching `q` through `t` finds its links.
+        self.set_neighbors(q, 0, &qn);
+        self.set_neighbors(t, 0, &tn);
     }
 
     fn insert(&self, q: u32) {
@@ -432,6 +531,8 @@ impl Hnsw {
             match *e {
                 None => {
                     *e = Some((q, lvl));
+                    drop(e);
+                    self.head_of(q);
                     return;
                 }
                 Some(x) => x,
@@ -451,13 +552,25 @@ impl Hnsw {
         for l in (0..=lvl.min(maxl)).rev() {
             let w = self.search_layer(qv, &eps, self.params.ef_construction, l, None);
             let w: Vec<Cand> = w.into_iter().filter(|c| c.n != q).collect();
-            let sel = self.select(&w, self.params.m);
+            // On level 0 `q`'s own links go to distinct vectors; its twins, if any, are joined
+            // through their ring once those links are in place.
+            let sel = if l == 0 {
+                let others: Vec<Cand> = w.iter().copied().filter(|c| !self.twins(c.n, q)).collect();
+                self.select(&others, self.params.m)
+            } else {
+                self.select(&w, self.params.m)
+            };
             {
                 let _g = self.lock(q);
                 self.set_neighbors(q, l, &sel);
             }
             for &s in &sel {
                 self.connect(s, q, l);
+            }
+            if l == 0 {
+                if let Some(t) = self.head_of(q) {
+                    self.join_twins(t, q);
+                }
             }
             if !w.is_empty() {
                 eps = w;
@@ -617,6 +730,8 @@ impl AnnGraph for Hnsw {
     }
 
     fn add_batch(&mut self, vectors: &[F16]) {
+        let old = self.levels.len() as u32;
+        self.catch_up_heads(old);
         let (start, end) = self.push_nodes(vectors, None);
         if start == end {
             return;
@@ -628,6 +743,7 @@ impl AnnGraph for Hnsw {
         }
         let this = &*self;
         (first..end).into_par_iter().for_each(|q| this.insert(q));
+        self.heads.get_mut().unwrap_or_else(|e| e.into_inner()).upto = end;
     }
 
     fn search(
@@ -770,5 +886,75 @@ mod tests {
             spread(&r),
             spread(&g)
         );
+    }
+
+    /// Many items with one vector (a catalog's variants share a title): every twin stays
+    /// reachable, unfiltered and through a filter, whatever the insertion order.
+    #[test]
+    fn exact_duplicates_stay_reachable() {
+        let d = 32;
+        let distinct = data(64, d, 3);
+        let copies = 47;
+        let mut g = Hnsw::new(
+            d,
+            GraphParams {
+                m: 16,
+                ef_construction: 200,
+                seed: 11,
+            },
+        );
+        // node n holds distinct[(n * 37) % 64]: twins spread over the insertion order
+        let of = |n: usize| (n * 37) % 64;
+        let flat: Vec<F16> = (0..64 * copies)
+            .flat_map(|n| to_f16(&distinct[of(n)]))
+            .collect();
+        // Two batches, then the graph saved and loaded (as a store reopens it) takes the last
+        // third: new twins of old vectors join the old rings.
+        let total = 64 * copies;
+        let cut = total * 2 / 3;
+        g.add_batch(&flat[..d]);
+        g.add_batch(&flat[d..cut * d]);
+        let mut g2 = Hnsw::new(d, g.params());
+        for n in 0..cut as u32 {
+            let mut rec = Vec::new();
+            g.encode_node(n, &mut rec);
+            assert!(g2.load_node(n, Some(g.vector(n)), &rec, cut as u32));
+        }
+        g2.set_entry(g.entry());
+        g2.add_batch(&flat[cut * d..]);
+        let g = g2;
+        let (ep, _) = g.entry().unwrap();
+        let mut seen = vec![false; g.len()];
+        let mut stack = vec![ep];
+        seen[ep as usize] = true;
+        while let Some(n) = stack.pop() {
+            for nb in g.neighbors(n, 0) {
+                if !seen[nb as usize] {
+                    seen[nb as usize] = true;
+                    stack.push(nb);
+                }
+            }
+        }
+        let lost = seen.iter().filter(|s| !**s).count();
+        assert_eq!(lost, 0, "{lost} nodes unreachable on level 0");
+        let mut worst = usize::MAX;
+        for (t, v) in distinct.iter().enumerate() {
+            let qh = to_f16(v);
+            let want = (0..total).filter(|&n| of(n) == t).count();
+            let got = g.search(&qh, want, 64.max(want), &|_| true);
+            let twins = got.iter().filter(|x| of(x.1 as usize) == t).count();
+            worst = worst.min(twins * 100 / want);
+            let even = g.search(&qh, 10, 64, &|n| n % 2 == 0);
+            let twins_even = even.iter().filter(|x| of(x.1 as usize) == t).count();
+            let want_even = (0..total)
+                .filter(|&n| of(n) == t && n % 2 == 0)
+                .count()
+                .min(10);
+            assert_eq!(
+                twins_even, want_even,
+                "vector {t}: filtered walk found {twins_even}"
+            );
+        }
+        assert_eq!(worst, 100, "some vector's twins were not all found");
     }
 }

@@ -18,7 +18,7 @@ use jsearch::{normalize, Engine};
 /// Arguments of `jsearch embed` (the model is the global `--model`).
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
-    /// Text to embed (repeatable).
+    /// Text to embed (repeatable; - reads one text per line from stdin).
     #[arg(long = "text", value_name = "TEXT")]
     pub texts: Vec<String>,
     /// Image file to embed (repeatable).
@@ -70,7 +70,50 @@ pub fn run(engine: &Engine, args: &EmbedArgs, order: &[Input]) -> Result<()> {
             bail!("--dim {d} out of range 1..={full}");
         }
     }
-    let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
+    // Fall back to all texts, then all images, if the order does not cover every input.
+    let fallback: Vec<Input>;
+    let order = if order.len() == args.texts.len() + args.images.len() {
+        order
+    } else {
+        fallback = std::iter::repeat_n(Input::Text, args.texts.len())
+            .chain(std::iter::repeat_n(Input::Image, args.images.len()))
+            .collect();
+        &fallback
+    };
+    // `--text -`: one text per line of stdin, in its place.
+    let stdin_texts: Vec<String> = if args.texts.iter().any(|t| t == "-") {
+        crate::read_stdin(crate::MAX_STDIN_TEXTS, "--text -")?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut texts: Vec<&str> = Vec::new();
+    let mut expanded: Vec<Input> = Vec::new();
+    let (mut ti, mut ii) = (0, 0);
+    for kind in order {
+        match kind {
+            Input::Text => {
+                let t = args.texts[ti].as_str();
+                ti += 1;
+                if t == "-" {
+                    texts.extend(stdin_texts.iter().map(String::as_str));
+                    expanded.extend(std::iter::repeat_n(Input::Text, stdin_texts.len()));
+                    continue;
+                }
+                texts.push(t);
+            }
+            Input::Image => ii += 1,
+        }
+        expanded.push(*kind);
+    }
+    debug_assert_eq!(ii, args.images.len());
+    if texts.is_empty() && args.images.is_empty() {
+        bail!("nothing to embed: stdin had no text");
+    }
     // Every image is decoded before anything is printed, so a bad file fails with no output.
     let emb = engine
         .embed(&texts, &args.images, args.query)
@@ -84,16 +127,7 @@ pub fn run(engine: &Engine, args: &EmbedArgs, order: &[Input]) -> Result<()> {
         }
         v
     };
-    // Fall back to all texts, then all images, if the order does not cover every input.
-    let fallback: Vec<Input>;
-    let order = if order.len() == texts.len() + args.images.len() {
-        order
-    } else {
-        fallback = std::iter::repeat_n(Input::Text, texts.len())
-            .chain(std::iter::repeat_n(Input::Image, args.images.len()))
-            .collect();
-        &fallback
-    };
+    let order = &expanded;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let (mut ti, mut ii) = (0, 0);
@@ -101,7 +135,7 @@ pub fn run(engine: &Engine, args: &EmbedArgs, order: &[Input]) -> Result<()> {
         let (kind_name, input, vec) = match kind {
             Input::Text => {
                 ti += 1;
-                ("text", args.texts[ti - 1].clone(), &emb.texts[ti - 1])
+                ("text", texts[ti - 1].to_string(), &emb.texts[ti - 1])
             }
             Input::Image => {
                 ii += 1;

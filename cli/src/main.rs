@@ -9,6 +9,7 @@
 mod embed;
 mod output;
 mod progress;
+mod style;
 
 /// mimalloc: the store's re-rank reads allocate and free a page buffer each; glibc's allocator
 /// kept handing that memory back to the kernel and faulting it in again.
@@ -28,17 +29,35 @@ use jsearch::{
 };
 
 const AFTER_HELP: &str = "\
-Exit status: 0 on success; 1 when a query (or similar) finds nothing; 2 on an error or a usage
-error (also when `check` finds damage); 3 when an index run finished but some files or
-catalog records could not be used (each is named on stderr). A closed output pipe (e.g. `jsearch query x --paths | head -1`) ends the
-command quietly with 0.
+Scores: a hit's score is the probability that it is relevant to the query (0 to 1, fitted per
+model, the same scale for images, texts and products); `query` shows hits of 0.5 or more
+(\"probably relevant\"; --min-score S sets the cut, --all shows every hit).
+
+Exit status:
+  0  success (also when the output pipe closes early, e.g. `| head -1`)
+  1  a query or `similar` found nothing
+  2  an error or a usage error (also when `check` finds damage)
+  3  an index run finished, but some files or records could not be used (named on stderr)
 
 Examples:
   jsearch index ~/Pictures ~/notes shop.jsonl
-  jsearch query \"roter Schuh\" -k 20
+  jsearch query \"roter Schuh\" -n 20
+  jsearch query \"red mug\" --where 'price < 20' --columns price,brand
   jsearch query --image a.jpg --text \"in red\"
+  echo \"ein roter Kreis\" | jsearch query -
   jsearch similar ~/Pictures/cat.jpg
+  jsearch rm SKU-1234
   jsearch stats";
+
+/// Help heading of the options every command takes.
+const GLOBAL_OPTIONS: &str = "Global options";
+/// Help heading of the options that choose and run the model (not listed by the commands that
+/// need no model).
+const MODEL_OPTIONS: &str = "Model options";
+/// The commands that never load a model: their help leaves out [`MODEL_OPTIONS`].
+const NO_MODEL_COMMANDS: &[&str] = &["stats", "rm", "check", "repair"];
+/// The model options' ids.
+const MODEL_ARGS: &[&str] = &["model", "device", "precision"];
 
 /// clap value parser for the engine's typed flags (`DeviceChoice`, `Precision`, `Kind`): the
 /// engine's message names the valid values.
@@ -92,6 +111,17 @@ fn finite(s: &str) -> std::result::Result<f32, String> {
     }
 }
 
+/// clap value parser for `--min-score`: a finite number, or `-inf` (no cut).
+fn min_score(s: &str) -> std::result::Result<f32, String> {
+    match s.trim() {
+        "-inf" | "-infinity" | "-Inf" => Ok(f32::NEG_INFINITY),
+        other => finite(other),
+    }
+}
+
+/// The default `--min-score` of `query` ("probably relevant").
+const DEFAULT_MIN_SCORE: f32 = 0.5;
+
 /// clap value parser: a finite number above 0.
 fn positive_finite(s: &str) -> std::result::Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -137,23 +167,30 @@ fn unit_interval(s: &str) -> std::result::Result<f32, String> {
 #[command(name = "jsearch", version, about, long_about = None, after_help = AFTER_HELP)]
 struct Cli {
     /// Store file [default: <data dir>/jsearch/index.jsearch].
-    #[arg(long, global = true, env = "JSEARCH_DB", value_name = "FILE")]
+    #[arg(long, global = true, env = "JSEARCH_DB", value_name = "FILE", help_heading = GLOBAL_OPTIONS)]
     db: Option<PathBuf>,
-    /// Model folder [default: $JSEARCH_MODEL, the Hugging Face cache, else download].
-    #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR")]
+    /// Print only results and errors (no progress, no summary).
+    #[arg(long, short = 'q', global = true, help_heading = GLOBAL_OPTIONS)]
+    quiet: bool,
+    /// Also print the device, timings and each hit's raw cosine.
+    #[arg(long, short = 'v', global = true, conflicts_with = "quiet", help_heading = GLOBAL_OPTIONS)]
+    verbose: bool,
+    /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_name = "WHEN", default_value = "auto", help_heading = GLOBAL_OPTIONS)]
+    color: style::ColorChoice,
+    /// Model folder [default: the one the store was built with, $JSEARCH_MODEL, the Hugging
+    /// Face cache, else download].
+    #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR", help_heading = MODEL_OPTIONS)]
     model: Option<PathBuf>,
     /// Compute device: auto, cpu, cuda or cuda:N.
-    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_typed::<DeviceChoice>)]
+    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_typed::<DeviceChoice>, help_heading = MODEL_OPTIONS)]
     device: DeviceChoice,
     /// Compute precision: auto (bf16 on a GPU; on a CPU the fastest path that keeps cosine ≥
     /// 0.999 to f32 for this CPU and command, said once on stderr), f32 (the exact reference),
     /// bf16 (on a CPU with AVX512-BF16: bf16 linear layers, f32 elsewhere), f16 or int8 (CPU:
     /// 8-bit linear layers). The store records no precision, so it can change between runs.
-    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>)]
+    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>, help_heading = MODEL_OPTIONS)]
     precision: Precision,
-    /// Print only results and errors (no progress, no summary).
-    #[arg(long, short = 'q', global = true)]
-    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -164,9 +201,9 @@ enum Command {
     Index(IndexArgs),
     /// Search by text (any language), by image, or both.
     Query(QueryArgs),
-    /// Items similar to an indexed file.
+    /// Items similar to an indexed file, a product id, or a new file (embedded on the fly).
     Similar(SimilarArgs),
-    /// Remove files, or everything under folders, from the store.
+    /// Remove files, everything under folders, or products (by id) from the store.
     Rm(RmArgs),
     /// Counts by kind, model, dimensions and size of the store.
     Stats(StatsArgs),
@@ -233,8 +270,8 @@ struct IndexArgs {
 
 #[derive(Debug, Args)]
 struct FilterArgs {
-    /// Number of results (1-10000).
-    #[arg(short = 'k', long = "limit", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    /// Number of results (1-10000; -n and --top are aliases).
+    #[arg(short = 'k', long = "limit", visible_short_alias = 'n', visible_alias = "top", value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10000))]
     limit: u16,
     /// Only this kind: image, text or product (repeatable).
     #[arg(long = "type", value_name = "KIND", value_parser = parse_typed::<Kind>)]
@@ -242,9 +279,14 @@ struct FilterArgs {
     /// Only items whose file path starts with PREFIX.
     #[arg(long = "path", value_name = "PREFIX")]
     path_prefix: Option<PathBuf>,
-    /// Drop results with a score below this (see README: how scores work).
-    #[arg(long, value_name = "SCORE", allow_negative_numbers = true, value_parser = finite)]
+    /// Drop hits scoring below this. A score is the probability that the hit is relevant (0 to
+    /// 1, the same scale for every kind) [query's default: 0.5, "probably relevant"; -inf or
+    /// --all: no cut].
+    #[arg(long, value_name = "SCORE", allow_negative_numbers = true, value_parser = min_score)]
     min_score: Option<f32>,
+    /// Every hit up to the limit, however low it scores (no --min-score cut).
+    #[arg(long, conflicts_with = "min_score")]
+    all: bool,
     /// Only items passing this filter, e.g. 'price < 20 AND in_stock = true AND category IN
     /// ("card", "sticker")'. Operators: = != < <= > >= IN (…) EXISTS, NOT, AND, OR, ( ).
     #[arg(long = "where", value_name = "EXPR")]
@@ -276,11 +318,19 @@ struct FilterArgs {
     /// Print paths only, one per line (for pipes).
     #[arg(long)]
     paths: bool,
+    /// Attributes shown for products, e.g. price,brand [default: the catalog's most common
+    /// short fields, up to 3].
+    #[arg(long, value_name = "FIELD,…", value_delimiter = ',')]
+    columns: Vec<String>,
+    /// Keep the query's own item and its twins (byte-identical copies, the catalog record of the
+    /// same image) in the results.
+    #[arg(long)]
+    include_self: bool,
 }
 
 #[derive(Debug, Args)]
 struct QueryArgs {
-    /// Query text, in any language.
+    /// Query text, in any language (- reads it from stdin).
     #[arg(value_name = "TEXT")]
     text: Option<String>,
     /// Query text (alternative to the positional TEXT, e.g. with --image).
@@ -292,8 +342,9 @@ struct QueryArgs {
     /// Weight of the image when combined with a text (0..1; the text gets the rest).
     #[arg(long, default_value_t = 0.5, value_name = "W", value_parser = unit_interval)]
     image_weight: f32,
-    /// Run many text queries from a file: one per line, plain text or JSON with "text" (and "id").
-    /// Hits of each query are printed in turn; with --json each carries a "query" field.
+    /// Run many text queries from a file (- for stdin): one per line, plain text or JSON with
+    /// "text" (and "id"). Hits of each query are printed in turn; with --json each carries a
+    /// "query" field.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["text", "text_opt", "image"])]
     queries: Option<PathBuf>,
     #[command(flatten)]
@@ -302,7 +353,8 @@ struct QueryArgs {
 
 #[derive(Debug, Args)]
 struct SimilarArgs {
-    /// An indexed file.
+    /// An indexed file, a product id, or any image or text file.
+    #[arg(value_name = "FILE|ID")]
     path: PathBuf,
     #[command(flatten)]
     filter: FilterArgs,
@@ -310,8 +362,9 @@ struct SimilarArgs {
 
 #[derive(Debug, Args)]
 struct RmArgs {
-    /// Files or folders to remove from the store (the files themselves are not touched).
-    #[arg(required = true)]
+    /// Files, folders or product ids to remove from the store (the files themselves are not
+    /// touched). Every one that matches is removed; the others are named on stderr.
+    #[arg(required = true, value_name = "PATH|ID")]
     paths: Vec<PathBuf>,
 }
 
@@ -324,6 +377,13 @@ struct StatsArgs {
 
 fn open_engine(cli: &Cli) -> Result<Engine> {
     let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
+    if db.is_dir() {
+        anyhow::bail!(
+            "--db {}: is a folder; give the store's file (e.g. {})",
+            db.display(),
+            db.join(jsearch::DEFAULT_DB_NAME).display()
+        );
+    }
     Engine::open(OpenOptions {
         db,
         model_dir: cli.model.clone(),
@@ -340,35 +400,121 @@ fn say(line: &str) {
     eprintln!("{}", output::printable(line));
 }
 
-fn log_device(engine: &Engine, quiet: bool) -> Result<()> {
-    let d = &engine.device()?.description;
-    if !quiet {
+/// The device line: always for `index` (unless `-q`), for the other commands on `-v`.
+fn log_device(engine: &Engine, show: bool) -> Result<()> {
+    if show {
+        let d = &engine.device()?.description;
         eprintln!("device: {d}");
     }
     Ok(())
 }
 
-fn build_query(mut q: Query, f: &FilterArgs) -> Result<Query> {
+/// `-v`: how long the parts of a command took, on stderr.
+struct Timings {
+    on: bool,
+    start: std::time::Instant,
+    parts: Vec<(&'static str, Duration)>,
+}
+
+impl Timings {
+    fn new(on: bool) -> Self {
+        Timings {
+            on,
+            start: std::time::Instant::now(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Runs `f`, remembering its time as `what`.
+    fn time<T>(&mut self, what: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = std::time::Instant::now();
+        let out = f();
+        self.parts.push((what, t.elapsed()));
+        out
+    }
+
+    fn report(&self) {
+        if !self.on {
+            return;
+        }
+        let parts: Vec<String> = self
+            .parts
+            .iter()
+            .map(|(w, d)| format!("{w} {:.1} ms", d.as_secs_f64() * 1e3))
+            .collect();
+        eprintln!(
+            "timings: {}; total {:.1} ms",
+            parts.join(", "),
+            self.start.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
+
+/// The query of the flags; `default_min_score` applies unless `--min-score` or `--all` is given
+/// (and not to RRF fusion, whose scores are rank sums).
+fn build_query(mut q: Query, f: &FilterArgs, default_min_score: Option<f32>) -> Result<Query> {
     q.limit = usize::from(f.limit);
     q.kinds = f.kinds.clone();
     q.path_prefix = f.path_prefix.clone();
-    q.min_score = f.min_score;
+    let default = default_min_score.filter(|_| f.fusion != Fusion::Rrf);
+    q.min_score = match (f.all, f.min_score) {
+        (true, _) => None,
+        (false, Some(m)) if m == f32::NEG_INFINITY => None,
+        (false, Some(m)) => Some(m),
+        (false, None) => default,
+    };
     q.mode = f.mode;
     q.keyword_weight = f.keyword_weight;
     q.fusion = f.fusion;
     q.facets = f.facets.clone();
     q.offset = f.offset;
     q.sort = f.sort.clone();
+    q.include_self = f.include_self;
     if let Some(w) = &f.filter {
         q = q.filter_str(w).context("--where")?;
     }
     Ok(q)
 }
 
+/// How hits are printed, from the flags.
+fn output_options(cli: &Cli, f: &FilterArgs) -> output::Options {
+    output::Options {
+        json: f.json,
+        paths: f.paths,
+        verbose: cli.verbose,
+        columns: f.columns.clone(),
+    }
+}
+
+/// Largest query read from stdin (`query -`).
+const MAX_STDIN_QUERY: u64 = 1 << 20;
+/// Largest input of `embed --text -` (one text per line).
+pub(crate) const MAX_STDIN_TEXTS: u64 = 64 << 20;
+
+/// All of stdin as UTF-8, at most `limit` bytes; `what` names it in errors.
+pub(crate) fn read_stdin(limit: u64, what: &str) -> Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading {what} from stdin"))?;
+    if bytes.len() as u64 > limit {
+        anyhow::bail!("{what} on stdin: larger than {} KiB", limit >> 10);
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{what} on stdin: not UTF-8 (at byte {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// `jsearch index`.
 fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
     let mut engine = open_engine(cli)?;
-    log_device(&engine, cli.quiet)?;
+    log_device(&engine, !cli.quiet)?;
     let opts = IndexOptions {
         excludes: a.exclude.clone(),
         prune: a.prune,
@@ -434,6 +580,9 @@ const MAX_QUERIES_FILE: u64 = 64 << 20;
 /// at most [`MAX_QUERIES_FILE`], in UTF-8.
 fn read_queries_file(file: &std::path::Path) -> Result<String> {
     use std::io::Read;
+    if file.as_os_str() == "-" {
+        return read_stdin(MAX_QUERIES_FILE, "--queries");
+    }
     let md = std::fs::metadata(file).with_context(|| format!("reading {}", file.display()))?;
     if !md.is_file() {
         anyhow::bail!(
@@ -460,7 +609,9 @@ fn read_queries_file(file: &std::path::Path) -> Result<String> {
 /// `jsearch query --queries FILE`.
 fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Status> {
     let engine = open_engine(cli)?;
+    log_device(&engine, cli.verbose)?;
     let content = read_queries_file(file)?;
+    let opts = output_options(cli, &a.filter);
     let mut found = false;
     for (i, line) in content.lines().enumerate() {
         let line = line.trim();
@@ -468,7 +619,11 @@ fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Statu
             continue;
         }
         let (id, text) = parse_query_line(file, i, line)?;
-        let q = build_query(Query::text(text.clone()), &a.filter)?;
+        let q = build_query(
+            Query::text(text.clone()),
+            &a.filter,
+            Some(DEFAULT_MIN_SCORE),
+        )?;
         let r = engine
             .search(&q)
             .with_context(|| format!("query {id} ({text:?})"))?;
@@ -476,7 +631,7 @@ fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Statu
             use std::io::Write;
             writeln!(std::io::stdout().lock(), "# {id}: {text}")?;
         }
-        output::print_hits_for(&r.hits, a.filter.json, a.filter.paths, Some(&id))?;
+        output::print_hits_for(&r.hits, &opts, Some(&id))?;
         output::print_facets(&r.facets, a.filter.json, Some(&id))?;
         found |= !r.hits.is_empty();
     }
@@ -488,29 +643,47 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
     if let Some(file) = &a.queries {
         return query_batch(cli, a, file);
     }
-    let engine = open_engine(cli)?;
+    let mut text = a.text.clone().or_else(|| a.text_opt.clone());
+    if text.as_deref() == Some("-") {
+        let t = read_stdin(MAX_STDIN_QUERY, "the query")?;
+        let t = t.trim();
+        if t.is_empty() {
+            anyhow::bail!("the query on stdin is empty");
+        }
+        text = Some(t.to_string());
+    }
+    let mut timings = Timings::new(cli.verbose);
+    let engine = timings.time("open", || open_engine(cli))?;
+    log_device(&engine, cli.verbose)?;
     let q = Query {
-        text: a.text.clone().or_else(|| a.text_opt.clone()),
+        text,
         image: a.image.clone(),
         image_weight: a.image_weight,
         ..Query::default()
     };
-    let r = engine
-        .search(&build_query(q, &a.filter)?)
+    let q = build_query(q, &a.filter, Some(DEFAULT_MIN_SCORE))?;
+    let r = timings
+        .time("search (with model load)", || engine.search(&q))
         .context("query failed")?;
-    output::print_hits(&r.hits, a.filter.json, a.filter.paths)?;
+    let opts = output_options(cli, &a.filter);
+    output::print_hits(&r.hits, &opts)?;
     output::print_facets(&r.facets, a.filter.json, None)?;
+    timings.report();
     Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
 /// `jsearch similar`.
 fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
-    let engine = open_engine(cli)?;
-    let r = engine
-        .similar_search(&a.path, &build_query(Query::default(), &a.filter)?)
+    let mut timings = Timings::new(cli.verbose);
+    let engine = timings.time("open", || open_engine(cli))?;
+    let q = build_query(Query::default(), &a.filter, None)?;
+    let r = timings
+        .time("search", || engine.similar_search(&a.path, &q))
         .with_context(|| format!("similar to {}", a.path.display()))?;
-    output::print_hits(&r.hits, a.filter.json, a.filter.paths)?;
+    let opts = output_options(cli, &a.filter);
+    output::print_hits(&r.hits, &opts)?;
     output::print_facets(&r.facets, a.filter.json, None)?;
+    timings.report();
     Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
@@ -520,13 +693,18 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<Status> {
     let r = engine.remove(&a.paths).context("rm failed")?;
     for p in &r.not_indexed {
         eprintln!(
-            "warning: {} is not in the store (already removed, or never indexed): skipped",
-            p.display()
+            "warning: {} is not in the store (no such file, folder or product id): skipped",
+            output::printable(&p.display().to_string())
         );
     }
     if !cli.quiet {
+        let products = if r.products > 0 {
+            format!(" and {} product(s)", r.products)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "removed {} file(s) from {}",
+            "removed {} file(s){products} from {}",
             r.removed,
             engine.db_path().display()
         );
@@ -584,14 +762,31 @@ fn quiet_storage_panics() {
     }));
 }
 
+/// The clap command, with the model options left out of the help of the commands that need no
+/// model (global options reach a subcommand when the command is built, so it is built first).
+fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    cmd.build();
+    for name in NO_MODEL_COMMANDS {
+        cmd = cmd.mut_subcommand(name, |mut sub| {
+            for arg in MODEL_ARGS {
+                sub = sub.mut_arg(arg, |a| a.hide(true));
+            }
+            sub
+        });
+    }
+    cmd
+}
+
 fn main() -> ExitCode {
     quiet_storage_panics();
     // Parsed through `ArgMatches` so that `embed` can recover the order of `--text` / `--image`.
-    let matches = Cli::command().get_matches();
+    let matches = command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    style::init(cli.color);
     let result = match &cli.command {
         Command::Index(a) => index(&cli, a),
         Command::Query(a) => query(&cli, a),

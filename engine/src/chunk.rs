@@ -15,6 +15,10 @@ pub const DEFAULT_MAX_TOKENS: usize = 480;
 pub(crate) struct Chunk {
     pub text: String,
     pub tokens: usize,
+    /// First and last line of the passage in the text given to [`Chunker::chunk`] (1-based).
+    pub lines: Option<(u32, u32)>,
+    /// Byte offset of the passage in that text.
+    start: usize,
 }
 
 /// Splits text into chunks of at most `max_tokens` tokens, preferring paragraph, then sentence,
@@ -50,13 +54,27 @@ impl Chunker {
     /// not the file: tokenising 200 MB at once took 9 GB.
     pub(crate) fn chunk(&self, text: &str) -> Result<Vec<Chunk>> {
         let mut out = Vec::new();
+        // Lines counted as the passages go (they come in text order): (byte offset, its line).
+        let mut at = (0usize, 1u32);
         for segment in segments(text.trim(), SEGMENT_BYTES) {
-            out.extend(self.chunk_segment(segment)?);
+            for mut c in self.chunk_segment(text, segment)? {
+                let start = c.start.clamp(at.0, text.len());
+                let first = at.1 + newlines(&text.as_bytes()[at.0..start]);
+                let last = first + newlines(c.text.as_bytes());
+                at = (start, first);
+                c.lines = Some((first, last));
+                out.push(c);
+            }
         }
         Ok(out)
     }
 
-    fn chunk_segment(&self, text: &str) -> Result<Vec<Chunk>> {
+    /// The passages of `text`, a segment of `whole` (each with its byte offset in `whole`;
+    /// [`Chunker::chunk`] sets the lines).
+    fn chunk_segment(&self, whole: &str, text: &str) -> Result<Vec<Chunk>> {
+        // `text` and every piece below are slices of `whole`.
+        let offset_of =
+            |piece: &str| (piece.as_ptr() as usize).saturating_sub(whole.as_ptr() as usize);
         let text = text.trim();
         if text.is_empty() {
             return Ok(Vec::new());
@@ -79,6 +97,8 @@ impl Chunker {
             return Ok(vec![Chunk {
                 text: text.to_string(),
                 tokens: n,
+                lines: None,
+                start: offset_of(text),
             }]);
         }
         let mut chunks = Vec::new();
@@ -95,12 +115,19 @@ impl Chunker {
                 chunks.push(Chunk {
                     text: piece.to_string(),
                     tokens: e - s,
+                    lines: None,
+                    start: offset_of(piece),
                 });
             }
             s = e;
         }
         Ok(chunks)
     }
+}
+
+/// Line breaks in `b`.
+fn newlines(b: &[u8]) -> u32 {
+    b.iter().filter(|&&c| c == b'\n').count() as u32
 }
 
 /// Longest piece of text tokenised at once: 64 KiB (about 30 passages).
@@ -193,6 +220,36 @@ mod tests {
 
     fn toy_dir() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets/toy-shapes/model")
+    }
+
+    #[test]
+    fn passages_know_their_lines() {
+        let c = Chunker::load(&toy_dir(), 24).unwrap();
+        // 30 numbered lines, with blank lines and leading blank lines (trimmed before chunking).
+        let text: String = std::iter::once("\n\n".to_string())
+            .chain((1..=30).map(|i| {
+                let blank = if i % 7 == 0 { "\n" } else { "" };
+                format!("line {i} has a red circle and a blue star.\n{blank}")
+            }))
+            .collect();
+        let chunks = c.chunk(&text).unwrap();
+        assert!(chunks.len() > 3, "{}", chunks.len());
+        let lines: Vec<&str> = text.lines().collect();
+        let mut last_end = 0;
+        for ch in &chunks {
+            let (a, b) = ch.lines.unwrap();
+            assert!(a <= b && a > last_end, "{a}-{b} after {last_end}");
+            last_end = b;
+            // The passage's first and last lines are those lines of the file.
+            let first = ch.text.lines().next().unwrap();
+            let last = ch.text.lines().last().unwrap();
+            assert!(
+                lines[a as usize - 1].contains(first.trim()),
+                "{a}: {first:?}"
+            );
+            assert!(lines[b as usize - 1].contains(last.trim()), "{b}: {last:?}");
+        }
+        assert_eq!(c.chunk("one line").unwrap()[0].lines, Some((1, 1)));
     }
 
     #[test]

@@ -28,7 +28,11 @@ use crate::item::{self, Kind, Modality};
 use crate::keys;
 use crate::lazy::Lazy;
 use crate::search::{self, CalibrationSamples, Query, SearchHit, SearchResult};
+use crate::walk;
 use crate::Record;
+
+/// The name the store records for the real jina-clip-v2 (the only model that is downloaded).
+const REAL_MODEL_NAME: &str = "jina-clip-v2";
 
 /// File name of the default store, inside [`default_db_path`]'s folder.
 pub const DEFAULT_DB_NAME: &str = "index.jsearch";
@@ -93,6 +97,10 @@ pub struct Stats {
     pub vectors: usize,
     /// Indexed files (images, text files, catalogs).
     pub files: usize,
+    /// Indexed files by kind (`image`, `text`, `catalog`).
+    pub files_by_kind: std::collections::BTreeMap<String, usize>,
+    /// The model folder the store was last written with, if it recorded one.
+    pub model_dir: Option<PathBuf>,
 }
 
 /// Raw embeddings from [`Engine::embed`]: the pooled output of each tower, before the L2
@@ -110,6 +118,9 @@ pub(crate) struct Wanted {
     settings: StoreSettings,
     legacy_fingerprint: String,
 }
+
+/// The background queries' embeddings (normalised), shared by the queries that use them.
+type Background = Arc<Vec<Vec<f32>>>;
 
 /// The towers loaded so far.
 struct LoadedModel {
@@ -151,6 +162,8 @@ pub struct Engine {
     writer: Option<Store>,
     /// Per-modality calibration samples, dropped by every write.
     calibration: Mutex<Option<Arc<CalibrationSamples>>>,
+    /// The background queries' embeddings (relevance's hubness correction), per model fingerprint.
+    background: Mutex<Option<(String, Background)>>,
     /// The attribute table and the keyword index's reader, with the store generation they
     /// were read at (rebuilt when the store has changed, also by another process).
     attributes: Mutex<Option<(u64, Arc<crate::attrs::AttributeTable>)>>,
@@ -175,6 +188,7 @@ impl Engine {
             reader: Lazy::default(),
             writer: None,
             calibration: Mutex::new(None),
+            background: Mutex::new(None),
             attributes: Mutex::new(None),
             keywords: Mutex::new(None),
         })
@@ -191,14 +205,49 @@ impl Engine {
             .get_or_try_init(|| device::resolve(self.device_choice))
     }
 
-    /// The model folder (resolving `$JSEARCH_MODEL`, the cache, or downloading, once).
+    /// The model folder, resolved once: the one given ([`OpenOptions::model_dir`], else
+    /// `$JSEARCH_MODEL`), else the folder the store was last written with when it still holds
+    /// the store's model, else the Hugging Face cache or a download of jina-clip-v2 — only for a
+    /// store made with jina-clip-v2 (or no store yet): a store made with another model (the toy
+    /// model, say) never triggers a download, it says which model it wants and where it looked.
     pub fn model_dir(&self) -> Result<PathBuf> {
         self.resolved_model_dir
-            .get_or_try_init(|| {
-                hub::resolve_model_dir(self.model_dir.as_deref(), self.download_progress)
-                    .map_err(Error::from)
-            })
+            .get_or_try_init(|| self.resolve_model_dir())
             .cloned()
+    }
+
+    fn resolve_model_dir(&self) -> Result<PathBuf> {
+        let env = hub::HubEnv::from_process();
+        let given = self.model_dir.is_some() || env.jsearch_model.is_some();
+        if !given {
+            if let Some(stored) = self.stored_settings()? {
+                let looked = stored.model_dir.clone();
+                let why = match &looked {
+                    None => "it recorded no model folder".to_string(),
+                    Some(dir) => match Self::settings_for_dir(dir) {
+                        Ok(w) if self.mismatch(&stored, &w).is_none() => return Ok(dir.clone()),
+                        Ok(w) => format!(
+                            "that folder now holds {} (fingerprint {})",
+                            w.settings.model_name, w.settings.model_fingerprint
+                        ),
+                        Err(e) => format!("it cannot be used ({e})"),
+                    },
+                };
+                if stored.model_name != REAL_MODEL_NAME {
+                    return Err(Error::StoreModelMissing(Box::new(
+                        error::StoreModelMissing {
+                            store: self.db.clone(),
+                            model: stored.model_name,
+                            fingerprint: stored.model_fingerprint,
+                            looked,
+                            why,
+                        },
+                    )));
+                }
+            }
+        }
+        hub::resolve_model_dir_with(self.model_dir.as_deref(), &env, self.download_progress)
+            .map_err(Error::from)
     }
 
     /// The model with at least the towers `need`, in the precision `workload` runs at (for
@@ -361,6 +410,29 @@ impl Engine {
         })
     }
 
+    /// The background queries embedded by `model` (cached per model).
+    pub(crate) fn background(&self, model: &ClipModel) -> Result<Arc<Vec<Vec<f32>>>> {
+        let fp = &model.identity().fingerprint;
+        let mut cached = self.background.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((f, b)) = cached.as_ref() {
+            if f == fp {
+                return Ok(b.clone());
+            }
+        }
+        let texts = crate::search::relevance::background_queries();
+        let b: Vec<Vec<f32>> = model
+            .encode_texts(&texts, TextRole::Query)?
+            .into_iter()
+            .map(|mut v| {
+                crate::normalize(&mut v);
+                v
+            })
+            .collect();
+        let b = Arc::new(b);
+        *cached = Some((fp.clone(), b.clone()));
+        Ok(b)
+    }
+
     /// The calibration samples of the store (cached until the next write).
     pub(crate) fn calibration(&self, store: &Store) -> Result<Arc<CalibrationSamples>> {
         let mut cached = self.calibration.lock().unwrap_or_else(|e| e.into_inner());
@@ -479,6 +551,7 @@ impl Engine {
         let db = self.db.clone();
         let plan = {
             let store = self.writer(Some(Self::settings_for_dir(&model_dir)?))?;
+            store.set_model_dir(&walk::absolute_lenient(&model_dir))?;
             ingest::plan_paths(store, paths, opts, on_event)?
         };
         let model = self.model(plan.towers(), Workload::Index)?;
@@ -501,6 +574,7 @@ impl Engine {
         let db = self.db.clone();
         let plan = {
             let store = self.writer(Some(Self::settings_for_dir(&model_dir)?))?;
+            store.set_model_dir(&walk::absolute_lenient(&model_dir))?;
             ingest::plan_records(store, source, records)?
         };
         let model = self.model(plan.towers(), Workload::Index)?;
@@ -641,8 +715,18 @@ impl Engine {
                 }
             }
         }
-        let files = store.kv_scan_prefix(keys::NS_FILES, b"")?.len();
+        let file_rows = store.kv_scan_prefix(keys::NS_FILES, b"")?;
+        let files = file_rows.len();
+        let mut files_by_kind = std::collections::BTreeMap::new();
+        for (_, v) in &file_rows {
+            let kind = serde_json::from_slice::<keys::FileRecord>(v)
+                .map(|r| r.kind)
+                .unwrap_or_else(|_| "unknown".into());
+            *files_by_kind.entry(kind).or_default() += 1;
+        }
         Ok(Stats {
+            model_dir: settings.model_dir,
+            files_by_kind,
             store: self.db.clone(),
             store_bytes,
             model: settings.model_name,

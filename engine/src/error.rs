@@ -66,6 +66,11 @@ pub enum Error {
         /// The first few of them.
         examples: Vec<PathBuf>,
     },
+    /// The store's model cannot be found: no `--model` was given and the folder the store
+    /// recorded is gone or holds another model (and the model is not one that can be
+    /// downloaded).
+    #[error("{0}")]
+    StoreModelMissing(Box<StoreModelMissing>),
     /// A path given to a command is not in the store.
     #[error("{0} is not in the store (index it first)")]
     NotIndexed(PathBuf),
@@ -145,4 +150,24 @@ pub struct ModelMismatch {
     pub model_fp: String,
     /// Dimension of the model in use.
     pub model_dim: usize,
+}
+
+/// Details of [`Error::StoreModelMissing`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "store {store} was built with model {model} (fingerprint {fingerprint}){}; \
+     give that model with --model DIR (or JSEARCH_MODEL)",
+    match looked { Some(d) => format!(", found at {}, but {why}", d.display()), None => format!(" and {why}") }
+)]
+pub struct StoreModelMissing {
+    /// Path of the store.
+    pub store: PathBuf,
+    /// Model name recorded in the store.
+    pub model: String,
+    /// Model fingerprint recorded in the store.
+    pub fingerprint: String,
+    /// The folder the store recorded, if any.
+    pub looked: Option<PathBuf>,
+    /// What is wrong with it.
+    pub why: String,
 }

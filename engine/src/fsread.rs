@@ -127,6 +127,20 @@ pub(crate) fn read_image_arg(path: &Path) -> crate::Result<Vec<u8>> {
     })
 }
 
+/// Reads a text file given to a call (`similar` to a file not in the store) within the default
+/// text size limit.
+pub(crate) fn read_text_arg(path: &Path) -> crate::Result<Vec<u8>> {
+    let limit = Limit {
+        bytes: DEFAULT_MAX_TEXT_BYTES,
+        what: "text files",
+        flag: None,
+    };
+    read_regular(path, limit).map_err(|source| crate::Error::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// One line read by [`read_line_bounded`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Line {

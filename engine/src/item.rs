@@ -164,6 +164,9 @@ pub struct ItemMeta {
     /// Number of chunks of the passage's file (`None` for a big file read in parts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<u32>,
+    /// A passage's first and last line in its file, 1-based (`None` for a big file read in parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<(u32, u32)>,
     /// Image of a product (absolute path), if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
@@ -263,6 +266,7 @@ mod tests {
             part: None,
             chunk: Some(0),
             chunks: Some(2),
+            lines: Some((3, 9)),
             image: None,
             snippet: None,
             metadata: Default::default(),

@@ -94,6 +94,12 @@ pub(crate) fn mod_key(m: Modality, id: u64) -> Vec<u8> {
     k
 }
 
+/// The content hash of a file's bytes (what an image's vector records in `own` and `hash`).
+pub(crate) fn content_hash(bytes: &[u8]) -> Hash {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
 pub(crate) fn to_hash(bytes: &[u8]) -> Option<Hash> {
     bytes.try_into().ok()
 }

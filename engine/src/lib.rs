@@ -130,6 +130,7 @@ pub mod bench {
                 part: None,
                 chunk: None,
                 chunks: None,
+                lines: None,
                 image: None,
                 snippet: None,
                 metadata: rec.metadata.clone(),

@@ -39,6 +39,10 @@ pub struct StoreSettings {
     /// Compaction runs automatically after a commit when tombstoned nodes exceed this
     /// fraction of all graph nodes (default 0.25). Not persisted: a policy of the opener.
     pub compact_threshold: f32,
+    /// The model folder the store was last written with ([`crate::Store::set_model_dir`]): a
+    /// hint for finding the model again, never checked against the identity above. `None` in
+    /// stores that never recorded one.
+    pub model_dir: Option<std::path::PathBuf>,
 }
 
 impl StoreSettings {
@@ -55,6 +59,7 @@ impl StoreSettings {
             ann_dim: default_ann_dim(dim),
             hnsw: HnswParams::default(),
             compact_threshold: 0.25,
+            model_dir: None,
         }
     }
 

@@ -17,6 +17,7 @@ mod pipeline;
 mod plan;
 mod prepare;
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,7 +29,8 @@ use crate::enc::ClipModel;
 use crate::error::Result;
 use crate::fsread;
 use crate::idx::{Batch, Store};
-use crate::keys::{self, NS_FILES};
+use crate::item::{self, Kind, Modality};
+use crate::keys::{self, NS_FILES, NS_OWN};
 use crate::walk::{self, FileKind};
 pub(crate) use plan::Plan;
 
@@ -309,6 +311,9 @@ impl Plan {
 pub struct Removal {
     /// Files removed from the store.
     pub removed: usize,
+    /// Products removed by their id (from catalogs that stay indexed; the next index run of a
+    /// changed catalog adds them again if they are still in it).
+    pub products: usize,
     /// Paths given that are not (or no longer) in the store: reported and skipped, so a killed
     /// `rm` run again finishes what it started.
     pub not_indexed: Vec<PathBuf>,
@@ -319,6 +324,7 @@ pub struct Removal {
 pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Removal> {
     let mut targets: Vec<PathBuf> = Vec::new();
     let mut not_indexed = Vec::new();
+    let mut products: Vec<(PathBuf, u64)> = Vec::new();
     for p in paths {
         let abs = walk::absolute_lenient(p);
         let mut hits = Vec::new();
@@ -334,12 +340,43 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
             hits.push(keys::path_from_bytes(&k));
         }
         if hits.is_empty() {
-            not_indexed.push(abs);
+            // A product id?
+            let found = p
+                .to_str()
+                .map(|id| product_vectors(store, id))
+                .transpose()?
+                .unwrap_or_default();
+            if found.is_empty() {
+                not_indexed.push(abs);
+            }
+            products.extend(found);
         }
         targets.extend(hits);
     }
     targets.sort();
     targets.dedup();
+    // Products by id, unless their whole catalog goes too.
+    products.retain(|(catalog, _)| targets.binary_search(catalog).is_err());
+    let removed_products: HashSet<u64> =
+        products.iter().map(|(_, id)| item::item_id(*id)).collect();
+    if !products.is_empty() {
+        let mut batch = Batch::new();
+        let mut kw = crate::keyword::KeywordWrites::default();
+        let mut catalogs: Vec<&PathBuf> = products.iter().map(|(c, _)| c).collect();
+        catalogs.sort();
+        catalogs.dedup();
+        for catalog in catalogs {
+            let keep: HashSet<u64> = store
+                .kv_scan_prefix(NS_OWN, &keys::own_prefix(catalog))?
+                .iter()
+                .filter_map(|(k, _)| keys::split_own_key(k).map(|(_, id)| id))
+                .filter(|id| !removed_products.contains(&item::item_id(*id)))
+                .collect();
+            commit::delete_owned(store, &mut batch, &mut kw, catalog, Some(&keep))?;
+        }
+        kw.finish(store, &mut batch)?;
+        store.commit(batch)?;
+    }
     for chunk in targets.chunks(256) {
         let mut batch = Batch::new();
         let mut kw = crate::keyword::KeywordWrites::default();
@@ -352,6 +389,34 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
     }
     Ok(Removal {
         removed: targets.len(),
+        products: removed_products.len(),
         not_indexed,
     })
+}
+
+/// The stored vectors of the product `id`, in every indexed catalog: `(catalog, vector id)`.
+pub(crate) fn product_vectors(store: &Store, id: &str) -> Result<Vec<(PathBuf, u64)>> {
+    let mut out = Vec::new();
+    if id.is_empty() {
+        return Ok(out);
+    }
+    for (k, v) in store.kv_scan_prefix(NS_FILES, b"")? {
+        let is_catalog =
+            serde_json::from_slice::<keys::FileRecord>(&v).is_ok_and(|r| r.kind == "catalog");
+        if !is_catalog {
+            continue;
+        }
+        let catalog = keys::path_from_bytes(&k);
+        let key = item::path_key("cat:", &catalog, &format!("#{id}"));
+        for m in [Modality::Text, Modality::Image] {
+            let vid = item::vector_id(&key, Kind::Product, m);
+            if store
+                .kv_get(NS_OWN, &keys::own_key(&catalog, vid))?
+                .is_some()
+            {
+                out.push((catalog.clone(), vid));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -129,6 +129,14 @@ fn sha(parts: &[&[u8]]) -> Hash {
     h.finalize().into()
 }
 
+/// An image file read for indexing.
+struct ImageInput {
+    hash: Hash,
+    input: Input,
+    /// Pixel size from the header.
+    size: Option<(u32, u32)>,
+}
+
 fn text_hash(text: &str) -> Hash {
     sha(&[b"text\0", text.as_bytes()])
 }
@@ -140,14 +148,26 @@ fn display(p: &Path) -> String {
 impl Ctx<'_> {
     /// Reads and hashes an image; decodes + preprocesses it unless its content is already stored.
     fn image_input(&self, path: &Path) -> Result<(Hash, Input), FileProblem> {
+        self.image_input_sized(path).map(|i| (i.hash, i.input))
+    }
+
+    /// [`Self::image_input`] with the image's pixel size as its header gives it (before EXIF
+    /// orientation), when the header can be read.
+    fn image_input_sized(&self, path: &Path) -> Result<ImageInput, FileProblem> {
         let t = Instant::now();
         let bytes = read_regular(path, self.image_limit)?;
         let hash = sha(&[&bytes]);
         self.clocks.read.add(t);
-        if self.known.contains(&hash) {
-            return Ok((hash, Input::Known(path.to_path_buf())));
-        }
-        Ok((hash, Input::Pixels(self.decode_bytes(&bytes, path)?)))
+        let size = image::ImageReader::new(std::io::Cursor::new(&bytes))
+            .with_guessed_format()
+            .ok()
+            .and_then(|r| r.into_dimensions().ok());
+        let input = if self.known.contains(&hash) {
+            Input::Known(path.to_path_buf())
+        } else {
+            Input::Pixels(self.decode_bytes(&bytes, path)?)
+        };
+        Ok(ImageInput { hash, input, size })
     }
 
     /// Decodes and preprocesses image bytes.
@@ -203,7 +223,17 @@ impl Ctx<'_> {
     /// An image file: one item, one vector.
     fn prepare_image(&self, job: &FileJob) -> Result<PItem, FileProblem> {
         let (path_s, path_bytes) = path_strings(&job.path);
-        let (hash, input) = self.image_input(&job.path)?;
+        let ImageInput { hash, input, size } = self.image_input_sized(&job.path)?;
+        // Attributes of every image: its pixel size and the file's modification time (seconds
+        // since 1970, UTC), filterable and shown in tables.
+        let mut metadata = serde_json::Map::new();
+        if let Some((w, h)) = size {
+            metadata.insert("width".into(), w.into());
+            metadata.insert("height".into(), h.into());
+        }
+        if let Ok(secs) = i64::try_from(job.mtime_ns.div_euclid(1_000_000_000)) {
+            metadata.insert("modified".into(), secs.into());
+        }
         let id = vector_id(
             path_key("file:", &job.path, ""),
             Kind::Image,
@@ -221,9 +251,10 @@ impl Ctx<'_> {
             part: None,
             chunk: None,
             chunks: None,
+            lines: None,
             image: None,
             snippet: None,
-            metadata: Default::default(),
+            metadata,
         };
         Ok(PItem {
             keywords: KeywordDoc::of(&meta, None),
@@ -307,6 +338,7 @@ impl Ctx<'_> {
                     part,
                     chunk: Some(i as u32),
                     chunks: part.is_none().then_some(n),
+                    lines: part.is_none().then_some(ch.lines).flatten(),
                     image: None,
                     snippet: Some(snippet(&ch.text, 300)),
                     metadata: Default::default(),
@@ -385,6 +417,7 @@ impl Ctx<'_> {
             part: None,
             chunk: None,
             chunks: None,
+            lines: None,
             image,
             snippet: (!body.trim().is_empty()).then(|| snippet(&body, 300)),
             metadata: rec.metadata.clone(),

@@ -407,6 +407,7 @@ mod tests {
             part: None,
             chunk: None,
             chunks: None,
+            lines: None,
             image: None,
             snippet: None,
             metadata: serde_json::json!({"brand": "Korrin", "tags": ["a b", "c"], "price": 3})

@@ -30,6 +30,7 @@
 //! | `rank` | candidates, the filtered walk or scan, fusion, facets, sorting, paging |
 
 mod rank;
+pub mod relevance;
 
 pub use rank::KEYWORD_Z;
 
@@ -89,6 +90,10 @@ pub struct Query {
     pub offset: usize,
     /// Order the relevant hits by a field instead of by score.
     pub sort: Option<SortBy>,
+    /// Keep the query image's own item and its twins (items of the same content: byte-identical
+    /// copies, the catalog record of the same image) in the results of an image query or
+    /// [`crate::Engine::similar`]. Default `false`: they are left out.
+    pub include_self: bool,
 }
 
 /// Which sides of the index a query uses.
@@ -221,6 +226,7 @@ impl Default for Query {
             facets: Vec::new(),
             offset: 0,
             sort: None,
+            include_self: false,
         }
     }
 }
@@ -295,14 +301,14 @@ impl Query {
 pub struct SearchHit {
     /// 1-based rank.
     pub rank: usize,
-    /// The ranking score (see the module docs): the calibrated vector score, plus the keyword
-    /// part in hybrid mode (or the keyword part alone in keyword mode; the fused rank score with
-    /// RRF). Higher is better, comparable across kinds.
+    /// The relevance (see [`relevance`]): the probability that the hit is relevant, 0 to 1, of
+    /// the vector side's logit plus the keyword part in hybrid mode (the keyword part alone in
+    /// keyword mode; the fused rank score with RRF). Higher is better, comparable across kinds.
     pub score: f32,
     /// Raw cosine of the best-matching vector (weighted over the query vectors); 0 in keyword
     /// mode.
     pub cosine: f32,
-    /// The calibrated vector score (z), when the vector side ran.
+    /// The vector side's relevance (0 to 1), when it ran.
     pub vector_score: Option<f32>,
     /// BM25 divided by the query's best possible BM25 (about 0–1), when the item matched a
     /// query term.
@@ -324,6 +330,9 @@ pub struct SearchHit {
     pub part: Option<u32>,
     /// Chunk number of a passage (within its part for a big file).
     pub chunk: Option<u32>,
+    /// A passage's first and last line in its file (1-based), when known (stores written before
+    /// lines were recorded, and big files read in parts, have none).
+    pub lines: Option<(u32, u32)>,
     /// A product's image.
     pub image: Option<String>,
     /// Start of the passage / product text.
@@ -356,6 +365,13 @@ impl CalibrationSamples {
         }
         Ok(CalibrationSamples(all))
     }
+}
+
+/// One query vector: its weight and the tower that made it.
+pub(crate) struct QueryVector {
+    pub(crate) v: Vec<f32>,
+    pub(crate) w: f32,
+    pub(crate) modality: Modality,
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -424,7 +440,11 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     }
     if q.mode == SearchMode::Keyword && q.image.is_none() {
         let samples = CalibrationSamples(vec![Vec::new(), Vec::new()]);
-        return rank::run(engine, store, &samples, &[], text, q, &HashSet::new());
+        let scoring = rank::Scoring {
+            samples: &samples,
+            background: None,
+        };
+        return rank::run(engine, store, &scoring, &[], text, q, &HashSet::new());
     }
     let model = engine.model(towers, crate::Workload::Query)?;
     engine.check_model(store.settings(), &model)?;
@@ -436,10 +456,23 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
             .pop()
             .ok_or_else(|| Error::Internal("no text embedding".into()))?;
         let w = if both { 1.0 - q.image_weight } else { 1.0 };
-        queries.push((normalized(v), w));
+        queries.push(QueryVector {
+            v: normalized(v),
+            w,
+            modality: Modality::Text,
+        });
     }
+    let mut exclude = HashSet::new();
     if let Some(path) = &q.image {
         let bytes = crate::fsread::read_image_arg(path)?;
+        if !q.include_self {
+            exclude = twins(store, &[keys::content_hash(&bytes)])?;
+            exclude.extend(
+                owned_by(store, &walk::absolute_lenient(path))?
+                    .into_iter()
+                    .flat_map(|(id, _)| [id, item::sibling(id)]),
+            );
+        }
         let opts = DecodeOptions {
             apply_exif_orientation: true,
             ..Default::default()
@@ -451,10 +484,25 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
             .pop()
             .ok_or_else(|| Error::Internal("no image embedding".into()))?;
         let w = if both { q.image_weight } else { 1.0 };
-        queries.push((normalized(v), w));
+        queries.push(QueryVector {
+            v: normalized(v),
+            w,
+            modality: Modality::Image,
+        });
     }
     let samples = engine.calibration(store)?;
-    rank::run(engine, store, &samples, &queries, text, q, &HashSet::new())
+    let background = if text.is_some()
+        && relevance::Relevance::for_model(&store.settings().model_fingerprint).is_absolute()
+    {
+        Some(engine.background(&model)?)
+    } else {
+        None
+    };
+    let scoring = rank::Scoring {
+        samples: &samples,
+        background: background.as_deref().map(Vec::as_slice),
+    };
+    rank::run(engine, store, &scoring, &queries, text, q, &exclude)
 }
 
 pub(crate) fn run_with_vector(
@@ -468,48 +516,163 @@ pub(crate) fn run_with_vector(
     let queries = if q.mode == SearchMode::Keyword {
         Vec::new()
     } else {
-        vec![(normalized(vector), 1.0)]
+        // A vector from outside: scored as a text query.
+        vec![QueryVector {
+            v: normalized(vector),
+            w: 1.0,
+            modality: Modality::Text,
+        }]
     };
-    rank::run(engine, store, &samples, &queries, text, q, &HashSet::new())
+    let scoring = rank::Scoring {
+        samples: &samples,
+        background: None,
+    };
+    rank::run(engine, store, &scoring, &queries, text, q, &HashSet::new())
 }
 
+/// The vectors `path` owns in the store: `(vector id, content hash)`.
+fn owned_by(store: &Store, path: &Path) -> Result<Vec<(u64, Option<keys::Hash>)>> {
+    Ok(store
+        .kv_scan_prefix(NS_OWN, &keys::own_prefix(path))?
+        .iter()
+        .filter_map(|(k, v)| keys::split_own_key(k).map(|(_, id)| (id, keys::to_hash(v))))
+        .collect())
+}
+
+/// Every stored vector holding one of these contents, and its item's other vector (a product
+/// whose image is a twin goes as a whole).
+fn twins(store: &Store, hashes: &[keys::Hash]) -> Result<HashSet<u64>> {
+    let mut out = HashSet::new();
+    for h in hashes {
+        for (k, _) in store.kv_scan_prefix(keys::NS_HASH, h)? {
+            if let Some(id) = keys::id_suffix(&k) {
+                out.insert(id);
+                out.insert(item::sibling(id));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `similar`: to an indexed file, else a product id, else a file not in the store (embedded on
+/// the fly). The query's own items are always left out; their twins (the same content: copies
+/// of the file, the catalog record of the same image) too unless [`Query::include_self`].
 pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<SearchResult> {
     let abs = walk::absolute_lenient(path);
     let store = engine.store()?;
-    let owned = store.kv_scan_prefix(NS_OWN, &keys::own_prefix(&abs))?;
+    let mut owned = owned_by(store, &abs)?;
     if owned.is_empty() {
-        return Err(Error::NotIndexed(abs));
+        if let Some(id) = path.to_str() {
+            for (catalog, vid) in crate::ingest::product_vectors(store, id)? {
+                let hash = store
+                    .kv_get(NS_OWN, &keys::own_key(&catalog, vid))?
+                    .and_then(|v| keys::to_hash(&v));
+                owned.push((vid, hash));
+            }
+        }
+    }
+    let mut q = q.clone();
+    if q.mode == SearchMode::Auto {
+        q.mode = SearchMode::Vector;
+    }
+    if owned.is_empty() {
+        if abs.is_file() {
+            return similar_to_file(engine, store, &abs, &q);
+        }
+        return Err(Error::InvalidArgument(format!(
+            "{}: not an indexed file, a product id in the store, or a file that exists",
+            path.display()
+        )));
     }
     let mut sums: Vec<Option<Vec<f32>>> = vec![None, None];
     let mut exclude = HashSet::new();
-    for (k, _) in &owned {
-        let Some((_, id)) = keys::split_own_key(k) else {
-            continue;
-        };
-        exclude.insert(id);
-        exclude.insert(item::sibling(id));
-        if let Some(v) = store.get_vector(id)? {
-            let slot = &mut sums[item::modality_of(id).byte() as usize];
+    for (id, _) in &owned {
+        exclude.insert(*id);
+        exclude.insert(item::sibling(*id));
+        if let Some(v) = store.get_vector(*id)? {
+            let slot = &mut sums[item::modality_of(*id).byte() as usize];
             match slot {
                 Some(s) => s.iter_mut().zip(&v).for_each(|(a, b)| *a += b),
                 None => *slot = Some(v),
             }
         }
     }
-    let queries: Vec<(Vec<f32>, f32)> = sums
+    if !q.include_self {
+        let hashes: Vec<keys::Hash> = owned.iter().filter_map(|(_, h)| *h).collect();
+        exclude.extend(twins(store, &hashes)?);
+    }
+    let queries: Vec<QueryVector> = Modality::ALL
         .into_iter()
-        .flatten()
-        .map(|v| (normalized(v), 1.0))
+        .zip(sums)
+        .filter_map(|(modality, v)| {
+            v.map(|v| QueryVector {
+                v: normalized(v),
+                w: 1.0,
+                modality,
+            })
+        })
         .collect();
     if queries.is_empty() {
         return Err(Error::NotIndexed(abs));
     }
     let samples = engine.calibration(store)?;
-    let mut q = q.clone();
-    if q.mode == SearchMode::Auto {
-        q.mode = SearchMode::Vector;
-    }
-    rank::run(engine, store, &samples, &queries, None, &q, &exclude)
+    let scoring = rank::Scoring {
+        samples: &samples,
+        background: None,
+    };
+    rank::run(engine, store, &scoring, &queries, None, &q, &exclude)
+}
+
+/// `similar` to a file that is not in the store: an image, or a text file (its start, as the
+/// encoder's window holds it, embedded as a passage).
+fn similar_to_file(engine: &Engine, store: &Store, path: &Path, q: &Query) -> Result<SearchResult> {
+    let (v, modality, hash) = match walk::classify(path) {
+        Some(walk::FileKind::Image) => {
+            let bytes = crate::fsread::read_image_arg(path)?;
+            let model = engine.model(Towers::Vision, crate::Workload::Query)?;
+            engine.check_model(store.settings(), &model)?;
+            let opts = DecodeOptions {
+                apply_exif_orientation: true,
+                ..Default::default()
+            };
+            let img = decode_rgb_named(&bytes, path, &opts)?;
+            let px = model.preprocessor().preprocess_rgb(&img);
+            let v = model.encode_pixels(&[px])?.pop();
+            (v, Modality::Image, Some(keys::content_hash(&bytes)))
+        }
+        Some(walk::FileKind::Text) => {
+            let bytes = crate::fsread::read_text_arg(path)?;
+            let text = String::from_utf8_lossy(&bytes);
+            let model = engine.model(Towers::Text, crate::Workload::Query)?;
+            engine.check_model(store.settings(), &model)?;
+            let v = model
+                .encode_texts(&[text.trim()], TextRole::Document)?
+                .pop();
+            (v, Modality::Text, None)
+        }
+        _ => {
+            return Err(Error::InvalidArgument(format!(
+                "{}: not in the store, and not an image or text file jsearch reads",
+                path.display()
+            )))
+        }
+    };
+    let v = v.ok_or_else(|| Error::Internal("no embedding".into()))?;
+    let exclude = match hash {
+        Some(h) if !q.include_self => twins(store, &[h])?,
+        _ => HashSet::new(),
+    };
+    let queries = [QueryVector {
+        v: normalized(v),
+        w: 1.0,
+        modality,
+    }];
+    let samples = engine.calibration(store)?;
+    let scoring = rank::Scoring {
+        samples: &samples,
+        background: None,
+    };
+    rank::run(engine, store, &scoring, &queries, None, q, &exclude)
 }
 
 #[cfg(test)]

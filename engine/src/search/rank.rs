@@ -4,7 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{calibrate, modalities_for, normalized, CalibrationSamples, Fusion, Query, SearchHit};
+use super::relevance::{hubness, probability, Relevance};
+use super::{
+    calibrate, modalities_for, normalized, CalibrationSamples, Fusion, Query, QueryVector,
+    SearchHit,
+};
 use super::{SearchMode, SearchResult};
 use crate::attrs::{self, AttributeTable, Row, Val};
 use crate::error::{Error, Result};
@@ -19,6 +23,8 @@ use crate::Engine;
 /// A keyword match at the top of the BM25 scale is worth this many calibrated vector units (z)
 /// at `keyword_weight` 1 (a good vector hit scores about 3–6).
 pub const KEYWORD_Z: f32 = 4.0;
+/// The vector side's logit for a keyword candidate without a vector (relevance 0.02).
+const NO_VECTOR_LOGIT: f32 = -4.0;
 /// RRF's rank constant.
 const RRF_K: f32 = 60.0;
 /// A filter passing at most `sqrt(SCAN_K × items)` items (at least [`SCAN_MIN`]) is searched by
@@ -158,16 +164,28 @@ struct Scored {
     fused: f32,
 }
 
+/// What turns a cosine into a relevance: the store's calibration samples (store-relative
+/// scores) and the background queries' embeddings (the hubness correction), when used.
+#[derive(Clone, Copy)]
+pub(super) struct Scoring<'a> {
+    pub(super) samples: &'a CalibrationSamples,
+    pub(super) background: Option<&'a [Vec<f32>]>,
+}
+
 /// Query vectors with weights (and the query text for the keyword side) → the result.
 pub(super) fn run(
     engine: &Engine,
     store: &Store,
-    samples: &CalibrationSamples,
-    queries: &[(Vec<f32>, f32)],
+    scoring: &Scoring<'_>,
+    queries: &[QueryVector],
     text: Option<&str>,
     q: &Query,
     exclude: &HashSet<u64>,
 ) -> Result<SearchResult> {
+    let Scoring {
+        samples,
+        background,
+    } = *scoring;
     let limit = q.limit.max(1);
     let kinds: HashSet<Kind> = if q.kinds.is_empty() {
         Kind::ALL.into_iter().collect()
@@ -228,13 +246,13 @@ pub(super) fn run(
         } else {
             (want * 4).max(40)
         };
-        let mut probes: Vec<Vec<f32>> = queries.iter().map(|(v, _)| v.clone()).collect();
+        let mut probes: Vec<Vec<f32>> = queries.iter().map(|q| q.v.clone()).collect();
         if queries.len() > 1 {
-            let dim = queries[0].0.len();
+            let dim = queries[0].v.len();
             let mut comb = vec![0.0f32; dim];
-            for (v, w) in queries {
-                for (c, x) in comb.iter_mut().zip(v) {
-                    *c += w * x;
+            for qv in queries {
+                for (c, x) in comb.iter_mut().zip(&qv.v) {
+                    *c += qv.w * x;
                 }
             }
             probes.push(normalized(comb));
@@ -317,11 +335,18 @@ pub(super) fn run(
             .take(kw_take),
     );
     items.extend(kw.exact.iter().copied());
-    let stats: Vec<Vec<(f32, f32)>> = queries
-        .iter()
-        .map(|(qv, _)| samples.0.iter().map(|s| calibrate(qv, s)).collect())
-        .collect();
-    let wsum: f32 = queries.iter().map(|(_, w)| w).sum::<f32>().max(1e-6);
+    // Relevance logits: absolute where the store's model has fitted constants, else relative to
+    // the store (its calibration sample's mean and spread per query and modality).
+    let relevance = Relevance::for_model(&store.settings().model_fingerprint);
+    let stats: Vec<Vec<(f32, f32)>> = if relevance.is_absolute() {
+        Vec::new()
+    } else {
+        queries
+            .iter()
+            .map(|qv| samples.0.iter().map(|s| calibrate(&qv.v, s)).collect())
+            .collect()
+    };
+    let wsum: f32 = queries.iter().map(|q| q.w).sum::<f32>().max(1e-6);
     let scale = kw.scale.max(1e-6);
     let mut scored: Vec<Scored> = Vec::with_capacity(items.len());
     for it in items {
@@ -342,13 +367,18 @@ pub(super) fn run(
                 continue;
             };
             shown.get_or_insert(id);
-            let m = item::modality_of(id).byte() as usize;
+            let m = item::modality_of(id);
             let (mut z, mut cosine) = (0.0, 0.0);
-            for (j, (qv, w)) in queries.iter().enumerate() {
-                let c = super::dot(qv, &v);
-                let (mu, sigma) = stats[j][m];
-                z += w * (c - mu) / sigma;
-                cosine += w * c;
+            let mut hub: Option<Option<f32>> = None;
+            for (j, qv) in queries.iter().enumerate() {
+                let c = super::dot(&qv.v, &v);
+                let hub = || *hub.get_or_insert_with(|| background.map(|b| hubness(&v, b)));
+                z += qv.w
+                    * relevance.logit(qv.modality, m, c, hub, || {
+                        let (mu, sigma) = stats[j][m.byte() as usize];
+                        (c - mu) / sigma
+                    });
+                cosine += qv.w * c;
             }
             let (z, cosine) = (z / wsum, cosine / wsum);
             if best.is_none_or(|b| z > b.0) {
@@ -375,8 +405,11 @@ pub(super) fn run(
             .then(b.fused.total_cmp(&a.fused))
             .then(a.item.cmp(&b.item))
     });
+    // The shown score: the relevance (0-1) of the fused logit; RRF's rank score as it is.
+    let rrf = mode == SearchMode::Hybrid && q.fusion == Fusion::Rrf;
+    let shown = |fused: f32| if rrf { fused } else { probability(fused) };
     if let Some(min) = q.min_score {
-        scored.retain(|s| s.fused >= min);
+        scored.retain(|s| shown(s.fused) >= min);
     }
     // Facets: over every passing item, or over the relevant ones with --min-score.
     let mut facets = Vec::new();
@@ -447,10 +480,10 @@ pub(super) fn run(
         let meta = ItemMeta::from_bytes(s.shown, &bytes)?;
         hits.push(SearchHit {
             rank: q.offset + hits.len() + 1,
-            score: s.fused,
+            score: shown(s.fused),
             // f16 storage rounding can put a self-match a hair above 1.
             cosine: s.vector.map_or(0.0, |v| v.1).clamp(-1.0, 1.0),
-            vector_score: s.vector.map(|v| v.0),
+            vector_score: s.vector.map(|v| probability(v.0)),
             keyword_score: s.keyword,
             exact: s.exact,
             kind: meta.kind,
@@ -460,6 +493,7 @@ pub(super) fn run(
             title: meta.title,
             part: meta.part,
             chunk: meta.chunk,
+            lines: meta.lines,
             image: meta.image,
             snippet: meta.snippet,
             metadata: meta.metadata,
@@ -537,7 +571,8 @@ fn fuse(scored: &mut [Scored], mode: SearchMode, fusion: Fusion, w: f32) {
         }
         (_, Fusion::Blend) => {
             for s in scored.iter_mut() {
-                s.fused = s.vector.map_or(0.0, |v| v.0) + w * KEYWORD_Z * s.keyword.unwrap_or(0.0);
+                s.fused = s.vector.map_or(NO_VECTOR_LOGIT, |v| v.0)
+                    + w * KEYWORD_Z * s.keyword.unwrap_or(0.0);
             }
         }
         (_, Fusion::Rrf) => {

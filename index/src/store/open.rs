@@ -465,6 +465,7 @@ impl Store {
                 ef_search: get(meta::HNSW_EF_SEARCH)? as usize,
             },
             compact_threshold: 0.25,
+            model_dir: m.path(meta::MODEL_DIR),
         };
         s.validate()?;
         Ok(s)

@@ -62,6 +62,9 @@ pub(super) mod meta {
     pub const MODEL_NAME: &str = "model_name";
     /// UTF-8: the model's fingerprint.
     pub const MODEL_FINGERPRINT: &str = "model_fingerprint";
+    /// Path bytes (as the OS gives them), optional: the model folder the store was last
+    /// written with (a hint, not part of the identity).
+    pub const MODEL_DIR: &str = "model_dir";
     /// u64: full vector dimension.
     pub const DIM: &str = "dim";
     /// u64: dimension of the graph's vectors (Matryoshka head).
@@ -132,6 +135,19 @@ impl Meta {
     }
     pub(super) fn u64(&self, k: &str) -> Option<u64> {
         self.0.get(k).and_then(|v| u64_at(v, 0))
+    }
+    /// A path recorded as its bytes.
+    pub(super) fn path(&self, k: &str) -> Option<std::path::PathBuf> {
+        let b = self.0.get(k)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            Some(std::ffi::OsStr::from_bytes(b).into())
+        }
+        #[cfg(not(unix))]
+        {
+            Some(String::from_utf8_lossy(b).into_owned().into())
+        }
     }
     pub(super) fn str(&self, k: &str) -> Option<String> {
         self.0
@@ -227,6 +243,9 @@ pub(super) fn init_tables(txn: &WriteTransaction, s: &StoreSettings) -> Result<(
             meta::MODEL_FINGERPRINT,
             s.model_fingerprint.as_bytes(),
         )?;
+        if let Some(dir) = &s.model_dir {
+            put_meta(&mut m, meta::MODEL_DIR, dir.as_os_str().as_encoded_bytes())?;
+        }
         put_u64(&mut m, meta::DIM, s.dim as u64)?;
         put_u64(&mut m, meta::ANN_DIM, s.ann_dim as u64)?;
         put_u64(&mut m, meta::HNSW_M, s.hnsw.m as u64)?;

@@ -1,6 +1,7 @@
 //! Writing: a [`Batch`] committed in one transaction, and compaction.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use rayon::prelude::*;
 use redb::{Database, ReadableTable, TableDefinition};
@@ -147,6 +148,27 @@ impl Store {
             )?;
             txn.commit()?;
             self.settings.model_fingerprint = fingerprint.to_string();
+            Ok(())
+        })
+    }
+
+    /// Records the model folder the store is written with (see
+    /// [`crate::StoreSettings::model_dir`]); nothing is written when it is already recorded.
+    pub fn set_model_dir(&mut self, dir: &Path) -> Result<()> {
+        if self.settings.model_dir.as_deref() == Some(dir) {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            let (db, _) = self.writable()?;
+            let txn = db.begin_write()?;
+            schema::put_meta(
+                &mut txn.open_table(schema::META)?,
+                schema::meta::MODEL_DIR,
+                dir.as_os_str().as_encoded_bytes(),
+            )?;
+            txn.commit()?;
+            self.settings.model_dir = Some(dir.to_path_buf());
             Ok(())
         })
     }

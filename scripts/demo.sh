@@ -38,5 +38,9 @@ run query --image "$CORPUS/images/img_027.jpg" -k 3 --type image
 run query --image "$CORPUS/images/img_037.png" --text "roter Stern" -k 3 --type image
 run similar "$CORPUS/images/img_027.jpg" -k 3
 run query "roter Kreis" -k 3 --paths
+# Scores are the probability of being relevant: a query about nothing in the store finds nothing
+# (exit status 1, as grep and rg), --all shows the best hits anyway.
+run query "quarterly tax report 2023" || echo "(exit status $?: nothing relevant)"
+run query "quarterly tax report 2023" -k 2 --all
 run stats
 run index "$CORPUS/images" "$CORPUS/products.jsonl" "$TMP/notes"   # incremental: nothing to do

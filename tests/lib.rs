@@ -139,8 +139,19 @@ pub fn index(db: &Path, args: &[&Path], extra: &[&str]) -> (Value, String) {
     (summary, stderr)
 }
 
-/// `jsearch query ... --json`: the hits.
+/// `jsearch query ... --json`: the hits, every one up to the limit (`--all`, unless the
+/// arguments set `--min-score` or `--all`): these tests are about ranking and filters, not the
+/// cut.
 pub fn query_json(db: &Path, args: &[&str]) -> Vec<Value> {
+    if args.contains(&"--min-score") || args.contains(&"--all") {
+        query_json_cut(db, args)
+    } else {
+        query_json_cut(db, &[args, &["--all"]].concat())
+    }
+}
+
+/// `jsearch query ... --json` as given (with the default relevance cut): the hits.
+pub fn query_json_cut(db: &Path, args: &[&str]) -> Vec<Value> {
     let mut c = jsearch(db);
     c.arg("query").args(args).arg("--json");
     let out = run(c, false);

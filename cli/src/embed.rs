@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use jsearch::{normalize, Engine};
 
-/// Arguments of `jsearch embed` (the model is the global `--model`).
+/// Arguments of `jsearch embed`.
 #[derive(Debug, clap::Args)]
 pub struct EmbedArgs {
     /// Text to embed (repeatable; - reads one text per line from stdin).
@@ -33,6 +33,8 @@ pub struct EmbedArgs {
     /// Print the raw (un-normalised) pooled vector.
     #[arg(long)]
     pub raw: bool,
+    #[command(flatten)]
+    pub model: crate::ModelArgs,
 }
 
 /// What an input is.

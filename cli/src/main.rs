@@ -51,13 +51,9 @@ Examples:
 
 /// Help heading of the options every command takes.
 const GLOBAL_OPTIONS: &str = "Global options";
-/// Help heading of the options that choose and run the model (not listed by the commands that
-/// need no model).
+/// Help heading of the options that choose and run the model: taken before the command, or
+/// after it by the commands that load a model (the others do not list them).
 const MODEL_OPTIONS: &str = "Model options";
-/// The commands that never load a model: their help leaves out [`MODEL_OPTIONS`].
-const NO_MODEL_COMMANDS: &[&str] = &["stats", "rm", "check", "repair"];
-/// The model options' ids.
-const MODEL_ARGS: &[&str] = &["model", "device", "precision"];
 
 /// clap value parser for the engine's typed flags (`DeviceChoice`, `Precision`, `Kind`): the
 /// engine's message names the valid values.
@@ -178,21 +174,39 @@ struct Cli {
     /// Colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_name = "WHEN", default_value = "auto", help_heading = GLOBAL_OPTIONS)]
     color: style::ColorChoice,
-    /// Model folder [default: the one the store was built with, $JSEARCH_MODEL, the Hugging
+    /// Model folder [default: $JSEARCH_MODEL, the one the store was built with, the Hugging
     /// Face cache, else download].
-    #[arg(long, global = true, env = "JSEARCH_MODEL", value_name = "DIR", help_heading = MODEL_OPTIONS)]
+    #[arg(long, env = "JSEARCH_MODEL", value_name = "DIR", help_heading = MODEL_OPTIONS)]
     model: Option<PathBuf>,
     /// Compute device: auto, cpu, cuda or cuda:N.
-    #[arg(long, global = true, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_typed::<DeviceChoice>, help_heading = MODEL_OPTIONS)]
+    #[arg(long, env = "JSEARCH_DEVICE", default_value = "auto", value_parser = parse_typed::<DeviceChoice>, help_heading = MODEL_OPTIONS)]
     device: DeviceChoice,
     /// Compute precision: auto (bf16 on a GPU; on a CPU the fastest path that keeps cosine ≥
     /// 0.999 to f32 for this CPU and command, said once on stderr), f32 (the exact reference),
     /// bf16 (on a CPU with AVX512-BF16: bf16 linear layers, f32 elsewhere), f16 or int8 (CPU:
     /// 8-bit linear layers). The store records no precision, so it can change between runs.
-    #[arg(long, global = true, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>, help_heading = MODEL_OPTIONS)]
+    #[arg(long, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>, help_heading = MODEL_OPTIONS)]
     precision: Precision,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The model options after a command that loads a model (`jsearch query x --model DIR`); they
+/// win over the same options before the command.
+#[derive(Debug, Args, Default)]
+#[command(next_help_heading = MODEL_OPTIONS)]
+pub(crate) struct ModelArgs {
+    /// Model folder [default: $JSEARCH_MODEL, the one the store was built with, the Hugging
+    /// Face cache, else download].
+    #[arg(long = "model", value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// Compute device: auto, cpu, cuda or cuda:N [default: $JSEARCH_DEVICE, else auto].
+    #[arg(long = "device", value_parser = parse_typed::<DeviceChoice>)]
+    device_choice: Option<DeviceChoice>,
+    /// Compute precision: auto, f32, bf16, f16 or int8 (see `jsearch --help`) [default:
+    /// $JSEARCH_PRECISION, else auto].
+    #[arg(long = "precision", value_parser = parse_typed::<Precision>)]
+    precision_choice: Option<Precision>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +280,8 @@ struct IndexArgs {
     /// Pause after each commit, in milliseconds (for testing interrupted runs).
     #[arg(long, hide = true, default_value_t = 0)]
     throttle_ms: u64,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -282,7 +298,7 @@ struct FilterArgs {
     /// Drop hits scoring below this. A score is the probability that the hit is relevant (0 to
     /// 1, the same scale for every kind) [query's default: 0.5, "probably relevant"; -inf or
     /// --all: no cut].
-    #[arg(long, value_name = "SCORE", allow_negative_numbers = true, value_parser = min_score)]
+    #[arg(long, value_name = "SCORE", allow_hyphen_values = true, value_parser = min_score)]
     min_score: Option<f32>,
     /// Every hit up to the limit, however low it scores (no --min-score cut).
     #[arg(long, conflicts_with = "min_score")]
@@ -349,6 +365,8 @@ struct QueryArgs {
     queries: Option<PathBuf>,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -358,6 +376,8 @@ struct SimilarArgs {
     path: PathBuf,
     #[command(flatten)]
     filter: FilterArgs,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -375,7 +395,11 @@ struct StatsArgs {
     json: bool,
 }
 
-fn open_engine(cli: &Cli) -> Result<Engine> {
+/// Opens the store of `--db` with the model options (`m`'s, after the command, win over those
+/// before it).
+fn open_engine(cli: &Cli, m: Option<&ModelArgs>) -> Result<Engine> {
+    let none = ModelArgs::default();
+    let m = m.unwrap_or(&none);
     let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
     if db.is_dir() {
         anyhow::bail!(
@@ -386,9 +410,9 @@ fn open_engine(cli: &Cli) -> Result<Engine> {
     }
     Engine::open(OpenOptions {
         db,
-        model_dir: cli.model.clone(),
-        device: cli.device,
-        precision: cli.precision,
+        model_dir: m.model_dir.clone().or_else(|| cli.model.clone()),
+        device: m.device_choice.unwrap_or(cli.device),
+        precision: m.precision_choice.unwrap_or(cli.precision),
         download_progress: !cli.quiet && std::io::stderr().is_terminal(),
         notify: (!cli.quiet).then_some(say as fn(&str)),
     })
@@ -513,7 +537,7 @@ pub(crate) fn read_stdin(limit: u64, what: &str) -> Result<String> {
 
 /// `jsearch index`.
 fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
-    let mut engine = open_engine(cli)?;
+    let mut engine = open_engine(cli, Some(&a.model))?;
     log_device(&engine, !cli.quiet)?;
     let opts = IndexOptions {
         excludes: a.exclude.clone(),
@@ -608,7 +632,7 @@ fn read_queries_file(file: &std::path::Path) -> Result<String> {
 
 /// `jsearch query --queries FILE`.
 fn query_batch(cli: &Cli, a: &QueryArgs, file: &std::path::Path) -> Result<Status> {
-    let engine = open_engine(cli)?;
+    let engine = open_engine(cli, Some(&a.model))?;
     log_device(&engine, cli.verbose)?;
     let content = read_queries_file(file)?;
     let opts = output_options(cli, &a.filter);
@@ -653,7 +677,7 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
         text = Some(t.to_string());
     }
     let mut timings = Timings::new(cli.verbose);
-    let engine = timings.time("open", || open_engine(cli))?;
+    let engine = timings.time("open", || open_engine(cli, Some(&a.model)))?;
     log_device(&engine, cli.verbose)?;
     let q = Query {
         text,
@@ -675,7 +699,8 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
 /// `jsearch similar`.
 fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
     let mut timings = Timings::new(cli.verbose);
-    let engine = timings.time("open", || open_engine(cli))?;
+    let engine = timings.time("open", || open_engine(cli, Some(&a.model)))?;
+    log_device(&engine, cli.verbose)?;
     let q = build_query(Query::default(), &a.filter, None)?;
     let r = timings
         .time("search", || engine.similar_search(&a.path, &q))
@@ -689,7 +714,7 @@ fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
 
 /// `jsearch rm`.
 fn rm(cli: &Cli, a: &RmArgs) -> Result<Status> {
-    let mut engine = open_engine(cli)?;
+    let mut engine = open_engine(cli, None)?;
     let r = engine.remove(&a.paths).context("rm failed")?;
     for p in &r.not_indexed {
         eprintln!(
@@ -714,14 +739,14 @@ fn rm(cli: &Cli, a: &RmArgs) -> Result<Status> {
 
 /// `jsearch stats`.
 fn stats(cli: &Cli, a: &StatsArgs) -> Result<Status> {
-    let engine = open_engine(cli)?;
+    let engine = open_engine(cli, None)?;
     output::print_stats(&engine.stats()?, a.json)?;
     Ok(Status::Done)
 }
 
 /// `jsearch check`.
 fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
-    let mut engine = open_engine(cli)?;
+    let mut engine = open_engine(cli, None)?;
     let c = engine.check().context("check failed")?;
     output::print_check(&c, a.json)?;
     if c.damage.is_empty() {
@@ -733,7 +758,7 @@ fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
 
 /// `jsearch repair`.
 fn repair(cli: &Cli, a: &StatsArgs) -> Result<Status> {
-    let mut engine = open_engine(cli)?;
+    let mut engine = open_engine(cli, None)?;
     let r = engine.repair().context("repair failed")?;
     output::print_repair(&r, engine.db_path(), a.json)?;
     Ok(Status::Done)
@@ -762,26 +787,10 @@ fn quiet_storage_panics() {
     }));
 }
 
-/// The clap command, with the model options left out of the help of the commands that need no
-/// model (global options reach a subcommand when the command is built, so it is built first).
-fn command() -> clap::Command {
-    let mut cmd = Cli::command();
-    cmd.build();
-    for name in NO_MODEL_COMMANDS {
-        cmd = cmd.mut_subcommand(name, |mut sub| {
-            for arg in MODEL_ARGS {
-                sub = sub.mut_arg(arg, |a| a.hide(true));
-            }
-            sub
-        });
-    }
-    cmd
-}
-
 fn main() -> ExitCode {
     quiet_storage_panics();
     // Parsed through `ArgMatches` so that `embed` can recover the order of `--text` / `--image`.
-    let matches = command().get_matches();
+    let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
@@ -800,7 +809,7 @@ fn main() -> ExitCode {
                 .subcommand_matches("embed")
                 .map(embed::input_order)
                 .unwrap_or_default();
-            open_engine(&cli)
+            open_engine(&cli, Some(&a.model))
                 .and_then(|e| embed::run(&e, a, &order))
                 .map(|()| Status::Done)
         }

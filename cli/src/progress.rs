@@ -51,7 +51,7 @@ impl Reporter {
                 if std::io::stderr().is_terminal() && units > 0 {
                     let bar = ProgressBar::new(units as u64);
                     let style = ProgressStyle::with_template(
-                        "{bar:40} {pos}/{len} {per_sec} ETA {eta} {msg}",
+                        "{bar:40} {pos}/{len} items {per_sec} ETA {eta}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar());
                     bar.set_style(style);
@@ -59,18 +59,13 @@ impl Reporter {
                     self.bar = Some(bar);
                 }
             }
-            IndexEvent::Progress {
-                done,
-                total,
-                encoded,
-                reused,
-            } => {
+            IndexEvent::Progress { done, total, .. } => {
                 if self.quiet {
                     return;
                 }
                 if let Some(b) = &self.bar {
+                    // Items only: vectors (encoded, reused) are counted in the summary.
                     b.set_position(done as u64);
-                    b.set_message(format!("({encoded} encoded, {reused} reused)"));
                 } else if self.last_log.elapsed() >= Duration::from_secs(2) || done == total {
                     self.last_log = Instant::now();
                     let secs = self.started.elapsed().as_secs_f64().max(1e-3);
@@ -81,7 +76,7 @@ impl Reporter {
                         0.0
                     };
                     eprintln!(
-                        "indexed {done}/{total} ({:.0}%), {rate:.1} items/s, ETA {eta:.0}s, {encoded} encoded, {reused} reused",
+                        "indexed {done}/{total} items ({:.0}%), {rate:.1} items/s, ETA {eta:.0}s",
                         100.0 * done as f64 / total.max(1) as f64
                     );
                 }

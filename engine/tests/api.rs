@@ -148,11 +148,14 @@ fn index_query_filter_similar_remove_stats_and_reopen() {
     assert_eq!(hits.len(), 12);
     assert!(hits.iter().all(|h| h.path.contains("/img/")));
     let mut q = Query::text("red circle").limit(50);
-    q.min_score = Some(1.0);
+    q.min_score = Some(0.5);
     let hits = engine.query(&q).unwrap();
-    assert!(hits.iter().all(|h| h.score >= 1.0));
+    assert!(!hits.is_empty());
+    assert!(hits.iter().all(|h| h.score >= 0.5));
     let all = engine.query(&Query::text("red circle").limit(50)).unwrap();
     assert!(hits.len() < all.len());
+    // Scores are relevances: between 0 and 1.
+    assert!(all.iter().all(|h| (0.0..=1.0).contains(&h.score)));
     // Products keep their metadata.
     let products = engine
         .query(&Query::text("sticker").limit(5).kinds(&[Kind::Product]))

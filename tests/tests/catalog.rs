@@ -124,6 +124,7 @@ fn assert_filters_exact(db: &Path, rows: &[Value]) {
                 c.args([
                     "query",
                     "red heart shop",
+                    "--all",
                     "--json",
                     "--mode",
                     mode,
@@ -226,7 +227,7 @@ fn sku_and_brand_queries_rank_right_in_the_default_mode() {
         assert_eq!(hits[0]["exact"], true);
     }
     // Vector mode alone does not find SKUs: the keyword side is what does.
-    let v = batch(&db, &texts[..25], &["-k", "1", "--mode", "vector"]);
+    let v = batch(&db, &texts[..25], &["-k", "1", "--mode", "vector", "--all"]);
     let at1 = queries[..25]
         .iter()
         .zip(&v)
@@ -308,10 +309,19 @@ fn facets_equal_a_brute_force_count() {
         ),
     ] {
         let mut c = jsearch(&db);
-        c.args(["query", "red heart", "--json", "-k", "3", "--where", expr])
-            .args([
-                "--facet", "brand", "--facet", "tags", "--facet", "price", "--facet", "in_stock",
-            ]);
+        c.args([
+            "query",
+            "red heart",
+            "--all",
+            "--json",
+            "-k",
+            "3",
+            "--where",
+            expr,
+        ])
+        .args([
+            "--facet", "brand", "--facet", "tags", "--facet", "price", "--facet", "in_stock",
+        ]);
         let out = run(c, true);
         let lines = json_lines(&out.stdout);
         let facets = &lines.last().unwrap()["facets"];
@@ -355,7 +365,7 @@ fn facets_equal_a_brute_force_count() {
     }
     // The table shows a footer.
     let mut c = jsearch(&db);
-    c.args(["query", "red heart", "-k", "2", "--facet", "brand"]);
+    c.args(["query", "red heart", "--all", "-k", "2", "--facet", "brand"]);
     let out = String::from_utf8(run(c, true).stdout).unwrap();
     assert!(out.contains("facets:\n  brand: "), "{out}");
 }
@@ -393,7 +403,7 @@ fn paging_and_sorting() {
         .collect();
     assert!(prices.windows(2).all(|w| w[0] >= w[1]), "{prices:?}");
     // With --min-score, every hit above it is sorted (not only the top k).
-    let above = query_json(&db, &["red heart", "-k", "10000", "--min-score", "2"]);
+    let above = query_json(&db, &["red heart", "-k", "10000", "--min-score", "0.05"]);
     let sorted = query_json(
         &db,
         &[
@@ -401,7 +411,7 @@ fn paging_and_sorting() {
             "-k",
             "10000",
             "--min-score",
-            "2",
+            "0.05",
             "--sort",
             "price",
         ],
@@ -474,7 +484,7 @@ fn bad_filters_name_the_column_and_the_field() {
         ("in_stock > true", vec!["booleans"]),
     ] {
         let mut c = jsearch(&db);
-        c.args(["query", "red", "--where", expr]);
+        c.args(["query", "red", "--all", "--where", expr]);
         let out = run(c, false);
         assert_eq!(out.status.code(), Some(2), "{expr}");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -483,7 +493,7 @@ fn bad_filters_name_the_column_and_the_field() {
         }
     }
     let mut c = jsearch(&db);
-    c.args(["query", "red", "--facet", "colour"]);
+    c.args(["query", "red", "--all", "--facet", "colour"]);
     let out = run(c, false);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));

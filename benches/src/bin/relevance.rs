@@ -354,7 +354,7 @@ fn measure(
             &Query::text(q.text.clone())
                 .limit(5)
                 .kinds(kinds)
-                .mode(SearchMode::Vector),
+                .mode(SearchMode::Auto),
         )?;
         let rel = |h: &jsearch::SearchHit| {
             let file = Path::new(&h.path)
@@ -382,7 +382,7 @@ fn measure(
             &Query::text(o.clone())
                 .limit(1)
                 .kinds(kinds)
-                .mode(SearchMode::Vector),
+                .mode(SearchMode::Auto),
         )?;
         any += usize::from(r.hits.first().is_some_and(|h| h.score >= cut));
         if std::env::var_os("RELEVANCE_DEBUG").is_some() {

@@ -231,7 +231,8 @@ pub(crate) struct KeywordScores {
     pub(crate) scores: HashMap<u64, f32>,
     pub(crate) exact: HashSet<u64>,
     /// The best possible score of this query (every term matching once in an average-length
-    /// document): the scale that normalises scores to about [0, 1].
+    /// document; a term no item has counts as the rarest would): the scale that normalises
+    /// scores to about [0, 1].
     pub(crate) scale: f32,
 }
 
@@ -305,6 +306,11 @@ impl KeywordIndex {
         for t in &terms {
             let p = self.postings(store, t)?;
             if p.is_empty() {
+                // A term no item has still counts in the best possible score (as the rarest
+                // term would): a query matched on one common word of many ("insurance for a
+                // rental car" on "a") gets that share of the keyword score, not all of it.
+                let idf = ((n + 0.5) / 0.5 + 1.0).ln();
+                out.scale += idf * (K1 + 1.0) / (1.0 + K1);
                 continue;
             }
             let df = p.len() as f32;

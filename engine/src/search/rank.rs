@@ -21,10 +21,13 @@ use crate::walk;
 use crate::Engine;
 
 /// A keyword match at the top of the BM25 scale is worth this many calibrated vector units (z)
-/// at `keyword_weight` 1 (a good vector hit scores about 3–6).
+/// at `keyword_weight` 1 (a clearly relevant vector hit has a logit of about 2–3).
 pub const KEYWORD_Z: f32 = 4.0;
 /// The vector side's logit for a keyword candidate without a vector (relevance 0.02).
 const NO_VECTOR_LOGIT: f32 = -4.0;
+/// The least logit of an exact identifier match (relevance 0.95): a SKU or id typed whole is
+/// relevant whatever its vector says.
+const EXACT_LOGIT: f32 = 3.0;
 /// RRF's rank constant.
 const RRF_K: f32 = 60.0;
 /// A filter passing at most `sqrt(SCAN_K × items)` items (at least [`SCAN_MIN`]) is searched by
@@ -552,10 +555,11 @@ fn resolve_mode(mode: SearchMode, text: Option<&str>, kw: &KeywordIndex) -> Resu
 
 /// Sets each candidate's fused score.
 ///
-/// * `blend` (default): `vector z + keyword_weight × KEYWORD_Z × keyword`, where `keyword` is
-///   BM25 divided by the query's best possible BM25 (about 0–1): keyword evidence adds to the
-///   calibrated vector score, so `--min-score` keeps its meaning. Vector mode: z alone; keyword
-///   mode: the keyword part alone.
+/// * `blend` (default): `vector logit + keyword_weight × KEYWORD_Z × keyword`, where `keyword`
+///   is BM25 divided by the query's best possible BM25 (about 0–1): keyword evidence adds to the
+///   vector side's relevance logit, and the shown score is the relevance of the sum, so
+///   `--min-score` keeps its meaning. Vector mode: the vector logit alone; keyword mode: the
+///   keyword part alone. An exact identifier match scores at least [`EXACT_LOGIT`].
 /// * `rrf`: `1 / (60 + vector rank) + keyword_weight / (60 + keyword rank)` over the candidates.
 fn fuse(scored: &mut [Scored], mode: SearchMode, fusion: Fusion, w: f32) {
     match (mode, fusion) {
@@ -567,12 +571,18 @@ fn fuse(scored: &mut [Scored], mode: SearchMode, fusion: Fusion, w: f32) {
         (SearchMode::Keyword, _) => {
             for s in scored.iter_mut() {
                 s.fused = KEYWORD_Z * s.keyword.unwrap_or(0.0);
+                if s.exact {
+                    s.fused = s.fused.max(EXACT_LOGIT);
+                }
             }
         }
         (_, Fusion::Blend) => {
             for s in scored.iter_mut() {
                 s.fused = s.vector.map_or(NO_VECTOR_LOGIT, |v| v.0)
                     + w * KEYWORD_Z * s.keyword.unwrap_or(0.0);
+                if s.exact {
+                    s.fused = s.fused.max(EXACT_LOGIT);
+                }
             }
         }
         (_, Fusion::Rrf) => {

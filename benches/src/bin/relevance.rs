@@ -261,7 +261,7 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
         c.iter().take(5).sum::<f32>() / 5.0
     };
     let ht: Vec<f32> = tv.iter().map(|v| hub(v)).collect();
-    let hi: Vec<f32> = iv.iter().map(|v| hub(v)).collect();
+
     let corr =
         |q: &[f32], items: &[Vec<f32>], h: &[f32], keep: &dyn Fn(usize) -> bool| -> Option<f32> {
             items
@@ -287,11 +287,9 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
         "text->image",
         fitq.iter()
             .zip(&qv)
-            .filter_map(|(q, v)| corr(v, &iv, &hi, &|j| q.images.contains(&names[j])))
+            .filter_map(|(q, v)| best(v, &iv, &|j| q.images.contains(&names[j])))
             .collect(),
-        ov.iter()
-            .filter_map(|o| corr(o, &iv, &hi, &|_| true))
-            .collect(),
+        ov.iter().filter_map(|o| best(o, &iv, &|_| true)).collect(),
         0.98,
     );
     // image -> image: the other images with the same objects against the best image of other

@@ -580,7 +580,7 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Sea
             return similar_to_file(engine, store, &abs, &q);
         }
         return Err(Error::InvalidArgument(format!(
-            "{}: not an indexed file, a product id in the store, or a file that exists",
+            "{} is not in the store (neither an indexed file nor a product id), and no such file exists",
             path.display()
         )));
     }

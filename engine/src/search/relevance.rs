@@ -45,8 +45,8 @@ pub struct ModelCalibration {
     pub fingerprint: &'static str,
     /// Its name, for messages.
     pub name: &'static str,
-    /// Weight of the hubness correction of text queries: `cos − hub_weight × hubness(item)`
-    /// is what the text-query pairs' constants apply to (0: none).
+    /// Weight of the hubness correction of text queries against texts: `cos − hub_weight ×
+    /// hubness(item)` is what the text → text constants apply to (0: none).
     pub hub_weight: f32,
     /// The pairs.
     pub pairs: [[PairCalibration; 2]; 2],
@@ -69,7 +69,7 @@ const fn pair(cut: f32, scale: f32) -> PairCalibration {
 }
 const TOY_PAIRS: [[PairCalibration; 2]; 2] = [
     // text query: -> text, -> image
-    [pair(0.575, 0.116), pair(0.404, 0.121)],
+    [pair(0.575, 0.116), pair(0.607, 0.078)],
     // image query: -> text, -> image
     [pair(0.691, 0.042), pair(0.814, 0.024)],
 ];
@@ -117,8 +117,9 @@ impl Relevance {
     ) -> f32 {
         match self {
             Relevance::Absolute(m) => {
-                let c = match query {
-                    Modality::Text if m.hub_weight > 0.0 => {
+                // Hubs are texts (a note every query finds): images keep the cosine order.
+                let c = match (query, item) {
+                    (Modality::Text, Modality::Text) if m.hub_weight > 0.0 => {
                         cos - m.hub_weight * hub().unwrap_or(0.0)
                     }
                     _ => cos,

@@ -116,23 +116,20 @@ pub(crate) fn read_range(
 /// Reads an image file given to a call (a query image, an image to embed) within the default
 /// image size limit.
 pub(crate) fn read_image_arg(path: &Path) -> crate::Result<Vec<u8>> {
-    let limit = Limit {
-        bytes: DEFAULT_MAX_IMAGE_BYTES,
-        what: "image files",
-        flag: None,
-    };
-    read_regular(path, limit).map_err(|source| crate::Error::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    read_arg(path, DEFAULT_MAX_IMAGE_BYTES, "image files")
 }
 
 /// Reads a text file given to a call (`similar` to a file not in the store) within the default
 /// text size limit.
 pub(crate) fn read_text_arg(path: &Path) -> crate::Result<Vec<u8>> {
+    read_arg(path, DEFAULT_MAX_TEXT_BYTES, "text files")
+}
+
+/// A file given to a call, read within `bytes` (`what` names the limit in errors).
+fn read_arg(path: &Path, bytes: u64, what: &'static str) -> crate::Result<Vec<u8>> {
     let limit = Limit {
-        bytes: DEFAULT_MAX_TEXT_BYTES,
-        what: "text files",
+        bytes,
+        what,
         flag: None,
     };
     read_regular(path, limit).map_err(|source| crate::Error::Read {

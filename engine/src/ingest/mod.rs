@@ -325,6 +325,7 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
     let mut targets: Vec<PathBuf> = Vec::new();
     let mut not_indexed = Vec::new();
     let mut products: Vec<(PathBuf, u64)> = Vec::new();
+    let mut all_catalogs: Option<Vec<PathBuf>> = None;
     for p in paths {
         let abs = walk::absolute_lenient(p);
         let mut hits = Vec::new();
@@ -340,12 +341,14 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
             hits.push(keys::path_from_bytes(&k));
         }
         if hits.is_empty() {
-            // A product id?
-            let found = p
-                .to_str()
-                .map(|id| product_vectors(store, id))
-                .transpose()?
-                .unwrap_or_default();
+            // A product id? (The catalogs are listed once per call.)
+            if all_catalogs.is_none() {
+                all_catalogs = Some(catalogs(store)?);
+            }
+            let found = match (p.to_str(), &all_catalogs) {
+                (Some(id), Some(c)) => product_vectors_in(store, c, id)?,
+                _ => Vec::new(),
+            };
             if found.is_empty() {
                 not_indexed.push(abs);
             }
@@ -396,22 +399,37 @@ pub(crate) fn remove_paths(store: &mut Store, paths: &[PathBuf]) -> Result<Remov
 
 /// The stored vectors of the product `id`, in every indexed catalog: `(catalog, vector id)`.
 pub(crate) fn product_vectors(store: &Store, id: &str) -> Result<Vec<(PathBuf, u64)>> {
+    product_vectors_in(store, &catalogs(store)?, id)
+}
+
+/// The indexed catalogs (one scan of the file records).
+fn catalogs(store: &Store) -> Result<Vec<PathBuf>> {
+    Ok(store
+        .kv_scan_prefix(NS_FILES, b"")?
+        .into_iter()
+        .filter(|(_, v)| {
+            serde_json::from_slice::<keys::FileRecord>(v).is_ok_and(|r| r.kind == "catalog")
+        })
+        .map(|(k, _)| keys::path_from_bytes(&k))
+        .collect())
+}
+
+/// [`product_vectors`] among the given catalogs.
+fn product_vectors_in(
+    store: &Store,
+    catalogs: &[PathBuf],
+    id: &str,
+) -> Result<Vec<(PathBuf, u64)>> {
     let mut out = Vec::new();
     if id.is_empty() {
         return Ok(out);
     }
-    for (k, v) in store.kv_scan_prefix(NS_FILES, b"")? {
-        let is_catalog =
-            serde_json::from_slice::<keys::FileRecord>(&v).is_ok_and(|r| r.kind == "catalog");
-        if !is_catalog {
-            continue;
-        }
-        let catalog = keys::path_from_bytes(&k);
-        let key = item::path_key("cat:", &catalog, &format!("#{id}"));
+    for catalog in catalogs {
+        let key = item::path_key("cat:", catalog, &format!("#{id}"));
         for m in [Modality::Text, Modality::Image] {
             let vid = item::vector_id(&key, Kind::Product, m);
             if store
-                .kv_get(NS_OWN, &keys::own_key(&catalog, vid))?
+                .kv_get(NS_OWN, &keys::own_key(catalog, vid))?
                 .is_some()
             {
                 out.push((catalog.clone(), vid));

@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::attrs::Facet;
 use crate::enc::preprocess::{decode_rgb_named, DecodeOptions};
-use crate::enc::{TextRole, Towers};
+use crate::enc::{ClipModel, TextRole, Towers};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::idx::Store;
@@ -473,16 +473,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
                     .flat_map(|(id, _)| [id, item::sibling(id)]),
             );
         }
-        let opts = DecodeOptions {
-            apply_exif_orientation: true,
-            ..Default::default()
-        };
-        let img = decode_rgb_named(&bytes, path, &opts)?;
-        let px = model.preprocessor().preprocess_rgb(&img);
-        let v = model
-            .encode_pixels(&[px])?
-            .pop()
-            .ok_or_else(|| Error::Internal("no image embedding".into()))?;
+        let v = embed_image(&model, &bytes, path)?;
         let w = if both { q.image_weight } else { 1.0 };
         queries.push(QueryVector {
             v: normalized(v),
@@ -491,8 +482,14 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
         });
     }
     let samples = engine.calibration(store)?;
+    // The background queries (embedded once per process) only serve a text query's cosines
+    // to stored texts: not asked for when the store holds none or the query excludes them.
+    let wants_texts = q.kinds.is_empty()
+        || modalities_for(&q.kinds.iter().copied().collect()).contains(&Modality::Text);
     let background = if text.is_some()
-        && relevance::Relevance::for_model(&store.settings().model_fingerprint).is_absolute()
+        && wants_texts
+        && !samples.0[Modality::Text.byte() as usize].is_empty()
+        && relevance::Relevance::for_model(&store.settings().model_fingerprint).hub_weight() > 0.0
     {
         Some(engine.background(&model)?)
     } else {
@@ -579,10 +576,8 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Sea
         if abs.is_file() {
             return similar_to_file(engine, store, &abs, &q);
         }
-        return Err(Error::InvalidArgument(format!(
-            "{} is not in the store (neither an indexed file nor a product id), and no such file exists",
-            path.display()
-        )));
+        // Neither indexed, nor a product id, nor a file: the typed "not in the store".
+        return Err(Error::NotIndexed(abs));
     }
     let mut sums: Vec<Option<Vec<f32>>> = vec![None, None];
     let mut exclude = HashSet::new();
@@ -623,6 +618,20 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Sea
     rank::run(engine, store, &scoring, &queries, None, &q, &exclude)
 }
 
+/// The embedding of a query image's bytes (EXIF orientation applied, as at indexing).
+fn embed_image(model: &ClipModel, bytes: &[u8], path: &Path) -> Result<Vec<f32>> {
+    let opts = DecodeOptions {
+        apply_exif_orientation: true,
+        ..Default::default()
+    };
+    let img = decode_rgb_named(bytes, path, &opts)?;
+    let px = model.preprocessor().preprocess_rgb(&img);
+    model
+        .encode_pixels(&[px])?
+        .pop()
+        .ok_or_else(|| Error::Internal("no image embedding".into()))
+}
+
 /// `similar` to a file that is not in the store: an image, or a text file (its start, as the
 /// encoder's window holds it, embedded as a passage).
 fn similar_to_file(engine: &Engine, store: &Store, path: &Path, q: &Query) -> Result<SearchResult> {
@@ -631,13 +640,7 @@ fn similar_to_file(engine: &Engine, store: &Store, path: &Path, q: &Query) -> Re
             let bytes = crate::fsread::read_image_arg(path)?;
             let model = engine.model(Towers::Vision, crate::Workload::Query)?;
             engine.check_model(store.settings(), &model)?;
-            let opts = DecodeOptions {
-                apply_exif_orientation: true,
-                ..Default::default()
-            };
-            let img = decode_rgb_named(&bytes, path, &opts)?;
-            let px = model.preprocessor().preprocess_rgb(&img);
-            let v = model.encode_pixels(&[px])?.pop();
+            let v = embed_image(&model, &bytes, path)?;
             (v, Modality::Image, Some(keys::content_hash(&bytes)))
         }
         Some(walk::FileKind::Text) => {
@@ -647,7 +650,8 @@ fn similar_to_file(engine: &Engine, store: &Store, path: &Path, q: &Query) -> Re
             engine.check_model(store.settings(), &model)?;
             let v = model
                 .encode_texts(&[text.trim()], TextRole::Document)?
-                .pop();
+                .pop()
+                .ok_or_else(|| Error::Internal("no text embedding".into()))?;
             (v, Modality::Text, None)
         }
         _ => {
@@ -657,7 +661,6 @@ fn similar_to_file(engine: &Engine, store: &Store, path: &Path, q: &Query) -> Re
             )))
         }
     };
-    let v = v.ok_or_else(|| Error::Internal("no embedding".into()))?;
     let exclude = match hash {
         Some(h) if !q.include_self => twins(store, &[h])?,
         _ => HashSet::new(),

@@ -99,6 +99,14 @@ impl Relevance {
             .map_or(Relevance::Relative, Relevance::Absolute)
     }
 
+    /// The weight of the hubness correction (0: none, also for store-relative scores).
+    pub fn hub_weight(&self) -> f32 {
+        match self {
+            Relevance::Absolute(m) => m.hub_weight,
+            Relevance::Relative => 0.0,
+        }
+    }
+
     /// Whether scores are absolute (the model has fitted constants).
     pub fn is_absolute(&self) -> bool {
         matches!(self, Relevance::Absolute(_))

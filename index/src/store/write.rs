@@ -137,19 +137,9 @@ impl Store {
     /// Records a new fingerprint of the model the store was built with (the same model,
     /// identified more exactly: e.g. by its weights' content as well as their layout).
     pub fn set_model_fingerprint(&mut self, fingerprint: &str) -> Result<()> {
-        let path = self.path.clone();
-        crate::seal::guard(&path, || {
-            let (db, _) = self.writable()?;
-            let txn = db.begin_write()?;
-            schema::put_meta(
-                &mut txn.open_table(schema::META)?,
-                schema::meta::MODEL_FINGERPRINT,
-                fingerprint.as_bytes(),
-            )?;
-            txn.commit()?;
-            self.settings.model_fingerprint = fingerprint.to_string();
-            Ok(())
-        })
+        self.put_meta_now(schema::meta::MODEL_FINGERPRINT, fingerprint.as_bytes())?;
+        self.settings.model_fingerprint = fingerprint.to_string();
+        Ok(())
     }
 
     /// Records the model folder the store is written with (see
@@ -158,17 +148,19 @@ impl Store {
         if self.settings.model_dir.as_deref() == Some(dir) {
             return Ok(());
         }
+        self.put_meta_now(schema::meta::MODEL_DIR, dir.as_os_str().as_encoded_bytes())?;
+        self.settings.model_dir = Some(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Writes one meta key in a transaction of its own.
+    fn put_meta_now(&mut self, key: &str, value: &[u8]) -> Result<()> {
         let path = self.path.clone();
         crate::seal::guard(&path, || {
             let (db, _) = self.writable()?;
             let txn = db.begin_write()?;
-            schema::put_meta(
-                &mut txn.open_table(schema::META)?,
-                schema::meta::MODEL_DIR,
-                dir.as_os_str().as_encoded_bytes(),
-            )?;
+            schema::put_meta(&mut txn.open_table(schema::META)?, key, value)?;
             txn.commit()?;
-            self.settings.model_dir = Some(dir.to_path_buf());
             Ok(())
         })
     }

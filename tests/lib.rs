@@ -139,6 +139,20 @@ pub fn index(db: &Path, args: &[&Path], extra: &[&str]) -> (Value, String) {
     (summary, stderr)
 }
 
+/// Indexes the corpus images, its product catalog and `more` into `db` (a mixed store); the
+/// run's summary, in which no file failed.
+pub fn index_mixed(db: &Path, more: &[&Path]) -> Value {
+    let corpus = toy_corpus();
+    let (images, products) = (corpus.join("images"), corpus.join("products.jsonl"));
+    let paths: Vec<&Path> = [images.as_path(), products.as_path()]
+        .into_iter()
+        .chain(more.iter().copied())
+        .collect();
+    let (s, _) = index(db, &paths, &[]);
+    assert_eq!(s["failed"], 0, "{s}");
+    s
+}
+
 /// `jsearch query ... --json`: the hits, every one up to the limit (`--all`, unless the
 /// arguments set `--min-score` or `--all`): these tests are about ranking and filters, not the
 /// cut.
@@ -165,6 +179,46 @@ pub fn query_json_cut(db: &Path, args: &[&str]) -> Vec<Value> {
         String::from_utf8_lossy(&out.stderr)
     );
     hits
+}
+
+/// Runs `query --queries FILE --json` with `extra`: the hits of each query text, in order.
+pub fn query_batch(db: &Path, texts: &[String], extra: &[&str]) -> Vec<Vec<Value>> {
+    let dir = tempdir();
+    let file = dir.path().join("q.jsonl");
+    let lines: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("{}\n", serde_json::json!({"id": i.to_string(), "text": t})))
+        .collect();
+    std::fs::write(&file, lines).unwrap();
+    let mut c = jsearch(db);
+    c.arg("query")
+        .arg("--queries")
+        .arg(&file)
+        .args(extra)
+        .arg("--json");
+    let out = run(c, false);
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(1)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut per: Vec<Vec<Value>> = vec![Vec::new(); texts.len()];
+    for h in json_lines(&out.stdout) {
+        if h.get("facets").is_some() {
+            continue;
+        }
+        let i: usize = h["query"].as_str().unwrap().parse().unwrap();
+        per[i].push(h);
+    }
+    per
+}
+
+/// The ids of hits.
+pub fn ids(hits: &[Value]) -> Vec<String> {
+    hits.iter()
+        .map(|h| h["id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Parses JSON lines.

@@ -24,45 +24,6 @@ fn write_catalog(path: &Path, rows: &[Value]) {
     std::fs::write(path, text).unwrap();
 }
 
-/// Runs `query --queries FILE --json` with `extra`: the hits of each query text, in order.
-fn batch(db: &Path, texts: &[String], extra: &[&str]) -> Vec<Vec<Value>> {
-    let dir = tempdir();
-    let file = dir.path().join("q.jsonl");
-    let lines: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| format!("{}\n", serde_json::json!({"id": i.to_string(), "text": t})))
-        .collect();
-    std::fs::write(&file, lines).unwrap();
-    let mut c = jsearch(db);
-    c.arg("query")
-        .arg("--queries")
-        .arg(&file)
-        .args(extra)
-        .arg("--json");
-    let out = run(c, false);
-    assert!(
-        matches!(out.status.code(), Some(0) | Some(1)),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut per: Vec<Vec<Value>> = vec![Vec::new(); texts.len()];
-    for h in json_lines(&out.stdout) {
-        if h.get("facets").is_some() {
-            continue;
-        }
-        let i: usize = h["query"].as_str().unwrap().parse().unwrap();
-        per[i].push(h);
-    }
-    per
-}
-
-fn ids(hits: &[Value]) -> Vec<String> {
-    hits.iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// A filter with the same meaning in Rust, for brute-force counts.
 struct Case {
     expr: String,
@@ -167,7 +128,7 @@ fn sku_and_brand_queries_rank_right_in_the_default_mode() {
         .iter()
         .map(|q| q["text"].as_str().unwrap().to_string())
         .collect();
-    let results = batch(&db, &texts, &["-k", "5"]);
+    let results = query_batch(&db, &texts, &["-k", "5"]);
     let (mut skus, mut brands) = (0, 0);
     for (q, hits) in queries.iter().zip(&results) {
         let relevant: HashSet<&str> = q["relevant"]
@@ -227,7 +188,7 @@ fn sku_and_brand_queries_rank_right_in_the_default_mode() {
         assert_eq!(hits[0]["exact"], true);
     }
     // Vector mode alone does not find SKUs: the keyword side is what does.
-    let v = batch(&db, &texts[..25], &["-k", "1", "--mode", "vector", "--all"]);
+    let v = query_batch(&db, &texts[..25], &["-k", "1", "--mode", "vector", "--all"]);
     let at1 = queries[..25]
         .iter()
         .zip(&v)
@@ -280,7 +241,7 @@ fn filters_return_exactly_k_passing_hits_in_every_mode_after_upserts_and_deletes
         .collect();
     for (r, hits) in deleted
         .iter()
-        .zip(batch(&db, &texts, &["--mode", "keyword", "-k", "5"]))
+        .zip(query_batch(&db, &texts, &["--mode", "keyword", "-k", "5"]))
     {
         assert!(
             !ids(&hits).contains(&r["id"].as_str().unwrap().to_string()),
@@ -572,7 +533,7 @@ fn keyword_index_matches_the_items_after_a_killed_run() {
         .iter()
         .map(|id| by_id[id.as_str()]["sku"].as_str().unwrap().to_string())
         .collect();
-    for (id, hits) in stored.iter().zip(batch(&db, &texts, &["-k", "1"])) {
+    for (id, hits) in stored.iter().zip(query_batch(&db, &texts, &["-k", "1"])) {
         assert_eq!(ids(&hits), std::slice::from_ref(id), "{id}");
     }
     // The keyword index holds exactly the stored items.

@@ -46,18 +46,7 @@ fn mixed() -> &'static (tempfile::TempDir, PathBuf) {
         )
         .unwrap();
         let db = dir.path().join("mixed.jsearch");
-        let corpus = toy_corpus();
-        let (s, _) = index(
-            &db,
-            &[
-                &corpus.join("images"),
-                &corpus.join("products.jsonl"),
-                &notes,
-                &copies,
-            ],
-            &[],
-        );
-        assert_eq!(s["failed"], 0, "{s}");
+        index_mixed(&db, &[&notes, &copies]);
         (dir, db)
     })
 }
@@ -80,50 +69,16 @@ fn out_of_domain() -> Vec<String> {
     out
 }
 
-/// `query --queries FILE --json EXTRA...`: the hits of each query, by query id.
-fn batch(db: &Path, queries: &[(String, String)], extra: &[&str]) -> Vec<(String, Vec<Value>)> {
-    let dir = tempdir();
-    let file = dir.path().join("q.jsonl");
-    let lines: Vec<String> = queries
-        .iter()
-        .map(|(id, t)| serde_json::json!({"id": id, "text": t}).to_string())
-        .collect();
-    std::fs::write(&file, lines.join("\n")).unwrap();
-    let mut c = jsearch(db);
-    c.arg("query")
-        .arg("--queries")
-        .arg(&file)
-        .arg("--json")
-        .args(extra);
-    let hits = json_lines(&run(c, false).stdout);
-    queries
-        .iter()
-        .map(|(id, _)| {
-            let mine: Vec<Value> = hits
-                .iter()
-                .filter(|h| h["query"].as_str() == Some(id.as_str()))
-                .cloned()
-                .collect();
-            (id.clone(), mine)
-        })
-        .collect()
-}
-
 /// R@5 of the corpus queries (a relevant image or product in the top 5).
 fn recall5(db: &Path, extra: &[&str]) -> f64 {
     let qs = read_jsonl(&toy_corpus().join("queries.jsonl"));
-    let list: Vec<(String, String)> = qs
+    let texts: Vec<String> = qs
         .iter()
-        .map(|q| {
-            (
-                q["id"].as_str().unwrap().to_string(),
-                q["text"].as_str().unwrap().to_string(),
-            )
-        })
+        .map(|q| q["text"].as_str().unwrap().to_string())
         .collect();
-    let got = batch(db, &list, &[&["-k", "5"], extra].concat());
+    let got = query_batch(db, &texts, &[&["-k", "5"], extra].concat());
     let mut hit = 0;
-    for (q, (_, hits)) in qs.iter().zip(&got) {
+    for (q, hits) in qs.iter().zip(&got) {
         let rel: HashSet<&str> = ["relevant_images", "relevant_products"]
             .iter()
             .flat_map(|k| q[*k].as_array().unwrap().iter().filter_map(Value::as_str))
@@ -148,15 +103,10 @@ fn relevance_holds_on(db: &Path, max_drop: f64) {
     // at most 5 % return any hit with the default cut.
     let ood = out_of_domain();
     assert!(ood.len() >= 100, "{}", ood.len());
-    let list: Vec<(String, String)> = ood
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("o{i}"), t.clone()))
-        .collect();
-    let answered: Vec<&String> = batch(db, &list, &["-k", "5"])
+    let answered: Vec<&String> = query_batch(db, &ood, &["-k", "5"])
         .into_iter()
         .zip(&ood)
-        .filter(|((_, hits), _)| !hits.is_empty())
+        .filter(|(hits, _)| !hits.is_empty())
         .map(|(_, t)| t)
         .collect();
     assert!(
@@ -252,12 +202,6 @@ fn with_stdin(mut c: Command, input: &str) -> std::process::Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
-}
-
-fn ids(hits: &[Value]) -> Vec<String> {
-    hits.iter()
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

@@ -43,17 +43,7 @@ fn mixed_store() -> &'static (tempfile::TempDir, PathBuf, PathBuf) {
             std::fs::write(notes.join(name), text).unwrap();
         }
         let db = dir.path().join("mixed.jsearch");
-        let corpus = toy_corpus();
-        let (s, _) = index(
-            &db,
-            &[
-                &corpus.join("images"),
-                &corpus.join("products.jsonl"),
-                &notes,
-            ],
-            &[],
-        );
-        assert_eq!(s["failed"], 0, "{s}");
+        let s = index_mixed(&db, &[&notes]);
         // 120 images + 1 catalog + 3 notes.
         assert_eq!(s["indexed"], 124, "{s}");
         // Product images are the corpus images: their vectors are reused, not re-encoded.

@@ -277,6 +277,7 @@ fn path_filter_matches_folders_not_name_prefixes_and_cosines_stay_in_range() {
         "query",
         "--image",
         copied[0].to_str().unwrap(),
+        "--include-self",
         "--json",
         "-k",
         "1",
@@ -301,14 +302,21 @@ fn escape_sequences_in_names_and_titles_do_not_reach_the_terminal_raw() {
     let db = dir.path().join("s.jsearch");
     index(&db, &[&root], &[]);
     let mut c = jsearch(&db);
-    c.args(["query", "roter Kreis", "-k", "5"]);
+    c.args(["query", "roter Kreis", "-k", "5", "--all"]);
     let out = run(c, true);
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(!table.contains('\x1b'), "{table:?}");
     assert!(table.contains("\\u{1b}"), "{table:?}");
     // JSON escapes them by itself; --paths to a pipe stays byte-exact for xargs.
     let mut c = jsearch(&db);
-    c.args(["query", "roter Kreis", "--paths", "--type", "image"]);
+    c.args([
+        "query",
+        "roter Kreis",
+        "--paths",
+        "--type",
+        "image",
+        "--all",
+    ]);
     let out = run(c, true);
     assert!(String::from_utf8_lossy(&out.stdout).contains("evil\x1b[2J.png"));
 }
@@ -337,7 +345,9 @@ fn names_that_are_not_utf8_stay_distinct_items_with_their_exact_bytes() {
         assert_eq!(stats(&db)["vectors"], 3, "batch size {batch}");
     }
     let mut c = jsearch(&db);
-    c.args(["query", "Kreis", "--paths", "--type", "image", "-k", "10"]);
+    c.args([
+        "query", "Kreis", "--paths", "--type", "image", "-k", "10", "--all",
+    ]);
     let out = run(c, true);
     let mut printed: Vec<&[u8]> = out
         .stdout
@@ -575,7 +585,7 @@ fn readers_never_fail_because_of_recovery() {
         let children: Vec<_> = (0..6)
             .map(|_| {
                 let mut c = jsearch(&db);
-                c.args(["query", "roter Kreis", "--json", "-k", "3"])
+                c.args(["query", "roter Kreis", "--json", "-k", "3", "--all"])
                     .stdout(std::process::Stdio::piped())
                     .stderr(std::process::Stdio::piped());
                 c.spawn().unwrap()
@@ -684,7 +694,7 @@ fn a_model_with_one_changed_weight_is_refused() {
     // The original model is still accepted, its hash now cached.
     let mut c = jsearch(&db);
     c.env("JSEARCH_CACHE_DIR", &cache)
-        .args(["query", "roter Kreis"]);
+        .args(["query", "roter Kreis", "--all"]);
     run(c, true);
 
     // A store from before weights were hashed (the format v1 fixture): read, then upgraded.
@@ -854,7 +864,7 @@ fn same_store(a: &Path, b: &Path) {
     for q in ["roter Kreis", "a yellow star"] {
         let hits = |db: &Path| -> Vec<(String, String)> {
             let mut c = jsearch(db);
-            c.args(["query", q, "--json", "-k", "50"]);
+            c.args(["query", q, "--json", "-k", "50", "--all"]);
             let mut v: Vec<(String, String)> = json_lines(&run(c, false).stdout)
                 .iter()
                 .map(|h| (h["id"].to_string(), h["score"].to_string()))

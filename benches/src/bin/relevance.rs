@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use jsearch::search::relevance;
 use jsearch::{Engine, IndexOptions, Kind, OpenOptions, Query, SearchMode};
 use rand::{Rng, SeedableRng};
 
@@ -127,6 +128,31 @@ fn norm(mut v: Vec<f32>) -> Vec<f32> {
     v
 }
 
+/// Normalised embeddings of texts (as queries when `query`).
+fn embed_texts<'a>(
+    engine: &Engine,
+    texts: impl IntoIterator<Item = &'a str>,
+    query: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let texts: Vec<&str> = texts.into_iter().collect();
+    Ok(engine
+        .embed(&texts, &[], query)?
+        .texts
+        .into_iter()
+        .map(norm)
+        .collect())
+}
+
+/// Normalised embeddings of image files.
+fn embed_images(engine: &Engine, paths: &[PathBuf]) -> Result<Vec<Vec<f32>>> {
+    Ok(engine
+        .embed(&[], paths, false)?
+        .images
+        .into_iter()
+        .map(norm)
+        .collect())
+}
+
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
@@ -195,40 +221,12 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
         .iter()
         .map(|n| corpus.join("images").join(n))
         .collect();
-    let iv: Vec<Vec<f32>> = engine
-        .embed(&[], &paths, false)?
-        .images
-        .into_iter()
-        .map(norm)
-        .collect();
-    let tr: Vec<&str> = titles.iter().map(String::as_str).collect();
-    let tv: Vec<Vec<f32>> = engine
-        .embed(&tr, &[], false)?
-        .texts
-        .into_iter()
-        .map(norm)
-        .collect();
-    let qr: Vec<&str> = fitq.iter().map(|q| q.text.as_str()).collect();
-    let qv: Vec<Vec<f32>> = engine
-        .embed(&qr, &[], true)?
-        .texts
-        .into_iter()
-        .map(norm)
-        .collect();
-    let or: Vec<&str> = ood.iter().map(String::as_str).collect();
-    let ov: Vec<Vec<f32>> = engine
-        .embed(&or, &[], true)?
-        .texts
-        .into_iter()
-        .map(norm)
-        .collect();
+    let iv = embed_images(engine, &paths)?;
+    let tv = embed_texts(engine, titles.iter().map(String::as_str), false)?;
+    let qv = embed_texts(engine, fitq.iter().map(|q| q.text.as_str()), true)?;
+    let ov = embed_texts(engine, ood.iter().map(String::as_str), true)?;
     let tex = textures(&work.join("textures"), 1, 20)?;
-    let xv: Vec<Vec<f32>> = engine
-        .embed(&[], &tex, false)?
-        .images
-        .into_iter()
-        .map(norm)
-        .collect();
+    let xv = embed_images(engine, &tex)?;
     let best = |q: &[f32], items: &[Vec<f32>], keep: &dyn Fn(usize) -> bool| -> Option<f32> {
         items
             .iter()
@@ -247,19 +245,8 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
     );
     // Text queries: the cosine less half the item's hubness (its closeness to the background
     // queries, as the engine computes it), fitted on product texts and images.
-    let bg = lines(&repo().join("engine/src/search/background_queries.txt"))?;
-    let br: Vec<&str> = bg.iter().map(String::as_str).collect();
-    let bv: Vec<Vec<f32>> = engine
-        .embed(&br, &[], true)?
-        .texts
-        .into_iter()
-        .map(norm)
-        .collect();
-    let hub = |v: &[f32]| {
-        let mut c: Vec<f32> = bv.iter().map(|b| dot(b, v)).collect();
-        c.sort_by(|a, b| b.total_cmp(a));
-        c.iter().take(5).sum::<f32>() / 5.0
-    };
+    let bv = embed_texts(engine, relevance::background_queries(), true)?;
+    let hub = |v: &[f32]| relevance::hubness(v, &bv);
     let ht: Vec<f32> = tv.iter().map(|v| hub(v)).collect();
 
     let corr =

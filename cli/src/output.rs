@@ -297,8 +297,6 @@ pub fn print_hits_for(hits: &[SearchHit], opts: &Options, query: Option<&str>) -
     Ok(())
 }
 
-/// Longest path or id column, in characters.
-const MAX_LOCATOR: usize = 60;
 /// Longest details column when the width is not limited (output into a pipe).
 const MAX_DETAILS: usize = 200;
 
@@ -309,9 +307,9 @@ fn print_table(out: &mut impl Write, hits: &[SearchHit], opts: &Options) -> Resu
     let columns = product_columns(hits, &opts.columns);
     // rank, score, (cosine,) kind: fixed widths with two spaces between columns.
     let fixed = 4 + 2 + 5 + 2 + if opts.verbose { 6 + 2 } else { 0 } + 7 + 2;
-    let max_loc = width.map_or(MAX_LOCATOR, |w| {
-        MAX_LOCATOR.min(w.saturating_sub(fixed) / 2).max(12)
-    });
+    // Into a pipe, paths are never cut (like rg and fd); on a terminal, the path takes at most
+    // half of what the fixed columns leave.
+    let max_loc = width.map_or(usize::MAX, |w| (w.saturating_sub(fixed) / 2).max(12));
     let locs: Vec<String> = hits
         .iter()
         .map(|h| cut(&printable(&one_line(&locator(h))), max_loc))

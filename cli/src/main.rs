@@ -47,6 +47,7 @@ Examples:
   echo \"ein roter Kreis\" | jsearch query -
   jsearch similar ~/Pictures/cat.jpg
   jsearch rm SKU-1234
+  jsearch serve              # http://127.0.0.1:8080/
   jsearch stats";
 
 /// Help heading of the options every command takes.
@@ -223,12 +224,49 @@ enum Command {
     Stats(StatsArgs),
     /// Print embeddings of texts and images as JSON lines.
     Embed(embed::EmbedArgs),
+    /// Serve the store over HTTP: a JSON API and a web page (read-only; the model stays loaded;
+    /// `index` may write meanwhile, each request sees the last commit). Stop with Ctrl-C.
+    Serve(ServeArgs),
     /// Verify the whole store (every row's checksum, the graph, items against vectors, the
     /// records of indexed files); lists what is damaged. Exit status 2 when something is.
     Check(StatsArgs),
     /// Rebuild a damaged store from its intact rows; the damaged file is kept as FILE.damaged,
     /// files that lost items are listed and re-encoded by the next `index` of them.
     Repair(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+API (JSON; every /v1 request needs `Authorization: Bearer TOKEN` when a token is set):
+  POST /v1/search                {text, image (base64), type, where, limit, offset, facets, sort, ...}
+  GET  /v1/search?q=TEXT&k=10
+  GET  /v1/items/KEY             KEY: a hit's key, or its id percent-encoded
+  GET  /v1/items/KEY/similar
+  GET  /v1/items/KEY/thumbnail?size=256
+  GET  /v1/stats, /healthz
+The README documents every field.")]
+struct ServeArgs {
+    /// Address to listen on (port 0: a free port, named at start-up). Any address other than a
+    /// loopback one needs --token.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "IP:PORT")]
+    addr: std::net::SocketAddr,
+    /// Token every API request must carry (`Authorization: Bearer TOKEN`); the web page asks
+    /// for it once.
+    #[arg(
+        long,
+        env = "JSEARCH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Time limit of one request, in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    timeout: u64,
+    /// Largest request body (an uploaded image), in MiB.
+    #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    max_body_mb: u64,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -712,6 +750,27 @@ fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
     Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
+/// `jsearch serve`: until Ctrl-C or SIGTERM.
+fn serve(cli: &Cli, a: &ServeArgs) -> Result<Status> {
+    let engine = std::sync::Arc::new(open_engine(cli, Some(&a.model))?);
+    let opts = jsearch_serve::ServeOptions {
+        addr: a.addr,
+        token: a.token.clone().filter(|t| !t.is_empty()),
+        timeout: Duration::from_secs(a.timeout),
+        max_body_bytes: usize::try_from(a.max_body_mb << 20).unwrap_or(usize::MAX),
+        quiet: cli.quiet,
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    runtime
+        .block_on(jsearch_serve::serve(engine, opts))
+        .context("serve")?;
+    Ok(Status::Done)
+}
+
 /// `jsearch rm`.
 fn rm(cli: &Cli, a: &RmArgs) -> Result<Status> {
     let mut engine = open_engine(cli, None)?;
@@ -801,6 +860,7 @@ fn main() -> ExitCode {
         Command::Query(a) => query(&cli, a),
         Command::Similar(a) => similar(&cli, a),
         Command::Rm(a) => rm(&cli, a),
+        Command::Serve(a) => serve(&cli, a),
         Command::Stats(a) => stats(&cli, a),
         Command::Check(a) => check(&cli, a),
         Command::Repair(a) => repair(&cli, a),

@@ -444,6 +444,42 @@ impl AttributeTable {
     }
 }
 
+/// A field of the store's items (built in or from a catalog), as [`crate::Engine::fields`]
+/// lists it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct FieldInfo {
+    /// The field's name, as filters and facets name it.
+    pub name: String,
+    /// The value types it holds, most frequent first (`string`, `number`, `bool`, `list`, `other`).
+    pub types: Vec<&'static str>,
+    /// Items holding a value of it.
+    pub items: usize,
+    /// Distinct values (string, bool and list fields, case and accents folded); `None` for a
+    /// number field.
+    pub distinct: Option<usize>,
+}
+
+impl AttributeTable {
+    /// Every field with its types and counts, built-in fields first.
+    pub(crate) fn field_infos(&self) -> Vec<FieldInfo> {
+        self.field_names()
+            .into_iter()
+            .filter_map(|name| {
+                let f = self.field_of(name)? as usize;
+                let types: Vec<&'static str> =
+                    self.types[f].types().iter().map(|t| t.as_str()).collect();
+                let numeric = self.types[f].types().first() == Some(&AttrType::Number);
+                Some(FieldInfo {
+                    name: name.to_string(),
+                    types,
+                    items: self.present[f].len(),
+                    distinct: (!numeric).then(|| self.postings[f].len()),
+                })
+            })
+            .collect()
+    }
+}
+
 /// A facet: the values of one field counted over the items that pass.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(untagged)]

@@ -24,7 +24,7 @@ use crate::error::{self, Error, Result};
 use crate::idx::{self, Store, StoreSettings};
 use crate::ingest::{self, IndexEvent, IndexOptions, IndexSummary, Removal};
 use crate::integrity::{self, CheckSummary, RepairSummary};
-use crate::item::{self, Kind, Modality};
+use crate::item::{self, ItemMeta, Kind, Modality};
 use crate::keys;
 use crate::lazy::Lazy;
 use crate::search::{self, CalibrationSamples, Query, SearchHit, SearchResult};
@@ -610,6 +610,98 @@ impl Engine {
     /// [`Engine::similar`] with the facets the query asked for.
     pub fn similar_search(&self, path: &Path, q: &Query) -> Result<SearchResult> {
         search::run_similar(self, path, q)
+    }
+
+    /// Gets ready to answer text queries at once (a server's start): opens the store, loads the
+    /// text tower in the precision queries run at, checks it against the store's model and
+    /// reads the score calibration. The vision tower still loads on the first image query.
+    pub fn preload(&self) -> Result<()> {
+        let store = self.store()?;
+        let model = self.model(Towers::Text, Workload::Query)?;
+        self.check_model(store.settings(), &model)?;
+        self.calibration(store)?;
+        Ok(())
+    }
+
+    /// The stored item with this key ([`SearchHit::key`]); `None` when there is none.
+    pub fn item(&self, key: u64) -> Result<Option<ItemMeta>> {
+        let store = self.store()?;
+        for id in [key, item::sibling(key)] {
+            if item::item_id(id) != key {
+                continue;
+            }
+            if let Some(bytes) = store.get_meta(id)? {
+                return ItemMeta::from_bytes(id, &bytes).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The key of the stored item whose id ([`ItemMeta::id`]: an image's path, a passage's
+    /// `path#chunk`, a product's record id) is `id`; the first catalog's record when several
+    /// catalogs hold that product id. `None` when no item has it.
+    pub fn item_key(&self, id: &str) -> Result<Option<u64>> {
+        let store = self.store()?;
+        if let Some((_, v)) = ingest::product_vectors(store, id)?.first() {
+            return Ok(Some(item::item_id(*v)));
+        }
+        let file = id.rsplit_once('#').map_or(id, |(f, chunk)| {
+            if chunk.bytes().all(|b| b.is_ascii_digit()) {
+                f
+            } else {
+                id
+            }
+        });
+        for candidate in [id, file] {
+            for (k, _) in
+                store.kv_scan_prefix(keys::NS_OWN, &keys::own_prefix(Path::new(candidate)))?
+            {
+                let Some((_, vid)) = keys::split_own_key(&k) else {
+                    continue;
+                };
+                if let Some(bytes) = store.get_meta(vid)? {
+                    if ItemMeta::from_bytes(vid, &bytes)?.id == id {
+                        return Ok(Some(item::item_id(vid)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Items similar to the stored item with this key: its own vectors are the query (a
+    /// passage's, not its whole file's); the item and, unless [`Query::include_self`], its twins
+    /// are left out. `None` when no item has the key.
+    pub fn similar_item(&self, key: u64, q: &Query) -> Result<Option<SearchResult>> {
+        search::run_similar_item(self, key, q)
+    }
+
+    /// A JPEG thumbnail of the stored item with this key (an image, or a product's image): EXIF
+    /// orientation applied, the long side at most `max_side` pixels (at most
+    /// [`crate::MAX_THUMBNAIL_SIDE`]), made from the file as it is now. `None` when no item has
+    /// the key or the item has no picture (a passage, a product without an image). Only files
+    /// the store names are read.
+    pub fn thumbnail(&self, key: u64, max_side: u32) -> Result<Option<Vec<u8>>> {
+        let Some(meta) = self.item(key)? else {
+            return Ok(None);
+        };
+        let file = match (meta.kind, &meta.image) {
+            (Kind::Image, _) => match &meta.path_bytes {
+                Some(b) => keys::path_from_bytes(b),
+                None => PathBuf::from(&meta.path),
+            },
+            (Kind::Product, Some(img)) => PathBuf::from(img),
+            _ => return Ok(None),
+        };
+        crate::thumbnail::make(&file, max_side).map(Some)
+    }
+
+    /// The fields of the store's items (built-in `kind`, `path`, `id`, `title`, then the catalogs'
+    /// and the images' attributes), with their types and counts: what filters, facets and
+    /// sorting can name.
+    pub fn fields(&self) -> Result<Vec<crate::FieldInfo>> {
+        let store = self.store()?;
+        Ok(self.attributes(store)?.field_infos())
     }
 
     /// Dimension of the model's embeddings, from its config (no weights loaded).

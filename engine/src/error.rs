@@ -118,7 +118,42 @@ pub enum Error {
     Internal(String),
 }
 
+/// Whose side a failure is on, for a caller that answers requests (a server's 4xx or 5xx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is wrong: an invalid argument or filter, an image that does not decode, a
+    /// file over its size limit.
+    BadInput,
+    /// The request names something the store does not hold.
+    NotFound,
+    /// The store or the model cannot serve now (no store, locked, another model, model missing).
+    Unavailable,
+    /// Anything else: storage, model or internal failures.
+    Internal,
+}
+
 impl Error {
+    /// Whose side the failure is on ([`ErrorClass`]).
+    pub fn class(&self) -> ErrorClass {
+        use crate::enc::EncoderError;
+        match self {
+            Error::InvalidArgument(_)
+            | Error::Filter { .. }
+            | Error::Read { .. }
+            | Error::Encoder(EncoderError::Image { .. } | EncoderError::InvalidArgument(_)) => {
+                ErrorClass::BadInput
+            }
+            Error::NotIndexed(_) => ErrorClass::NotFound,
+            Error::NoStore(_)
+            | Error::Locked { .. }
+            | Error::ModelMismatch(_)
+            | Error::StoreModelMissing(_)
+            | Error::Device(_)
+            | Error::Encoder(EncoderError::ModelNotFound(_)) => ErrorClass::Unavailable,
+            _ => ErrorClass::Internal,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -52,6 +52,7 @@ mod keys;
 mod keyword;
 mod lazy;
 pub mod search;
+mod thumbnail;
 mod walk;
 
 pub use auto_precision::Workload;
@@ -61,17 +62,18 @@ pub use jsearch_base::cpu::Tier as CpuTier;
 pub fn cpu_tier() -> CpuTier {
     jsearch_base::cpu::features().tier()
 }
-pub use attrs::{AttrType, Facet};
+pub use attrs::{AttrType, Facet, FieldInfo};
 pub use catalog::Record;
 pub use device::{cuda_compiled, DeviceChoice, Precision, ResolvedDevice};
 pub use engine::{default_db_path, Embeddings, Engine, OpenOptions, Stats, DEFAULT_DB_NAME};
-pub use error::{Error, ModelMismatch, Result};
+pub use error::{Error, ErrorClass, ModelMismatch, Result};
 pub use filter::{CmpOp, Filter, Literal};
 pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};
 pub use integrity::{CheckSummary, RepairSummary};
 pub use item::{ItemMeta, Kind, Modality};
 pub use jsearch_base::{normalize, truncate_normalize};
 pub use search::{Fusion, Query, SearchHit, SearchMode, SearchResult, SortBy};
+pub use thumbnail::MAX_THUMBNAIL_SIDE;
 pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 
 pub(crate) use jsearch_encoders as enc;

@@ -46,10 +46,13 @@ use crate::enc::{ClipModel, TextRole, Towers};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::idx::Store;
-use crate::item::{self, Kind, Modality};
+use crate::item::{self, ItemMeta, Kind, Modality};
 use crate::keys::{self, NS_MOD, NS_OWN};
 use crate::walk;
 use crate::Engine;
+
+/// How errors name an image given as bytes ([`Query::image_bytes`]).
+pub const UPLOADED_IMAGE: &str = "<uploaded image>";
 
 /// Vectors per modality used to calibrate scores.
 pub const CALIBRATION_SAMPLE: usize = 256;
@@ -63,6 +66,9 @@ pub struct Query {
     pub text: Option<String>,
     /// Image file to search by.
     pub image: Option<PathBuf>,
+    /// An image to search by, given as its encoded bytes (an upload; JPEG, PNG, WebP, GIF, BMP
+    /// or TIFF) instead of a file. Errors name it `<uploaded image>`.
+    pub image_bytes: Option<std::sync::Arc<[u8]>>,
     /// Weight of the image when both are given (the text gets `1 - image_weight`). Default 0.5.
     pub image_weight: f32,
     /// Number of results. Default 10.
@@ -206,6 +212,9 @@ pub struct SearchResult {
     pub facets: Vec<(String, Facet)>,
     /// The mode that ran (auto resolved).
     pub mode: SearchMode,
+    /// More hits follow this page (above the relevance cut, or within the candidates when there
+    /// is none; a sorted page without a cut sorts the top `offset + limit` only, so has none).
+    pub more: bool,
 }
 
 impl Default for Query {
@@ -213,6 +222,7 @@ impl Default for Query {
         Query {
             text: None,
             image: None,
+            image_bytes: None,
             image_weight: 0.5,
             limit: 10,
             kinds: Vec::new(),
@@ -315,6 +325,12 @@ pub struct SearchHit {
     pub keyword_score: Option<f32>,
     /// The query equals the item's whole id, title or a string attribute (ranked first).
     pub exact: bool,
+    /// The item's key: a number naming it in the store, stable while the item stays (derived
+    /// from its id), for [`Engine::item`], [`Engine::similar_item`] and [`Engine::thumbnail`].
+    /// Not part of the serialised hit (JSON numbers above 2^53 lose digits; a server spells it
+    /// as hex).
+    #[serde(skip)]
+    pub key: u64,
     /// Image, text or product.
     pub kind: Kind,
     /// Path for images, `path#chunk` for passages, record id for products.
@@ -409,7 +425,8 @@ fn modalities_for(kinds: &HashSet<Kind>) -> Vec<Modality> {
 
 pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
-    let towers = match (text.is_some(), q.image.is_some()) {
+    let has_image = q.image.is_some() || q.image_bytes.is_some();
+    let towers = match (text.is_some(), has_image) {
         (true, true) => Towers::Both,
         (true, false) => Towers::Text,
         (false, true) => Towers::Vision,
@@ -438,7 +455,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
         let table = engine.attributes(store)?;
         crate::filter::Compiled::new(f, &table, q.filter_text.as_deref().unwrap_or(""))?;
     }
-    if q.mode == SearchMode::Keyword && q.image.is_none() {
+    if q.mode == SearchMode::Keyword && !has_image {
         let samples = CalibrationSamples(vec![Vec::new(), Vec::new()]);
         let scoring = rank::Scoring {
             samples: &samples,
@@ -449,7 +466,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     let model = engine.model(towers, crate::Workload::Query)?;
     engine.check_model(store.settings(), &model)?;
     let mut queries = Vec::new();
-    let both = text.is_some() && q.image.is_some();
+    let both = text.is_some() && has_image;
     if let Some(t) = text {
         let v = model
             .encode_texts(&[t], TextRole::Query)?
@@ -463,17 +480,24 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
         });
     }
     let mut exclude = HashSet::new();
-    if let Some(path) = &q.image {
-        let bytes = crate::fsread::read_image_arg(path)?;
+    let image = match (&q.image_bytes, &q.image) {
+        (Some(b), _) => Some((b.to_vec(), None)),
+        (None, Some(path)) => Some((crate::fsread::read_image_arg(path)?, Some(path))),
+        (None, None) => None,
+    };
+    if let Some((bytes, path)) = image {
         if !q.include_self {
             exclude = twins(store, &[keys::content_hash(&bytes)])?;
-            exclude.extend(
-                owned_by(store, &walk::absolute_lenient(path))?
-                    .into_iter()
-                    .flat_map(|(id, _)| [id, item::sibling(id)]),
-            );
+            if let Some(path) = path {
+                exclude.extend(
+                    owned_by(store, &walk::absolute_lenient(path))?
+                        .into_iter()
+                        .flat_map(|(id, _)| [id, item::sibling(id)]),
+                );
+            }
         }
-        let v = embed_image(&model, &bytes, path)?;
+        let name = path.map_or(Path::new(UPLOADED_IMAGE), PathBuf::as_path);
+        let v = embed_image(&model, &bytes, name)?;
         let w = if both { q.image_weight } else { 1.0 };
         queries.push(QueryVector {
             v: normalized(v),
@@ -568,20 +592,69 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Sea
             }
         }
     }
-    let mut q = q.clone();
-    if q.mode == SearchMode::Auto {
-        q.mode = SearchMode::Vector;
-    }
     if owned.is_empty() {
         if abs.is_file() {
+            let mut q = q.clone();
+            if q.mode == SearchMode::Auto {
+                q.mode = SearchMode::Vector;
+            }
             return similar_to_file(engine, store, &abs, &q);
         }
         // Neither indexed, nor a product id, nor a file: the typed "not in the store".
         return Err(Error::NotIndexed(abs));
     }
+    similar_to_owned(engine, store, &owned, q)?.ok_or(Error::NotIndexed(abs))
+}
+
+/// `similar` to one stored item, named by its key ([`SearchHit::key`]): its own vectors are
+/// the query (a passage's, not its whole file's; one product record's, not every record of its
+/// id). `None` when no item has that key.
+pub(crate) fn run_similar_item(
+    engine: &Engine,
+    key: u64,
+    q: &Query,
+) -> Result<Option<SearchResult>> {
+    let store = engine.store()?;
+    let mut owned = Vec::new();
+    for id in [key, item::sibling(key)] {
+        let Some(bytes) = store.get_meta(id)? else {
+            continue;
+        };
+        if item::item_id(id) != key {
+            continue;
+        }
+        let meta = ItemMeta::from_bytes(id, &bytes)?;
+        let file = match &meta.path_bytes {
+            Some(b) => keys::path_from_bytes(b),
+            None => PathBuf::from(&meta.path),
+        };
+        let hash = store
+            .kv_get(NS_OWN, &keys::own_key(&file, id))?
+            .and_then(|v| keys::to_hash(&v));
+        owned.push((id, hash));
+    }
+    if owned.is_empty() {
+        return Ok(None);
+    }
+    similar_to_owned(engine, store, &owned, q)
+}
+
+/// `similar` to stored vectors `(id, content hash)`: their sum per modality is the query; they
+/// and their items are left out, their twins too unless [`Query::include_self`]. `None` when none
+/// of them has a vector any more.
+fn similar_to_owned(
+    engine: &Engine,
+    store: &Store,
+    owned: &[(u64, Option<keys::Hash>)],
+    q: &Query,
+) -> Result<Option<SearchResult>> {
+    let mut q = q.clone();
+    if q.mode == SearchMode::Auto {
+        q.mode = SearchMode::Vector;
+    }
     let mut sums: Vec<Option<Vec<f32>>> = vec![None, None];
     let mut exclude = HashSet::new();
-    for (id, _) in &owned {
+    for (id, _) in owned {
         exclude.insert(*id);
         exclude.insert(item::sibling(*id));
         if let Some(v) = store.get_vector(*id)? {
@@ -608,14 +681,14 @@ pub(crate) fn run_similar(engine: &Engine, path: &Path, q: &Query) -> Result<Sea
         })
         .collect();
     if queries.is_empty() {
-        return Err(Error::NotIndexed(abs));
+        return Ok(None);
     }
     let samples = engine.calibration(store)?;
     let scoring = rank::Scoring {
         samples: &samples,
         background: None,
     };
-    rank::run(engine, store, &scoring, &queries, None, &q, &exclude)
+    rank::run(engine, store, &scoring, &queries, None, &q, &exclude).map(Some)
 }
 
 /// The embedding of a query image's bytes (EXIF orientation applied, as at indexing).

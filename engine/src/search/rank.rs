@@ -474,6 +474,7 @@ pub(super) fn run(
             }
         });
     }
+    let more = scored.len() > q.offset.saturating_add(limit);
     let page: Vec<Scored> = scored.into_iter().skip(q.offset).take(limit).collect();
     let mut hits = Vec::with_capacity(page.len());
     for s in page {
@@ -489,6 +490,7 @@ pub(super) fn run(
             vector_score: s.vector.map(|v| probability(v.0)),
             keyword_score: s.keyword,
             exact: s.exact,
+            key: crate::item::item_id(s.shown),
             kind: meta.kind,
             id: meta.id,
             path: meta.path,
@@ -502,7 +504,12 @@ pub(super) fn run(
             metadata: meta.metadata,
         });
     }
-    Ok(SearchResult { hits, facets, mode })
+    Ok(SearchResult {
+        hits,
+        facets,
+        mode,
+        more,
+    })
 }
 
 fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {

@@ -262,6 +262,9 @@ struct ServeArgs {
     /// Time limit of one request, in seconds.
     #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
     timeout: u64,
+    /// Engine calls (queries, thumbnails) at once; more wait their turn.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=4096))]
+    jobs: u16,
     /// Largest request body (an uploaded image), in MiB.
     #[arg(long, default_value_t = 16, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1024))]
     max_body_mb: u64,
@@ -759,6 +762,7 @@ fn serve(cli: &Cli, a: &ServeArgs) -> Result<Status> {
         timeout: Duration::from_secs(a.timeout),
         max_body_bytes: usize::try_from(a.max_body_mb << 20).unwrap_or(usize::MAX),
         quiet: cli.quiet,
+        jobs: usize::from(a.jobs),
         ..Default::default()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -68,18 +68,28 @@ pub(crate) fn routes(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Runs engine work on the blocking pool, within the request time limit.
+/// Runs engine work on the blocking pool when a job permit is free, within the request time
+/// limit (the wait for the permit included). A job past the limit still holds its permit until
+/// it ends, so the limit on jobs at once holds.
 async fn blocking<T: Send + 'static>(
     state: &Arc<AppState>,
     f: impl FnOnce(&jsearch::Engine) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
+    let failed =
+        || ApiError::internal("the server failed on this request (a bug: please report it)");
     let engine = state.engine.clone();
-    let job = tokio::task::spawn_blocking(move || f(&engine));
+    let jobs = state.jobs.clone();
+    let job = async move {
+        let permit = jobs.acquire_owned().await.map_err(|_| failed())?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            f(&engine)
+        })
+        .await
+        .map_err(|_| failed())?
+    };
     match tokio::time::timeout(state.opts.timeout, job).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => Err(ApiError::internal(
-            "the server failed on this request (a bug: please report it)",
-        )),
+        Ok(r) => r,
         Err(_) => Err(ApiError::new(
             StatusCode::GATEWAY_TIMEOUT,
             "timeout",

@@ -53,6 +53,12 @@ pub struct ServeOptions {
     pub quiet: bool,
     /// Load the text tower before listening (the first query is then as fast as the others).
     pub preload: bool,
+    /// Engine calls (queries, thumbnails) running at once; the others wait their turn in
+    /// arrival order (a bound on the memory and threads a burst can take). Default 64
+    /// (measured, `benches/src/bin/serve.rs`: one per core cost the toy model a third of its
+    /// throughput at 16 clients, four per core a few per cent, since a small query also waits on
+    /// store reads; the real-size model's throughput is the same either way).
+    pub jobs: usize,
 }
 
 impl Default for ServeOptions {
@@ -65,6 +71,7 @@ impl Default for ServeOptions {
             thumbnail_cache_bytes: 64 << 20,
             quiet: false,
             preload: true,
+            jobs: 64,
         }
     }
 }
@@ -74,6 +81,8 @@ pub(crate) struct AppState {
     pub(crate) engine: Arc<jsearch::Engine>,
     pub(crate) opts: ServeOptions,
     pub(crate) thumbs: thumbs::Cache,
+    /// Permits for engine calls ([`ServeOptions::jobs`]).
+    pub(crate) jobs: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes of a server on `engine` (for embedding in another axum application, or for tests
@@ -82,6 +91,7 @@ pub fn router(engine: Arc<jsearch::Engine>, opts: ServeOptions) -> axum::Router 
     let state = Arc::new(AppState {
         engine,
         thumbs: thumbs::Cache::new(opts.thumbnail_cache_bytes),
+        jobs: Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1))),
         opts,
     });
     api::routes(state)

@@ -24,8 +24,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use jsearch::{
-    AttrType, DeviceChoice, Engine, Fusion, IndexOptions, Kind, OpenOptions, Precision, Query,
-    SearchMode, SortBy,
+    AttrType, CmpOp, DeviceChoice, Engine, Filter, Fusion, IndexOptions, Kind, OpenOptions,
+    Precision, Query, SearchMode, SortBy,
 };
 
 const AFTER_HELP: &str = "\
@@ -348,6 +348,17 @@ struct FilterArgs {
     /// ("card", "sticker")'. Operators: = != < <= > >= IN (…) EXISTS, NOT, AND, OR, ( ).
     #[arg(long = "where", value_name = "EXPR")]
     filter: Option<String>,
+    /// Only photos taken on or after DATE (YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM): the
+    /// `taken` attribute, from EXIF, else the file's time. Same as --where 'taken >= "DATE"'.
+    #[arg(long, value_name = "DATE", value_parser = jsearch::photo::parse_date)]
+    after: Option<String>,
+    /// Only photos taken before DATE (same forms as --after; `--before 2024` ends with 2023).
+    #[arg(long, value_name = "DATE", value_parser = jsearch::photo::parse_date)]
+    before: Option<String>,
+    /// Only photos taken within KM kilometres (default 10) of a place, by their EXIF GPS
+    /// position: LAT,LON[,KM] in decimal degrees, e.g. 48.8584,2.2945,5.
+    #[arg(long, value_name = "LAT,LON[,KM]", value_parser = parse_near, allow_hyphen_values = true)]
+    near: Option<(f64, f64, f64)>,
     /// auto (hybrid where the store has a keyword index, else vector), vector, keyword, hybrid.
     #[arg(long, default_value = "auto", value_parser = parse_typed::<SearchMode>)]
     mode: SearchMode,
@@ -538,7 +549,48 @@ fn build_query(mut q: Query, f: &FilterArgs, default_min_score: Option<f32>) -> 
     if let Some(w) = &f.filter {
         q = q.filter_str(w).context("--where")?;
     }
+    // The photo sugar joins the --where filter (whose text keeps its error columns).
+    let mut sugar = Vec::new();
+    if let Some(d) = &f.after {
+        sugar.push(Filter::cmp("taken", CmpOp::Ge, d.as_str()));
+    }
+    if let Some(d) = &f.before {
+        sugar.push(Filter::cmp("taken", CmpOp::Lt, d.as_str()));
+    }
+    if let Some((lat, lon, km)) = f.near {
+        sugar.push(Filter::near(lat, lon, km));
+    }
+    for s in sugar {
+        q.filter = Some(match q.filter.take() {
+            Some(f) => f.and(s),
+            None => s,
+        });
+    }
     Ok(q)
+}
+
+/// clap value parser of `--near LAT,LON[,KM]`.
+fn parse_near(s: &str) -> std::result::Result<(f64, f64, f64), String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).collect();
+    let num = |t: &str| t.parse::<f64>().ok().filter(|v| v.is_finite());
+    let bad = || {
+        format!("{s:?}: expected LAT,LON or LAT,LON,KM in decimal degrees, e.g. 48.8584,2.2945,5")
+    };
+    let (lat, lon, km) = match parts.as_slice() {
+        [a, b] => (num(a).ok_or_else(bad)?, num(b).ok_or_else(bad)?, 10.0),
+        [a, b, c] => (
+            num(a).ok_or_else(bad)?,
+            num(b).ok_or_else(bad)?,
+            num(c).ok_or_else(bad)?,
+        ),
+        _ => return Err(bad()),
+    };
+    if lat.abs() > 90.0 || lon.abs() > 180.0 || km < 0.0 {
+        return Err(format!(
+            "{s:?}: latitude must be -90 to 90, longitude -180 to 180, the radius 0 km or more"
+        ));
+    }
+    Ok((lat, lon, km))
 }
 
 /// How hits are printed, from the flags.

@@ -209,6 +209,9 @@ fn details(h: &SearchHit, columns: &[String]) -> String {
                 }
                 _ => {}
             }
+            if let Some(serde_json::Value::String(c)) = h.metadata.get("camera") {
+                parts.push(c.clone());
+            }
             parts.join(" · ")
         }
     }

@@ -151,6 +151,16 @@ pub enum Filter {
         /// Column of the field.
         col: usize,
     },
+    /// Items whose `lat`/`lon` attributes (decimal degrees, [`crate::photo`]) lie within `km`
+    /// kilometres of a point (great-circle distance). Built, not parsed (the CLI's `--near`).
+    Near {
+        /// Latitude of the point.
+        lat: f64,
+        /// Longitude of the point.
+        lon: f64,
+        /// Radius in kilometres.
+        km: f64,
+    },
     /// `NOT f`
     Not(Box<Filter>),
     /// `a AND b AND …`
@@ -209,6 +219,10 @@ impl Filter {
             col: 0,
         }
     }
+    /// Within `km` kilometres of (`lat`, `lon`), by the items' `lat` and `lon` attributes.
+    pub fn near(lat: f64, lon: f64, km: f64) -> Filter {
+        Filter::Near { lat, lon, km }
+    }
     /// `self AND other`.
     pub fn and(self, other: Filter) -> Filter {
         match self {
@@ -266,6 +280,7 @@ impl fmt::Display for Filter {
                 write!(f, "{} IN ({})", field(n), vs.join(", "))
             }
             Filter::Exists { field: n, .. } => write!(f, "{} EXISTS", field(n)),
+            Filter::Near { lat, lon, km } => write!(f, "near({lat}, {lon}, {km} km)"),
             Filter::Not(x) => write!(f, "NOT ({x})"),
             Filter::And(v) | Filter::Or(v) => {
                 let sep = if matches!(self, Filter::And(_)) {
@@ -686,6 +701,8 @@ enum Node {
     Cmp(u16, CmpOp, Lit),
     In(u16, Vec<Lit>),
     Exists(u16),
+    /// Latitude field, longitude field, the point, the radius in km.
+    Near(u16, u16, f64, f64, f64),
     Not(Box<Node>),
     And(Vec<Node>),
     Or(Vec<Node>),
@@ -871,6 +888,23 @@ fn compile(f: &Filter, table: &AttributeTable, expr: &str) -> Result<Node> {
             None => Node::Never,
             Some(fi) => Node::Exists(fi),
         },
+        Filter::Near { lat, lon, km } => {
+            let ok = lat.is_finite()
+                && lon.is_finite()
+                && km.is_finite()
+                && lat.abs() <= 90.0
+                && lon.abs() <= 180.0
+                && *km >= 0.0;
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "near {lat},{lon},{km}: latitude -90..90, longitude -180..180, radius >= 0 km"
+                )));
+            }
+            match (table.field_of("lat"), table.field_of("lon")) {
+                (Some(a), Some(b)) => Node::Near(a, b, *lat, *lon, *km),
+                _ => Node::Never,
+            }
+        }
         Filter::Not(x) => Node::Not(Box::new(compile(x, table, expr)?)),
         Filter::And(v) => Node::And(
             v.iter()
@@ -917,11 +951,34 @@ fn eval(n: &Node, t: &AttributeTable, row: Row) -> bool {
             .value(row, *f)
             .is_some_and(|v| ls.iter().any(|l| test(v, CmpOp::Eq, l))),
         Node::Exists(f) => t.value(row, *f).is_some(),
+        Node::Near(a, b, lat, lon, km) => match (t.value(row, *a), t.value(row, *b)) {
+            (Some(Val::Num(y)), Some(Val::Num(x))) => km_between(*lat, *lon, *y, *x) <= *km,
+            _ => false,
+        },
         Node::Not(x) => !eval(x, t, row),
         Node::And(v) => v.iter().all(|x| eval(x, t, row)),
         Node::Or(v) => v.iter().any(|x| eval(x, t, row)),
         Node::Never => false,
     }
+}
+
+/// Great-circle distance in km (haversine, mean Earth radius 6371.0088 km).
+pub(crate) fn km_between(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
+    let (p1, p2) = (lat1.to_radians(), lat2.to_radians());
+    let dp = p2 - p1;
+    let dl = (lon2 - lon1).to_radians();
+    let h = (dp / 2.0).sin().powi(2) + p1.cos() * p2.cos() * (dl / 2.0).sin().powi(2);
+    2.0 * 6371.0088 * h.sqrt().min(1.0).asin()
+}
+
+/// The rows whose latitude lies in the band a radius of `km` around `lat` can reach.
+fn latitude_band(t: &AttributeTable, f: u16, lat: f64, km: f64) -> Vec<Row> {
+    let d = km / 111.0 + 1e-9;
+    number_range(t, f, CmpOp::Ge, lat - d)
+        .iter()
+        .take_while(|(v, _)| *v <= lat + d)
+        .map(|p| p.1)
+        .collect()
 }
 
 fn bool_key(b: bool) -> &'static str {
@@ -962,6 +1019,7 @@ fn estimate(n: &Node, t: &AttributeTable) -> Option<usize> {
         Node::Cmp(..) => None,
         Node::In(f, ls) => Some(ls.iter().map(|l| eq(*f, l)).sum()),
         Node::Exists(f) => Some(t.present[*f as usize].len()),
+        Node::Near(a, _, lat, _, km) => Some(latitude_band(t, *a, *lat, *km).len()),
         Node::Never => Some(0),
         Node::Not(_) => None,
         Node::And(v) => v.iter().filter_map(|x| estimate(x, t)).min(),
@@ -992,6 +1050,7 @@ fn gather(n: &Node, t: &AttributeTable) -> Option<Vec<Row>> {
         Node::Cmp(..) | Node::Not(_) => None,
         Node::In(f, ls) => Some(ls.iter().flat_map(|l| eq(*f, l)).collect()),
         Node::Exists(f) => Some(t.present[*f as usize].clone()),
+        Node::Near(a, _, lat, _, km) => Some(latitude_band(t, *a, *lat, *km)),
         Node::Never => Some(Vec::new()),
         Node::And(v) => {
             let best = v

@@ -51,6 +51,7 @@ mod item;
 mod keys;
 mod keyword;
 mod lazy;
+pub mod photo;
 pub mod search;
 mod thumbnail;
 mod walk;

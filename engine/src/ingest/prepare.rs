@@ -135,6 +135,8 @@ struct ImageInput {
     input: Input,
     /// Pixel size from the header.
     size: Option<(u32, u32)>,
+    /// What the EXIF block says (date taken, camera, place).
+    photo: crate::photo::PhotoAttrs,
 }
 
 fn text_hash(text: &str) -> Hash {
@@ -162,12 +164,18 @@ impl Ctx<'_> {
             .with_guessed_format()
             .ok()
             .and_then(|r| r.into_dimensions().ok());
+        let photo = crate::photo::PhotoAttrs::read(&bytes);
         let input = if self.known.contains(&hash) {
             Input::Known(path.to_path_buf())
         } else {
             Input::Pixels(self.decode_bytes(&bytes, path)?)
         };
-        Ok(ImageInput { hash, input, size })
+        Ok(ImageInput {
+            hash,
+            input,
+            size,
+            photo,
+        })
     }
 
     /// Decodes and preprocesses image bytes.
@@ -223,17 +231,26 @@ impl Ctx<'_> {
     /// An image file: one item, one vector.
     fn prepare_image(&self, job: &FileJob) -> Result<PItem, FileProblem> {
         let (path_s, path_bytes) = path_strings(&job.path);
-        let ImageInput { hash, input, size } = self.image_input_sized(&job.path)?;
-        // Attributes of every image: its pixel size and the file's modification time (seconds
-        // since 1970, UTC), filterable and shown in tables.
+        let ImageInput {
+            hash,
+            input,
+            size,
+            photo,
+        } = self.image_input_sized(&job.path)?;
+        // Attributes of every image: its pixel size as shown (EXIF orientation applied), the
+        // file's modification time (seconds since 1970, UTC), and the photo attributes
+        // (`crate::photo`: taken, camera, make, lens, lat, lon), filterable and shown in tables.
         let mut metadata = serde_json::Map::new();
         if let Some((w, h)) = size {
+            let (w, h) = if photo.quarter_turn { (h, w) } else { (w, h) };
             metadata.insert("width".into(), w.into());
             metadata.insert("height".into(), h.into());
         }
-        if let Ok(secs) = i64::try_from(job.mtime_ns.div_euclid(1_000_000_000)) {
+        let mtime = i64::try_from(job.mtime_ns.div_euclid(1_000_000_000)).ok();
+        if let Some(secs) = mtime {
             metadata.insert("modified".into(), secs.into());
         }
+        photo.insert_into(&mut metadata, mtime);
         let id = vector_id(
             path_key("file:", &job.path, ""),
             Kind::Image,

@@ -1,0 +1,156 @@
+//! Photo attributes from EXIF (`datasets/photos/`, written by exiftool): read at ingest,
+//! filterable with `--where`, `--after`, `--before`, `--near`, sortable by `taken`.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use jsearch_tests::*;
+use serde_json::Value;
+
+fn photos() -> PathBuf {
+    repo_root().join("datasets/photos")
+}
+
+fn store() -> &'static (tempfile::TempDir, PathBuf) {
+    static DB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    DB.get_or_init(|| {
+        let dir = tempdir();
+        let db = dir.path().join("photos.jsearch");
+        let (s, _) = index(&db, &[&photos()], &[]);
+        assert_eq!(s["failed"], 0, "{s}");
+        (dir, db)
+    })
+}
+
+fn db() -> &'static Path {
+    &store().1
+}
+
+/// File names of every hit of a query with these extra arguments (no cut, all items).
+fn names(extra: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = query_json(db(), &[&["a photo", "-k", "50"], extra].concat())
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+fn meta_of(file: &str) -> Value {
+    query_json(db(), &["a photo", "-k", "50"])
+        .into_iter()
+        .find(|h| h["title"] == file)
+        .unwrap_or_else(|| panic!("{file} not indexed"))["metadata"]
+        .clone()
+}
+
+#[test]
+fn exif_attributes_are_read_at_ingest() {
+    let beach = meta_of("beach_2023.jpg");
+    assert_eq!(beach["taken"], "2023-07-15T10:00:00");
+    assert_eq!(beach["taken_from"], "exif");
+    assert_eq!(beach["camera"], "iPhone 15");
+    assert_eq!(beach["make"], "Apple");
+    assert!(
+        (beach["lat"].as_f64().unwrap() - 43.695).abs() < 1e-4,
+        "{beach}"
+    );
+    assert!(
+        (beach["lon"].as_f64().unwrap() - 7.265).abs() < 1e-4,
+        "{beach}"
+    );
+    let paris = meta_of("paris_2024.jpg");
+    assert_eq!(paris["lens"], "RF24-105mm F4 L IS USM");
+    assert_eq!(paris["camera"], "Canon EOS R5");
+    // Orientation 6: stored 160×100, shown (and recorded) 100×160.
+    let berlin = meta_of("berlin_2024.jpg");
+    assert_eq!(
+        (berlin["width"].as_u64(), berlin["height"].as_u64()),
+        (Some(100), Some(160))
+    );
+    // No EXIF: the file's time; a broken EXIF block: the image is still indexed, without it.
+    for f in ["no_exif.jpg", "broken_exif.jpg"] {
+        let m = meta_of(f);
+        assert_eq!(m["taken_from"], "file", "{f}: {m}");
+        assert!(m["taken"].as_str().unwrap().len() == 19, "{f}: {m}");
+        assert!(
+            m.get("camera").is_none() && m.get("lat").is_none(),
+            "{f}: {m}"
+        );
+    }
+}
+
+#[test]
+fn dates_cameras_and_places_filter_exactly() {
+    assert_eq!(
+        names(&[
+            "--where",
+            r#"taken >= "2024-06-01" AND camera = "iPhone 15""#
+        ]),
+        ["berlin_2024.jpg"]
+    );
+    assert_eq!(
+        names(&["--after", "2024-06-01", "--before", "2024-06-02"]),
+        ["paris_2024.jpg"]
+    );
+    assert_eq!(names(&["--before", "2024"]), ["beach_2023.jpg"]);
+    assert_eq!(
+        names(&[
+            "--after",
+            "2024",
+            "--before",
+            "2025",
+            "--where",
+            "make EXISTS"
+        ]),
+        ["berlin_2024.jpg", "paris_2024.jpg"]
+    );
+    // Great-circle radii: Paris–Nice 686 km, Paris–Berlin 878 km.
+    assert_eq!(names(&["--near", "48.8566,2.3522,10"]), ["paris_2024.jpg"]);
+    assert_eq!(
+        names(&["--near", "48.8566,2.3522,700"]),
+        ["beach_2023.jpg", "paris_2024.jpg"]
+    );
+    assert_eq!(
+        names(&["--near", "48.8566,2.3522,900"]),
+        ["beach_2023.jpg", "berlin_2024.jpg", "paris_2024.jpg"]
+    );
+    assert!(names(&["--near", "-33.86,151.21"]).is_empty());
+    // Sorted by the date taken.
+    let sorted: Vec<String> = query_json(
+        db(),
+        &[
+            "a photo",
+            "-k",
+            "50",
+            "--where",
+            "taken_from = \"exif\"",
+            "--sort",
+            "taken",
+        ],
+    )
+    .iter()
+    .map(|h| h["title"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(
+        sorted,
+        ["beach_2023.jpg", "paris_2024.jpg", "berlin_2024.jpg"]
+    );
+}
+
+#[test]
+fn bad_dates_and_places_are_usage_errors() {
+    for args in [
+        ["--after", "last summer"],
+        ["--before", "2024-13-01"],
+        ["--near", "48.85"],
+        ["--near", "95,2,10"],
+    ] {
+        let mut c = jsearch(db());
+        c.args(["query", "a photo"]).args(args);
+        let out = run(c, false);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
+}

@@ -224,6 +224,9 @@ enum Command {
     Stats(StatsArgs),
     /// Print embeddings of texts and images as JSON lines.
     Embed(embed::EmbedArgs),
+    /// Duplicate photos in the store: exact copies (the same bytes) and near-duplicates
+    /// (re-encoded, resized, lightly edited, burst shots), optionally only under PATHs.
+    Dupes(DupesArgs),
     /// Serve the store over HTTP: a JSON API and a web page (read-only; the model stays loaded;
     /// `index` may write meanwhile, each request sees the last commit). Stop with Ctrl-C.
     Serve(ServeArgs),
@@ -270,6 +273,20 @@ struct ServeArgs {
     max_body_mb: u64,
     #[command(flatten)]
     model: ModelArgs,
+}
+
+#[derive(Debug, Args)]
+struct DupesArgs {
+    /// Only images under these files or folders [default: every image in the store].
+    #[arg(value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// Cosine at or above which two images are near-duplicates (0-1; higher: only closer
+    /// copies).
+    #[arg(long, default_value_t = jsearch::DEFAULT_NEAR_THRESHOLD, value_name = "COSINE", value_parser = unit_interval)]
+    threshold: f32,
+    /// One JSON document: {"exact": [[{path, cosine, metadata}, …], …], "near": […], "threshold"}.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -805,6 +822,49 @@ fn similar(cli: &Cli, a: &SimilarArgs) -> Result<Status> {
     Ok(Status::of_hits(!r.hits.is_empty()))
 }
 
+/// `jsearch dupes`: exit 1 when there is none.
+fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Status> {
+    let engine = open_engine(cli, None)?;
+    let d = engine
+        .duplicates(&jsearch::DupesOptions {
+            threshold: a.threshold,
+            paths: a.paths.clone(),
+        })
+        .context("dupes")?;
+    let found = !(d.exact.is_empty() && d.near.is_empty());
+    if a.json {
+        println!("{}", serde_json::to_string(&d)?);
+        return Ok(Status::of_hits(found));
+    }
+    let show = |p: &str| output::printable(&output::shown_path(p)).into_owned();
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "exact duplicates (the same bytes): {} group(s)",
+        d.exact.len()
+    )?;
+    for g in &d.exact {
+        for it in g {
+            writeln!(out, "  {}", show(&it.path))?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(
+        out,
+        "near-duplicates (cosine >= {}): {} group(s)",
+        d.threshold,
+        d.near.len()
+    )?;
+    for g in &d.near {
+        for it in g {
+            writeln!(out, "  {:.4}  {}", it.cosine, show(&it.path))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(Status::of_hits(found))
+}
+
 /// `jsearch serve`: until Ctrl-C or SIGTERM.
 fn serve(cli: &Cli, a: &ServeArgs) -> Result<Status> {
     let engine = std::sync::Arc::new(open_engine(cli, Some(&a.model))?);
@@ -917,6 +977,7 @@ fn main() -> ExitCode {
         Command::Similar(a) => similar(&cli, a),
         Command::Rm(a) => rm(&cli, a),
         Command::Serve(a) => serve(&cli, a),
+        Command::Dupes(a) => dupes(&cli, a),
         Command::Stats(a) => stats(&cli, a),
         Command::Check(a) => check(&cli, a),
         Command::Repair(a) => repair(&cli, a),

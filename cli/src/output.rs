@@ -59,7 +59,7 @@ fn cut_start(s: &str, max: usize) -> String {
 
 /// A path as shown: relative to the current folder when inside it (and the current folder is
 /// not the root), else absolute, so that the same file reads the same from anywhere.
-fn shown_path(p: &str) -> String {
+pub fn shown_path(p: &str) -> String {
     if let Ok(cwd) = std::env::current_dir() {
         if cwd.parent().is_some() {
             if let Ok(rel) = std::path::Path::new(p).strip_prefix(&cwd) {

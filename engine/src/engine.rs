@@ -696,6 +696,13 @@ impl Engine {
         crate::thumbnail::make(&file, max_side).map(Some)
     }
 
+    /// Groups of duplicate images in the store: byte-identical copies, and near-duplicates
+    /// (image vectors at least `opts.threshold` apart by cosine; found with the ANN graph, a
+    /// few neighbours per image, not all pairs). See [`crate::Duplicates`].
+    pub fn duplicates(&self, opts: &crate::DupesOptions) -> Result<crate::Duplicates> {
+        crate::dupes::find(self.store()?, opts)
+    }
+
     /// The fields of the store's items (built-in `kind`, `path`, `id`, `title`, then the catalogs'
     /// and the images' attributes), with their types and counts: what filters, facets and
     /// sorting can name.

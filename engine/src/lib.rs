@@ -41,6 +41,7 @@ pub mod auto_precision;
 mod catalog;
 mod chunk;
 mod device;
+mod dupes;
 mod engine;
 mod error;
 pub mod filter;
@@ -66,6 +67,7 @@ pub fn cpu_tier() -> CpuTier {
 pub use attrs::{AttrType, Facet, FieldInfo};
 pub use catalog::Record;
 pub use device::{cuda_compiled, DeviceChoice, Precision, ResolvedDevice};
+pub use dupes::{DupeItem, DupesOptions, Duplicates, DEFAULT_NEAR_THRESHOLD};
 pub use engine::{default_db_path, Embeddings, Engine, OpenOptions, Stats, DEFAULT_DB_NAME};
 pub use error::{Error, ErrorClass, ModelMismatch, Result};
 pub use filter::{CmpOp, Filter, Literal};

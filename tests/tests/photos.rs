@@ -154,3 +154,100 @@ fn bad_dates_and_places_are_usage_errors() {
         assert!(err.contains(args[0]), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn duplicates_and_near_duplicates_are_grouped() {
+    let dir = tempdir();
+    let pics = dir.path().join("pics");
+    std::fs::create_dir_all(&pics).unwrap();
+    let src = toy_corpus().join("images/img_027.jpg");
+    std::fs::copy(&src, pics.join("orig.jpg")).unwrap();
+    std::fs::copy(&src, pics.join("copy.jpg")).unwrap();
+    let img = image::open(&src).unwrap().to_rgb8();
+    // Re-encoded at a lower quality, and a half-size copy: near-duplicates.
+    let mut reenc = std::io::Cursor::new(Vec::new());
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut reenc, 50)
+        .encode_image(&img)
+        .unwrap();
+    std::fs::write(pics.join("reencoded.jpg"), reenc.into_inner()).unwrap();
+    image::imageops::resize(
+        &img,
+        img.width() / 2,
+        img.height() / 2,
+        image::imageops::FilterType::Triangle,
+    )
+    .save(pics.join("half.png"))
+    .unwrap();
+    // Two other pictures, one of the same kind (a red circle): not duplicates.
+    std::fs::copy(
+        toy_corpus().join("images/img_088.jpg"),
+        pics.join("other_circle.jpg"),
+    )
+    .unwrap();
+    std::fs::copy(
+        toy_corpus().join("images/img_001.png"),
+        pics.join("triangle.png"),
+    )
+    .unwrap();
+    let db = dir.path().join("d.jsearch");
+    index(&db, &[&pics], &[]);
+    let dupes = |extra: &[&str]| -> Value {
+        let mut c = jsearch(&db);
+        c.args(["dupes", "--json"]).args(extra);
+        let out = run(c, false);
+        // 0: groups found, 1: none.
+        assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let names = |groups: &Value| -> Vec<Vec<String>> {
+        groups
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                g.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        Path::new(i["path"].as_str().unwrap())
+                            .file_name()
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned()
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let d = dupes(&[]);
+    assert_eq!(names(&d["exact"]), [["copy.jpg", "orig.jpg"]], "{d}");
+    assert_eq!(
+        names(&d["near"]),
+        [["copy.jpg", "half.png", "orig.jpg", "reencoded.jpg"]],
+        "{d}"
+    );
+    for it in d["near"][0].as_array().unwrap() {
+        assert!(it["cosine"].as_f64().unwrap() >= 0.97, "{it}");
+    }
+    // A threshold of 1 keeps only what is identical in vector (the copies, the resize at most).
+    let strict = dupes(&["--threshold", "1"]);
+    assert!(
+        names(&strict["near"])
+            .iter()
+            .all(|g| !g.contains(&"reencoded.jpg".to_string())),
+        "{strict}"
+    );
+    // Only under a path: the copy outside it does not pair.
+    let only = dupes(&[
+        pics.join("orig.jpg").to_str().unwrap(),
+        pics.join("triangle.png").to_str().unwrap(),
+    ]);
+    assert!(
+        names(&only["exact"]).is_empty() && names(&only["near"]).is_empty(),
+        "{only}"
+    );
+    // Nothing found: exit status 1.
+    let mut c = jsearch(&db);
+    c.args(["dupes", pics.join("triangle.png").to_str().unwrap()]);
+    assert_eq!(run(c, false).status.code(), Some(1));
+}

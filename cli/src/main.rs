@@ -427,6 +427,14 @@ struct QueryArgs {
     /// Weight of the image when combined with a text (0..1; the text gets the rest).
     #[arg(long, default_value_t = 0.5, value_name = "W", value_parser = unit_interval)]
     image_weight: f32,
+    /// Query arithmetic: add a text or an image file to the query ("more of this"), repeatable;
+    /// `W:ITEM` weighs it (default 1), e.g. --plus 0.5:sunset --plus ref.jpg. Images named
+    /// here are left out of the results.
+    #[arg(long, value_name = "[W:]TEXT|FILE", value_parser = parse_adjust)]
+    plus: Vec<(f32, String)>,
+    /// Query arithmetic: take a text or an image away ("less of this"), e.g. --minus people.
+    #[arg(long, value_name = "[W:]TEXT|FILE", value_parser = parse_adjust)]
+    minus: Vec<(f32, String)>,
     /// Run many text queries from a file (- for stdin): one per line, plain text or JSON with
     /// "text" (and "id"). Hits of each query are printed in turn; with --json each carries a
     /// "query" field.
@@ -584,6 +592,28 @@ fn build_query(mut q: Query, f: &FilterArgs, default_min_score: Option<f32>) -> 
         });
     }
     Ok(q)
+}
+
+/// clap value parser of `--plus`/`--minus`: `[W:]ITEM` (a weight only when the prefix is a
+/// positive number, so `a:b.jpg` stays a name).
+fn parse_adjust(s: &str) -> std::result::Result<(f32, String), String> {
+    if let Some((w, rest)) = s.split_once(':') {
+        if let Ok(w) = w.trim().parse::<f32>() {
+            if !(w.is_finite() && w > 0.0) {
+                return Err(format!(
+                    "{s:?}: the weight before ':' must be a positive number"
+                ));
+            }
+            if rest.trim().is_empty() {
+                return Err(format!("{s:?}: nothing after the weight"));
+            }
+            return Ok((w, rest.to_string()));
+        }
+    }
+    if s.trim().is_empty() {
+        return Err("empty term".into());
+    }
+    Ok((1.0, s.to_string()))
 }
 
 /// clap value parser of `--near LAT,LON[,KM]`.
@@ -789,10 +819,34 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
     let mut timings = Timings::new(cli.verbose);
     let engine = timings.time("open", || open_engine(cli, Some(&a.model)))?;
     log_device(&engine, cli.verbose)?;
+    let adjust_term = |sign: f32, (w, item): &(f32, String)| {
+        // An existing image file is an image; anything else is text.
+        let path = PathBuf::from(item);
+        let part = if path.is_file()
+            && jsearch::IMAGE_EXTENSIONS.iter().any(|e| {
+                path.extension()
+                    .is_some_and(|x| x.to_string_lossy().eq_ignore_ascii_case(e))
+            }) {
+            jsearch::AdjustPart::Image(path)
+        } else {
+            jsearch::AdjustPart::Text(item.clone())
+        };
+        jsearch::Adjust {
+            part,
+            weight: sign * w,
+        }
+    };
+    let adjust = a
+        .plus
+        .iter()
+        .map(|t| adjust_term(1.0, t))
+        .chain(a.minus.iter().map(|t| adjust_term(-1.0, t)))
+        .collect();
     let q = Query {
         text,
         image: a.image.clone(),
         image_weight: a.image_weight,
+        adjust,
         ..Query::default()
     };
     let q = build_query(q, &a.filter, Some(DEFAULT_MIN_SCORE))?;

@@ -75,7 +75,7 @@ pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};
 pub use integrity::{CheckSummary, RepairSummary};
 pub use item::{ItemMeta, Kind, Modality};
 pub use jsearch_base::{normalize, truncate_normalize};
-pub use search::{Fusion, Query, SearchHit, SearchMode, SearchResult, SortBy};
+pub use search::{Adjust, AdjustPart, Fusion, Query, SearchHit, SearchMode, SearchResult, SortBy};
 pub use thumbnail::MAX_THUMBNAIL_SIDE;
 pub use walk::{CATALOG_EXTENSIONS, IMAGE_EXTENSIONS, TEXT_EXTENSIONS};
 

@@ -251,3 +251,61 @@ fn duplicates_and_near_duplicates_are_grouped() {
     c.args(["dupes", pics.join("triangle.png").to_str().unwrap()]);
     assert_eq!(run(c, false).status.code(), Some(1));
 }
+
+/// Colours of each corpus image's objects, by file name.
+fn colours() -> std::collections::HashMap<String, Vec<String>> {
+    read_jsonl(&toy_corpus().join("labels.jsonl"))
+        .into_iter()
+        .map(|l| {
+            let name = Path::new(l["image"].as_str().unwrap())
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let cs = l["objects"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o[0].as_str().unwrap().to_string())
+                .collect();
+            (name, cs)
+        })
+        .collect()
+}
+
+#[test]
+fn query_arithmetic_adds_and_takes_away() {
+    let dir = tempdir();
+    let db = dir.path().join("shapes.jsearch");
+    index(&db, &[&toy_corpus().join("images")], &[]);
+    let colours = colours();
+    let top = |extra: &[&str]| -> Vec<String> {
+        query_json(
+            &db,
+            &[&["a red circle", "-k", "3", "--type", "image"], extra].concat(),
+        )
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_string())
+        .collect()
+    };
+    let has = |names: &[String], c: &str| names.iter().all(|n| colours[n].iter().any(|x| x == c));
+    let plain = top(&[]);
+    assert!(has(&plain, "red"), "{plain:?}");
+    // "a red circle" - "red" + "blue": blue things.
+    let blue = top(&["--minus", "red", "--plus", "blue"]);
+    assert!(has(&blue, "blue") && !has(&blue, "red"), "{blue:?}");
+    // A weight: a small push does not change the top hit's colour, a large one does.
+    let small = top(&["--minus", "0.05:red", "--plus", "0.05:blue"]);
+    assert!(colours[&small[0]].iter().any(|c| c == "red"), "{small:?}");
+    // An image term: its colour comes in, and the image itself is left out.
+    let white = toy_corpus().join("images/img_001.png"); // a white triangle
+    let got = top(&["--plus", white.to_str().unwrap(), "--minus", "red"]);
+    assert!(!got.contains(&"img_001.png".to_string()), "{got:?}");
+    assert!(has(&got, "white"), "{got:?}");
+    // Bad terms are usage errors.
+    for bad in ["0:red", "-1:red", "2:"] {
+        let mut c = jsearch(&db);
+        c.args(["query", "x", "--plus", bad]);
+        assert_eq!(run(c, false).status.code(), Some(2), "{bad}");
+    }
+}

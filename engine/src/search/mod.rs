@@ -96,10 +96,32 @@ pub struct Query {
     pub offset: usize,
     /// Order the relevant hits by a field instead of by score.
     pub sort: Option<SortBy>,
+    /// Query arithmetic: texts and images added to (positive weight) or taken from (negative)
+    /// the query's vectors before the search, as rclip's `--add`/`--subtract`
+    /// (`"beach" + img.jpg - "people"`). The images named here are left out of the results.
+    pub adjust: Vec<Adjust>,
     /// Keep the query image's own item and its twins (items of the same content: byte-identical
     /// copies, the catalog record of the same image) in the results of an image query or
     /// [`crate::Engine::similar`]. Default `false`: they are left out.
     pub include_self: bool,
+}
+
+/// One term of query arithmetic ([`Query::adjust`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adjust {
+    /// A text (embedded as a query) or an image file.
+    pub part: AdjustPart,
+    /// Its weight: positive adds, negative subtracts (1 and -1 for a plain `+` / `-`).
+    pub weight: f32,
+}
+
+/// What an [`Adjust`] term holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AdjustPart {
+    /// A text, any language.
+    Text(String),
+    /// An image file.
+    Image(PathBuf),
 }
 
 /// Which sides of the index a query uses.
@@ -237,6 +259,7 @@ impl Default for Query {
             offset: 0,
             sort: None,
             include_self: false,
+            adjust: Vec::new(),
         }
     }
 }
@@ -426,16 +449,34 @@ fn modalities_for(kinds: &HashSet<Kind>) -> Vec<Modality> {
 pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     let text = q.text.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let has_image = q.image.is_some() || q.image_bytes.is_some();
-    let towers = match (text.is_some(), has_image) {
+    if text.is_none() && !has_image {
+        return Err(Error::InvalidArgument(
+            "empty query: give a text, an image, or both".into(),
+        ));
+    }
+    let adjust_text = q
+        .adjust
+        .iter()
+        .any(|a| matches!(a.part, AdjustPart::Text(_)));
+    let adjust_image = q
+        .adjust
+        .iter()
+        .any(|a| matches!(a.part, AdjustPart::Image(_)));
+    let towers = match (text.is_some() || adjust_text, has_image || adjust_image) {
         (true, true) => Towers::Both,
         (true, false) => Towers::Text,
-        (false, true) => Towers::Vision,
-        (false, false) => {
-            return Err(Error::InvalidArgument(
-                "empty query: give a text, an image, or both".into(),
-            ))
-        }
+        _ => Towers::Vision,
     };
+    if let Some(a) = q
+        .adjust
+        .iter()
+        .find(|a| !a.weight.is_finite() || a.weight == 0.0)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "query arithmetic: weight {} of {:?} must be a non-zero number",
+            a.weight, a.part
+        )));
+    }
     if !(q.keyword_weight.is_finite() && q.keyword_weight >= 0.0) {
         return Err(Error::InvalidArgument(format!(
             "keyword weight must be 0 or more, got {}",
@@ -505,6 +546,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
             modality: Modality::Image,
         });
     }
+    apply_adjustments(&model, store, q, &mut queries, &mut exclude)?;
     let samples = engine.calibration(store)?;
     // The background queries (embedded once per process) only serve a text query's cosines
     // to stored texts: not asked for when the store holds none or the query excludes them.
@@ -689,6 +731,52 @@ fn similar_to_owned(
         background: None,
     };
     rank::run(engine, store, &scoring, &queries, None, &q, &exclude).map(Some)
+}
+
+/// Query arithmetic: each term's normalised embedding times its weight is added to every query
+/// vector, which is then normalised again (rclip's way). The term images and their twins are
+/// left out of the results (unless [`Query::include_self`]).
+fn apply_adjustments(
+    model: &ClipModel,
+    store: &Store,
+    q: &Query,
+    queries: &mut [QueryVector],
+    exclude: &mut HashSet<u64>,
+) -> Result<()> {
+    if q.adjust.is_empty() {
+        return Ok(());
+    }
+    let mut delta: Option<Vec<f32>> = None;
+    for a in &q.adjust {
+        let v = match &a.part {
+            AdjustPart::Text(t) => model
+                .encode_texts(&[t.as_str()], TextRole::Query)?
+                .pop()
+                .ok_or_else(|| Error::Internal("no text embedding".into()))?,
+            AdjustPart::Image(path) => {
+                let bytes = crate::fsread::read_image_arg(path)?;
+                if !q.include_self {
+                    exclude.extend(twins(store, &[keys::content_hash(&bytes)])?);
+                    exclude.extend(
+                        owned_by(store, &walk::absolute_lenient(path))?
+                            .into_iter()
+                            .flat_map(|(id, _)| [id, item::sibling(id)]),
+                    );
+                }
+                embed_image(model, &bytes, path)?
+            }
+        };
+        let v = normalized(v);
+        let d = delta.get_or_insert_with(|| vec![0.0; v.len()]);
+        d.iter_mut().zip(&v).for_each(|(d, x)| *d += a.weight * x);
+    }
+    if let Some(d) = delta {
+        for qv in queries.iter_mut() {
+            let sum: Vec<f32> = qv.v.iter().zip(&d).map(|(a, b)| a + b).collect();
+            qv.v = normalized(sum);
+        }
+    }
+    Ok(())
 }
 
 /// The embedding of a query image's bytes (EXIF orientation applied, as at indexing).

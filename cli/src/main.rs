@@ -8,6 +8,7 @@
 
 mod embed;
 mod output;
+mod preview;
 mod progress;
 mod style;
 
@@ -427,6 +428,10 @@ struct QueryArgs {
     /// Weight of the image when combined with a text (0..1; the text gets the rest).
     #[arg(long, default_value_t = 0.5, value_name = "W", value_parser = unit_interval)]
     image_weight: f32,
+    /// Show each hit's picture under its row: auto (the terminal's protocol; nothing into a
+    /// pipe), kitty, iterm, sixel, blocks (half blocks, any colour terminal), none.
+    #[arg(long, value_name = "HOW", num_args = 0..=1, default_missing_value = "auto", value_enum)]
+    preview: Option<preview::Protocol>,
     /// Query arithmetic: add a text or an image file to the query ("more of this"), repeatable;
     /// `W:ITEM` weighs it (default 1), e.g. --plus 0.5:sunset --plus ref.jpg. Images named
     /// here are left out of the results.
@@ -647,7 +652,28 @@ fn output_options(cli: &Cli, f: &FilterArgs) -> output::Options {
         paths: f.paths,
         verbose: cli.verbose,
         columns: f.columns.clone(),
+        previews: Default::default(),
     }
+}
+
+/// `--preview`: each hit's picture (image, or a product's image) rendered for the terminal.
+fn previews(
+    engine: &Engine,
+    hits: &[jsearch::SearchHit],
+    how: Option<preview::Protocol>,
+    opts: &output::Options,
+) -> std::collections::HashMap<u64, String> {
+    let protocol = how.map_or(preview::Protocol::None, preview::Protocol::resolve);
+    if protocol == preview::Protocol::None || opts.json || opts.paths {
+        return Default::default();
+    }
+    hits.iter()
+        .filter_map(|h| {
+            // A picture that cannot be read now (moved, damaged) just has no preview.
+            let jpeg = engine.thumbnail(h.key, 256).ok()??;
+            Some((h.key, preview::render(protocol, &jpeg)?))
+        })
+        .collect()
 }
 
 /// Largest query read from stdin (`query -`).
@@ -853,7 +879,8 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
     let r = timings
         .time("search (with model load)", || engine.search(&q))
         .context("query failed")?;
-    let opts = output_options(cli, &a.filter);
+    let mut opts = output_options(cli, &a.filter);
+    opts.previews = previews(&engine, &r.hits, a.preview, &opts);
     output::print_hits(&r.hits, &opts)?;
     output::print_facets(&r.facets, a.filter.json, None)?;
     timings.report();

@@ -98,6 +98,8 @@ pub struct Options {
     pub verbose: bool,
     /// Product attributes to show (empty: chosen from the hits).
     pub columns: Vec<String>,
+    /// Pictures drawn under table rows (`--preview`), by item key.
+    pub previews: std::collections::HashMap<u64, String>,
 }
 
 /// Prints hits as JSON lines, paths or a table.
@@ -363,6 +365,9 @@ fn print_table(out: &mut impl Write, hits: &[SearchHit], opts: &Options) -> Resu
             h.kind.as_str(),
             cut_start(&d, room)
         )?;
+        if let Some(p) = opts.previews.get(&h.key) {
+            write!(out, "{p}")?;
+        }
     }
     Ok(())
 }

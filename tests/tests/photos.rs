@@ -309,3 +309,44 @@ fn query_arithmetic_adds_and_takes_away() {
         assert_eq!(run(c, false).status.code(), Some(2), "{bad}");
     }
 }
+
+#[test]
+fn previews_for_each_protocol_and_none_into_a_pipe() {
+    let out = |extra: &[&str]| -> String {
+        let mut c = jsearch(db());
+        c.args([
+            "-q", "query", "a photo", "-k", "2", "--all", "--type", "image",
+        ])
+        .args(extra)
+        .env_remove("KITTY_WINDOW_ID")
+        .env_remove("TERM_PROGRAM");
+        String::from_utf8(run(c, true).stdout).unwrap()
+    };
+    let plain = out(&[]);
+    // Into a pipe, auto draws nothing: the same bytes as without --preview.
+    assert_eq!(out(&["--preview"]), plain);
+    assert_eq!(out(&["--preview", "none"]), plain);
+    let kitty = out(&["--preview", "kitty"]);
+    assert!(
+        kitty.contains("\x1b_Ga=T,f=100,") && kitty.contains("\x1b\\"),
+        "kitty"
+    );
+    // Each preview follows its row: two rows, two pictures.
+    assert_eq!(kitty.matches("\x1b_Ga=T").count(), 2);
+    let iterm = out(&["--preview", "iterm"]);
+    assert_eq!(iterm.matches("\x1b]1337;File=inline=1;").count(), 2);
+    // The inline image is the thumbnail JPEG.
+    let b64 = iterm.split("preserveAspectRatio=1:").nth(1).unwrap();
+    let b64 = &b64[..b64.find('\x07').unwrap()];
+    let jpeg = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+    let img = image::load_from_memory(&jpeg).unwrap();
+    assert!(img.width().max(img.height()) <= 256);
+    let sixel = out(&["--preview", "sixel"]);
+    assert_eq!(sixel.matches("\x1bPq").count(), 2);
+    assert!(sixel.contains("#0;2;0;0;0") && sixel.contains('-'), "sixel");
+    let blocks = out(&["--preview", "blocks"]);
+    assert!(blocks.contains('▀') && blocks.contains("\x1b[38;2;") && blocks.contains("\x1b[0m"));
+    // JSON stays JSON.
+    let json = out(&["--preview", "kitty", "--json"]);
+    assert!(!json.contains('\x1b'));
+}

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: formatting, lints, unit, parity and end-to-end tests.
 # Needs a Rust toolchain (cargo); everything the tests read ships in datasets/. Installs Debian's
-# chromium when missing (the web page's browser tests).
+# chromium and libheif1 when missing (scripts/ensure-system-packages.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
-./scripts/ensure-chromium.sh
+./scripts/ensure-system-packages.sh
 cargo fmt --all -- --check
 # trap-tests: the encoders' deliberate deviations from the reference, which only the trap tests
 # turn on (encoders/tests/traps.rs); normal builds compile them out.

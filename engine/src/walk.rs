@@ -10,7 +10,9 @@ use ignore::WalkBuilder;
 use crate::error::{Error, Result};
 
 /// Image file extensions the encoders decode.
-pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"];
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "heic", "heif", "hif", "avif",
+];
 /// Text file extensions indexed as passages.
 pub const TEXT_EXTENSIONS: &[&str] = &["txt", "md", "markdown"];
 /// Catalog file extensions.

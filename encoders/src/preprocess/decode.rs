@@ -35,6 +35,14 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
     if bytes.is_empty() {
         return Err(err("empty file (0 bytes)".into()));
     }
+    if super::heif::is_heif(bytes) {
+        // libheif applies the file's own rotation (irot/imir); EXIF orientation in a HEIF file
+        // is informational and must not be applied again.
+        let by_limit = opts.max_megapixels.map(|m| (m * 1e6) as u64);
+        let by_memory = (MAX_DECODED_BYTES / 3) as u64;
+        let max = by_limit.map_or(by_memory, |m| m.min(by_memory));
+        return super::heif::decode(bytes, Some(max)).map_err(err);
+    }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| err(format!("cannot read: {e}")))?;
@@ -43,7 +51,7 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
         // The message never quotes the bytes: a file named as an image may hold anything.
         None => {
             return Err(err(format!(
-                "unrecognised image format (not JPEG, PNG, WebP, GIF, BMP or TIFF; {} bytes)",
+                "unrecognised image format (not JPEG, PNG, WebP, GIF, BMP, TIFF or HEIF; {} bytes)",
                 bytes.len()
             )));
         }

@@ -26,6 +26,7 @@
 //!   and 12-bit JPEGs fall back to `zune-jpeg` (through `image`).
 
 mod decode;
+pub mod heif;
 mod resize;
 
 use std::path::Path;

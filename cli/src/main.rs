@@ -303,6 +303,10 @@ struct IndexArgs {
     /// folder because they are gone or excluded; without it such a run stops and changes nothing.
     #[arg(long, visible_alias = "yes")]
     prune: bool,
+    /// Index camera RAW files (.CR2, .NEF, .DNG, …) also when a processed image of the same
+    /// name is beside them (by default only the processed one is indexed).
+    #[arg(long)]
+    raw_siblings: bool,
     /// Image paths in catalogs must lie inside this folder [default: each catalog's own folder].
     #[arg(long, value_name = "DIR")]
     catalog_root: Option<PathBuf>,
@@ -708,6 +712,7 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
     let opts = IndexOptions {
         excludes: a.exclude.clone(),
         prune: a.prune,
+        raw_siblings: a.raw_siblings,
         max_megapixels: Some(a.max_megapixels),
         max_image_bytes: a.max_image_mb << 20,
         max_text_bytes: a.max_text_mb << 20,

@@ -36,10 +36,13 @@ impl FileKind {
     }
 }
 
-/// Classifies a path by its extension (case-insensitive).
+/// Classifies a path by its extension (case-insensitive). Camera RAW files
+/// ([`crate::enc::preprocess::raw::RAW_EXTENSIONS`]) are images.
 pub(crate) fn classify(path: &Path) -> Option<FileKind> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    if IMAGE_EXTENSIONS.contains(&ext.as_str()) {
+    if IMAGE_EXTENSIONS.contains(&ext.as_str())
+        || crate::enc::preprocess::raw::RAW_EXTENSIONS.contains(&ext.as_str())
+    {
         Some(FileKind::Image)
     } else if TEXT_EXTENSIONS.contains(&ext.as_str()) {
         Some(FileKind::Text)
@@ -48,6 +51,24 @@ pub(crate) fn classify(path: &Path) -> Option<FileKind> {
     } else {
         None
     }
+}
+
+/// Drops the camera RAW files that have a processed image of the same name (case aside) in the
+/// same folder among `found` (`IMG_1.CR2` beside `IMG_1.JPG` or `IMG_1.HEIC`).
+pub(crate) fn drop_raw_with_siblings(found: &mut Vec<Found>) {
+    use crate::enc::preprocess::raw::is_raw_path;
+    let key = |p: &Path| {
+        (
+            p.parent().map(Path::to_path_buf),
+            p.file_stem().map(|s| s.to_string_lossy().to_lowercase()),
+        )
+    };
+    let processed: std::collections::HashSet<_> = found
+        .iter()
+        .filter(|f| f.kind == FileKind::Image && !is_raw_path(&f.path))
+        .map(|f| key(&f.path))
+        .collect();
+    found.retain(|f| !(is_raw_path(&f.path) && processed.contains(&key(&f.path))));
 }
 
 /// A file found by the walk.

@@ -352,19 +352,24 @@ fn previews_for_each_protocol_and_none_into_a_pipe() {
 }
 
 #[test]
-fn heic_and_avif_are_decoded_and_carry_their_exif() {
+fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
     let formats = repo_root().join("datasets/photo-formats");
     let dir = tempdir();
     let db = dir.path().join("f.jsearch");
     let (s, stderr) = index(&db, &[&formats], &[]);
-    // The truncated HEIC is skipped, named, and nothing else is lost.
+    // The truncated HEIC and the RAW without a preview are skipped, named, and nothing else is
+    // lost.
     assert_eq!(
         (s["indexed"].as_u64(), s["failed"].as_u64()),
-        (Some(2), Some(1)),
-        "{s}"
+        (Some(4), Some(2)),
+        "{s} (three pictures and the folder's README)"
     );
     assert!(stderr.contains("broken.heic"), "{stderr}");
-    let hits = query_json(&db, &["a photo", "-k", "10"]);
+    assert!(
+        stderr.contains("no_preview.nef") && stderr.contains("preview"),
+        "{stderr}"
+    );
+    let hits = query_json(&db, &["a photo", "-k", "10", "--type", "image"]);
     let meta = |f: &str| {
         hits.iter()
             .find(|h| h["title"] == f)
@@ -374,6 +379,15 @@ fn heic_and_avif_are_decoded_and_carry_their_exif() {
     assert_eq!(meta("berlin_2024.heic")["taken"], "2024-12-24T18:00:00");
     assert_eq!(meta("berlin_2024.heic")["camera"], "iPhone 15");
     assert_eq!(meta("paris_2024.avif")["camera"], "Canon EOS R5");
+    // The DNG (named apart from paris_2024.avif: a RAW beside a processed image of the same
+    // name is skipped): its largest embedded preview (160 px, beside a 40 px thumbnail), its EXIF.
+    let dng = meta("louvre_2024.dng");
+    assert_eq!(dng["taken"], "2024-06-01T14:30:05");
+    assert_eq!(dng["camera"], "Canon EOS R5");
+    assert!(
+        (dng["lat"].as_f64().unwrap() - 48.8584).abs() < 1e-4,
+        "{dng}"
+    );
     // Each embedded within 0.99 cosine of the JPEG it was encoded from (lossy re-encoding;
     // measured 0.998 HEIC, 0.99999 AVIF on the toy model).
     let mut c = jsearch(&db);
@@ -383,6 +397,7 @@ fn heic_and_avif_are_decoded_and_carry_their_exif() {
         formats.join("berlin_2024.heic"),
         photos().join("paris_2024.jpg"),
         formats.join("paris_2024.avif"),
+        formats.join("louvre_2024.dng"),
     ] {
         c.arg("--image").arg(f);
     }
@@ -404,4 +419,33 @@ fn heic_and_avif_are_decoded_and_carry_their_exif() {
     };
     assert!(cos(&e[0], &e[1]) >= 0.99, "HEIC {}", cos(&e[0], &e[1]));
     assert!(cos(&e[2], &e[3]) >= 0.99, "AVIF {}", cos(&e[2], &e[3]));
+    assert!(cos(&e[2], &e[4]) >= 0.99, "DNG {}", cos(&e[2], &e[4]));
+}
+
+#[test]
+fn a_raw_beside_its_jpeg_is_skipped_unless_asked() {
+    let dir = tempdir();
+    let pics = dir.path().join("card");
+    std::fs::create_dir_all(&pics).unwrap();
+    let formats = repo_root().join("datasets/photo-formats");
+    std::fs::copy(formats.join("louvre_2024.dng"), pics.join("IMG_0001.DNG")).unwrap();
+    std::fs::copy(photos().join("paris_2024.jpg"), pics.join("IMG_0001.jpg")).unwrap();
+    std::fs::copy(formats.join("louvre_2024.dng"), pics.join("IMG_0002.dng")).unwrap();
+    let titles = |db: &Path| -> Vec<String> {
+        let mut t: Vec<String> = query_json(db, &["a photo", "-k", "10"])
+            .iter()
+            .map(|h| h["title"].as_str().unwrap().to_string())
+            .collect();
+        t.sort();
+        t
+    };
+    let db = dir.path().join("a.jsearch");
+    index(&db, &[&pics], &[]);
+    assert_eq!(titles(&db), ["IMG_0001.jpg", "IMG_0002.dng"]);
+    let both = dir.path().join("b.jsearch");
+    index(&both, &[&pics], &["--raw-siblings"]);
+    assert_eq!(
+        titles(&both),
+        ["IMG_0001.DNG", "IMG_0001.jpg", "IMG_0002.dng"]
+    );
 }

@@ -35,6 +35,35 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
     if bytes.is_empty() {
         return Err(err("empty file (0 bytes)".into()));
     }
+    if super::raw::is_raw_path(name) {
+        let preview = super::raw::largest_preview(bytes).ok_or_else(|| {
+            err(
+                "camera RAW without an embedded JPEG preview (decoding sensor data is not \
+                 built in; index the camera's JPEG instead)"
+                    .into(),
+            )
+        })?;
+        // The preview JPEG rarely carries an orientation: the RAW container's applies.
+        let inner = DecodeOptions {
+            apply_exif_orientation: false,
+            ..opts.clone()
+        };
+        let img = decode_encoded(preview, name, &inner)?;
+        let orientation = super::raw::tiff_orientation(bytes)
+            .filter(|_| opts.apply_exif_orientation)
+            .and_then(Orientation::from_exif)
+            .unwrap_or(Orientation::NoTransforms);
+        return Ok(apply_orientation(img, orientation));
+    }
+    decode_encoded(bytes, name, opts)
+}
+
+/// [`decode_rgb_named`] of an encoded image (HEIF or a format the `image` crate reads).
+fn decode_encoded(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+    let err = |message: String| EncoderError::Image {
+        path: name.to_path_buf(),
+        message,
+    };
     if super::heif::is_heif(bytes) {
         // libheif applies the file's own rotation (irot/imir); EXIF orientation in a HEIF file
         // is informational and must not be applied again.

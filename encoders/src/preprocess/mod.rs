@@ -27,6 +27,7 @@
 
 mod decode;
 pub mod heif;
+pub mod raw;
 mod resize;
 
 use std::path::Path;

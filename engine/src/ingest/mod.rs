@@ -47,6 +47,9 @@ pub struct IndexOptions {
     /// because they are gone or excluded. Without it such a run changes nothing and fails with
     /// [`crate::Error::MassRemoval`], naming what would go. Default off.
     pub prune: bool,
+    /// Index a camera RAW file also when a processed image of the same name sits beside it
+    /// (`IMG_1234.CR2` + `IMG_1234.JPG`). Default off: only the processed image, as rclip does.
+    pub raw_siblings: bool,
     /// Images larger than this many megapixels are skipped (checked before decoding). Default 100.
     pub max_megapixels: Option<f64>,
     /// Image files larger than this many bytes are skipped (before reading). Default 256 MiB.
@@ -99,6 +102,7 @@ impl Default for IndexOptions {
         IndexOptions {
             excludes: Vec::new(),
             prune: false,
+            raw_siblings: false,
             max_megapixels: Some(100.0),
             max_image_bytes: fsread::DEFAULT_MAX_IMAGE_BYTES,
             max_text_bytes: fsread::DEFAULT_MAX_TEXT_BYTES,

@@ -132,6 +132,9 @@ pub(super) fn plan(
     };
     let mut seen: HashSet<PathBuf> = HashSet::new();
     found.retain(|f| seen.insert(f.path.clone()));
+    if !opts.raw_siblings {
+        walk::drop_raw_with_siblings(&mut found);
+    }
     let mut plan = Plan {
         files: Vec::new(),
         units: Vec::new(),

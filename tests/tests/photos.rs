@@ -379,6 +379,15 @@ fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
     assert_eq!(meta("berlin_2024.heic")["taken"], "2024-12-24T18:00:00");
     assert_eq!(meta("berlin_2024.heic")["camera"], "iPhone 15");
     assert_eq!(meta("paris_2024.avif")["camera"], "Canon EOS R5");
+    // Sizes from the headers: HEIF's as shown (its EXIF orientation 6, copied from the JPEG by
+    // heif-enc, does not swap it: HEIF rotates by its own irot box, which heif-enc did not set).
+    let size = |f: &str| {
+        let m = meta(f);
+        (m["width"].as_u64(), m["height"].as_u64())
+    };
+    assert_eq!(size("berlin_2024.heic"), (Some(160), Some(100)));
+    assert_eq!(size("paris_2024.avif"), (Some(160), Some(160)));
+    assert_eq!(size("louvre_2024.dng"), (Some(160), Some(160)));
     // The DNG (named apart from paris_2024.avif: a RAW beside a processed image of the same
     // name is skipped): its largest embedded preview (160 px, beside a 40 px thumbnail), its EXIF.
     let dng = meta("louvre_2024.dng");

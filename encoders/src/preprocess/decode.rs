@@ -26,6 +26,25 @@ pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
     decode_rgb_named(bytes, Path::new("<memory>"), opts)
 }
 
+/// An image file's pixel size from its header, without decoding: `(width, height, oriented)`,
+/// where `oriented` says the size is already as shown (HEIF applies its own rotation) rather than
+/// as stored (EXIF orientation 5–8 still swaps it). A RAW's is its largest preview's.
+pub fn header_size(bytes: &[u8], name: &Path) -> Option<(u32, u32, bool)> {
+    if super::raw::is_raw_path(name) {
+        let preview = super::raw::largest_preview(bytes)?;
+        return header_size(preview, Path::new("preview.jpg"));
+    }
+    if super::heif::is_heif(bytes) {
+        return super::heif::dimensions(bytes).map(|(w, h)| (w, h, true));
+    }
+    let (w, h) = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?
+        .into_dimensions()
+        .ok()?;
+    Some((w, h, false))
+}
+
 /// [`decode_rgb`], with errors naming `name` (usually the file the bytes came from).
 pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     let err = |message: String| EncoderError::Image {

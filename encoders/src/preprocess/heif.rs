@@ -156,6 +156,29 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// The primary image's size as shown (after the file's rotation), from the header; `None` when
+/// libheif is missing or the file does not parse.
+pub fn dimensions(bytes: &[u8]) -> Option<(u32, u32)> {
+    let l = lib().ok()?;
+    // SAFETY: as in `decode`: the context outlives the handle, `bytes` outlive the context.
+    unsafe {
+        let ctx = Guard(l, (l.alloc)(), |l| l.free);
+        if ctx.1.is_null() {
+            return None;
+        }
+        check(
+            (l.read)(ctx.1, bytes.as_ptr().cast(), bytes.len(), std::ptr::null()),
+            "",
+        )
+        .ok()?;
+        let mut h = std::ptr::null_mut();
+        check((l.primary)(ctx.1, &mut h), "").ok()?;
+        let handle = Guard(l, h, |l| l.handle_release);
+        let (w, hh) = ((l.handle_w)(handle.1), (l.handle_h)(handle.1));
+        Some((u32::try_from(w).ok()?, u32::try_from(hh).ok()?))
+    }
+}
+
 /// Decodes the primary image to RGB. `max_pixels` is checked on the header's size before any
 /// pixel is decoded.
 pub fn decode(bytes: &[u8], max_pixels: Option<u64>) -> Result<RgbImage, String> {

@@ -37,7 +37,7 @@ use image::RgbImage;
 use crate::config::PreprocessorConfig;
 use crate::error::{EncoderError, Result};
 
-pub use decode::{decode_rgb, decode_rgb_named, to_rgb_pillow, SUPPORTED_FORMATS};
+pub use decode::{decode_rgb, decode_rgb_named, header_size, to_rgb_pillow, SUPPORTED_FORMATS};
 pub use resize::{resize_bicubic, resize_region, Region};
 
 /// Default ratio between the decoded short side and the model input size used by

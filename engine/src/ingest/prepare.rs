@@ -133,8 +133,8 @@ fn sha(parts: &[&[u8]]) -> Hash {
 struct ImageInput {
     hash: Hash,
     input: Input,
-    /// Pixel size from the header.
-    size: Option<(u32, u32)>,
+    /// Pixel size from the header, and whether it is already as shown (HEIF).
+    size: Option<(u32, u32, bool)>,
     /// What the EXIF block says (date taken, camera, place).
     photo: crate::photo::PhotoAttrs,
 }
@@ -160,10 +160,7 @@ impl Ctx<'_> {
         let bytes = read_regular(path, self.image_limit)?;
         let hash = sha(&[&bytes]);
         self.clocks.read.add(t);
-        let size = image::ImageReader::new(std::io::Cursor::new(&bytes))
-            .with_guessed_format()
-            .ok()
-            .and_then(|r| r.into_dimensions().ok());
+        let size = crate::enc::preprocess::header_size(&bytes, path);
         let photo = crate::photo::PhotoAttrs::read(&bytes);
         let input = if self.known.contains(&hash) {
             Input::Known(path.to_path_buf())
@@ -241,8 +238,12 @@ impl Ctx<'_> {
         // file's modification time (seconds since 1970, UTC), and the photo attributes
         // (`crate::photo`: taken, camera, make, lens, lat, lon), filterable and shown in tables.
         let mut metadata = serde_json::Map::new();
-        if let Some((w, h)) = size {
-            let (w, h) = if photo.quarter_turn { (h, w) } else { (w, h) };
+        if let Some((w, h, oriented)) = size {
+            let (w, h) = if photo.quarter_turn && !oriented {
+                (h, w)
+            } else {
+                (w, h)
+            };
             metadata.insert("width".into(), w.into());
             metadata.insert("height".into(), h.into());
         }

@@ -26,6 +26,8 @@ function params() {
     where: u.get("where") || "",
     sort: u.get("sort") || "",
     all: u.get("all") === "1",
+    after: u.get("after") || "",
+    before: u.get("before") || "",
     like: u.get("like") || "",
     page: Math.max(1, parseInt(u.get("p") || "1", 10) || 1),
   };
@@ -39,6 +41,8 @@ function setParams(p, push) {
   if (p.where) u.set("where", p.where);
   if (p.sort) u.set("sort", p.sort);
   if (p.all) u.set("all", "1");
+  if (p.after) u.set("after", p.after);
+  if (p.before) u.set("before", p.before);
   if (p.page > 1) u.set("p", String(p.page));
   const url = "/" + (u.toString() ? "?" + u.toString() : "");
   if (push) history.pushState(null, "", url);
@@ -54,6 +58,8 @@ function fromInputs(page) {
     where: $("where").value.trim(),
     sort: $("sort").value,
     all: $("all").checked,
+    after: $("after").value,
+    before: $("before").value,
     page: page || 1,
   };
 }
@@ -83,6 +89,8 @@ async function loadFields() {
   try {
     const s = await api("/v1/stats");
     fields = s.fields || [];
+    // Photos: a date range on the date taken (EXIF, else the file's time).
+    $("taken").hidden = !fields.some((f) => f.name === "taken");
     const sort = $("sort");
     for (const f of fields.filter((f) => f.types[0] === "number" && f.name !== "modified")) {
       sort.append(el("option", { value: f.name }, f.name + " ↑"));
@@ -101,6 +109,8 @@ async function run() {
   $("where").value = p.where;
   $("sort").value = p.sort;
   $("all").checked = p.all;
+  $("after").value = p.after;
+  $("before").value = p.before;
   drawChips(p);
   // The query names the tab, the history entry and the bookmark.
   document.title = p.q ? `${p.q} – jsearch` : p.like ? "More like this – jsearch" : "jsearch";
@@ -114,7 +124,11 @@ async function run() {
     facets: facetFields(),
   };
   if (p.type) body.type = p.type;
-  if (p.where) body.where = p.where;
+  const parts = [];
+  if (p.where) parts.push(`(${p.where})`);
+  if (p.after) parts.push(`taken >= "${p.after}"`);
+  if (p.before) parts.push(`taken < "${p.before}"`);
+  if (parts.length) body.where = parts.join(" AND ");
   if (p.sort) body.sort = p.sort;
   if (p.all) body.all = true;
   try {
@@ -272,7 +286,7 @@ function useImage(file) {
 }
 
 $("search").addEventListener("submit", (e) => { e.preventDefault(); go(1); });
-for (const id of ["type", "sort", "all"]) $(id).addEventListener("change", () => go(1));
+for (const id of ["type", "sort", "all", "after", "before"]) $(id).addEventListener("change", () => go(1));
 $("where").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); go(1); } });
 $("prev").addEventListener("click", () => go(params().page - 1));
 $("next").addEventListener("click", () => go(params().page + 1));

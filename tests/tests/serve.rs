@@ -633,6 +633,19 @@ fn the_page_shows_results_as_pictures_in_a_browser() {
     assert!(dom.contains("data-kind=\"product\""), "{dom}");
     assert!(dom.contains("class=\"price\""), "{dom}");
     assert!(dom.contains("<h3>brand</h3>"), "{dom}");
+    // Photos: the date-taken range (the store's images have `taken`) filters through the URL;
+    // nothing in this store was taken before 2000.
+    let url = format!(
+        "http://{}/?q=ein+roter+Kreis&type=image&all=1&before=2000-01-01",
+        s.addr
+    );
+    let out = chromium(
+        &["--window-size=1280,900", "--dump-dom", &url],
+        profile.path(),
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("<div id=\"taken\">"), "{dom}");
+    assert!(dom.contains("Nothing found."), "{dom}");
     // A phone-sized window renders the same results.
     let url = format!("http://{}/?q=ein+roter+Kreis&type=image", s.addr);
     let out = chromium(

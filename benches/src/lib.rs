@@ -3,6 +3,20 @@
 pub mod checkpoint;
 pub mod synth;
 
+/// Builds the release `jsearch` binary of the workspace at `root` (cargo's own, so the bench
+/// measures the current code) and returns its path.
+pub fn release_jsearch(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = std::process::Command::new(cargo)
+        .args(["build", "--release", "-q", "-p", "jsearch-cli"])
+        .current_dir(root)
+        .status()?;
+    if !st.success() {
+        anyhow::bail!("building jsearch failed");
+    }
+    Ok(root.join("target/release/jsearch"))
+}
+
 /// Runs `cmd` to its end, returning (exit code, peak RSS in MiB from `wait4`'s rusage, wall
 /// seconds). The caller sets up stdin/stdout/stderr.
 pub fn measure_child(mut cmd: std::process::Command) -> anyhow::Result<(i32, f64, f64)> {

@@ -850,22 +850,9 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
     let mut timings = Timings::new(cli.verbose);
     let engine = timings.time("open", || open_engine(cli, Some(&a.model)))?;
     log_device(&engine, cli.verbose)?;
-    let adjust_term = |sign: f32, (w, item): &(f32, String)| {
-        // An existing image file is an image; anything else is text.
-        let path = PathBuf::from(item);
-        let part = if path.is_file()
-            && jsearch::IMAGE_EXTENSIONS.iter().any(|e| {
-                path.extension()
-                    .is_some_and(|x| x.to_string_lossy().eq_ignore_ascii_case(e))
-            }) {
-            jsearch::AdjustPart::Image(path)
-        } else {
-            jsearch::AdjustPart::Text(item.clone())
-        };
-        jsearch::Adjust {
-            part,
-            weight: sign * w,
-        }
+    let adjust_term = |sign: f32, (w, item): &(f32, String)| jsearch::Adjust {
+        part: jsearch::AdjustPart::from_arg(item),
+        weight: sign * w,
     };
     let adjust = a
         .plus

@@ -219,18 +219,11 @@ fn details(h: &SearchHit, columns: &[String]) -> String {
     }
 }
 
-/// `YYYY-MM-DD` (UTC) of seconds since 1970 (the civil-from-days algorithm).
+/// `YYYY-MM-DD` (UTC) of seconds since 1970.
 fn date_of(secs: i64) -> String {
-    let z = secs.div_euclid(86_400) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}")
+    let mut d = jsearch::photo::iso_from_unix(secs);
+    d.truncate(10);
+    d
 }
 
 /// [`print_hits`], JSON lines tagged with `"query": query` when given.

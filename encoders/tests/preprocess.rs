@@ -9,6 +9,7 @@ use jsearch_encoders::preprocess::{
     shortest_side_dims, DecodeOptions, Preprocessor,
 };
 use jsearch_encoders::{EncoderError, PreprocessorConfig};
+use jsearch_tests::with_exif_orientation;
 use safetensors::{Dtype, SafeTensors};
 
 fn fixture_dir() -> PathBuf {
@@ -297,28 +298,6 @@ fn sixteen_bit_follows_pillow() {
             &Rgb([(s[0] >> 8) as u8, (s[1] >> 8) as u8, (s[2] >> 8) as u8])
         );
     }
-}
-
-/// Inserts an EXIF APP1 segment with the given orientation right after SOI.
-fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
-    let mut tiff = Vec::new();
-    tiff.extend_from_slice(b"II*\0");
-    tiff.extend_from_slice(&8u32.to_le_bytes()); // IFD0 offset
-    tiff.extend_from_slice(&1u16.to_le_bytes()); // one entry
-    tiff.extend_from_slice(&0x0112u16.to_le_bytes()); // Orientation
-    tiff.extend_from_slice(&3u16.to_le_bytes()); // SHORT
-    tiff.extend_from_slice(&1u32.to_le_bytes()); // count
-    tiff.extend_from_slice(&orientation.to_le_bytes());
-    tiff.extend_from_slice(&[0, 0]);
-    tiff.extend_from_slice(&0u32.to_le_bytes()); // no next IFD
-    let mut app1 = b"Exif\0\0".to_vec();
-    app1.extend_from_slice(&tiff);
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
-    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
-    out.extend_from_slice(&app1);
-    out.extend_from_slice(&jpeg[2..]);
-    out
 }
 
 #[test]

@@ -104,10 +104,7 @@ pub(crate) fn find(store: &Store, opts: &DupesOptions) -> Result<Duplicates> {
             continue;
         };
         let meta = ItemMeta::from_bytes(id, &bytes)?;
-        let file = match &meta.path_bytes {
-            Some(b) => keys::path_from_bytes(b),
-            None => PathBuf::from(&meta.path),
-        };
+        let file = meta.file();
         if !prefixes.is_empty() && !prefixes.iter().any(|p| file.starts_with(p)) {
             continue;
         }
@@ -170,13 +167,8 @@ pub(crate) fn find(store: &Store, opts: &DupesOptions) -> Result<Duplicates> {
         groups.entry(r).or_default().push(i);
     }
     let cos = |a: &[f32], b: &[f32]| {
-        let (mut d, mut na, mut nb) = (0.0f32, 0.0f32, 0.0f32);
-        for (x, y) in a.iter().zip(b) {
-            d += x * y;
-            na += x * x;
-            nb += y * y;
-        }
-        d / (na.sqrt() * nb.sqrt()).max(1e-12)
+        let norms = jsearch_base::norm(a) * jsearch_base::norm(b);
+        crate::search::dot(a, b) / norms.max(1e-12)
     };
     let mut near: Vec<Vec<DupeItem>> = groups
         .into_values()

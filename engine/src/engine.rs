@@ -652,7 +652,12 @@ impl Engine {
                 id
             }
         });
-        for candidate in [id, file] {
+        // The id as a file (an image), then the file of `path#chunk` (a passage).
+        let mut candidates = vec![id];
+        if file != id {
+            candidates.push(file);
+        }
+        for candidate in candidates {
             for (k, _) in
                 store.kv_scan_prefix(keys::NS_OWN, &keys::own_prefix(Path::new(candidate)))?
             {
@@ -686,10 +691,7 @@ impl Engine {
             return Ok(None);
         };
         let file = match (meta.kind, &meta.image) {
-            (Kind::Image, _) => match &meta.path_bytes {
-                Some(b) => keys::path_from_bytes(b),
-                None => PathBuf::from(&meta.path),
-            },
+            (Kind::Image, _) => meta.file(),
             (Kind::Product, Some(img)) => PathBuf::from(img),
             _ => return Ok(None),
         };

@@ -179,6 +179,14 @@ pub struct ItemMeta {
 }
 
 impl ItemMeta {
+    /// The item's file (the image, the text file, the catalog) with its exact bytes.
+    pub(crate) fn file(&self) -> std::path::PathBuf {
+        match &self.path_bytes {
+            Some(b) => crate::keys::path_from_bytes(b),
+            None => std::path::PathBuf::from(&self.path),
+        }
+    }
+
     pub(crate) fn to_bytes(&self) -> Vec<u8> {
         // Serialising a struct of strings and maps cannot fail.
         serde_json::to_vec(self).unwrap_or_default()

@@ -143,7 +143,7 @@ fn iso_datetime(s: &str) -> Option<String> {
 }
 
 /// Seconds since 1970 (UTC) as `YYYY-MM-DDTHH:MM:SS`.
-pub(crate) fn iso_from_unix(secs: i64) -> String {
+pub fn iso_from_unix(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Howard Hinnant's civil_from_days.

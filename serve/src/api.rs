@@ -260,9 +260,30 @@ struct Hit {
     similar: String,
 }
 
+/// The names of an item in URLs.
+struct Links {
+    /// 16 hex digits.
+    key: String,
+    /// `/v1/items/{key}/thumbnail` for images and products with an image.
+    thumbnail: Option<String>,
+    /// `/v1/items/{key}/similar`.
+    similar: String,
+}
+
+impl Links {
+    fn of(key: u64, kind: jsearch::Kind, has_image: bool) -> Links {
+        let key = format!("{key:016x}");
+        let has_picture = kind == jsearch::Kind::Image || has_image;
+        Links {
+            thumbnail: has_picture.then(|| format!("/v1/items/{key}/thumbnail")),
+            similar: format!("/v1/items/{key}/similar"),
+            key,
+        }
+    }
+}
+
 fn hit_of(h: jsearch::SearchHit) -> Hit {
-    let key = format!("{:016x}", h.key);
-    let has_picture = h.kind == jsearch::Kind::Image || h.image.is_some();
+    let links = Links::of(h.key, h.kind, h.image.is_some());
     Hit {
         rank: h.rank,
         score: h.score,
@@ -272,9 +293,9 @@ fn hit_of(h: jsearch::SearchHit) -> Hit {
         exact: h.exact,
         kind: h.kind,
         id: h.id,
-        thumbnail: has_picture.then(|| format!("/v1/items/{key}/thumbnail")),
-        similar: format!("/v1/items/{key}/similar"),
-        key,
+        thumbnail: links.thumbnail,
+        similar: links.similar,
+        key: links.key,
         path: h.path,
         path_bytes: h.path_bytes,
         title: h.title,
@@ -497,21 +518,21 @@ async fn search_get(
 
 /// The key of the item a URL names: 16 hex digits, or an item id (percent-decoded by the
 /// router), looked up in the store.
-async fn resolve(state: &Arc<AppState>, id: String) -> Result<u64, ApiError> {
-    let shown: String = id.chars().take(200).collect();
-    let not_found = move || ApiError::not_found(format!("no item {shown:?} in the store"));
-    blocking(state, move |e| {
-        if id.len() == 16 {
-            if let Ok(key) = u64::from_str_radix(&id, 16) {
-                if e.item(key)?.is_some() {
-                    return Ok(Some(key));
-                }
+fn key_of(e: &jsearch::Engine, id: &str) -> jsearch::Result<Option<u64>> {
+    if id.len() == 16 {
+        if let Ok(key) = u64::from_str_radix(id, 16) {
+            if e.item(key)?.is_some() {
+                return Ok(Some(key));
             }
         }
-        Ok(e.item_key(&id)?)
-    })
-    .await?
-    .ok_or_else(not_found)
+    }
+    e.item_key(id)
+}
+
+/// The 404 of an id no item has.
+fn no_item(id: &str) -> ApiError {
+    let shown: String = id.chars().take(200).collect();
+    ApiError::not_found(format!("no item {shown:?} in the store"))
 }
 
 /// `GET /v1/items/{id}`: the item's record.
@@ -519,22 +540,21 @@ async fn item(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let key = resolve(&state, id).await?;
-    let meta = blocking(&state, move |e| Ok(e.item(key)?))
-        .await?
-        .ok_or_else(|| ApiError::not_found("the item left the store"))?;
-    let k = format!("{key:016x}");
-    let has_picture = meta.kind == jsearch::Kind::Image || meta.image.is_some();
+    let (key, meta) = blocking(&state, {
+        let id = id.clone();
+        move |e| match key_of(e, &id)? {
+            Some(k) => Ok(e.item(k)?.map(|m| (k, m))),
+            None => Ok(None),
+        }
+    })
+    .await?
+    .ok_or_else(|| no_item(&id))?;
+    let links = Links::of(key, meta.kind, meta.image.is_some());
     let mut v = serde_json::to_value(&meta).map_err(|e| ApiError::internal(e.to_string()))?;
     if let serde_json::Value::Object(m) = &mut v {
-        m.insert(
-            "thumbnail".into(),
-            has_picture
-                .then(|| format!("/v1/items/{k}/thumbnail"))
-                .into(),
-        );
-        m.insert("similar".into(), format!("/v1/items/{k}/similar").into());
-        m.insert("key".into(), k.into());
+        m.insert("thumbnail".into(), links.thumbnail.into());
+        m.insert("similar".into(), links.similar.into());
+        m.insert("key".into(), links.key.into());
     }
     Ok(Json(v).into_response())
 }
@@ -553,13 +573,18 @@ async fn similar(
             "not used by similar (the item is the query)",
         ));
     }
-    let key = resolve(&state, id).await?;
     // The item is the query.
     let (q, limit) = page_query(&p.into_request(), 10)?;
     let (offset, facets) = (q.offset, !q.facets.is_empty());
-    let result = blocking(&state, move |e| Ok(e.similar_item(key, &q)?))
-        .await?
-        .ok_or_else(|| ApiError::not_found("the item left the store"))?;
+    let result = blocking(&state, {
+        let id = id.clone();
+        move |e| match key_of(e, &id)? {
+            Some(k) => Ok(e.similar_item(k, &q)?),
+            None => Ok(None),
+        }
+    })
+    .await?
+    .ok_or_else(|| no_item(&id))?;
     Ok(respond(result, offset, limit, facets, t))
 }
 
@@ -584,7 +609,12 @@ async fn thumbnail(
             format!("must be 16 to {}, got {side}", jsearch::MAX_THUMBNAIL_SIDE),
         ));
     }
-    let key = resolve(&state, id).await?;
+    let key = blocking(&state, {
+        let id = id.clone();
+        move |e| Ok(key_of(e, &id)?)
+    })
+    .await?
+    .ok_or_else(|| no_item(&id))?;
     let jpeg = match state.thumbs.get((key, side)) {
         Some(j) => j,
         None => {

@@ -145,17 +145,6 @@ fn decode_ms(files: &[PathBuf]) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() * 1e3 / files.len().max(1) as f64)
 }
 
-fn jsearch_bin(root: &Path) -> Result<PathBuf> {
-    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "jsearch-cli"])
-        .current_dir(root)
-        .status()?;
-    if !st.success() {
-        bail!("building jsearch failed");
-    }
-    Ok(root.join("target/release/jsearch"))
-}
-
 /// `jsearch index` of `folder` into a new store: items/s and the decode share of the stages.
 fn index(bin: &Path, model: &Path, folder: &Path, db: &Path) -> Result<(f64, f64, usize)> {
     let t = Instant::now();
@@ -185,7 +174,7 @@ fn main() -> Result<()> {
         .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
         .context("--size WxH")?;
     let root = checkpoint::repo_root();
-    let bin = jsearch_bin(&root)?;
+    let bin = jsearch_benches::release_jsearch(&root)?;
     let dir = tempfile::tempdir()?;
     let mixed = dir.path().join("mixed");
     std::fs::create_dir_all(&mixed)?;

@@ -10,7 +10,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -156,21 +156,10 @@ fn load<C>(
     })
 }
 
-fn jsearch_bin(root: &Path) -> Result<PathBuf> {
-    let st = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-q", "-p", "jsearch-cli"])
-        .current_dir(root)
-        .status()?;
-    if !st.success() {
-        bail!("building jsearch failed");
-    }
-    Ok(root.join("target/release/jsearch"))
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let root = checkpoint::repo_root();
-    let bin = jsearch_bin(&root)?;
+    let bin = jsearch_benches::release_jsearch(&root)?;
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("bench.jsearch");
     let corpus = root.join("datasets/toy-shapes/corpus");

@@ -124,6 +124,19 @@ pub enum AdjustPart {
     Image(PathBuf),
 }
 
+impl AdjustPart {
+    /// A command-line term: an existing file the indexer reads as an image (by extension, as
+    /// `index` classifies files: RAW and HEIF included) is an image, anything else text.
+    pub fn from_arg(arg: &str) -> AdjustPart {
+        let path = Path::new(arg);
+        if path.is_file() && walk::classify(path) == Some(walk::FileKind::Image) {
+            AdjustPart::Image(path.to_path_buf())
+        } else {
+            AdjustPart::Text(arg.to_string())
+        }
+    }
+}
+
 /// Which sides of the index a query uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SearchMode {
@@ -413,7 +426,7 @@ pub(crate) struct QueryVector {
     pub(crate) modality: Modality,
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
@@ -528,14 +541,7 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     };
     if let Some((bytes, path)) = image {
         if !q.include_self {
-            exclude = twins(store, &[keys::content_hash(&bytes)])?;
-            if let Some(path) = path {
-                exclude.extend(
-                    owned_by(store, &walk::absolute_lenient(path))?
-                        .into_iter()
-                        .flat_map(|(id, _)| [id, item::sibling(id)]),
-                );
-            }
+            exclude_query_image(store, &bytes, path.map(PathBuf::as_path), &mut exclude)?;
         }
         let name = path.map_or(Path::new(UPLOADED_IMAGE), PathBuf::as_path);
         let v = embed_image(&model, &bytes, name)?;
@@ -602,6 +608,25 @@ fn owned_by(store: &Store, path: &Path) -> Result<Vec<(u64, Option<keys::Hash>)>
         .collect())
 }
 
+/// Leaves a query image out of its results: every item of the same content (its twins) and,
+/// for a file, the items it owns in the store.
+fn exclude_query_image(
+    store: &Store,
+    bytes: &[u8],
+    path: Option<&Path>,
+    exclude: &mut HashSet<u64>,
+) -> Result<()> {
+    exclude.extend(twins(store, &[keys::content_hash(bytes)])?);
+    if let Some(path) = path {
+        exclude.extend(
+            owned_by(store, &walk::absolute_lenient(path))?
+                .into_iter()
+                .flat_map(|(id, _)| [id, item::sibling(id)]),
+        );
+    }
+    Ok(())
+}
+
 /// Every stored vector holding one of these contents, and its item's other vector (a product
 /// whose image is a twin goes as a whole).
 fn twins(store: &Store, hashes: &[keys::Hash]) -> Result<HashSet<u64>> {
@@ -666,10 +691,7 @@ pub(crate) fn run_similar_item(
             continue;
         }
         let meta = ItemMeta::from_bytes(id, &bytes)?;
-        let file = match &meta.path_bytes {
-            Some(b) => keys::path_from_bytes(b),
-            None => PathBuf::from(&meta.path),
-        };
+        let file = meta.file();
         let hash = store
             .kv_get(NS_OWN, &keys::own_key(&file, id))?
             .and_then(|v| keys::to_hash(&v));
@@ -756,12 +778,7 @@ fn apply_adjustments(
             AdjustPart::Image(path) => {
                 let bytes = crate::fsread::read_image_arg(path)?;
                 if !q.include_self {
-                    exclude.extend(twins(store, &[keys::content_hash(&bytes)])?);
-                    exclude.extend(
-                        owned_by(store, &walk::absolute_lenient(path))?
-                            .into_iter()
-                            .flat_map(|(id, _)| [id, item::sibling(id)]),
-                    );
+                    exclude_query_image(store, &bytes, Some(path), exclude)?;
                 }
                 embed_image(model, &bytes, path)?
             }

@@ -11,12 +11,11 @@
 #      nvidia-nvvm is pinned: a newer one emits PTX ISA 9.5, which the 13.0 assembler and driver 580 reject;
 #   2. a CUDA root (.cuda/root) made of links to the wheels: bin/, include/, nvvm/, lib64/ with the unversioned
 #      .so names the linker looks for;
-#   3. a stub libcuda.so (SONAME libcuda.so.1) generated from the driver functions cudarc declares: the driver
-#      library ships with the NVIDIA driver, not in any wheel; at run time the real one is used;
-#   4. CUDA_ROOT/CUDA_PATH/PATH/CUDA_COMPUTE_CAP (default 90 = H100/H200; override before sourcing).
+#   3. CUDA_ROOT/CUDA_PATH/PATH/CUDA_COMPUTE_CAP (default 90 = H100/H200; override before sourcing).
 #
-# At run time on a GPU machine the binary needs libcublas.so.13, libcublasLt.so.13, libcurand.so.10 and
-# libcudart.so.13 on LD_LIBRARY_PATH (for example PyTorch's site-packages/nvidia/cu13/lib), plus the driver.
+# The binary links no CUDA library: the driver (libcuda.so.1), libcublas.so.13, libcublasLt.so.13 and
+# libcurand.so.10 are opened at run time (vendor/cudarc), so it starts on machines without them and
+# uses the GPU where they are found (LD_LIBRARY_PATH, e.g. PyTorch's site-packages/nvidia/cu13/lib).
 
 _jsearch_cuda_main() {
     set -e
@@ -53,17 +52,6 @@ _jsearch_cuda_main() {
         ln -sfn "$real" "$root/lib64/$(basename "$real")"
     done
 
-    if [ ! -f "$root/lib64/libcuda.so" ]; then
-        local cudarc_sys
-        cudarc_sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys/mod.rs 2>/dev/null | sort -V | tail -n 1)"
-        if [ -z "$cudarc_sys" ]; then
-            (cd "$repo" && cargo fetch --quiet)
-            cudarc_sys="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys/mod.rs | sort -V | tail -n 1)"
-        fi
-        grep -oE 'fn cu[A-Za-z0-9_]+\(' "$cudarc_sys" | sed 's/^fn //; s/($//' | sort -u |
-            awk '{ printf "int %s(void) { return 999; }\n", $1 }' >"$base/libcuda_stub.c"
-        gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib64/libcuda.so" "$base/libcuda_stub.c"
-    fi
 
     export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"
     export PATH="$root/bin:$PATH"

@@ -36,13 +36,23 @@ ap.add_argument("--onnx-dir", help="where the exported ONNX models are kept (def
 ap.add_argument("--cases", default="load,q1,q32,p512,img")
 ap.add_argument("--iters", type=int, default=3)
 ap.add_argument("--passage-batch", type=int, default=2)
-ap.add_argument("--image-batch", type=int, default=1)
+ap.add_argument("--image-batch", default="1", help="images per batch; a comma list runs one case per size")
+ap.add_argument("--query-batch", type=int, default=32, help="queries per batch of the q32 case")
+ap.add_argument("--device", default="cpu", help="cpu or cuda (bf16/float32 torch only)")
 ap.add_argument("--inputs", help="JSON {ids_q1, ids_q32, ids_p: [[int]], pixels_f32: path of raw little-endian f32 [b,3,S,S]} to use instead of random")
 ap.add_argument("--out-embeddings", help="write the raw embeddings of the cases run (JSON {case: [[f32]]})")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 ONNX = a.dtype.startswith("onnx-")
 DT = torch.float32 if ONNX else getattr(torch, a.dtype)
+DEV = torch.device(a.device)
+CUDA = DEV.type == "cuda"
+IMAGE_BATCHES = [int(x) for x in str(a.image_batch).split(",") if x.strip()]
+
+
+def sync():
+    if CUDA:
+        torch.cuda.synchronize()
 
 
 def emit(**row):
@@ -50,7 +60,10 @@ def emit(**row):
         import onnxruntime
         row.update(peer="onnxruntime", onnxruntime=onnxruntime.__version__, threads=a.threads, dtype=a.dtype)
     else:
-        row.update(peer="pytorch", torch=torch.__version__, threads=a.threads, dtype=a.dtype)
+        row.update(peer="pytorch", torch=torch.__version__, threads=a.threads, dtype=a.dtype, device=a.device)
+        if CUDA:
+            row.update(peak_gpu_alloc_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1),
+                       gpu=torch.cuda.get_device_name())
     print(json.dumps(row), flush=True)
 
 
@@ -86,19 +99,19 @@ if not SKIP_TORCH:
         w = sd[prefix + ".parametrizations.weight.original"].float()
         A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
         B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
-        return (w + LORA_S * B @ A).to(DT).contiguous(), sd[prefix + ".bias"].to(DT)
+        return (w + LORA_S * B @ A).to(DT).contiguous().to(DEV), sd[prefix + ".bias"].to(DT).to(DEV)
 
 
     def emb(prefix):
         w = sd[prefix + ".parametrizations.weight.original"].float()
         A = sd[prefix + ".parametrizations.weight.0.lora_A"][0].float()
         B = sd[prefix + ".parametrizations.weight.0.lora_B"][0].float()
-        return (w + LORA_S * A @ B).to(DT)
+        return (w + LORA_S * A @ B).to(DT).to(DEV)
 
 
     word = emb(T + "embeddings.word_embeddings")
     ttype = emb(T + "embeddings.token_type_embeddings")
-    g = lambda k: sd[k].to(DT)  # noqa: E731
+    g = lambda k: sd[k].to(DT).to(DEV)  # noqa: E731
     emb_ln = (g(T + "emb_ln.weight"), g(T + "emb_ln.bias"))
     tl = []
     for i in range(NL):
@@ -110,7 +123,7 @@ if not SKIP_TORCH:
     vb = []
     for i in range(VL):
         p = f"{V}blocks.{i}."
-        zero_k = torch.zeros(VW, dtype=DT)
+        zero_k = torch.zeros(VW, dtype=DT, device=DEV)
         wqkv = torch.cat([g(p + "attn.q_proj.weight"), g(p + "attn.k_proj.weight"), g(p + "attn.v_proj.weight")])
         bqkv = torch.cat([g(p + "attn.q_bias"), zero_k, g(p + "attn.v_bias")])
         vb.append(dict(n1=(g(p + "norm1.weight"), g(p + "norm1.bias")), qkv=(wqkv.contiguous(), bqkv),
@@ -125,17 +138,18 @@ if not SKIP_TORCH:
     cls, pos = g(V + "cls_token"), g(V + "pos_embed")
     vnorm = (g(V + "norm.weight"), g(V + "norm.bias"))
     del sd
+    sync()
     load_s = time.perf_counter() - t0
 
 # text rotary (NeoX halves, base 20000, positions from 0)
 hd = H // NH
-inv = 1.0 / (RB ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))
+inv = (1.0 / (RB ** (torch.arange(0, hd, 2, dtype=torch.float32) / hd))).to(DEV)
 # vision 2D RoPE (interleaved pairs, base 10000, positions r * pt_hw_seq_len / grid)
 theta = 1.0 / (10000 ** (torch.arange(0, VHW // 2, 2, dtype=torch.float32) / (VHW // 2)))
 t = torch.arange(GRID, dtype=torch.float32) * vc["pt_hw_seq_len"] / GRID
 ax = (t[:, None] * theta[None, :]).repeat_interleave(2, dim=-1)  # [grid, hd/2]
 ang = torch.cat([ax[:, None, :].expand(GRID, GRID, -1), ax[None, :, :].expand(GRID, GRID, -1)], dim=-1)
-vcos, vsin = ang.reshape(GRID * GRID, -1).cos().to(DT), ang.reshape(GRID * GRID, -1).sin().to(DT)
+vcos, vsin = ang.reshape(GRID * GRID, -1).cos().to(DT).to(DEV), ang.reshape(GRID * GRID, -1).sin().to(DT).to(DEV)
 
 
 def ln(x, wb, eps):
@@ -147,8 +161,8 @@ def text_forward(ids):
     b, L = ids.shape
     x = ln(word[ids] + ttype[0], emb_ln, 1e-5)
     mask = ids != 1
-    bias = torch.zeros(b, 1, 1, L, dtype=DT).masked_fill(~mask[:, None, None, :], -10000.0)
-    angl = torch.arange(L, dtype=torch.float32)[:, None] * inv[None, :]
+    bias = torch.zeros(b, 1, 1, L, dtype=DT, device=ids.device).masked_fill(~mask[:, None, None, :], -10000.0)
+    angl = torch.arange(L, dtype=torch.float32, device=ids.device)[:, None] * inv[None, :]
     c, s = angl.cos().to(DT), angl.sin().to(DT)
     half = hd // 2
     for ly in tl:
@@ -264,11 +278,13 @@ def timed(fn, iters):
     with torch.inference_mode():
         tw = time.perf_counter()
         out = fn()
+        sync()
         warm = time.perf_counter() - tw
         ts = []
         for _ in range(iters):
             t1 = time.perf_counter()
             out = fn()
+            sync()
             ts.append(time.perf_counter() - t1)
     return out, warm, ts
 
@@ -291,42 +307,45 @@ inp = json.load(open(a.inputs)) if a.inputs else None
 
 def ids_for(name, b, L):
     if inp is not None and name in inp:
-        return torch.tensor(inp[name], dtype=torch.long)
+        return torch.tensor(inp[name], dtype=torch.long).to(DEV)
     ids = torch.from_numpy(rng.integers(5, tk["vocab_size"] - 1, size=(b, L))).long()
     ids[:, 0], ids[:, -1] = 0, 2
-    return ids
+    return ids.to(DEV)
 
 
 saved = {}
+
+
+def case(name, batch, seq, fn, iters, digits=2):
+    """Times fn, keeps its outputs under the case's name (what the Rust bench compares)."""
+    out, warm, ts = timed(fn, iters)
+    saved[name] = out.float().cpu().numpy()
+    m = float(np.median(ts))
+    emit(case=name, batch=batch, seq=seq, median_ms=round(1000 * m, 2), per_s=round(batch / m, digits),
+         peak_rss_mb=round(rss_mb(), 1))
+
+
 if "q1" in cases:
     ids = ids_for("ids_q1", 1, 8)
-    out, warm, ts = timed(lambda: text_forward(ids), max(a.iters, 10))
-    saved["q1"] = out.float().numpy()
-    emit(case="query_1x8", batch=1, seq=8, median_ms=round(1000 * float(np.median(ts)), 2),
-         per_s=round(1 / float(np.median(ts)), 2), peak_rss_mb=round(rss_mb(), 1))
+    case("query_1x8", 1, 8, lambda: text_forward(ids), max(a.iters, 10))
 if "q32" in cases:
-    ids = ids_for("ids_q32", 32, 8)
-    out, warm, ts = timed(lambda: text_forward(ids), a.iters)
-    saved["q32"] = out.float().numpy()
-    emit(case="queries_32x8", batch=32, seq=8, median_ms=round(1000 * float(np.median(ts)), 2),
-         per_s=round(32 / float(np.median(ts)), 2), peak_rss_mb=round(rss_mb(), 1))
+    qb = a.query_batch
+    ids = ids_for("ids_q32", qb, 8)
+    qb = ids.shape[0]
+    case(f"queries_{qb}x8", qb, 8, lambda: text_forward(ids), a.iters)
 if "p512" in cases:
     bp = a.passage_batch
     ids = ids_for("ids_p", bp, 512)
-    out, warm, ts = timed(lambda: text_forward(ids), max(1, a.iters - 1))
-    saved["p512"] = out.float().numpy()
-    emit(case=f"passages_{bp}x512", batch=bp, seq=512, median_ms=round(1000 * float(np.median(ts)), 2),
-         per_s=round(bp / float(np.median(ts)), 3), peak_rss_mb=round(rss_mb(), 1))
+    bp = ids.shape[0]
+    case(f"passages_{bp}x512", bp, 512, lambda: text_forward(ids), max(1, a.iters - 1), 3)
 if "img" in cases:
-    bi = a.image_batch
     if inp is not None and "pixels_f32" in inp:
-        px = torch.from_numpy(np.fromfile(inp["pixels_f32"], dtype="<f4").reshape(-1, 3, IMG, IMG)).to(DT)
+        px_all = torch.from_numpy(np.fromfile(inp["pixels_f32"], dtype="<f4").reshape(-1, 3, IMG, IMG)).to(DT)
     else:
-        px = torch.from_numpy(rng.standard_normal((bi, 3, IMG, IMG), dtype=np.float32)).to(DT)
-    out, warm, ts = timed(lambda: vision_forward(px), max(1, a.iters - 2))
-    saved["img"] = out.float().numpy()
-    emit(case=f"images_{bi}x{IMG}", batch=bi, seq=GRID * GRID + 1, median_ms=round(1000 * float(np.median(ts)), 2),
-         per_s=round(bi / float(np.median(ts)), 4), peak_rss_mb=round(rss_mb(), 1))
+        px_all = torch.from_numpy(rng.standard_normal((max(IMAGE_BATCHES), 3, IMG, IMG), dtype=np.float32)).to(DT)
+    for bi in IMAGE_BATCHES:
+        px = px_all[:bi].to(DEV)
+        case(f"images_{bi}x{IMG}", bi, GRID * GRID + 1, lambda: vision_forward(px), max(1, a.iters - 2), 4)
 if a.out_embeddings:
     with open(a.out_embeddings, "w") as f:
         json.dump({k: v.tolist() for k, v in saved.items()}, f)

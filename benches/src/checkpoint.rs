@@ -18,9 +18,13 @@ const STATE_DICT: &str = include_str!("../data/jina-clip-v2-state-dict.tsv");
 const CONFIG: &str = include_str!("../data/jina-clip-v2-config.json");
 const PREPROCESSOR: &str = include_str!("../data/jina-clip-v2-preprocessor_config.json");
 
-/// The repository root (benches/..).
+/// The repository root: `$JSEARCH_REPO` when set (a bench binary carried to another machine,
+/// e.g. by `scripts/gpu-check.sh`), else the checkout it was built in (benches/..).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    match std::env::var_os("JSEARCH_REPO") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join(".."),
+    }
 }
 
 /// One tensor of the official state dict.

@@ -3,6 +3,25 @@
 pub mod checkpoint;
 pub mod synth;
 
+/// The candle device a bench's `--device` names: `cpu`, `cuda` or `cuda:N` (a `--features cuda`
+/// build; the CUDA libraries are checked first, so a machine without them gets a sentence).
+pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
+    use anyhow::Context;
+    if name == "cpu" {
+        return Ok(candle_core::Device::Cpu);
+    }
+    let n = match name.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("--device {name}: expected cpu, cuda or cuda:N"))?,
+        None => anyhow::bail!("--device {name}: expected cpu, cuda or cuda:N"),
+    };
+    jsearch_encoders::cuda_libraries().map_err(|why| anyhow::anyhow!("cuda:{n}: {why}"))?;
+    Ok(candle_core::Device::new_cuda(n)?)
+}
+
 /// Builds the release `jsearch` binary of the workspace at `root` (cargo's own, so the bench
 /// measures the current code) and returns its path.
 pub fn release_jsearch(root: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {

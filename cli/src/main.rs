@@ -335,8 +335,12 @@ struct IndexArgs {
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: u16,
     /// Decode big JPEGs at reduced scale before the exact resize (much faster, not bit-exact).
-    #[arg(long)]
+    /// Default: on when encoding on a GPU, off on the CPU.
+    #[arg(long, overrides_with = "exact_jpeg")]
     fast_jpeg: bool,
+    /// Decode every JPEG at full size (the reference's pixels), also on a GPU.
+    #[arg(long, overrides_with = "fast_jpeg")]
+    exact_jpeg: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -722,7 +726,11 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
         batch_size: usize::from(a.batch_size),
         threads: usize::from(a.threads),
         batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
-        fast_jpeg: a.fast_jpeg,
+        fast_jpeg: match (a.fast_jpeg, a.exact_jpeg) {
+            (true, _) => Some(true),
+            (_, true) => Some(false),
+            _ => None,
+        },
         ..IndexOptions::default()
     };
     let mut reporter = progress::Reporter::new(cli.quiet);

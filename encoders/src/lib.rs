@@ -25,6 +25,7 @@
 mod bf16_gemm;
 mod config;
 mod cpu_attention;
+mod cuda_libs;
 mod deviation;
 mod error;
 pub mod hub;
@@ -39,6 +40,7 @@ mod weights_hash;
 mod word_table;
 
 pub use config::{ClipConfig, PreprocessorConfig, TextConfig, VisionConfig};
+pub use cuda_libs::cuda_libraries;
 #[cfg(feature = "trap-tests")]
 pub use deviation::Deviations;
 pub use error::{EncoderError, Result};

@@ -168,6 +168,7 @@ pub struct ClipModel {
     logit_scale: Option<f32>,
     identity: ModelIdentity,
     report: LoadReport,
+    device: Device,
 }
 
 impl std::fmt::Debug for ClipModel {
@@ -361,6 +362,7 @@ impl ClipModel {
                 towers: sources,
                 elapsed: started.elapsed(),
             },
+            device: opts.device.clone(),
         })
     }
 
@@ -570,7 +572,13 @@ impl ClipModel {
             logit_scale,
             identity,
             report: LoadReport::default(),
+            device: vb.device().clone(),
         })
+    }
+
+    /// The device the towers run on.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The parsed `config.json`.

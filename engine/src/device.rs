@@ -158,6 +158,21 @@ pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
 }
 
+/// Opens CUDA device `n`. The libraries are loaded at run time (checked by the caller with
+/// `cuda_libraries`); a panic inside the CUDA bindings still becomes an error, not an abort.
+fn new_cuda(n: usize) -> std::result::Result<candle_core::Device, String> {
+    match std::panic::catch_unwind(|| candle_core::Device::new_cuda(n)) {
+        Ok(Ok(device)) => Ok(device),
+        Ok(Err(e)) => Err(first_line(&e)),
+        Err(panic) => Err(panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .map(|m| first_line(&m))
+            .unwrap_or_else(|| "the CUDA bindings panicked".to_string())),
+    }
+}
+
 /// Resolves a choice to a device. `Auto` falls back to the CPU (saying why); an explicit `cuda`
 /// that is unavailable is an error.
 pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
@@ -180,8 +195,10 @@ pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
                     "cuda:{n} requested but this build has no CUDA support; rebuild with `--features cuda` or use --device cpu"
                 )));
             }
-            let device = candle_core::Device::new_cuda(n)
-                .map_err(|e| Error::Device(format!("cannot open cuda:{n}: {}", first_line(&e))))?;
+            jsearch_encoders::cuda_libraries()
+                .map_err(|why| Error::Device(format!("cannot open cuda:{n}: {why}")))?;
+            let device =
+                new_cuda(n).map_err(|e| Error::Device(format!("cannot open cuda:{n}: {e}")))?;
             Ok(ResolvedDevice {
                 device,
                 description: format!("cuda:{n}"),
@@ -191,18 +208,15 @@ pub fn resolve(choice: DeviceChoice) -> Result<ResolvedDevice> {
             if !cuda_compiled() {
                 return Ok(cpu("auto: built without the cuda feature"));
             }
-            if !candle_core::utils::cuda_is_available() {
-                return Ok(cpu("auto: no CUDA device"));
+            if let Err(why) = jsearch_encoders::cuda_libraries() {
+                return Ok(cpu(&format!("auto: {why}")));
             }
-            match candle_core::Device::new_cuda(0) {
+            match new_cuda(0) {
                 Ok(device) => Ok(ResolvedDevice {
                     device,
                     description: "cuda:0 (auto)".to_string(),
                 }),
-                Err(e) => Ok(cpu(&format!(
-                    "auto: CUDA device 0 unusable: {}",
-                    first_line(&e)
-                ))),
+                Err(e) => Ok(cpu(&format!("auto: CUDA device 0 unusable: {e}"))),
             }
         }
     }

@@ -4,6 +4,9 @@
 //! ```text
 //! cargo run --release -p jsearch-benches --bin encoders
 //! cargo run --release -p jsearch-benches --bin encoders -- --dtypes f32,bf16 --peer-dtypes float32,bfloat16
+//! # on a GPU (a `--features cuda` build; what scripts/gpu-check.sh runs):
+//! encoders --device cuda --dtypes f32,bf16 --peer-dtypes float32,bfloat16 --speed-vs "pytorch bfloat16" \
+//!     --image-batch 1,8,32,64 --query-batch 64 --passage-batch 16
 //! ```
 //!
 //! Cases: model load (from the bf16 safetensors, LoRA merged), one query of 8 tokens (latency),
@@ -11,8 +14,9 @@
 //! dtype runs in a child process of its own (so that peak RSS is its own), then the PyTorch peer
 //! (`benches/scripts/encoders_torch.sh`: a compact torch implementation of the same architecture,
 //! checked against the golden fixtures by `check_torch_peer.py`) runs the same token ids and pixels
-//! from the same checkpoint. The table gives per-case times, the ratio to PyTorch f32, and the
-//! agreement of each path with PyTorch f32 (minimum cosine over the case's outputs).
+//! from the same checkpoint. The table gives per-case times, the ratio to PyTorch f32 (or
+//! `--speed-vs`), and the agreement of each path with PyTorch f32 (minimum cosine over the case's
+//! outputs); on a GPU also each system's peak GPU memory.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Parser;
-use jsearch_benches::checkpoint;
+use jsearch_benches::{checkpoint, open_device};
 use jsearch_encoders::preprocess::PixelValues;
 use jsearch_encoders::{ClipModel, LoadOptions, Towers, WeightCache};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -51,9 +55,19 @@ struct Args {
     /// Passages per 512-token batch.
     #[arg(long, default_value_t = 2)]
     passage_batch: usize,
-    /// Images per batch.
-    #[arg(long, default_value_t = 1)]
-    image_batch: usize,
+    /// Queries per batch of the `q32` case.
+    #[arg(long, default_value_t = 32)]
+    query_batch: usize,
+    /// Images per batch; a list (`1,8,32,64`) runs one case per size.
+    #[arg(long, default_value = "1", value_delimiter = ',')]
+    image_batch: Vec<usize>,
+    /// Where both sides run: `cpu` or `cuda` (`cuda:N`; needs a `--features cuda` build). On a
+    /// GPU the table adds each system's peak GPU memory (nvidia-smi, sampled every 50 ms).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// The system the speed column divides by (accuracy is always against pytorch float32).
+    #[arg(long, default_value = "pytorch float32")]
+    speed_vs: String,
     /// Threads for both sides (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -67,8 +81,6 @@ struct Args {
     #[arg(long, hide = true)]
     worker: Option<String>,
 }
-
-const VOCAB: u32 = 250_002;
 
 fn main() -> Result<()> {
     let mut a = Args::parse();
@@ -90,7 +102,11 @@ fn main() -> Result<()> {
         return worker(&a, &ckpt, &work, dtype);
     }
     let t = Instant::now();
-    checkpoint::ensure_random_checkpoint(&ckpt)?;
+    // A given checkpoint with weights is used as it is (a small one: gpu-check.sh --no-gpu uses
+    // the fixture model); else the real-size random one is generated there.
+    if !(a.checkpoint.is_some() && ckpt.join("model.safetensors").exists()) {
+        checkpoint::ensure_random_checkpoint(&ckpt)?;
+    }
     eprintln!(
         "checkpoint ready in {:.1}s: {}",
         t.elapsed().as_secs_f64(),
@@ -114,7 +130,9 @@ fn main() -> Result<()> {
             .args(["--threads", &a.threads.to_string(), "--dtype", dtype])
             .args(["--cases", &a.cases, "--iters", &a.iters.to_string()])
             .args(["--passage-batch", &a.passage_batch.to_string()])
-            .args(["--image-batch", &a.image_batch.to_string()])
+            .args(["--query-batch", &a.query_batch.to_string()])
+            .args(["--image-batch", &list(&a.image_batch)])
+            .args(["--device", &a.device])
             .arg("--inputs")
             .arg(work.join("inputs.json"))
             .arg("--out-embeddings")
@@ -138,7 +156,7 @@ fn main() -> Result<()> {
                 );
             }
         }
-        systems.push(run_system(&sys, cmd, &work, &mut rows)?);
+        systems.push(run_system(&sys, cmd, &work, &mut rows, &a.device)?);
     }
     let exe = std::env::current_exe()?;
     for dtype in &a.dtypes {
@@ -165,6 +183,7 @@ fn main() -> Result<()> {
             cmd,
             &work,
             &mut rows,
+            &a.device,
         )?);
     }
     report(&a, &work, &systems, &rows)
@@ -174,6 +193,7 @@ fn main() -> Result<()> {
 fn write_inputs(a: &Args, ckpt: &Path, work: &Path) -> Result<()> {
     let cfg = jsearch_encoders::ClipConfig::load(&ckpt.join("config.json"))?;
     let s = cfg.vision_config.image_size;
+    let vocab = cfg.text_config.vocab_size as u32;
     let mut rng = SmallRng::seed_from_u64(7);
     let mut ids = |b: usize, l: usize| -> Vec<Vec<u32>> {
         (0..b)
@@ -182,14 +202,14 @@ fn write_inputs(a: &Args, ckpt: &Path, work: &Path) -> Result<()> {
                     .map(|i| match i {
                         0 => 0,
                         _ if i == l - 1 => 2,
-                        _ => rng.random_range(5..VOCAB - 1),
+                        _ => rng.random_range(5..vocab - 1),
                     })
                     .collect()
             })
             .collect()
     };
-    let (q1, q32, p) = (ids(1, 8), ids(32, 8), ids(a.passage_batch, 512));
-    let n = a.image_batch * 3 * s * s;
+    let (q1, q32, p) = (ids(1, 8), ids(a.query_batch, 8), ids(a.passage_batch, 512));
+    let n = a.image_batch.iter().copied().max().unwrap_or(1) * 3 * s * s;
     let mut bytes = Vec::with_capacity(n * 4);
     for _ in 0..n {
         // Irwin-Hall(4) ~ N(0, 1): the scale of normalised pixels.
@@ -209,9 +229,12 @@ fn run_system(
     mut cmd: Command,
     work: &Path,
     rows: &mut BTreeMap<(String, String), Value>,
+    device: &str,
 ) -> Result<String> {
     eprintln!("running {sys} ...");
+    let sampler = device.starts_with("cuda").then(GpuMemory::start);
     let out = cmd.output().with_context(|| format!("running {sys}"))?;
+    let gpu_peak = sampler.map(GpuMemory::stop);
     if !out.status.success() {
         bail!(
             "{sys} failed: {}",
@@ -221,7 +244,62 @@ fn run_system(
     let file = work.join(format!("rows-{}.jsonl", sys.replace(' ', "-")));
     std::fs::write(file, &out.stdout)?;
     collect(&out.stdout, sys, rows)?;
+    if let Some(Some(mib)) = gpu_peak {
+        for ((_, s), row) in rows.iter_mut() {
+            if s == sys {
+                row["peak_gpu_mb"] = json!(mib);
+            }
+        }
+    }
     Ok(sys.to_string())
+}
+
+/// The most GPU memory in use while a system ran, above what was in use before it started
+/// (`nvidia-smi`, every 50 ms; the same measure for every framework, CUDA context included).
+struct GpuMemory {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<f64>>,
+}
+
+impl GpuMemory {
+    fn used_mib() -> Option<f64> {
+        let out = Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.used",
+                "--format=csv,noheader,nounits",
+                "-i",
+                "0",
+            ])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    fn start() -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let before = Self::used_mib()?;
+            let mut peak = before;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(Self::used_mib().unwrap_or(peak));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Some(peak - before)
+        });
+        Self { stop, thread }
+    }
+
+    fn stop(self) -> Option<f64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
+}
+
+/// A list as the peer takes it (`1,8,32`).
+fn list(v: &[usize]) -> String {
+    v.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn collect(stdout: &[u8], sys: &str, rows: &mut BTreeMap<(String, String), Value>) -> Result<()> {
@@ -238,8 +316,8 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Load options of a Rust system name (compute dtype, int8, bf16 matmul).
-fn rust_options(name: &str) -> Result<LoadOptions> {
+/// Load options of a Rust system name (compute dtype, int8, bf16 matmul) on `device`.
+fn rust_options(name: &str, device: &Device) -> Result<LoadOptions> {
     let (dtype, int8, bf16_matmul) = match name {
         "f32" => (DType::F32, false, false),
         "bf16" => (DType::BF16, false, false),
@@ -248,8 +326,11 @@ fn rust_options(name: &str) -> Result<LoadOptions> {
         "bf16mm" => (DType::F32, false, true),
         other => bail!("unknown dtype {other} (f32, bf16, f16, int8, bf16mm)"),
     };
+    if (int8 || bf16_matmul) && !device.is_cpu() {
+        bail!("{name} is a CPU path (f32, bf16 or f16 on a GPU)");
+    }
     Ok(LoadOptions {
-        device: Device::Cpu,
+        device: device.clone(),
         dtype,
         towers: Towers::Both,
         int8,
@@ -288,13 +369,14 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
     // `auto` loads, per case, what `--precision auto` would, from the weight cache (built by a
     // warm-up run of the same worker); the other paths load once, prepared from the checkpoint.
     let auto = name == "auto";
+    let device = open_device(&a.device)?;
     let load = |case: &str| -> Result<ClipModel> {
         let (dtype, towers) = if auto {
             auto_path(case)
         } else {
             (name, Towers::Both)
         };
-        let mut opts = rust_options(dtype)?;
+        let mut opts = rust_options(dtype, &device)?;
         if opts.bf16_matmul && !jsearch_encoders::bf16_kernel_available() {
             bail!("bf16mm: this CPU has no AVX512-BF16");
         }
@@ -313,32 +395,28 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         }
         emit(row);
     }
-    let mut saved: BTreeMap<&str, Vec<Vec<f32>>> = BTreeMap::new();
-    let mut timed = |case: &str,
-                     name: &'static str,
-                     n: usize,
-                     iters: usize,
-                     f: &dyn Fn() -> Result<Vec<Vec<f32>>>|
-     -> Result<()> {
-        let out = f()?; // warm-up
-        let ts: Vec<f64> = (0..iters)
-            .map(|_| {
-                let t = Instant::now();
-                f().map(|_| t.elapsed().as_secs_f64())
-            })
-            .collect::<Result<_>>()?;
-        let m = median(ts);
-        emit(json!({"case": case, "batch": n, "median_ms": m * 1000.0, "per_s": n as f64 / m}));
-        saved.insert(name, out);
-        Ok(())
-    };
+    let mut saved: BTreeMap<String, Vec<Vec<f32>>> = BTreeMap::new();
+    let mut timed =
+        |case: &str, n: usize, iters: usize, f: &dyn Fn() -> Result<Vec<Vec<f32>>>| -> Result<()> {
+            let out = f()?; // warm-up
+            let ts: Vec<f64> = (0..iters)
+                .map(|_| {
+                    let t = Instant::now();
+                    f().map(|_| t.elapsed().as_secs_f64())
+                })
+                .collect::<Result<_>>()?;
+            let m = median(ts);
+            emit(json!({"case": case, "batch": n, "median_ms": m * 1000.0, "per_s": n as f64 / m}));
+            saved.insert(case.to_string(), out);
+            Ok(())
+        };
     if cases.contains(&"q1") {
         if auto {
             drop(model);
             model = load("q1")?;
         }
         let q = ids("ids_q1")?;
-        timed("query_1x8", "q1", 1, a.iters.max(10), &|| {
+        timed("query_1x8", 1, a.iters.max(10), &|| {
             Ok(model.encode_ids_raw(&q)?)
         })?;
     }
@@ -348,7 +426,7 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
             model = load("q32")?;
         }
         let q = ids("ids_q32")?;
-        timed("queries_32x8", "q32", 32, a.iters, &|| {
+        timed(&format!("queries_{}x8", q.len()), q.len(), a.iters, &|| {
             Ok(model.encode_ids_raw(&q)?)
         })?;
     }
@@ -359,13 +437,9 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         }
         let p = ids("ids_p")?;
         let case = format!("passages_{}x512", p.len());
-        timed(
-            &case,
-            "p512",
-            p.len(),
-            a.iters.saturating_sub(1).max(1),
-            &|| Ok(model.encode_ids_raw(&p)?),
-        )?;
+        timed(&case, p.len(), a.iters.saturating_sub(1).max(1), &|| {
+            Ok(model.encode_ids_raw(&p)?)
+        })?;
     }
     if cases.contains(&"img") {
         if auto {
@@ -379,25 +453,34 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        let px: Vec<PixelValues> = floats
+        let all: Vec<PixelValues> = floats
             .chunks_exact(3 * s * s)
             .map(|d| PixelValues {
                 size: s,
                 data: d.to_vec(),
             })
             .collect();
-        let case = format!("images_{}x{s}", px.len());
-        timed(
-            &case,
-            "img",
-            px.len(),
-            a.iters.saturating_sub(2).max(1),
-            &|| Ok(model.encode_pixels_raw(&px)?),
-        )?;
+        for &b in &a.image_batch {
+            let px = &all[..b.min(all.len())];
+            let case = format!("images_{}x{s}", px.len());
+            timed(&case, px.len(), a.iters.saturating_sub(2).max(1), &|| {
+                Ok(model.encode_pixels_raw(px)?)
+            })?;
+        }
     }
     let emb = work.join(format!("emb-jsearch-{name}.json"));
     std::fs::write(&emb, serde_json::to_string(&saved)?)?;
     Ok(())
+}
+
+/// The GPU's name, as nvidia-smi gives it.
+fn gpu_name() -> Option<String> {
+    let out = Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader", "-i", "0"])
+        .output()
+        .ok()?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!name.is_empty()).then_some(name)
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -417,6 +500,14 @@ fn load_emb(work: &Path, sys: &str) -> Option<Embeddings> {
     serde_json::from_str(&std::fs::read_to_string(file).ok()?).ok()
 }
 
+/// The checkpoint folder's name, for the table's title.
+fn ckpt_name(a: &Args) -> String {
+    a.checkpoint
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
 /// Minimum cosine between the outputs of two systems for a case (`None` when either is missing).
 fn agreement(a: &Embeddings, b: &Embeddings, key: &str) -> Option<f64> {
     let (x, y) = (a.get(key)?, b.get(key)?);
@@ -434,22 +525,58 @@ fn report(
     systems: &[String],
     rows: &BTreeMap<(String, String), Value>,
 ) -> Result<()> {
-    let reference = systems.iter().find(|s| s.as_str() == "pytorch float32");
-    let ref_emb = reference.and_then(|r| load_emb(work, r));
+    let reference = systems.iter().find(|s| s.as_str() == a.speed_vs);
+    let ref_emb = systems
+        .iter()
+        .find(|s| s.as_str() == "pytorch float32")
+        .and_then(|r| load_emb(work, r));
+    let cuda = a.device.starts_with("cuda");
     let mut cases: Vec<String> = Vec::new();
     for (c, _) in rows.keys() {
         if !cases.contains(c) {
             cases.push(c.clone());
         }
     }
-    let order = ["load", "query_1x8", "queries_32x8", "passages", "images"];
-    cases.sort_by_key(|c| order.iter().position(|o| c.starts_with(o)).unwrap_or(9));
+    let order = ["load", "query_1x8", "queries_", "passages", "images"];
+    // Cases in the order above, then by batch size (images_8x512 before images_32x512).
+    let batch = |c: &str| -> usize {
+        c.split('_')
+            .nth(1)
+            .and_then(|b| b.split('x').next())
+            .and_then(|b| b.parse().ok())
+            .unwrap_or(0)
+    };
+    cases.sort_by_key(|c| {
+        (
+            order.iter().position(|o| c.starts_with(o)).unwrap_or(9),
+            batch(c),
+        )
+    });
+    let place = if cuda {
+        format!(
+            "{} ({})",
+            a.device,
+            gpu_name().unwrap_or_else(|| "GPU".into())
+        )
+    } else {
+        format!("CPU, {} threads", a.threads)
+    };
+    let model = if a.checkpoint.is_some() {
+        format!("checkpoint {}", ckpt_name(a))
+    } else {
+        "the real size (random weights)".to_string()
+    };
+    println!("\njina-clip-v2 encoders at {model}, {place}\n");
+    let (gpu_head, gpu_rule) = if cuda {
+        (" peak GPU MiB |", "---|")
+    } else {
+        ("", "")
+    };
     println!(
-        "\njina-clip-v2 encoders at the real size (random weights), CPU, {} threads\n",
-        a.threads
+        "| case | system | time | per second | peak RSS MiB |{gpu_head} speed vs {} | min cosine vs pytorch float32 |",
+        a.speed_vs
     );
-    println!("| case | system | time | per second | peak RSS MiB | speed vs pytorch float32 | min cosine vs pytorch float32 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|{gpu_rule}---|---|");
     for c in &cases {
         let base = reference.and_then(|r| rows.get(&(c.clone(), r.clone())));
         for s in systems {
@@ -466,19 +593,17 @@ fn report(
                 let ratio = base.and_then(|b| b["per_s"].as_f64()).map(|b| ps / b);
                 (format!("{ms:.1} ms"), format!("{ps:.3}"), ratio)
             };
-            let key = match c.as_str() {
-                "query_1x8" => "q1",
-                "queries_32x8" => "q32",
-                x if x.starts_with("passages") => "p512",
-                x if x.starts_with("images") => "img",
-                _ => "",
-            };
             let agree = match (&ref_emb, load_emb(work, s)) {
-                (Some(r), Some(e)) if !key.is_empty() => agreement(&e, r, key),
+                (Some(r), Some(e)) if c != "load" => agreement(&e, r, c),
                 _ => None,
             };
+            let gpu = if cuda {
+                format!(" {:.0} |", r["peak_gpu_mb"].as_f64().unwrap_or(f64::NAN))
+            } else {
+                String::new()
+            };
             println!(
-                "| {c} | {s} | {time} | {per_s} | {:.0} | {} | {} |",
+                "| {c} | {s} | {time} | {per_s} | {:.0} |{gpu} {} | {} |",
                 r["peak_rss_mb"].as_f64().unwrap_or(f64::NAN),
                 ratio.map_or("-".into(), |x| format!("{x:.2}x")),
                 agree.map_or("-".into(), |x| format!("{x:.6}")),

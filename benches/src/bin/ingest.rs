@@ -8,7 +8,9 @@
 //! `real` is the real-size jina-clip-v2 architecture with random weights (generated once, 1.7 GB).
 //! Photos are 4000x3000 JPEGs (smooth gradients + noise + shapes), generated once and cached.
 //! Extra flags: `--width W --height H --batch-size N --threads N --device cpu|cuda|auto
-//! --precision auto|f32|bf16|f16|int8 --fast-jpeg`.
+//! --precision auto|f32|bf16|f16|int8 --fast-jpeg|--exact-jpeg` (default: reduced-DCT decode on a GPU
+//! only, as `jsearch index`) --decode-cosine N` (the reduced decode's cosine to the full one, f32, on
+//! the first N photos).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,7 +29,8 @@ struct Args {
     threads: usize,
     device: String,
     precision: String,
-    fast_jpeg: bool,
+    fast_jpeg: Option<bool>,
+    decode_cosine: usize,
 }
 
 fn parse() -> Result<Args> {
@@ -40,7 +43,8 @@ fn parse() -> Result<Args> {
         threads: 0,
         device: "auto".into(),
         precision: "auto".into(),
-        fast_jpeg: false,
+        fast_jpeg: None,
+        decode_cosine: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,7 +58,9 @@ fn parse() -> Result<Args> {
             "--threads" => a.threads = v()?.parse()?,
             "--device" => a.device = v()?,
             "--precision" => a.precision = v()?,
-            "--fast-jpeg" => a.fast_jpeg = true,
+            "--fast-jpeg" => a.fast_jpeg = Some(true),
+            "--exact-jpeg" => a.fast_jpeg = Some(false),
+            "--decode-cosine" => a.decode_cosine = v()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -170,7 +176,7 @@ fn main() -> Result<()> {
         ..IndexOptions::default()
     };
     let t = Instant::now();
-    let s = engine.index(&[photos], &opts, &mut |ev| {
+    let s = engine.index(std::slice::from_ref(&photos), &opts, &mut |ev| {
         if let IndexEvent::Problem { path, message } = ev {
             eprintln!("problem {}: {message}", path.display());
         }
@@ -180,7 +186,7 @@ fn main() -> Result<()> {
     let total = tm.read + tm.decode + tm.preprocess + tm.encode + tm.store;
     let pct = |x: f64| 100.0 * x / total.max(1e-9);
     println!(
-        "model {} ({}), device {dev}, precision {}, {} photos {}x{}, batch {}, fast_jpeg {}: {:.2} items/s ({:.1}s wall incl. model load {:.1}s)",
+        "model {} ({}), device {dev}, precision {}, {} photos {}x{}, batch {}, fast_jpeg {:?} (default: on a GPU): {:.2} items/s ({:.1}s wall incl. model load {:.1}s)",
         a.model,
         model.display(),
         a.precision,
@@ -210,12 +216,71 @@ fn main() -> Result<()> {
         tm.wait,
         s.elapsed,
     );
+    let decode_cos = if a.decode_cosine > 0 {
+        let cos = decode_cosine(&model, &photos, a.decode_cosine, engine.device()?)?;
+        println!(
+            "reduced-DCT vs full JPEG decode, f32 on {dev}: min cosine {:.6}, mean {:.6} over {} photos",
+            cos.0, cos.1, cos.2
+        );
+        Some(serde_json::json!({"min": cos.0, "mean": cos.1, "photos": cos.2}))
+    } else {
+        None
+    };
     println!(
         "{}",
-        serde_json::json!({"model": a.model, "device": dev, "photos": s.items, "items_per_s": s.items as f64 / s.elapsed, "summary": s})
+        serde_json::json!({"model": a.model, "device": dev, "photos": s.items, "items_per_s": s.items as f64 / s.elapsed, "summary": s, "decode_cosine": decode_cos})
     );
     let _ = std::fs::remove_dir_all(&db_dir);
     Ok(())
+}
+
+/// The accuracy cost of the reduced-DCT decode: the first `n` photos embedded (f32, on the run's
+/// device) after the full decode and after the reduced one; (min, mean cosine, photos).
+fn decode_cosine(
+    model_dir: &Path,
+    photos: &Path,
+    n: usize,
+    device: &jsearch::ResolvedDevice,
+) -> Result<(f64, f64, usize)> {
+    use jsearch_encoders::preprocess::DecodeOptions;
+    use jsearch_encoders::{ClipModel, LoadOptions, Towers, WeightCache};
+    let model = ClipModel::load(
+        model_dir,
+        &LoadOptions {
+            device: device.device.clone(),
+            towers: Towers::Vision,
+            cache: WeightCache::Off,
+            ..LoadOptions::default()
+        },
+    )?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(photos)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    files.sort();
+    files.truncate(n);
+    let exact = DecodeOptions::default();
+    let fast = DecodeOptions::default().with_fast_jpeg(model.image_size());
+    let pre = model.preprocessor();
+    let (mut min, mut sum) = (f64::INFINITY, 0.0);
+    for chunk in files.chunks(8) {
+        let px = |o: &DecodeOptions| -> Result<Vec<_>> {
+            chunk
+                .iter()
+                .map(|p| Ok(pre.preprocess_path(p, o)?))
+                .collect()
+        };
+        let a = model.encode_pixels_raw(&px(&exact)?)?;
+        let b = model.encode_pixels_raw(&px(&fast)?)?;
+        for (x, y) in a.iter().zip(&b) {
+            let dot: f64 = x.iter().zip(y).map(|(u, v)| *u as f64 * *v as f64).sum();
+            let nx: f64 = x.iter().map(|u| (*u as f64).powi(2)).sum::<f64>().sqrt();
+            let ny: f64 = y.iter().map(|u| (*u as f64).powi(2)).sum::<f64>().sqrt();
+            let c = dot / (nx * ny).max(1e-30);
+            min = min.min(c);
+            sum += c;
+        }
+    }
+    Ok((min, sum / files.len().max(1) as f64, files.len()))
 }
 
 fn tempfile_dir() -> Result<PathBuf> {

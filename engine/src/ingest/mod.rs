@@ -75,8 +75,11 @@ pub struct IndexOptions {
     /// Sleep after each commit (testing interrupted runs; normally `None`).
     pub batch_pause: Option<Duration>,
     /// Decode large JPEGs at a reduced DCT scale (still ≥ 2× the model's input size) before the
-    /// exact resize: several times faster on big photos, not bit-exact with the reference. Default off.
-    pub fast_jpeg: bool,
+    /// exact resize: several times faster on big photos, not bit-exact with the reference
+    /// (`docs/gpu.md` measures the cost). `None` (the default) means on when the model runs on a
+    /// GPU, whose encoder would otherwise wait for the CPU's decoding, and off on the CPU, where
+    /// the encoder is the slow stage and the exact decode costs no time.
+    pub fast_jpeg: Option<bool>,
 }
 
 impl IndexOptions {
@@ -113,7 +116,7 @@ impl Default for IndexOptions {
             threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
             batch_pause: None,
-            fast_jpeg: false,
+            fast_jpeg: None,
         }
     }
 }

@@ -70,7 +70,7 @@ fn decode_options(model: &ClipModel, opts: &IndexOptions) -> DecodeOptions {
         max_megapixels: opts.max_megapixels,
         ..Default::default()
     };
-    if opts.fast_jpeg {
+    if opts.fast_jpeg.unwrap_or(!model.device().is_cpu()) {
         d.with_fast_jpeg(model.image_size())
     } else {
         d

@@ -51,6 +51,9 @@ _jsearch_cuda_main() {
         ln -sfn "$real" "$root/lib64/lib$lib.so"
         ln -sfn "$real" "$root/lib64/$(basename "$real")"
     done
+    # The static CUDA runtime: candle-kernels' MoE kernels call it, and linked statically it
+    # keeps the binary free of CUDA libraries at load time (vendor/cudarc/build.rs).
+    ln -sfn "$cu/lib/libcudart_static.a" "$root/lib64/libcudart_static.a"
 
 
     export CUDA_ROOT="$root" CUDA_PATH="$root" CUDA_HOME="$root"

@@ -3,6 +3,8 @@
 # root or through sudo):
 #   chromium  the web page's browser tests (tests/tests/serve.rs drive it headless)
 #   libheif1  HEIF/HEIC/AVIF decoding (jsearch loads libheif at run time; tests/tests/photos.rs)
+#   libraw    RAW files without an embedded preview (LibRaw, loaded at run time likewise):
+#             libraw20 on Debian 12, libraw23 on later releases
 set -euo pipefail
 need=()
 have_chromium=0
@@ -11,6 +13,9 @@ for b in chromium chromium-browser google-chrome; do
 done
 [ "$have_chromium" = 1 ] || need+=(chromium)
 ldconfig -p 2>/dev/null | grep -q 'libheif\.so\.1' || need+=(libheif1)
+if ! ldconfig -p 2>/dev/null | grep -q 'libraw_r\.so\.'; then
+  if apt-cache show libraw23 >/dev/null 2>&1; then need+=(libraw23); else need+=(libraw20); fi
+fi
 [ "${#need[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo -n"; else
   echo "missing ${need[*]} and this user cannot install them: apt-get install ${need[*]} (as root)" >&2

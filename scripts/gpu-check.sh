@@ -14,8 +14,8 @@
 # It writes summary.md (every table, the targets, met or not), the raw tables and logs into the
 # output folder ($OUT, where the device tool collects files; else ./gpu-out).
 #
-# On the GPU machine (binaries built here by scripts/gpu-build.sh, carried as .gpu):
-#     scripts/gpu-check.sh                       # uses .gpu/bin, the machine's python3 (torch)
+# On the GPU machine (binaries built here by scripts/gpu-build.sh, carried as .gpu/bin.tar.xz):
+#     scripts/gpu-check.sh                       # unpacks them, uses the machine's python3 (torch)
 # Here, without a GPU, to test the script itself (CPU device, the tiny fixture model, small photos;
 # release binaries built here, the PyTorch peer from benches/.venv-torch):
 #     scripts/gpu-check.sh --no-gpu
@@ -47,6 +47,13 @@ say() { echo "== $*" | tee -a "$log" >&2; }
 failed=()
 
 if [ "$mode" = gpu ]; then
+    if [ -z "$bin" ] && [ ! -x "$repo/.gpu/bin/jsearch" ] && [ -f "$repo/.gpu/bin.tar.xz" ]; then
+        # What scripts/gpu-build.sh packed (Python's tarfile reads xz without the xz tool).
+        say "unpacking .gpu/bin.tar.xz"
+        python3 -c 'import sys, tarfile; t = tarfile.open(sys.argv[1]); t.extractall(sys.argv[2], **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))' \
+            "$repo/.gpu/bin.tar.xz" "$work" || { echo "gpu-check: cannot unpack .gpu/bin.tar.xz" >&2; exit 1; }
+        bin="$work/bin"
+    fi
     bin="${bin:-$repo/.gpu/bin}"
     device=cuda
     export JSEARCH_PEER_PYTHON="${JSEARCH_PEER_PYTHON:-python3}"

@@ -328,9 +328,9 @@ struct IndexArgs {
     /// Skip images above this many megapixels (checked before decoding).
     #[arg(long, default_value_t = 100.0, value_name = "MP", value_parser = positive_finite)]
     max_megapixels: f64,
-    /// Vectors per model batch and per commit (1-4096).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
-    batch_size: u16,
+    /// Vectors per model batch and per commit (1-4096) [default: 32 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    batch_size: Option<u16>,
     /// Threads for reading, decoding and preprocessing (0 = one per core; at most 256).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=256))]
     threads: u16,
@@ -723,7 +723,7 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
         max_record_bytes: (a.max_record_kb << 10) as usize,
         catalog_root: a.catalog_root.clone(),
         csv_types: a.csv_types.clone().unwrap_or_default(),
-        batch_size: usize::from(a.batch_size),
+        batch_size: a.batch_size.map_or(0, usize::from),
         threads: usize::from(a.threads),
         batch_pause: (a.throttle_ms > 0).then(|| Duration::from_millis(a.throttle_ms)),
         fast_jpeg: match (a.fast_jpeg, a.exact_jpeg) {

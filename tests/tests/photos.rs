@@ -357,12 +357,12 @@ fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
     let dir = tempdir();
     let db = dir.path().join("f.jsearch");
     let (s, stderr) = index(&db, &[&formats], &[]);
-    // The truncated HEIC and the RAW without a preview are skipped, named, and nothing else is
-    // lost.
+    // The truncated HEIC and the stand-in RAW (no preview, no sensor data LibRaw reads) are
+    // skipped, named, and nothing else is lost.
     assert_eq!(
         (s["indexed"].as_u64(), s["failed"].as_u64()),
-        (Some(4), Some(2)),
-        "{s} (three pictures and the folder's README)"
+        (Some(5), Some(2)),
+        "{s} (four pictures and the folder's README)"
     );
     assert!(stderr.contains("broken.heic"), "{stderr}");
     assert!(
@@ -388,6 +388,10 @@ fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
     assert_eq!(size("berlin_2024.heic"), (Some(160), Some(100)));
     assert_eq!(size("paris_2024.avif"), (Some(160), Some(160)));
     assert_eq!(size("louvre_2024.dng"), (Some(160), Some(160)));
+    assert!(
+        hits.iter().any(|h| h["title"] == "sensor_only_beach.dng"),
+        "the preview-less DNG, decoded from its sensor data: {hits:?}"
+    );
     // The DNG (named apart from paris_2024.avif: a RAW beside a processed image of the same
     // name is skipped): its largest embedded preview (160 px, beside a 40 px thumbnail), its EXIF.
     let dng = meta("louvre_2024.dng");
@@ -407,6 +411,8 @@ fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
         photos().join("paris_2024.jpg"),
         formats.join("paris_2024.avif"),
         formats.join("louvre_2024.dng"),
+        photos().join("beach_2023.jpg"),
+        formats.join("sensor_only_beach.dng"),
     ] {
         c.arg("--image").arg(f);
     }
@@ -429,6 +435,18 @@ fn heic_avif_and_raw_are_decoded_and_carry_their_exif() {
     assert!(cos(&e[0], &e[1]) >= 0.99, "HEIC {}", cos(&e[0], &e[1]));
     assert!(cos(&e[2], &e[3]) >= 0.99, "AVIF {}", cos(&e[2], &e[3]));
     assert!(cos(&e[2], &e[4]) >= 0.99, "DNG {}", cos(&e[2], &e[4]));
+    // The preview-less DNG, demosaiced by LibRaw from the JPEG's pixels as Bayer sensor data:
+    // within 0.99 of its source (measured 0.995), and not close to another picture.
+    assert!(
+        cos(&e[5], &e[6]) >= 0.99,
+        "sensor DNG {}",
+        cos(&e[5], &e[6])
+    );
+    assert!(
+        cos(&e[2], &e[6]) < 0.9,
+        "sensor DNG vs paris {}",
+        cos(&e[2], &e[6])
+    );
 }
 
 #[test]
@@ -456,5 +474,33 @@ fn a_raw_beside_its_jpeg_is_skipped_unless_asked() {
     assert_eq!(
         titles(&both),
         ["IMG_0001.DNG", "IMG_0001.jpg", "IMG_0002.dng"]
+    );
+}
+
+/// A preview-less RAW cut short is skipped with its name and LibRaw's reason; the whole one beside
+/// it is indexed.
+#[test]
+fn a_cut_sensor_raw_is_skipped_and_named() {
+    let dir = tempdir();
+    let card = dir.path().join("card");
+    std::fs::create_dir_all(&card).unwrap();
+    let whole =
+        std::fs::read(repo_root().join("datasets/photo-formats/sensor_only_beach.dng")).unwrap();
+    std::fs::write(card.join("whole.dng"), &whole).unwrap();
+    std::fs::write(card.join("cut.dng"), &whole[..whole.len() / 2]).unwrap();
+    let db = dir.path().join("c.jsearch");
+    let (s, stderr) = index(&db, &[&card], &[]);
+    assert_eq!(
+        (s["indexed"].as_u64(), s["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    assert!(
+        stderr.contains("cut.dng") && stderr.contains("sensor data"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("Unexpected end of file"),
+        "LibRaw's own print: {stderr}"
     );
 }

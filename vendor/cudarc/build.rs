@@ -154,6 +154,8 @@ fn main() {
     }
 
     // jsearch: no link-time CUDA libraries (see above), so no `dynamic_linking(major, minor)`.
+    #[cfg(feature = "dynamic-linking")]
+    static_cudart_for_candle_kernels();
 
     #[cfg(feature = "static-linking")]
     static_linking(major, minor);
@@ -542,4 +544,32 @@ fn parse_define(header: &std::path::Path, name: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// jsearch: candle-kernels links its MoE kernels with `-lcudart` (the CUDA runtime as a shared
+/// library, which would again keep the binary from starting without CUDA). Put the static
+/// runtime under that name in a folder of its own on the link path: the linker takes
+/// `libcudart.a` when no `libcudart.so` is beside it, and the static runtime opens the driver
+/// itself, at its first call.
+#[allow(unused)]
+fn static_cudart_for_candle_kernels() {
+    let roots = TYPICAL_CUDA_PATH_ENV_VARS
+        .iter()
+        .filter_map(|v| std::env::var(v).ok())
+        .collect::<Vec<_>>();
+    let found = roots.iter().find_map(|root| {
+        ["lib64", "lib", "targets/x86_64-linux/lib"]
+            .iter()
+            .map(|d| std::path::Path::new(root).join(d).join("libcudart_static.a"))
+            .find(|p| p.exists())
+    });
+    let Some(lib) = found else {
+        println!("cargo:warning=libcudart_static.a not found under {roots:?}: the binary will need libcudart.so at run time");
+        return;
+    };
+    let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("static-cudart");
+    std::fs::create_dir_all(&out).expect("creating the static cudart folder");
+    std::fs::copy(&lib, out.join("libcudart.a")).expect("copying libcudart_static.a");
+    println!("cargo:rerun-if-changed={}", lib.display());
+    println!("cargo:rustc-link-search=native={}", out.display());
 }

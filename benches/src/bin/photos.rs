@@ -1,4 +1,5 @@
-//! Photo formats bench: decode time per format (JPEG, HEIC, camera RAW by its embedded preview)
+//! Photo formats bench: decode time per format (JPEG, HEIC, camera RAW by its embedded preview,
+//! RAW sensor data through LibRaw)
 //! and `jsearch index` throughput of a folder mixing them, beside the JPEG-only folder, on the toy
 //! model and the real-size random-weight model.
 //!
@@ -82,6 +83,112 @@ fn dng(jpeg: &[u8], w: u32, h: u32, sensor: usize) -> Vec<u8> {
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(jpeg);
     out.extend((0..sensor).map(|i| (i * 31 % 251) as u8));
+    out
+}
+
+/// A DNG with sensor data only (no preview): `img` as 16-bit RGGB Bayer samples in linear light,
+/// uncompressed, with the colour matrix of a linear-sRGB "camera" (what LibRaw decodes for RAWs
+/// without a preview; `tests/data/make_sensor_dng.py` writes the test fixture the same way).
+fn sensor_dng(img: &image::RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() & !1, img.height() & !1);
+    let lin = |v: u8| -> u16 {
+        let c = v as f32 / 255.0;
+        let l = if c <= 0.04045 {
+            c / 12.92
+        } else {
+            ((c + 0.055) / 1.055).powf(2.4)
+        };
+        (l * 65535.0).round() as u16
+    };
+    let mut samples = Vec::with_capacity((w * h * 2) as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let p = img.get_pixel(x, y).0;
+            let c = match (y % 2, x % 2) {
+                (0, 0) => p[0],
+                (1, 1) => p[2],
+                _ => p[1],
+            };
+            samples.extend_from_slice(&lin(c).to_le_bytes());
+        }
+    }
+    // XYZ (D65) to linear sRGB, as SRATIONALs over 10000.
+    let m = [
+        3.2406f32, -1.5372, -0.4986, -0.9689, 1.8758, 0.0415, 0.0557, -0.2040, 1.0570,
+    ];
+    let matrix: Vec<u8> = m
+        .iter()
+        .flat_map(|v| {
+            let mut b = ((v * 10000.0).round() as i32).to_le_bytes().to_vec();
+            b.extend_from_slice(&10000i32.to_le_bytes());
+            b
+        })
+        .collect();
+    let model = b"jsearch bench sensor\0".to_vec();
+    // (tag, type, count, inline value or external bytes)
+    enum V {
+        Inline(u32),
+        Bytes(Vec<u8>),
+    }
+    let entries: Vec<(u16, u16, u32, V)> = vec![
+        (254, 4, 1, V::Inline(0)),
+        (256, 4, 1, V::Inline(w)),
+        (257, 4, 1, V::Inline(h)),
+        (258, 3, 1, V::Inline(16)),
+        (259, 3, 1, V::Inline(1)),
+        (262, 3, 1, V::Inline(32803)),
+        (273, 4, 1, V::Inline(0)), // strip offset, patched below
+        (274, 3, 1, V::Inline(1)),
+        (277, 3, 1, V::Inline(1)),
+        (278, 4, 1, V::Inline(h)),
+        (279, 4, 1, V::Inline(samples.len() as u32)),
+        (284, 3, 1, V::Inline(1)),
+        (33421, 3, 2, V::Inline(2 | (2 << 16))),
+        (33422, 1, 4, V::Inline(u32::from_le_bytes([0, 1, 1, 2]))),
+        (50706, 1, 4, V::Inline(u32::from_le_bytes([1, 4, 0, 0]))),
+        (50708, 2, model.len() as u32, V::Bytes(model)),
+        (50717, 4, 1, V::Inline(65535)),
+        (50721, 10, 9, V::Bytes(matrix)),
+        (50778, 3, 1, V::Inline(21)),
+    ];
+    let ifd_len = 2 + 12 * entries.len() + 4;
+    let mut extra = Vec::new();
+    let extra_at = 8 + ifd_len;
+    let mut ifd = Vec::new();
+    ifd.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    let mut strip_field = 0;
+    for (tag, typ, count, v) in &entries {
+        ifd.extend_from_slice(&tag.to_le_bytes());
+        ifd.extend_from_slice(&typ.to_le_bytes());
+        ifd.extend_from_slice(&count.to_le_bytes());
+        match v {
+            V::Inline(val) if *typ == 3 && *count == 1 => {
+                ifd.extend_from_slice(&(*val as u16).to_le_bytes());
+                ifd.extend_from_slice(&[0, 0]);
+            }
+            V::Inline(val) => {
+                if *tag == 273 {
+                    strip_field = ifd.len();
+                }
+                ifd.extend_from_slice(&val.to_le_bytes());
+            }
+            V::Bytes(b) => {
+                ifd.extend_from_slice(&((extra_at + extra.len()) as u32).to_le_bytes());
+                extra.extend_from_slice(b);
+                if extra.len() % 2 == 1 {
+                    extra.push(0);
+                }
+            }
+        }
+    }
+    ifd.extend_from_slice(&0u32.to_le_bytes());
+    let strip_at = (extra_at + extra.len()) as u32;
+    ifd[strip_field..strip_field + 4].copy_from_slice(&strip_at.to_le_bytes());
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&ifd);
+    out.extend_from_slice(&extra);
+    out.extend_from_slice(&samples);
     out
 }
 
@@ -179,6 +286,16 @@ fn main() -> Result<()> {
     let mixed = dir.path().join("mixed");
     std::fs::create_dir_all(&mixed)?;
     let (jpgs, heics, raws) = make_files(&mixed, args.n, w, h)?;
+    // Preview-less RAWs: timed for decoding, kept out of the mixed folder (cameras write previews).
+    let sensor_dir = dir.path().join("sensor");
+    std::fs::create_dir_all(&sensor_dir)?;
+    let sensor: Vec<PathBuf> = (0..args.n)
+        .map(|i| -> Result<PathBuf> {
+            let f = sensor_dir.join(format!("sensor_{i:03}.dng"));
+            std::fs::write(&f, sensor_dng(&picture(w, h, 3000 + i as u32)))?;
+            Ok(f)
+        })
+        .collect::<Result<_>>()?;
     let jpeg_only = dir.path().join("jpeg");
     std::fs::create_dir_all(&jpeg_only)?;
     for j in &jpgs {
@@ -210,6 +327,11 @@ fn main() -> Result<()> {
             "DNG (embedded full-size JPEG preview)",
             &raws,
             decode_ms(&raws)?,
+        ),
+        (
+            "DNG (sensor data only: LibRaw, linear demosaic)",
+            &sensor,
+            decode_ms(&sensor)?,
         ),
     ] {
         println!(

@@ -55,13 +55,14 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
         return Err(err("empty file (0 bytes)".into()));
     }
     if super::raw::is_raw_path(name) {
-        let preview = super::raw::largest_preview(bytes).ok_or_else(|| {
-            err(
-                "camera RAW without an embedded JPEG preview (decoding sensor data is not \
-                 built in; index the camera's JPEG instead)"
-                    .into(),
-            )
-        })?;
+        let Some(preview) = super::raw::largest_preview(bytes) else {
+            // No preview: the sensor data, through LibRaw (which applies the orientation).
+            let by_limit = opts.max_megapixels.map(|m| (m * 1e6) as u64);
+            let by_memory = (MAX_DECODED_BYTES / 3) as u64;
+            let max = by_limit.map_or(by_memory, |m| m.min(by_memory));
+            return super::libraw::decode(bytes, Some(max))
+                .map_err(|e| err(format!("camera RAW without an embedded JPEG preview: {e}")));
+        };
         // The preview JPEG rarely carries an orientation: the RAW container's applies.
         let inner = DecodeOptions {
             apply_exif_orientation: false,

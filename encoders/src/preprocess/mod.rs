@@ -27,6 +27,7 @@
 
 mod decode;
 pub mod heif;
+pub mod libraw;
 pub mod raw;
 mod resize;
 

@@ -66,7 +66,8 @@ pub struct IndexOptions {
     /// Types of CSV columns, overriding the typing rule ([`crate::attrs::type_csv_cell`]) and
     /// the header's `name:type` suffix (CLI: `--csv-types price=number,sku=string`).
     pub csv_types: std::collections::HashMap<String, crate::AttrType>,
-    /// Vectors per model batch and per commit. Default 32.
+    /// Vectors per model batch and per commit. `0` (the default) means 32 on the CPU and 64 on a
+    /// GPU, where a batch of 64 images at 512 px is what keeps the device busy.
     pub batch_size: usize,
     /// Threads that read, decode and preprocess (0 = one per core).
     pub threads: usize,
@@ -112,7 +113,7 @@ impl Default for IndexOptions {
             max_record_bytes: fsread::DEFAULT_MAX_RECORD_BYTES,
             catalog_root: None,
             csv_types: Default::default(),
-            batch_size: 32,
+            batch_size: 0,
             threads: 0,
             max_tokens: DEFAULT_MAX_TOKENS,
             batch_pause: None,

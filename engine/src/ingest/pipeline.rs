@@ -137,7 +137,11 @@ pub(super) fn run(
     let empty_files: Vec<usize> = (0..files.len())
         .filter(|f| !remaining.contains_key(f))
         .collect();
-    let batch_size = opts.batch_size.max(1);
+    let batch_size = match opts.batch_size {
+        0 if model.device().is_cpu() => 32,
+        0 => 64,
+        n => n,
+    };
     let mut consumer = Consumer {
         store,
         model,

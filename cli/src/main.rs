@@ -228,6 +228,9 @@ enum Command {
     /// Duplicate photos in the store: exact copies (the same bytes) and near-duplicates
     /// (re-encoded, resized, lightly edited, burst shots), optionally only under PATHs.
     Dupes(DupesArgs),
+    /// Write the store's vectors (full and 256-d head) and the items' attributes to Parquet files
+    /// in OUT, one row per vector: for pandas, polars, DuckDB, Spark, LanceDB and other engines.
+    Export(ExportArgs),
     /// Serve the store over HTTP: a JSON API and a web page (read-only; the model stays loaded;
     /// `index` may write meanwhile, each request sees the last commit). Stop with Ctrl-C.
     Serve(ServeArgs),
@@ -481,6 +484,29 @@ struct RmArgs {
 #[derive(Debug, Args)]
 struct StatsArgs {
     /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+Columns: key, item_key, id, kind, modality, path, title, vector, head, then one per attribute
+(typed as the store types it). Files: OUT/part-00000.parquet, ... (the README's 'Export' section).")]
+struct ExportArgs {
+    /// Folder for the files (created when missing; must not hold an export already).
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
+    /// File format (only parquet so far).
+    #[arg(long, default_value = "parquet", value_parser = ["parquet"])]
+    format: String,
+    /// Element type of the vectors: f32 (every reader) or f16 (half the size, exactly what the
+    /// store holds; older readers may refuse it).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16"])]
+    vectors: String,
+    /// Rows per file.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    rows_per_file: u64,
+    /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
 }
@@ -1000,6 +1026,32 @@ fn stats(cli: &Cli, a: &StatsArgs) -> Result<Status> {
     Ok(Status::Done)
 }
 
+/// `jsearch export`.
+fn export(cli: &Cli, a: &ExportArgs) -> Result<Status> {
+    let engine = open_engine(cli, None)?;
+    let opts = jsearch_scale::ExportOptions {
+        vector_type: a.vectors.parse()?,
+        rows_per_file: usize::try_from(a.rows_per_file).unwrap_or(usize::MAX),
+        ..jsearch_scale::ExportOptions::default()
+    };
+    let s = jsearch_scale::export_parquet(&engine, &a.out, &opts)
+        .with_context(|| format!("export to {} failed", a.out.display()))?;
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!(
+            "exported {} vectors ({} attribute columns) to {} file(s) in {}: {:.1} MB in {:.1}s",
+            s.rows,
+            s.attributes.len(),
+            s.files.len(),
+            a.out.display(),
+            s.bytes as f64 / 1e6,
+            s.seconds
+        );
+    }
+    Ok(Status::Done)
+}
+
 /// `jsearch check`.
 fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
     let mut engine = open_engine(cli, None)?;
@@ -1060,6 +1112,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => serve(&cli, a),
         Command::Dupes(a) => dupes(&cli, a),
         Command::Stats(a) => stats(&cli, a),
+        Command::Export(a) => export(&cli, a),
         Command::Check(a) => check(&cli, a),
         Command::Repair(a) => repair(&cli, a),
         Command::Embed(a) => {

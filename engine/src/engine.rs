@@ -713,6 +713,24 @@ impl Engine {
         Ok(self.attributes(store)?.field_infos())
     }
 
+    /// Every stored vector, in key order, with its item and modality: `f(key, &item, modality,
+    /// vector)`, the vector at full dimension as stored (f16, widened; L2-normalised). What an
+    /// export to another system reads; `f` stops the walk by returning an error.
+    pub fn for_each_vector(
+        &self,
+        mut f: impl FnMut(u64, &ItemMeta, Modality, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let store = self.store()?;
+        for id in store.ids()? {
+            let (Some(bytes), Some(vector)) = (store.get_meta(id)?, store.get_vector(id)?) else {
+                continue; // removed since the ids were read
+            };
+            let meta = ItemMeta::from_bytes(id, &bytes)?;
+            f(id, &meta, item::modality_of(id), &vector)?;
+        }
+        Ok(())
+    }
+
     /// Dimension of the model's embeddings, from its config (no weights loaded).
     pub fn embed_dim(&self) -> Result<usize> {
         Ok(model_config(&self.model_dir()?)?.embed_dim())

@@ -83,6 +83,14 @@ impl Modality {
             Modality::Image => 1,
         }
     }
+
+    /// Lower-case name (`text`, `image`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modality::Text => "text",
+            Modality::Image => "image",
+        }
+    }
 }
 
 const KIND_MASK: u64 = 0b011;

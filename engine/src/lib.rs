@@ -74,6 +74,12 @@ pub use filter::{CmpOp, Filter, Literal};
 pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};
 pub use integrity::{CheckSummary, RepairSummary};
 pub use item::{ItemMeta, Kind, Modality};
+
+/// The key of the item a stored vector belongs to (a product's text and image vectors share
+/// one; an image's or a passage's vector is its own item).
+pub fn item_key_of(vector_key: u64) -> u64 {
+    item::item_id(vector_key)
+}
 pub use jsearch_base::{normalize, truncate_normalize};
 pub use search::{Adjust, AdjustPart, Fusion, Query, SearchHit, SearchMode, SearchResult, SortBy};
 pub use thumbnail::MAX_THUMBNAIL_SIDE;

@@ -721,14 +721,18 @@ impl Engine {
         mut f: impl FnMut(u64, &ItemMeta, Modality, &[f32]) -> Result<()>,
     ) -> Result<()> {
         let store = self.store()?;
-        for id in store.ids()? {
-            let (Some(bytes), Some(vector)) = (store.get_meta(id)?, store.get_vector(id)?) else {
-                continue; // removed since the ids were read
+        let mut after = None;
+        loop {
+            let page = store.items_page(after, 4096)?;
+            let Some(last) = page.last().map(|p| p.0) else {
+                return Ok(());
             };
-            let meta = ItemMeta::from_bytes(id, &bytes)?;
-            f(id, &meta, item::modality_of(id), &vector)?;
+            for (id, bytes, vector) in page {
+                let meta = ItemMeta::from_bytes(id, &bytes)?;
+                f(id, &meta, item::modality_of(id), &vector)?;
+            }
+            after = Some(last);
         }
-        Ok(())
     }
 
     /// Dimension of the model's embeddings, from its config (no weights loaded).

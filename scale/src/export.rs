@@ -37,7 +37,8 @@ use jsearch::{Engine, FieldInfo};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
 use crate::{Result, ScaleError};
@@ -228,7 +229,17 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
             opts.vector_type.as_str().to_string(),
         ),
     ];
-    let props = WriterProperties::builder()
+    // The vectors get no dictionary (no float repeats) and no min/max statistics (a reader never
+    // prunes on an embedding's element): 6 % of the write time went to their statistics. The
+    // attributes keep both (DuckDB and Spark prune row groups on `price < 20`).
+    let mut props = WriterProperties::builder();
+    for col in ["vector", "head"] {
+        let path = ColumnPath::new(vec![col.into(), "list".into(), "item".into()]);
+        props = props
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    let props = props
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(opts.rows_per_group))
         .set_key_value_metadata(Some(metadata))
@@ -356,15 +367,12 @@ fn batch(
     let list = |values: Vec<f32>, n: usize| -> Result<ArrayRef> {
         let (elem, array): (DataType, ArrayRef) = match vt {
             VectorType::F32 => (DataType::Float32, Arc::new(Float32Array::from(values))),
-            VectorType::F16 => (
-                DataType::Float16,
-                Arc::new(Float16Array::from(
-                    values
-                        .into_iter()
-                        .map(half::f16::from_f32)
-                        .collect::<Vec<_>>(),
-                )),
-            ),
+            VectorType::F16 => {
+                use half::slice::HalfFloatSliceExt;
+                let mut halves = vec![half::f16::ZERO; values.len()];
+                halves.convert_from_f32_slice(&values); // vectorised where the CPU has F16C
+                (DataType::Float16, Arc::new(Float16Array::from(halves)))
+            }
         };
         let field = Arc::new(Field::new("item", elem, false));
         Ok(Arc::new(

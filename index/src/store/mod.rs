@@ -198,6 +198,53 @@ impl Store {
         })
     }
 
+    /// Up to `limit` items after id `after` (from the first when `None`), ascending, each with
+    /// its metadata blob and its full vector as [`Store::get_vector`] gives it, read in one
+    /// transaction: how an export walks the whole store a page at a time. Items whose vector is
+    /// not in the graph are left out; a row that fails its checksum is an error.
+    #[allow(clippy::type_complexity)]
+    pub fn items_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, Vec<u8>, Vec<f32>)>> {
+        use std::ops::Bound;
+        let path = self.path.clone();
+        crate::seal::guard(&path, || {
+            self.with_state(|st, txn| {
+                let items = txn.open_table(ITEMS)?;
+                let tails = txn.open_table(TAILS)?;
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let mut out = Vec::with_capacity(limit.min(4096));
+                let mut tail = Vec::new();
+                for r in items.range::<u64>((start, Bound::Unbounded))? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    let (k, v) = r?;
+                    let id = k.value();
+                    let Some(&node) = st.by_id.get(&id) else {
+                        continue;
+                    };
+                    let meta = schema::item_parts(&self.path, id, v.value())?.1.to_vec();
+                    let t = self.read_tail(&tails, node)?;
+                    let norm = st.sketches.head_norm(node);
+                    let mut vector: Vec<f32> = st
+                        .graph
+                        .vector(node)
+                        .iter()
+                        .map(|x| x.to_f32() * norm)
+                        .collect();
+                    tail.clear();
+                    vecmath::f16_from_bytes(&t, &mut tail);
+                    vector.extend(vecmath::from_f16(&tail));
+                    out.push((id, meta, vector));
+                }
+                Ok(out)
+            })
+        })
+    }
+
     /// Ids of all live items, ascending.
     pub fn ids(&self) -> Result<Vec<u64>> {
         let path = self.path.clone();

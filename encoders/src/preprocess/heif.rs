@@ -63,22 +63,12 @@ const NAMES: &[&str] = &[
 
 fn lib() -> Result<&'static Lib, String> {
     static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let mut last = String::new();
-        for name in NAMES {
-            // SAFETY: loading libheif runs its initialisers, which have no preconditions.
-            match unsafe { libloading::Library::new(*name) } {
-                Ok(l) => return bind(l).map_err(|e| format!("{name}: {e}")),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(format!(
+    super::dynlib::load_once(&LIB, NAMES, bind, |last| {
+        format!(
             "HEIF/HEIC/AVIF needs libheif, which is not installed ({last}); install it \
              (Debian/Ubuntu: apt install libheif1, macOS: brew install libheif)"
-        ))
+        )
     })
-    .as_ref()
-    .map_err(Clone::clone)
 }
 
 fn bind(l: libloading::Library) -> Result<Lib, libloading::Error> {

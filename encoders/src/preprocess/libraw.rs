@@ -77,23 +77,13 @@ const NAMES: &[&str] = &[
 
 fn lib() -> Result<&'static Lib, String> {
     static LIB: OnceLock<Result<Lib, String>> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let mut last = String::new();
-        for name in NAMES {
-            // SAFETY: loading LibRaw runs its initialisers, which have no preconditions.
-            match unsafe { libloading::Library::new(*name) } {
-                Ok(l) => return bind(l).map_err(|e| format!("{name}: {e}")),
-                Err(e) => last = e.to_string(),
-            }
-        }
-        Err(format!(
+    super::dynlib::load_once(&LIB, NAMES, bind, |last| {
+        format!(
             "a RAW without an embedded preview needs LibRaw, which is not installed ({last}); \
              install it (Debian/Ubuntu: apt install libraw20 or libraw23, macOS: brew install \
              libraw) or index the camera's JPEG instead"
-        ))
+        )
     })
-    .as_ref()
-    .map_err(Clone::clone)
 }
 
 fn bind(l: libloading::Library) -> Result<Lib, libloading::Error> {

@@ -26,6 +26,7 @@
 //!   and 12-bit JPEGs fall back to `zune-jpeg` (through `image`).
 
 mod decode;
+mod dynlib;
 pub mod heif;
 pub mod libraw;
 pub mod raw;

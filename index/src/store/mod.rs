@@ -182,18 +182,8 @@ impl Store {
                 let Some(&node) = st.by_id.get(&id) else {
                     return Ok(None);
                 };
-                let t = self.read_tail(&txn.open_table(TAILS)?, node)?;
-                let norm = st.sketches.head_norm(node);
-                let mut v: Vec<f32> = st
-                    .graph
-                    .vector(node)
-                    .iter()
-                    .map(|x| x.to_f32() * norm)
-                    .collect();
-                let mut tail = Vec::new();
-                vecmath::f16_from_bytes(&t, &mut tail);
-                v.extend(vecmath::from_f16(&tail));
-                Ok(Some(v))
+                self.full_vector(st, &txn.open_table(TAILS)?, node)
+                    .map(Some)
             })
         })
     }
@@ -216,7 +206,6 @@ impl Store {
                 let tails = txn.open_table(TAILS)?;
                 let start = after.map_or(Bound::Unbounded, Bound::Excluded);
                 let mut out = Vec::with_capacity(limit.min(4096));
-                let mut tail = Vec::new();
                 for r in items.range::<u64>((start, Bound::Unbounded))? {
                     if out.len() >= limit {
                         break;
@@ -227,22 +216,33 @@ impl Store {
                         continue;
                     };
                     let meta = schema::item_parts(&self.path, id, v.value())?.1.to_vec();
-                    let t = self.read_tail(&tails, node)?;
-                    let norm = st.sketches.head_norm(node);
-                    let mut vector: Vec<f32> = st
-                        .graph
-                        .vector(node)
-                        .iter()
-                        .map(|x| x.to_f32() * norm)
-                        .collect();
-                    tail.clear();
-                    vecmath::f16_from_bytes(&t, &mut tail);
-                    vector.extend(vecmath::from_f16(&tail));
-                    out.push((id, meta, vector));
+                    out.push((id, meta, self.full_vector(st, &tails, node)?));
                 }
                 Ok(out)
             })
         })
+    }
+
+    /// Graph node `node`'s full vector: the head's norm times the graph's f16 head, then the
+    /// f16 tail from `tails`, as f32.
+    fn full_vector<T: ReadableTable<u32, &'static [u8]>>(
+        &self,
+        st: &State,
+        tails: &T,
+        node: u32,
+    ) -> Result<Vec<f32>> {
+        let t = self.read_tail(tails, node)?;
+        let norm = st.sketches.head_norm(node);
+        let mut v: Vec<f32> = st
+            .graph
+            .vector(node)
+            .iter()
+            .map(|x| x.to_f32() * norm)
+            .collect();
+        let mut tail = Vec::new();
+        vecmath::f16_from_bytes(&t, &mut tail);
+        v.extend(vecmath::from_f16(&tail));
+        Ok(v)
     }
 
     /// Ids of all live items, ascending.

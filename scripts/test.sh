@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: formatting, lints, unit, parity and end-to-end tests.
 # Needs a Rust toolchain (cargo); everything the tests read ships in datasets/. Installs Debian's
-# chromium and libheif1 when missing (scripts/ensure-system-packages.sh).
+# chromium, libheif1 and LibRaw when missing (scripts/ensure-system-packages.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }

@@ -169,7 +169,6 @@ struct Row {
     modality: &'static str,
     path: String,
     title: Option<String>,
-    vector: Vec<f32>,
     attrs: Vec<Option<Value>>,
 }
 
@@ -255,6 +254,8 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
         rows_per_file: opts.rows_per_file,
     };
     let mut rows: Vec<Row> = Vec::with_capacity(opts.rows_per_group);
+    // The batch's vectors, row after row (one buffer, not one allocation per row).
+    let mut flat: Vec<f32> = Vec::with_capacity(opts.rows_per_group.min(65_536) * stats.dim);
     let mut total = 0usize;
     let mut failure: Option<ScaleError> = None;
     engine
@@ -276,16 +277,17 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
                 modality: modality.as_str(),
                 path: item.path.clone(),
                 title: item.title.clone(),
-                vector: vector.to_vec(),
                 attrs: attrs
                     .iter()
                     .map(|a| item.metadata.get(&a.field).cloned())
                     .collect(),
             });
+            flat.extend_from_slice(vector);
             total += 1;
             if rows.len() == opts.rows_per_group || sink.room() == rows.len() {
-                let batch = batch(&schema, &rows, head_dim, opts.vector_type, &attrs);
+                let batch = batch(&schema, &rows, &flat, head_dim, opts.vector_type, &attrs);
                 rows.clear();
+                flat.clear();
                 if let Err(e) = batch.and_then(|b| sink.write(&b)) {
                     failure = Some(e);
                     return Err(jsearch::Error::Internal("export stopped".into()));
@@ -298,7 +300,7 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
             None => ScaleError::Engine(e),
         })?;
     if !rows.is_empty() {
-        let b = batch(&schema, &rows, head_dim, opts.vector_type, &attrs)?;
+        let b = batch(&schema, &rows, &flat, head_dim, opts.vector_type, &attrs)?;
         sink.write(&b)?;
     }
     sink.finish()?;
@@ -345,25 +347,25 @@ fn schema(dim: usize, head_dim: usize, vt: VectorType, attrs: &[AttrColumn]) -> 
     Arc::new(Schema::new(fields))
 }
 
-/// One Arrow batch of `rows`.
+/// One Arrow batch of `rows`, whose vectors are `flat` (row after row).
 fn batch(
     schema: &SchemaRef,
     rows: &[Row],
+    flat: &[f32],
     head_dim: usize,
     vt: VectorType,
     attrs: &[AttrColumn],
 ) -> Result<RecordBatch> {
     let arrow_err = |e: arrow_schema::ArrowError| ScaleError::InvalidArgument(e.to_string());
-    let dim = rows.first().map_or(0, |r| r.vector.len());
-    let heads: Vec<f32> = rows
-        .iter()
-        .flat_map(|r| {
-            let h = &r.vector[..head_dim];
+    let dim = flat.len() / rows.len().max(1);
+    let heads: Vec<f32> = flat
+        .chunks_exact(dim.max(1))
+        .flat_map(|v| {
+            let h = &v[..head_dim];
             let n = h.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
             h.iter().map(move |x| x / n)
         })
         .collect();
-    let flat: Vec<f32> = rows.iter().flat_map(|r| r.vector.iter().copied()).collect();
     let list = |values: Vec<f32>, n: usize| -> Result<ArrayRef> {
         let (elem, array): (DataType, ArrayRef) = match vt {
             VectorType::F32 => (DataType::Float32, Arc::new(Float32Array::from(values))),
@@ -393,7 +395,7 @@ fn batch(
         Arc::new(StringArray::from(
             rows.iter().map(|r| r.title.as_deref()).collect::<Vec<_>>(),
         )),
-        list(flat, dim)?,
+        list(flat.to_vec(), dim)?,
         list(heads, head_dim)?,
     ];
     for (i, a) in attrs.iter().enumerate() {

@@ -11,8 +11,9 @@
 #   4. end-to-end `jsearch index` of generated 12-megapixel JPEGs (`ingest` bench, bf16, batch 64;
 #      full decode and the reduced-DCT decode), items/s and the share of time the GPU waits.
 #
-# It writes summary.md (every table, the targets, met or not), the raw tables and logs into the
-# output folder ($OUT, where the device tool collects files; else ./gpu-out).
+# It writes 8 files (what the device tool brings back) into the output folder ($OUT; else ./gpu-out):
+# summary.md (every table, the targets, met or not), parity.md, parity.json, encoders.md,
+# rows.jsonl (every system's raw rows), ingest-exact.md, ingest-fast.md and gpu-check.log.
 #
 # On the GPU machine (binaries built here by scripts/gpu-build.sh, carried as .gpu/bin.tar.xz):
 #     scripts/gpu-check.sh                       # unpacks them, uses the machine's python3 (torch)
@@ -96,8 +97,8 @@ done
         echo "- PyTorch: $("$JSEARCH_PEER_PYTHON" -c 'import torch; print(torch.__version__, "CUDA", torch.version.cuda)' 2>&1 | tail -n 1)"
     fi
     echo "- CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cores"
-} >"$out/machine.md"
-cat "$out/machine.md" | tee -a "$log" >&2
+} >"$work/machine.md"
+tee -a "$log" <"$work/machine.md" >&2
 
 # A step: its name, a time limit, then the command; stdout to $out/NAME.md, stderr to the log.
 step() {
@@ -114,7 +115,12 @@ step() {
 
 step parity 180 "$bin/parity" --device "$device" --json "$out/parity.json"
 step encoders 360 "$bin/encoders" --device "$device" "${ckpt_args[@]}" --work "$work/enc" "${enc_args[@]}"
-cp "$work"/enc/rows-*.jsonl "$out/" 2>/dev/null
+# Every system's raw rows in one file (the device tool brings back at most 8 files).
+for f in "$work"/enc/rows-*.jsonl; do
+    [ -f "$f" ] || continue
+    sys="$(basename "$f" .jsonl)"
+    sed "s/^{/{\"system\": \"${sys#rows-}\", /" "$f"
+done >"$out/rows.jsonl"
 ingest() {
     local name="$1"
     shift
@@ -123,9 +129,9 @@ ingest() {
 ingest ingest-exact --exact-jpeg
 ingest ingest-fast --fast-jpeg --decode-cosine "$decode_cosine"
 
-python3 - "$out" "$mode" "$e2e_case" "${failed[@]}" <<'EOF' | tee "$out/summary.md"
+python3 - "$out" "$mode" "$e2e_case" "$work" "${failed[@]}" <<'EOF' | tee "$out/summary.md"
 import json, os, sys
-out, mode, e2e_case, failed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+out, mode, e2e_case, work, failed = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
 
 def read(name):
     p = os.path.join(out, name)
@@ -133,10 +139,11 @@ def read(name):
 
 def rows(system):
     r = {}
-    for line in read(f"rows-{system.replace(' ', '-')}.jsonl").splitlines():
+    for line in read("rows.jsonl").splitlines():
         try:
             v = json.loads(line)
-            r[v["case"]] = v
+            if v.get("system") == system.replace(" ", "-"):
+                r[v["case"]] = v
         except (ValueError, KeyError):
             pass
     return r
@@ -150,7 +157,7 @@ def last_json(text):
                 return None
     return None
 
-print(read("machine.md"))
+print(open(os.path.join(work, "machine.md")).read())
 print("## 1. Parity\n" + read("parity.md").strip() + "\n")
 print("## 2-3. Encoders vs PyTorch on the same device\n" + read("encoders.md").strip() + "\n")
 targets = []

@@ -4,22 +4,22 @@ pub mod checkpoint;
 pub mod synth;
 
 /// The candle device a bench's `--device` names: `cpu`, `cuda` or `cuda:N` (a `--features cuda`
-/// build; the CUDA libraries are checked first, so a machine without them gets a sentence).
+/// build), resolved as `jsearch --device` resolves it (an unavailable GPU is an error that says
+/// why).
 pub fn open_device(name: &str) -> anyhow::Result<candle_core::Device> {
-    use anyhow::Context;
-    if name == "cpu" {
-        return Ok(candle_core::Device::Cpu);
+    let choice: jsearch::DeviceChoice = name.parse()?;
+    Ok(choice.resolve()?.device)
+}
+
+/// Cosine of two vectors, accumulated in f64.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        ab += (*x as f64) * (*y as f64);
+        aa += (*x as f64) * (*x as f64);
+        bb += (*y as f64) * (*y as f64);
     }
-    let n = match name.strip_prefix("cuda") {
-        Some("") => 0,
-        Some(rest) => rest
-            .strip_prefix(':')
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("--device {name}: expected cpu, cuda or cuda:N"))?,
-        None => anyhow::bail!("--device {name}: expected cpu, cuda or cuda:N"),
-    };
-    jsearch_encoders::cuda_libraries().map_err(|why| anyhow::anyhow!("cuda:{n}: {why}"))?;
-    Ok(candle_core::Device::new_cuda(n)?)
+    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
 }
 
 /// Builds the release `jsearch` binary of the workspace at `root` (cargo's own, so the bench

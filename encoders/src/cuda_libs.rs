@@ -40,12 +40,10 @@ pub fn cuda_libraries() -> Result<(), String> {
                     })
                     .cloned()
                     .unwrap_or_else(|| format!("lib{name}.so"));
-                return Err({
-                    format!(
-                        "{what} not found ({soname}: install the CUDA runtime libraries or put \
-                         their folder on LD_LIBRARY_PATH, e.g. PyTorch's site-packages/nvidia/cu13/lib)"
-                    )
-                });
+                return Err(format!(
+                    "{what} not found ({soname}: install the CUDA runtime libraries or put \
+                     their folder on LD_LIBRARY_PATH, e.g. PyTorch's site-packages/nvidia/cu13/lib)"
+                ));
             }
         }
         Ok(())

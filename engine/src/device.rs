@@ -158,6 +158,14 @@ pub fn cuda_compiled() -> bool {
     cfg!(feature = "cuda")
 }
 
+impl DeviceChoice {
+    /// The device this choice names on this machine: `Auto` falls back to the CPU, saying why;
+    /// an explicit `cuda` that is unavailable is an error naming the reason.
+    pub fn resolve(self) -> Result<ResolvedDevice> {
+        resolve(self)
+    }
+}
+
 /// Opens CUDA device `n`. The libraries are loaded at run time (checked by the caller with
 /// `cuda_libraries`); a panic inside the CUDA bindings still becomes an error, not an abort.
 fn new_cuda(n: usize) -> std::result::Result<candle_core::Device, String> {

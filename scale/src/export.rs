@@ -182,13 +182,9 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
         ));
     }
     let stats = engine.stats()?;
-    let write_err = |path: &Path, e: &dyn std::fmt::Display| ScaleError::Write {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(out).map_err(|e| write_err(out, &e))?;
+    std::fs::create_dir_all(out).map_err(|e| write_error(out, e))?;
     let existing = std::fs::read_dir(out)
-        .map_err(|e| write_err(out, &e))?
+        .map_err(|e| write_error(out, e))?
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .find(|n| n.starts_with("part-") && n.ends_with(".parquet"));
@@ -303,7 +299,7 @@ pub fn export_parquet(engine: &Engine, out: &Path, opts: &ExportOptions) -> Resu
         let b = batch(&schema, &rows, &flat, head_dim, opts.vector_type, &attrs)?;
         sink.write(&b)?;
     }
-    sink.finish()?;
+    sink.close_file()?;
     let files = std::mem::take(&mut sink.files);
     let bytes = files
         .iter()
@@ -473,23 +469,13 @@ impl Sink {
             let name = format!("part-{n:05}.parquet");
             let final_path = self.out.join(&name);
             let tmp = self.out.join(format!(".{name}.tmp"));
-            let file = File::create(&tmp).map_err(|e| ScaleError::Write {
-                path: tmp.clone(),
-                message: e.to_string(),
-            })?;
+            let file = File::create(&tmp).map_err(|e| write_error(&tmp, e))?;
             let w = ArrowWriter::try_new(file, self.schema.clone(), Some(self.props.clone()))
-                .map_err(|e| ScaleError::Write {
-                    path: tmp.clone(),
-                    message: e.to_string(),
-                })?;
+                .map_err(|e| write_error(&tmp, e))?;
             self.writer = Some((w, tmp, final_path));
-            self.in_file = 0;
         }
         if let Some((w, tmp, _)) = self.writer.as_mut() {
-            w.write(batch).map_err(|e| ScaleError::Write {
-                path: tmp.clone(),
-                message: e.to_string(),
-            })?;
+            w.write(batch).map_err(|e| write_error(tmp, e))?;
         }
         self.in_file += batch.num_rows();
         if self.in_file >= self.rows_per_file {
@@ -501,22 +487,22 @@ impl Sink {
     /// Closes the current file (footer written, synced) and gives it its final name.
     fn close_file(&mut self) -> Result<()> {
         if let Some((w, tmp, final_path)) = self.writer.take() {
-            let err = |e: &dyn std::fmt::Display| ScaleError::Write {
-                path: tmp.clone(),
-                message: e.to_string(),
-            };
-            let file = w.into_inner().map_err(|e| err(&e))?;
-            file.sync_all().map_err(|e| err(&e))?;
+            let file = w.into_inner().map_err(|e| write_error(&tmp, e))?;
+            file.sync_all().map_err(|e| write_error(&tmp, e))?;
             drop(file);
-            std::fs::rename(&tmp, &final_path).map_err(|e| err(&e))?;
+            std::fs::rename(&tmp, &final_path).map_err(|e| write_error(&tmp, e))?;
             self.files.push(final_path);
             self.in_file = 0;
         }
         Ok(())
     }
+}
 
-    fn finish(&mut self) -> Result<()> {
-        self.close_file()
+/// A failed write of `path`, with the reason.
+fn write_error(path: &Path, e: impl std::fmt::Display) -> ScaleError {
+    ScaleError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     }
 }
 

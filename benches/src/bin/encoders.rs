@@ -26,7 +26,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Parser;
-use jsearch_benches::{checkpoint, open_device};
+use jsearch_benches::{checkpoint, cosine, open_device};
 use jsearch_encoders::preprocess::PixelValues;
 use jsearch_encoders::{ClipModel, LoadOptions, Towers, WeightCache};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
@@ -481,16 +481,6 @@ fn gpu_name() -> Option<String> {
         .ok()?;
     let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
     (!name.is_empty()).then_some(name)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (x, y) in a.iter().zip(b) {
-        ab += (*x as f64) * (*y as f64);
-        aa += (*x as f64) * (*x as f64);
-        bb += (*y as f64) * (*y as f64);
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1e-30)
 }
 
 type Embeddings = BTreeMap<String, Vec<Vec<f32>>>;

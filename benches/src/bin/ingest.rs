@@ -272,10 +272,7 @@ fn decode_cosine(
         let a = model.encode_pixels_raw(&px(&exact)?)?;
         let b = model.encode_pixels_raw(&px(&fast)?)?;
         for (x, y) in a.iter().zip(&b) {
-            let dot: f64 = x.iter().zip(y).map(|(u, v)| *u as f64 * *v as f64).sum();
-            let nx: f64 = x.iter().map(|u| (*u as f64).powi(2)).sum::<f64>().sqrt();
-            let ny: f64 = y.iter().map(|u| (*u as f64).powi(2)).sum::<f64>().sqrt();
-            let c = dot / (nx * ny).max(1e-30);
+            let c = jsearch_benches::cosine(x, y);
             min = min.min(c);
             sum += c;
         }

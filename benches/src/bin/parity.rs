@@ -21,7 +21,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::Parser;
 use jsearch_benches::checkpoint::repo_root;
-use jsearch_benches::open_device;
+use jsearch_benches::{cosine, open_device};
 use jsearch_encoders::preprocess::{DecodeOptions, PixelValues, Preprocessor};
 use jsearch_encoders::{ClipModel, LoadOptions, TextRole, Towers, WeightCache};
 use serde_json::{json, Value};
@@ -278,13 +278,7 @@ fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> Result<f64> {
     Ok(a.iter()
         .zip(b)
         .map(|(x, y)| {
-            let (mut xy, mut xx, mut yy) = (0f64, 0f64, 0f64);
-            for (u, v) in x.iter().zip(y) {
-                xy += *u as f64 * *v as f64;
-                xx += *u as f64 * *u as f64;
-                yy += *v as f64 * *v as f64;
-            }
-            let c = xy / (xx.sqrt() * yy.sqrt()).max(1e-30);
+            let c = cosine(x, y);
             if c.is_nan() {
                 -1.0
             } else {

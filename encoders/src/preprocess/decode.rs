@@ -57,10 +57,7 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
     if super::raw::is_raw_path(name) {
         let Some(preview) = super::raw::largest_preview(bytes) else {
             // No preview: the sensor data, through LibRaw (which applies the orientation).
-            let by_limit = opts.max_megapixels.map(|m| (m * 1e6) as u64);
-            let by_memory = (MAX_DECODED_BYTES / 3) as u64;
-            let max = by_limit.map_or(by_memory, |m| m.min(by_memory));
-            return super::libraw::decode(bytes, Some(max))
+            return super::libraw::decode(bytes, Some(max_pixels(opts)))
                 .map_err(|e| err(format!("camera RAW without an embedded JPEG preview: {e}")));
         };
         // The preview JPEG rarely carries an orientation: the RAW container's applies.
@@ -78,6 +75,15 @@ pub fn decode_rgb_named(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Resu
     decode_encoded(bytes, name, opts)
 }
 
+/// The most pixels a decoder that reads the size first (libheif, LibRaw) may produce: the
+/// `--max-megapixels` limit, and never more than the RGB output the memory bound allows.
+fn max_pixels(opts: &DecodeOptions) -> u64 {
+    let by_memory = (MAX_DECODED_BYTES / 3) as u64;
+    opts.max_megapixels
+        .map(|m| (m * 1e6) as u64)
+        .map_or(by_memory, |m| m.min(by_memory))
+}
+
 /// [`decode_rgb_named`] of an encoded image (HEIF or a format the `image` crate reads).
 fn decode_encoded(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     let err = |message: String| EncoderError::Image {
@@ -87,10 +93,7 @@ fn decode_encoded(bytes: &[u8], name: &Path, opts: &DecodeOptions) -> Result<Rgb
     if super::heif::is_heif(bytes) {
         // libheif applies the file's own rotation (irot/imir); EXIF orientation in a HEIF file
         // is informational and must not be applied again.
-        let by_limit = opts.max_megapixels.map(|m| (m * 1e6) as u64);
-        let by_memory = (MAX_DECODED_BYTES / 3) as u64;
-        let max = by_limit.map_or(by_memory, |m| m.min(by_memory));
-        return super::heif::decode(bytes, Some(max)).map_err(err);
+        return super::heif::decode(bytes, Some(max_pixels(opts))).map_err(err);
     }
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()

@@ -521,3 +521,6 @@ pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
     out.extend_from_slice(&jpeg[2..]);
     out
 }
+
+#[path = "postgres_server.rs"]
+pub mod postgres_server;

@@ -231,6 +231,10 @@ enum Command {
     /// Write the store's vectors (full and 256-d head) and the items' attributes to Parquet files
     /// in OUT, one row per vector: for pandas, polars, DuckDB, Spark, LanceDB and other engines.
     Export(ExportArgs),
+    /// Make a PostgreSQL + pgvector table hold the store's vectors and attributes (created on the
+    /// first run; later runs upsert what changed and delete what is gone), and print the SQL of
+    /// the two-stage query. `query --backend URL` runs that query.
+    Sync(SyncArgs),
     /// Serve the store over HTTP: a JSON API and a web page (read-only; the model stays loaded;
     /// `index` may write meanwhile, each request sees the last commit). Stop with Ctrl-C.
     Serve(ServeArgs),
@@ -456,6 +460,18 @@ struct QueryArgs {
     /// "query" field.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["text", "text_opt", "image"])]
     queries: Option<PathBuf>,
+    /// Run the query on a table `jsearch sync` wrote instead of the store: postgres://… (the
+    /// query is encoded here; hits ranked by cosine, best vector per item; --where, --type and
+    /// -k apply).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["queries", "plus", "minus"])]
+    backend: Option<String>,
+    /// The backend's table.
+    #[arg(long, default_value = jsearch_scale::postgres::DEFAULT_TABLE, value_name = "NAME", requires = "backend")]
+    table: String,
+    /// Candidates the backend's HNSW stage passes to the re-rank [default: 10 × limit, at least
+    /// 100].
+    #[arg(long, value_name = "N", requires = "backend", value_parser = clap::value_parser!(u16).range(1..=10000))]
+    candidates: Option<u16>,
     #[command(flatten)]
     filter: FilterArgs,
     #[command(flatten)]
@@ -507,6 +523,27 @@ struct ExportArgs {
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     rows_per_file: u64,
     /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or $JSEARCH_BACKEND); no TLS yet, so use
+it on a trusted network or through a tunnel. The user needs CREATE on the database's schema, and
+the pgvector extension installed (`CREATE EXTENSION vector` by a superuser once). A sync is one
+transaction: an interrupted one changes nothing. docs/scale.md explains the table and its query.")]
+struct SyncArgs {
+    /// The backend: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    #[arg(value_name = "URL", env = "JSEARCH_BACKEND", hide_env_values = true)]
+    url: String,
+    /// Table to write (lower-case letters, digits, _).
+    #[arg(long, default_value = jsearch_scale::postgres::DEFAULT_TABLE, value_name = "NAME")]
+    table: String,
+    /// Drop the table first and load it again (a table of another model or layout).
+    #[arg(long)]
+    replace: bool,
+    /// Print the summary as JSON (with the query's SQL as "query_sql").
     #[arg(long)]
     json: bool,
 }
@@ -902,6 +939,9 @@ fn query(cli: &Cli, a: &QueryArgs) -> Result<Status> {
         ..Query::default()
     };
     let q = build_query(q, &a.filter, Some(DEFAULT_MIN_SCORE))?;
+    if let Some(url) = &a.backend {
+        return backend_query(&engine, a, url, &q, timings, cli.verbose);
+    }
     let r = timings
         .time("search (with model load)", || engine.search(&q))
         .context("query failed")?;
@@ -1052,6 +1092,124 @@ fn export(cli: &Cli, a: &ExportArgs) -> Result<Status> {
     Ok(Status::Done)
 }
 
+/// `jsearch sync`.
+fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
+    use jsearch_scale::postgres;
+    let engine = open_engine(cli, None)?;
+    let opts = postgres::SyncOptions {
+        table: a.table.clone(),
+        replace: a.replace,
+    };
+    let s = postgres::sync(&engine, &a.url, &opts).context("sync failed")?;
+    let backend = postgres::PgBackend::connect(&a.url, &a.table).context("sync failed")?;
+    let sql = backend.explain(&postgres::BackendQuery::new(10));
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["backend"] = postgres::redact(&a.url).into();
+        v["query_sql"] = sql.into();
+        println!("{v}");
+    } else {
+        if !cli.quiet {
+            eprintln!(
+                "synced {} vectors to table {} at {}{}: {} inserted, {} updated, {} deleted, {} unchanged in {:.1}s",
+                s.rows,
+                s.table,
+                postgres::redact(&a.url),
+                if s.created { " (created)" } else { "" },
+                s.inserted,
+                s.updated,
+                s.deleted,
+                s.unchanged,
+                s.seconds
+            );
+            eprintln!(
+                "the two-stage query ($1: the query's {}-d head, $2: its {}-d vector, both halfvec and normalised; attribute filters go in WHERE, `query --backend -v --where …` prints them; session: SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100):",
+                backend.info().head_dim,
+                backend.info().dim
+            );
+        }
+        println!("{sql};");
+    }
+    Ok(Status::Done)
+}
+
+/// `jsearch query --backend URL`: encoded here, searched there.
+fn backend_query(
+    engine: &Engine,
+    a: &QueryArgs,
+    url: &str,
+    q: &Query,
+    mut timings: Timings,
+    verbose: bool,
+) -> Result<Status> {
+    use jsearch_scale::postgres::{BackendQuery, PgBackend};
+    let f = &a.filter;
+    let unsupported = [
+        (f.offset > 0, "--offset"),
+        (!f.facets.is_empty(), "--facet"),
+        (f.sort.is_some(), "--sort"),
+        (f.path_prefix.is_some(), "--path"),
+        (
+            !matches!(f.mode, SearchMode::Auto | SearchMode::Vector),
+            "--mode keyword/hybrid",
+        ),
+        (
+            f.min_score.is_some(),
+            "--min-score (the backend ranks by cosine)",
+        ),
+    ];
+    if let Some((_, name)) = unsupported.iter().find(|(on, _)| *on) {
+        anyhow::bail!("{name} is not available with --backend (the local store's search only)");
+    }
+    let mut backend = timings
+        .time("connect", || PgBackend::connect(url, &a.table))
+        .context("query failed")?;
+    backend
+        .check_model(&engine.model_info()?)
+        .context("query failed")?;
+    let texts: Vec<&str> = q.text.as_deref().into_iter().collect();
+    let images: Vec<PathBuf> = q.image.clone().into_iter().collect();
+    let e = timings.time("encode (with model load)", || -> jsearch::Result<_> {
+        let mut t = engine.embed(&texts, &[], true)?;
+        let i = engine.embed(&[], &images, false)?;
+        t.images = i.images;
+        Ok(t)
+    })?;
+    let both = !e.texts.is_empty() && !e.images.is_empty();
+    let mut v = vec![0f32; backend.info().dim];
+    for (x, w) in e
+        .texts
+        .iter()
+        .map(|x| (x, if both { 1.0 - a.image_weight } else { 1.0 }))
+        .chain(
+            e.images
+                .iter()
+                .map(|x| (x, if both { a.image_weight } else { 1.0 })),
+        )
+    {
+        let mut x = x.clone();
+        jsearch::normalize(&mut x);
+        for (o, y) in v.iter_mut().zip(&x) {
+            *o += w * y;
+        }
+    }
+    let bq = BackendQuery {
+        limit: q.limit,
+        candidates: a.candidates.map(usize::from),
+        kinds: q.kinds.clone(),
+        filter: q.filter.clone(),
+    };
+    if verbose {
+        eprintln!("{};", backend.explain(&bq));
+    }
+    let hits = timings
+        .time("backend search", || backend.search(&v, &bq))
+        .context("query failed")?;
+    output::print_backend_hits(&hits, f.json, f.paths)?;
+    timings.report();
+    Ok(Status::of_hits(!hits.is_empty()))
+}
+
 /// `jsearch check`.
 fn check(cli: &Cli, a: &StatsArgs) -> Result<Status> {
     let mut engine = open_engine(cli, None)?;
@@ -1113,6 +1271,7 @@ fn main() -> ExitCode {
         Command::Dupes(a) => dupes(&cli, a),
         Command::Stats(a) => stats(&cli, a),
         Command::Export(a) => export(&cli, a),
+        Command::Sync(a) => sync(&cli, a),
         Command::Check(a) => check(&cli, a),
         Command::Repair(a) => repair(&cli, a),
         Command::Embed(a) => {

@@ -426,6 +426,34 @@ pub fn print_facets(
 }
 
 /// Prints store statistics.
+/// Hits of `query --backend`: JSON lines, paths, or one row each (rank, cosine, kind, id, title).
+pub fn print_backend_hits(
+    hits: &[jsearch_scale::postgres::BackendHit],
+    json: bool,
+    paths: bool,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for h in hits {
+        if json {
+            writeln!(out, "{}", serde_json::to_string(h)?)?;
+        } else if paths {
+            writeln!(out, "{}", printable(&h.path))?;
+        } else {
+            let title = h.title.as_deref().unwrap_or("");
+            writeln!(
+                out,
+                "{:>3}  {:.3}  {:<7}  {}  {}",
+                h.rank,
+                h.cosine,
+                h.kind,
+                one_line(&printable(&h.id)),
+                one_line(&printable(title))
+            )?;
+        }
+    }
+    Ok(())
+}
+
 pub fn print_stats(s: &Stats, json: bool) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

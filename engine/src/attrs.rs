@@ -23,10 +23,48 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::idx::Store;
 use crate::item::{self, ItemMeta};
-use crate::keyword::fold;
 
 /// Names of the attributes every item has.
 pub const BUILTIN_FIELDS: [&str; 4] = ["kind", "path", "id", "title"];
+
+/// How filters compare text: lower case, accents removed, `ß` as `ss`, whitespace runs as one
+/// space (`"Café  Noir"` → `"cafe noir"`).
+pub fn fold(s: &str) -> String {
+    crate::keyword::fold(s)
+}
+
+/// An item's fields as a filter sees them: the built-ins (`kind`, `path`, `id`, `title`) and
+/// the attributes (a catalog field named like a built-in is shadowed; nulls left out), with
+/// strings and list elements [`fold`]ed; numbers, booleans and other JSON values as they are.
+/// What a system that runs jsearch's filters elsewhere (`jsearch sync postgres://`) stores
+/// beside the item.
+pub fn filter_view(item: &ItemMeta) -> serde_json::Map<String, Value> {
+    let mut out = serde_json::Map::with_capacity(4 + item.metadata.len());
+    out.insert("kind".into(), Value::String(item.kind.as_str().into()));
+    out.insert("path".into(), Value::String(fold(&item.path)));
+    out.insert("id".into(), Value::String(fold(&item.id)));
+    if let Some(t) = &item.title {
+        out.insert("title".into(), Value::String(fold(t)));
+    }
+    for (k, v) in &item.metadata {
+        if BUILTIN_FIELDS.contains(&k.as_str()) {
+            continue;
+        }
+        let v = match v {
+            Value::Null => continue,
+            Value::String(s) => Value::String(fold(s)),
+            Value::Array(a) if a.iter().all(Value::is_string) => Value::Array(
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| Value::String(fold(s)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        out.insert(k.clone(), v);
+    }
+    out
+}
 
 /// The type of an attribute value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

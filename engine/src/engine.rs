@@ -76,6 +76,30 @@ impl Default for OpenOptions {
     }
 }
 
+/// The model an engine encodes with, read from its folder (no weights loaded):
+/// [`Engine::model_info`]. What another system holding this store's vectors compares with
+/// before it is queried with new ones.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelInfo {
+    /// The model's name.
+    pub name: String,
+    /// Its fingerprint (what a store built with it records).
+    pub fingerprint: String,
+    /// The fingerprint stores written before the weights' content was hashed record.
+    pub legacy_fingerprint: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+impl ModelInfo {
+    /// Whether vectors recorded as made by `name` / `fingerprint` / `dim` came from this model.
+    pub fn made(&self, name: &str, fingerprint: &str, dim: usize) -> bool {
+        self.name == name
+            && (self.fingerprint == fingerprint || self.legacy_fingerprint == fingerprint)
+            && self.dim == dim
+    }
+}
+
 /// Counts and sizes of a store.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
@@ -813,6 +837,18 @@ impl Engine {
             Error::Index(i) => self.map_open_error(i),
             other => other,
         }
+    }
+
+    /// The model [`Self::embed`] and queries use (resolved as [`Self::model_dir`]), from its
+    /// folder's config and cached content hash, without loading weights.
+    pub fn model_info(&self) -> Result<ModelInfo> {
+        let w = Self::settings_for_dir(&self.model_dir()?)?;
+        Ok(ModelInfo {
+            name: w.settings.model_name,
+            fingerprint: w.settings.model_fingerprint,
+            legacy_fingerprint: w.legacy_fingerprint,
+            dim: w.settings.dim,
+        })
     }
 
     /// Counts by kind, model identity, dimensions and file size of the store.

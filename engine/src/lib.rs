@@ -68,7 +68,9 @@ pub use attrs::{AttrType, Facet, FieldInfo};
 pub use catalog::Record;
 pub use device::{cuda_compiled, DeviceChoice, Precision, ResolvedDevice};
 pub use dupes::{DupeItem, DupesOptions, Duplicates, DEFAULT_NEAR_THRESHOLD};
-pub use engine::{default_db_path, Embeddings, Engine, OpenOptions, Stats, DEFAULT_DB_NAME};
+pub use engine::{
+    default_db_path, Embeddings, Engine, ModelInfo, OpenOptions, Stats, DEFAULT_DB_NAME,
+};
 pub use error::{Error, ErrorClass, ModelMismatch, Result};
 pub use filter::{CmpOp, Filter, Literal};
 pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};

@@ -4,6 +4,8 @@
 //! This crate holds what crosses the store's boundary, each format in one module:
 //! - [`export`]: Apache Parquet (one row per vector), readable as is by pandas, polars, DuckDB,
 //!   Spark and LanceDB.
+//! - [`postgres`]: a table in PostgreSQL + pgvector kept in step with the store (`jsearch sync`),
+//!   and the two-stage query against it (`jsearch query --backend`).
 //!
 //! ```no_run
 //! use jsearch::{Engine, OpenOptions};
@@ -16,6 +18,7 @@
 //! ```
 
 pub mod export;
+pub mod postgres;
 
 pub use export::{export_parquet, ExportOptions, ExportSummary, VectorType};
 
@@ -31,6 +34,15 @@ pub enum ScaleError {
         /// The file.
         path: std::path::PathBuf,
         /// What went wrong.
+        message: String,
+    },
+    /// A database server refused or failed (names the server, password hidden, and what was
+    /// being done).
+    #[error("{backend}: {message}")]
+    Backend {
+        /// The server's URL without its password.
+        backend: String,
+        /// What failed and why.
         message: String,
     },
     /// An argument that cannot work (names it).

@@ -1,0 +1,475 @@
+//! `jsearch sync postgres://…` and `jsearch query --backend`, against a real PostgreSQL 18 +
+//! pgvector 0.8 started here on 127.0.0.1 (tests/postgres_server.rs; `scripts/test.sh` installs
+//! it and makes a server that cannot start a failure, not a skip).
+//!
+//! The backend's answers are compared with the local store's exact search: every stored vector's
+//! cosine with the query, best vector per item, top 10.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use jsearch::{Engine, Filter, OpenOptions};
+use jsearch_scale::postgres::{BackendQuery, PgBackend};
+use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
+use jsearch_tests::{
+    index, jsearch, json_lines, read_jsonl, repo_root, run, stats, tempdir, toy_corpus, toy_model,
+};
+use serde_json::Value;
+
+/// 12 toy images, 3 notes, 40 products of the toy shop (typed fields).
+fn store(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let root = dir.join("in");
+    let img = root.join("img");
+    std::fs::create_dir_all(&img).unwrap();
+    let src = toy_corpus().join("images");
+    let mut names: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    for n in names.iter().take(12) {
+        std::fs::copy(src.join(n), img.join(n)).unwrap();
+    }
+    let notes = root.join("notes");
+    std::fs::create_dir_all(&notes).unwrap();
+    for (i, t) in [
+        "a red circle on a card",
+        "Einkaufsliste: Milch",
+        "notes on moons",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(notes.join(format!("n{i}.txt")), t).unwrap();
+    }
+    let shop = dir.join("shop.jsonl");
+    write_catalog(&shop, 40, |_| {});
+    let db = dir.join("s.jsearch");
+    index(&db, &[&root, &shop], &[]);
+    (db, root, shop)
+}
+
+/// The first `n` records of the toy shop, each passed through `edit` first.
+fn write_catalog(path: &Path, n: usize, edit: impl Fn(&mut Value)) {
+    let lines: Vec<String> = read_jsonl(&repo_root().join("datasets/toy-shop/catalog.jsonl"))
+        .into_iter()
+        .take(n)
+        .map(|mut v| {
+            edit(&mut v);
+            v.to_string()
+        })
+        .collect();
+    std::fs::write(path, lines.join("\n")).unwrap();
+}
+
+fn sync(db: &Path, url: &str, extra: &[&str]) -> Value {
+    let mut c = jsearch(db);
+    c.args(["sync", url, "--json"]).args(extra);
+    json_lines(&run(c, true).stdout).remove(0)
+}
+
+fn sync_fails(db: &Path, url: &str, extra: &[&str]) -> String {
+    let mut c = jsearch(db);
+    c.args(["sync", url]).args(extra);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn engine(db: &Path) -> Engine {
+    Engine::open(OpenOptions {
+        db: db.to_path_buf(),
+        model_dir: Some(toy_model()),
+        ..OpenOptions::default()
+    })
+    .unwrap()
+}
+
+/// The local exact search: best cosine per item over every stored vector that passes `keep`.
+fn exact_top(
+    vectors: &[(u64, Value, Vec<f32>)],
+    q: &[f32],
+    k: usize,
+    keep: impl Fn(&Value) -> bool,
+) -> Vec<String> {
+    let mut best: HashMap<String, f32> = HashMap::new();
+    for (_, meta, v) in vectors.iter().filter(|(_, m, _)| keep(m)) {
+        let c: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
+        let e = best
+            .entry(meta["id"].as_str().unwrap().to_string())
+            .or_insert(f32::MIN);
+        *e = e.max(c);
+    }
+    let mut v: Vec<(String, f32)> = best.into_iter().collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.into_iter().take(k).map(|p| p.0).collect()
+}
+
+/// Every stored vector: key, the item as JSON (kind, id, metadata), the vector.
+fn local_vectors(e: &Engine) -> Vec<(u64, Value, Vec<f32>)> {
+    let mut out = Vec::new();
+    e.for_each_vector(|key, item, _, v| {
+        out.push((key, serde_json::to_value(item).unwrap(), v.to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    out
+}
+
+fn query_texts(n: usize) -> Vec<String> {
+    read_jsonl(&toy_corpus().join("queries.jsonl"))
+        .iter()
+        .take(n)
+        .map(|q| q["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Recall@10 of the backend against the local exact search over `texts`, with a filter (SQL
+/// side) and its Rust twin (local side).
+fn recall(
+    db: &Path,
+    pg: &PgServer,
+    texts: &[String],
+    filter: Option<&str>,
+    keep: &dyn Fn(&Value) -> bool,
+) -> f64 {
+    let e = engine(db);
+    let vectors = local_vectors(&e);
+    let mut backend = PgBackend::connect(&pg.url(), "jsearch_items").unwrap();
+    backend.check_model(&e.model_info().unwrap()).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let qs = e.embed(&refs, &[], true).unwrap().texts;
+    let (mut found, mut wanted) = (0usize, 0usize);
+    for (t, mut q) in texts.iter().zip(qs) {
+        jsearch::normalize(&mut q);
+        let want = exact_top(&vectors, &q, 10, keep);
+        let mut bq = BackendQuery::new(10);
+        bq.filter = filter.map(|f| Filter::parse(f).unwrap());
+        let hits = backend.search(&q, &bq).unwrap();
+        for h in &hits {
+            let meta = vectors
+                .iter()
+                .find(|(k, _, _)| *k == h.key)
+                .map(|(_, m, _)| m)
+                .unwrap_or_else(|| panic!("{t}: backend hit {} is not in the store", h.id));
+            assert!(keep(meta), "{t}: hit {} fails the filter {filter:?}", h.id);
+        }
+        assert_eq!(hits.len(), want.len(), "{t}: {filter:?}");
+        let got: HashSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        found += want.iter().filter(|id| got.contains(id.as_str())).count();
+        wanted += want.len();
+    }
+    found as f64 / wanted.max(1) as f64
+}
+
+fn cheap_in_stock(m: &Value) -> bool {
+    let md = &m["metadata"];
+    md["price"].as_f64().is_some_and(|p| p < 20.0) && md["in_stock"] == Value::Bool(true)
+}
+
+#[test]
+fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
+    let Some(pg) = pg_or_skip("sync_creates_updates_and_deletes") else {
+        return;
+    };
+    let dir = tempdir();
+    let (db, root, shop) = store(dir.path());
+    let url = pg.url();
+    let vectors = stats(&db)["vectors"].as_u64().unwrap() as usize;
+
+    // First sync: a new table with every vector.
+    let s = sync(&db, &url, &[]);
+    assert_eq!(s["created"], true, "{s}");
+    assert_eq!(s["inserted"].as_u64().unwrap() as usize, vectors, "{s}");
+    assert!(s["query_sql"]
+        .as_str()
+        .unwrap()
+        .contains("ORDER BY head <=>"));
+    assert!(!s.to_string().contains("s3cret"), "{s}");
+    let count = |pg: &PgServer| pg.query("SELECT count(*) FROM jsearch_items");
+    assert_eq!(count(&pg), vectors.to_string());
+    // Attributes keep their JSON types; filter_attrs holds them folded.
+    let row = pg.query(
+        "SELECT attrs->>'brand', jsonb_typeof(attrs->'price'), jsonb_typeof(attrs->'in_stock'), \
+         filter_attrs->>'brand', kind, title FROM jsearch_items WHERE id = 'p0001'",
+    );
+    assert_eq!(
+        row,
+        "Lumo|number|boolean|lumo|product|Lumo red heart poster"
+    );
+    // Indexes: HNSW on the heads, GIN on the filter attributes.
+    let idx = pg.query(
+        "SELECT string_agg(indexdef, ' ; ') FROM pg_indexes WHERE tablename = 'jsearch_items'",
+    );
+    assert!(idx.contains("hnsw (head halfvec_cosine_ops)"), "{idx}");
+    assert!(idx.contains("gin (filter_attrs jsonb_path_ops)"), "{idx}");
+    // A vector's own item comes first with cosine 1 (the table's vectors are the store's).
+    let e = engine(&db);
+    let local = local_vectors(&e);
+    let mut backend = PgBackend::connect(&url, "jsearch_items").unwrap();
+    for (key, meta, v) in local.iter().step_by(37) {
+        let hits = backend.search(v, &BackendQuery::new(1)).unwrap();
+        assert_eq!(hits[0].id, meta["id"].as_str().unwrap());
+        assert!(hits[0].cosine > 0.999, "{} {}", hits[0].cosine, key);
+    }
+    drop(e);
+
+    // The same queries: the backend's top 10 is the local exact top 10, plain and filtered.
+    let texts = query_texts(30);
+    let r = recall(&db, &pg, &texts, None, &|_| true);
+    assert!(r >= 0.98, "recall@10 {r}");
+    let r = recall(
+        &db,
+        &pg,
+        &texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(r >= 0.98, "filtered recall@10 {r}");
+    // Folded strings and lists: brand "LUMO", tag "Sale" find the same as the data's spelling.
+    let r = recall(
+        &db,
+        &pg,
+        &texts[..5],
+        Some(r#"brand IN ("LUMO", "Vëxa") OR tags = "Sale""#),
+        &|m| {
+            let md = &m["metadata"];
+            matches!(md["brand"].as_str(), Some("Lumo" | "Vexa"))
+                || md["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == "sale"))
+        },
+    );
+    assert!(r >= 0.98, "folded recall@10 {r}");
+
+    // Nothing changed: nothing written.
+    let s = sync(&db, &url, &[]);
+    assert_eq!(
+        (
+            s["inserted"].as_u64(),
+            s["updated"].as_u64(),
+            s["deleted"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{s}"
+    );
+    assert_eq!(s["unchanged"].as_u64().unwrap() as usize, vectors);
+
+    // Add a note, change a note, remove an image, change two products' prices.
+    let notes = root.join("notes");
+    std::fs::write(notes.join("n9.txt"), "a green triangle poster").unwrap();
+    std::fs::write(notes.join("n1.txt"), "Einkaufsliste: Milch, Brot").unwrap();
+    let gone = std::fs::read_dir(root.join("img"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut c = jsearch(&db);
+    c.arg("rm").arg(&gone);
+    run(c, true);
+    std::fs::remove_file(&gone).unwrap();
+    write_catalog(&shop, 40, |v| {
+        if v["id"] == "p0001" || v["id"] == "p0002" {
+            v["price"] = Value::from(1.5);
+        }
+    });
+    index(&db, &[&root, &shop], &[]);
+    let after = stats(&db)["vectors"].as_u64().unwrap() as usize;
+    assert_eq!(after, vectors, "one note in, one image out");
+    let s = sync(&db, &url, &[]);
+    assert_eq!(s["created"], false, "{s}");
+    assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");
+    // the changed note, and each changed product's text (+ image) vector
+    assert!(s["updated"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["deleted"].as_u64(), Some(1), "{s}");
+    assert_eq!(count(&pg), after.to_string());
+    assert_eq!(
+        pg.query("SELECT attrs->>'price' FROM jsearch_items WHERE id = 'p0001' LIMIT 1"),
+        "1.5"
+    );
+    let r = recall(
+        &db,
+        &pg,
+        &texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(
+        r >= 0.98,
+        "filtered recall@10 after the incremental sync {r}"
+    );
+
+    // Rows lost or damaged on the backend (by hand, a restore): the next sync repairs them.
+    pg.query("DELETE FROM jsearch_items WHERE kind = 'image'");
+    pg.query(
+        "UPDATE jsearch_items SET vector = vector, digest = '\\x00'::bytea WHERE kind = 'text'",
+    );
+    let s = sync(&db, &url, &[]);
+    assert!(s["inserted"].as_u64().unwrap() >= 11, "{s}");
+    assert_eq!(s["updated"].as_u64(), Some(4), "{s}");
+    assert_eq!(count(&pg), after.to_string());
+    let r = recall(&db, &pg, &texts[..10], None, &|_| true);
+    assert!(r >= 0.98, "recall@10 after the repair {r}");
+
+    // The CLI: the backend's hits as JSON, exit 1 when a filter leaves nothing.
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        &url,
+        "--type",
+        "product",
+        "--where",
+        "price < 20",
+        "--json",
+        "-k",
+        "5",
+    ]);
+    let hits = json_lines(&run(c, true).stdout);
+    assert_eq!(hits.len(), 5);
+    for h in &hits {
+        assert_eq!(h["kind"], "product");
+        assert!(h["metadata"]["price"].as_f64().unwrap() < 20.0, "{h}");
+    }
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        &url,
+        "--where",
+        "price < 0",
+    ]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn bad_backends_are_named_and_a_failed_sync_leaves_the_table_as_it_was() {
+    let Some(pg) = pg_or_skip("bad_backends") else {
+        return;
+    };
+    let dir = tempdir();
+    let (db, root, _) = store(dir.path());
+    let url = pg.url();
+
+    // Unreachable, wrong password, not a URL: exit 2, the server named, no password printed.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let err = sync_fails(
+        &db,
+        &format!("postgres://shop:s3cret@127.0.0.1:{closed}/shop"),
+        &[],
+    );
+    assert!(
+        err.contains("cannot connect") && err.contains("refused"),
+        "{err}"
+    );
+    assert!(
+        err.contains("shop:***@127.0.0.1") && !err.contains("s3cret"),
+        "{err}"
+    );
+    let err = sync_fails(
+        &db,
+        &format!("postgres://shop:wrong@127.0.0.1:{}/shop", pg.port),
+        &[],
+    );
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+    let err = sync_fails(&db, "mysql://x@y/z", &[]);
+    assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    let err = sync_fails(&db, &url, &["--table", "Items; drop"]);
+    assert!(err.contains("invalid table name"), "{err}");
+
+    // A table that is not jsearch's: refused, untouched.
+    pg.query("CREATE TABLE jsearch_items (x int); INSERT INTO jsearch_items VALUES (7)");
+    pg.query("ALTER TABLE jsearch_items OWNER TO shop");
+    let err = sync_fails(&db, &url, &[]);
+    assert!(
+        err.contains("not made by `jsearch sync`") && err.contains("--table"),
+        "{err}"
+    );
+    assert_eq!(pg.query("SELECT x FROM jsearch_items"), "7");
+    // --table elsewhere works; --replace takes the table over.
+    let s = sync(&db, &url, &["--table", "shop_v2"]);
+    assert_eq!(s["created"], true);
+    let s = sync(&db, &url, &["--replace"]);
+    assert_eq!(s["created"], true, "{s}");
+
+    // Another model's table (its jsearch_sync row says so): refused with the way forward, for
+    // sync and for query --backend.
+    pg.query("UPDATE jsearch_sync SET fingerprint = 'other' WHERE table_name = 'jsearch_items'");
+    let err = sync_fails(&db, &url, &[]);
+    assert!(
+        err.contains("holds vectors of model") && err.contains("--replace"),
+        "{err}"
+    );
+    let mut c = jsearch(&db);
+    c.args(["query", "a red heart", "--backend", &url]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds vectors of model") && err.contains("--model"),
+        "{err}"
+    );
+    pg.query("UPDATE jsearch_sync SET fingerprint = (SELECT fingerprint FROM jsearch_sync WHERE table_name = 'shop_v2') WHERE table_name = 'jsearch_items'");
+    // A column altered by hand.
+    pg.query("ALTER TABLE jsearch_items ALTER COLUMN title TYPE varchar(200)");
+    let err = sync_fails(&db, &url, &[]);
+    assert!(
+        err.contains("column title is character varying(200)"),
+        "{err}"
+    );
+    sync(&db, &url, &["--replace"]);
+
+    // A sync that fails half-way (a trigger refuses one row) changes nothing; once the cause is
+    // gone, the next sync completes it.
+    let before = pg.query(
+        "SELECT count(*), md5(string_agg(digest::text, ',' ORDER BY key)) FROM jsearch_items",
+    );
+    std::fs::write(root.join("notes/n9.txt"), "poison pill").unwrap();
+    std::fs::write(root.join("notes/n8.txt"), "a quiet blue note").unwrap();
+    std::fs::write(root.join("notes/n0.txt"), "a red circle on a poster").unwrap();
+    index(&db, &[&root], &[]);
+    pg.query(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         IF NEW.title = 'poison pill' THEN RAISE EXCEPTION 'refused by a trigger'; END IF; \
+         RETURN NEW; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT OR UPDATE ON jsearch_items \
+         FOR EACH ROW EXECUTE FUNCTION refuse()",
+    );
+    let err = sync_fails(&db, &url, &[]);
+    assert!(err.contains("refused by a trigger"), "{err}");
+    let now = pg.query(
+        "SELECT count(*), md5(string_agg(digest::text, ',' ORDER BY key)) FROM jsearch_items",
+    );
+    assert_eq!(now, before, "a failed sync changed the table");
+    pg.query("DROP TRIGGER refuse ON jsearch_items");
+    let s = sync(&db, &url, &[]);
+    assert_eq!(s["inserted"].as_u64(), Some(2), "{s}");
+    assert_eq!(s["updated"].as_u64(), Some(1), "{s}");
+    assert_eq!(
+        pg.query("SELECT count(*) FROM jsearch_items")
+            .parse::<usize>()
+            .unwrap(),
+        stats(&db)["vectors"].as_u64().unwrap() as usize
+    );
+
+    // query --backend refuses what it cannot do there.
+    let mut c = jsearch(&db);
+    c.args(["query", "x", "--backend", &url, "--facet", "brand"]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--facet is not available with --backend")
+    );
+    // A table never synced.
+    let mut c = jsearch(&db);
+    c.args(["query", "x", "--backend", &url, "--table", "nothing_here"]);
+    let out = run(c, false);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no table nothing_here synced here"));
+}

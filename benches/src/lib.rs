@@ -1,6 +1,7 @@
 //! Shared helpers of the jsearch benchmark binaries (`encoders`, `ann`, `ingest`).
 
 pub mod checkpoint;
+pub mod products;
 pub mod synth;
 
 /// The candle device a bench's `--device` names: `cpu`, `cuda` or `cuda:N` (a `--features cuda`

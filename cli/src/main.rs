@@ -152,6 +152,11 @@ fn non_negative(s: &str) -> std::result::Result<f32, String> {
     }
 }
 
+/// clap value parser of `--shard I/N`.
+fn parse_shard(s: &str) -> std::result::Result<jsearch_scale::shard::ShardSpec, String> {
+    s.parse()
+}
+
 /// clap value parser: a number from 0 to 1.
 fn unit_interval(s: &str) -> std::result::Result<f32, String> {
     match finite(s)? {
@@ -231,6 +236,10 @@ enum Command {
     /// Write the store's vectors (full and 256-d head) and the items' attributes to Parquet files
     /// in OUT, one row per vector: for pandas, polars, DuckDB, Spark, LanceDB and other engines.
     Export(ExportArgs),
+    /// Encode one shard of a catalog into a Parquet file, without a store: for encoding a big
+    /// catalog on many machines, then `index CATALOG --from-parquet SHARDS…` builds the store.
+    /// Resumable (run it again after an interruption) and deterministic.
+    EmbedShard(EmbedShardArgs),
     /// Make a PostgreSQL + pgvector table hold the store's vectors and attributes (created on the
     /// first run; later runs upsert what changed and delete what is gone), and print the SQL of
     /// the two-stage query. `query --backend URL` runs that query.
@@ -348,6 +357,11 @@ struct IndexArgs {
     /// Decode every JPEG at full size (the reference's pixels), also on a GPU.
     #[arg(long, overrides_with = "fast_jpeg")]
     exact_jpeg: bool,
+    /// Take the vectors from these `jsearch embed-shard` files instead of running the model (no
+    /// model tower is loaded; the model folder still names the store's model). An item whose
+    /// vector none of them holds is an error.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    from_parquet: Vec<PathBuf>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -525,6 +539,42 @@ struct ExportArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "\
+A record belongs to shard I of N by a hash of its id (the same on every machine, whatever the
+order). Columns: id, modality, content_hash, vector. Example, 4 shards on one machine:
+  for i in 0 1 2 3; do jsearch embed-shard shop.jsonl --shard $i/4 --out shards/$i.parquet; done
+  jsearch index shop.jsonl --from-parquet shards/*.parquet
+The README's 'Encoding in shards' section has a Spark recipe.")]
+struct EmbedShardArgs {
+    /// The catalog (.jsonl or .csv).
+    #[arg(value_name = "CATALOG")]
+    catalog: PathBuf,
+    /// Which shard: I/N, 0 <= I < N.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    shard: jsearch_scale::shard::ShardSpec,
+    /// The Parquet file to write (its .parts folder holds the work of an unfinished run).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Image paths in the catalog must lie inside this folder [default: the catalog's folder].
+    #[arg(long, value_name = "DIR")]
+    catalog_root: Option<PathBuf>,
+    /// Types of CSV columns (as for `index`).
+    #[arg(long, value_name = "FIELD=TYPE,…", value_parser = parse_csv_types)]
+    csv_types: Option<std::collections::HashMap<String, AttrType>>,
+    /// Vectors per model batch [default: 32 on the CPU, 64 on a GPU].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    batch_size: Option<u16>,
+    /// Records per part file (the most work an interruption loses).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    part_records: u32,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    model: ModelArgs,
 }
 
 #[derive(Debug, Args)]
@@ -793,6 +843,20 @@ fn index(cli: &Cli, a: &IndexArgs) -> Result<Status> {
             (true, _) => Some(true),
             (_, true) => Some(false),
             _ => None,
+        },
+        precomputed: if a.from_parquet.is_empty() {
+            None
+        } else {
+            let p = jsearch_scale::shard::read_shards(&a.from_parquet).context("--from-parquet")?;
+            if !cli.quiet {
+                eprintln!(
+                    "vectors: {} from {} shard file(s) ({})",
+                    p.len(),
+                    a.from_parquet.len(),
+                    p.model
+                );
+            }
+            Some(std::sync::Arc::new(p))
         },
         ..IndexOptions::default()
     };
@@ -1092,6 +1156,57 @@ fn export(cli: &Cli, a: &ExportArgs) -> Result<Status> {
     Ok(Status::Done)
 }
 
+/// `jsearch embed-shard`.
+fn embed_shard(cli: &Cli, a: &EmbedShardArgs) -> Result<Status> {
+    use jsearch_scale::shard;
+    let engine = open_engine(cli, Some(&a.model))?;
+    log_device(&engine, cli.verbose)?;
+    let opts = shard::ShardOptions {
+        shard: a.shard,
+        part_records: a.part_records as usize,
+        index: IndexOptions {
+            catalog_root: a.catalog_root.clone(),
+            csv_types: a.csv_types.clone().unwrap_or_default(),
+            batch_size: a.batch_size.map_or(0, usize::from),
+            ..IndexOptions::default()
+        },
+    };
+    let quiet = cli.quiet;
+    let mut progress = |done: usize, total: usize| {
+        if !quiet {
+            eprintln!("shard {}: {done} of {total} records", a.shard);
+        }
+    };
+    let s = shard::embed_shard(&engine, &a.catalog, &a.out, &opts, &mut progress)
+        .with_context(|| format!("embed-shard {} of {}", a.shard, a.catalog.display()))?;
+    if !quiet {
+        for p in &s.problems {
+            eprintln!("skipped: {}: {p}", a.catalog.display());
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else if !quiet {
+        eprintln!(
+            "shard {} of {}: {} of {} records, {} vectors in {} ({} encoded, {} from an earlier run) in {:.1}s",
+            s.shard,
+            a.catalog.display(),
+            s.records,
+            s.catalog_records,
+            s.vectors,
+            s.out.display(),
+            s.encoded,
+            s.resumed,
+            s.seconds
+        );
+    }
+    Ok(if s.problems.is_empty() {
+        Status::Done
+    } else {
+        Status::SomeFailed
+    })
+}
+
 /// `jsearch sync`.
 fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
     use jsearch_scale::postgres;
@@ -1272,6 +1387,7 @@ fn main() -> ExitCode {
         Command::Stats(a) => stats(&cli, a),
         Command::Export(a) => export(&cli, a),
         Command::Sync(a) => sync(&cli, a),
+        Command::EmbedShard(a) => embed_shard(&cli, a),
         Command::Check(a) => check(&cli, a),
         Command::Repair(a) => repair(&cli, a),
         Command::Embed(a) => {

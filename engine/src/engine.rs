@@ -578,11 +578,27 @@ impl Engine {
             store.set_model_dir(&walk::absolute_lenient(&model_dir))?;
             ingest::plan_paths(store, paths, opts, on_event)?
         };
-        let model = self.model(plan.towers(), Workload::Index)?;
+        let model = self.model(self.towers_for(&plan, opts)?, Workload::Index)?;
         let store = self.writer(None)?;
         let summary = ingest::run_plan(store, &model, &model_dir, plan, opts, on_event)?;
         tidy_after_run(store, &db, &summary, on_event);
         Ok(summary)
+    }
+
+    /// The towers a run needs: none when its vectors come with it ([`IndexOptions::precomputed`],
+    /// which must be of this engine's model).
+    fn towers_for(&self, plan: &ingest::Plan, opts: &IndexOptions) -> Result<Towers> {
+        let Some(p) = &opts.precomputed else {
+            return Ok(plan.towers());
+        };
+        let m = self.model_info()?;
+        if !m.made(&p.model, &p.fingerprint, p.dim) {
+            return Err(Error::InvalidArgument(format!(
+                "the given vectors were made by {} ({}, {}-d), this run indexes with {} ({}, {}-d): encode them again with this model, or pass --model with theirs",
+                p.model, p.fingerprint, p.dim, m.name, m.fingerprint, m.dim
+            )));
+        }
+        Ok(Towers::None)
     }
 
     /// Indexes records given in code (as if read from a catalog named `source`, which need not
@@ -601,7 +617,7 @@ impl Engine {
             store.set_model_dir(&walk::absolute_lenient(&model_dir))?;
             ingest::plan_records(store, source, records)?
         };
-        let model = self.model(plan.towers(), Workload::Index)?;
+        let model = self.model(self.towers_for(&plan, opts)?, Workload::Index)?;
         let store = self.writer(None)?;
         let summary = ingest::run_plan(store, &model, &model_dir, plan, opts, on_event)?;
         tidy_after_run(store, &db, &summary, on_event);

@@ -73,7 +73,10 @@ pub use engine::{
 };
 pub use error::{Error, ErrorClass, ModelMismatch, Result};
 pub use filter::{CmpOp, Filter, Literal};
-pub use ingest::{IndexEvent, IndexOptions, IndexSummary, Removal, StageTimes};
+pub use ingest::{
+    image_content_hash, text_content_hash, ContentHash, EncodedInput, IndexEvent, IndexOptions,
+    IndexSummary, Precomputed, Removal, StageTimes,
+};
 pub use integrity::{CheckSummary, RepairSummary};
 pub use item::{ItemMeta, Kind, Modality};
 

@@ -499,7 +499,7 @@ impl Sink {
 }
 
 /// A failed write of `path`, with the reason.
-fn write_error(path: &Path, e: impl std::fmt::Display) -> ScaleError {
+pub(crate) fn write_error(path: &Path, e: impl std::fmt::Display) -> ScaleError {
     ScaleError::Write {
         path: path.to_path_buf(),
         message: e.to_string(),

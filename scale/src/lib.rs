@@ -4,6 +4,8 @@
 //! This crate holds what crosses the store's boundary, each format in one module:
 //! - [`export`]: Apache Parquet (one row per vector), readable as is by pandas, polars, DuckDB,
 //!   Spark and LanceDB.
+//! - [`shard`]: a catalog encoded in shards without a store (`jsearch embed-shard`), and the
+//!   shards read back for an index run that takes their vectors (`jsearch index --from-parquet`).
 //! - [`postgres`]: a table in PostgreSQL + pgvector kept in step with the store (`jsearch sync`),
 //!   and the two-stage query against it (`jsearch query --backend`).
 //!
@@ -19,6 +21,7 @@
 
 pub mod export;
 pub mod postgres;
+pub mod shard;
 
 pub use export::{export_parquet, ExportOptions, ExportSummary, VectorType};
 

@@ -12,15 +12,12 @@
 //! compression (zstd) and row-group size: the time to write a table that is already in memory,
 //! where jsearch's figure also reads every vector and item from the store. Prints a table.
 
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use jsearch::bench::ProductWriter;
-use jsearch::{Engine, OpenOptions, Record};
-use jsearch_benches::synth::{generate, make_centers};
-use jsearch_index::{Batch, Store, StoreSettings};
+use jsearch::{Engine, OpenOptions};
+use jsearch_benches::products::{build, DIM};
 use jsearch_scale::{export_parquet, ExportOptions, VectorType};
 
 #[global_allocator]
@@ -38,49 +35,6 @@ struct Args {
     /// Keep the store of an earlier run with the same --n.
     #[arg(long)]
     reuse: bool,
-}
-
-const DIM: usize = 1024;
-const BRANDS: [&str; 6] = ["Korrin", "Lumo", "Vexa", "Ostra", "Pellin", "Tarnu"];
-const CATEGORIES: [&str; 5] = ["card", "sticker", "poster", "mug", "shirt"];
-
-fn product(i: usize) -> Record {
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("brand".into(), BRANDS[i % 6].into());
-    metadata.insert("category".into(), CATEGORIES[(i / 6) % 5].into());
-    metadata.insert("price".into(), ((i * 7919 % 10000) as f64 / 100.0).into());
-    metadata.insert("in_stock".into(), (!i.is_multiple_of(3)).into());
-    Record {
-        id: format!("p{i:07}"),
-        title: Some(format!(
-            "{} {} no. {i}",
-            BRANDS[i % 6],
-            CATEGORIES[(i / 6) % 5]
-        )),
-        metadata,
-        ..Record::default()
-    }
-}
-
-fn build(path: &Path, n: usize) -> Result<f64> {
-    let _ = std::fs::remove_file(path);
-    let centers = make_centers(5, 1000, DIM);
-    let mut store = Store::open(path, StoreSettings::new("bench", "export", DIM))?;
-    let t = Instant::now();
-    let step = 20_000;
-    for start in (0..n).step_by(step) {
-        let rows = (start + step).min(n) - start;
-        let vectors = generate(5, 1 + start as u64, rows, DIM, &centers);
-        let mut batch = Batch::new();
-        let mut w = ProductWriter::new(false);
-        for (j, i) in (start..start + rows).enumerate() {
-            let v = vectors[j * DIM..(j + 1) * DIM].to_vec();
-            w.add(&store, &mut batch, "bench.jsonl", &product(i), v)?;
-        }
-        w.finish(&store, &mut batch)?;
-        store.commit(batch)?;
-    }
-    Ok(t.elapsed().as_secs_f64())
 }
 
 fn dir_bytes(files: &[PathBuf]) -> u64 {

@@ -37,6 +37,7 @@ impl Consumer<'_> {
         let mut texts: Vec<String> = Vec::new();
         let mut pixels_idx: Vec<usize> = Vec::new();
         let mut pixels: Vec<PixelValues> = Vec::new();
+        let (mut missing, mut first_missing) = (0usize, None::<String>);
         for (fi, &(pi, ii, vi)) in flat.iter().enumerate() {
             let file = pending[pi].file;
             let v = &mut pending[pi].items[ii].vecs[vi];
@@ -47,6 +48,21 @@ impl Consumer<'_> {
             if let Some(vec) = self.stored_vector_for(&v.hash)? {
                 vectors[fi] = Some(vec);
                 self.summary.reused += 1;
+                first.insert(v.hash, fi);
+                continue;
+            }
+            if let Some(vec) = self.opts.precomputed.as_ref().and_then(|p| p.get(&v.hash)) {
+                vectors[fi] = Some(vec);
+                self.summary.precomputed += 1;
+                first.insert(v.hash, fi);
+                continue;
+            }
+            if self.opts.precomputed.is_some() {
+                missing += 1;
+                if first_missing.is_none() {
+                    let f = &self.ctx.files[file];
+                    first_missing = Some(f.path.display().to_string());
+                }
                 first.insert(v.hash, fi);
                 continue;
             }
@@ -83,6 +99,12 @@ impl Consumer<'_> {
             }
         }
         self.store_time += t_store.elapsed();
+        if missing > 0 {
+            return Err(crate::error::Error::InvalidArgument(format!(
+                "{missing} vector(s) of this batch are not in the given Parquet shards (first in {}): encode them with `jsearch embed-shard`, or index without --from-parquet",
+                first_missing.unwrap_or_default()
+            )));
+        }
         let t_enc = Instant::now();
         if !texts.is_empty() {
             let strs: Vec<&str> = texts.iter().map(String::as_str).collect();

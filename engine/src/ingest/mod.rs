@@ -16,6 +16,9 @@ mod encode;
 mod pipeline;
 mod plan;
 mod prepare;
+mod shard;
+
+pub use shard::{image_content_hash, text_content_hash, ContentHash, EncodedInput, Precomputed};
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -81,6 +84,10 @@ pub struct IndexOptions {
     /// GPU, whose encoder would otherwise wait for the CPU's decoding, and off on the CPU, where
     /// the encoder is the slow stage and the exact decode costs no time.
     pub fast_jpeg: Option<bool>,
+    /// Vectors encoded elsewhere (`jsearch embed-shard`), by content hash: the run takes every
+    /// vector from here or from the store and loads no model tower; an input that has none is
+    /// an error naming how many and the first. They must come from the store's model.
+    pub precomputed: Option<std::sync::Arc<Precomputed>>,
 }
 
 impl IndexOptions {
@@ -118,6 +125,7 @@ impl Default for IndexOptions {
             max_tokens: DEFAULT_MAX_TOKENS,
             batch_pause: None,
             fast_jpeg: None,
+            precomputed: None,
         }
     }
 }
@@ -193,6 +201,8 @@ pub struct IndexSummary {
     pub encoded: usize,
     /// Vectors reused from the store (same content: renamed, duplicate or unchanged record).
     pub reused: usize,
+    /// Vectors taken from [`IndexOptions::precomputed`].
+    pub precomputed: usize,
     /// Problems reported (files and catalog records).
     pub problems: usize,
     /// Wall time of the run in seconds.

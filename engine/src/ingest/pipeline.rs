@@ -24,7 +24,7 @@ pub(super) struct Consumer<'a> {
     pub(super) store: &'a mut Store,
     pub(super) model: &'a ClipModel,
     pub(super) ctx: &'a Ctx<'a>,
-    opts: &'a IndexOptions,
+    pub(super) opts: &'a IndexOptions,
     /// Units still to come per file.
     pub(super) remaining: HashMap<usize, usize>,
     /// Vectors each unfinished file produced so far.
@@ -64,7 +64,7 @@ impl Consumer<'_> {
 }
 
 /// The decode options of a run.
-fn decode_options(model: &ClipModel, opts: &IndexOptions) -> DecodeOptions {
+pub(super) fn decode_options(model: &ClipModel, opts: &IndexOptions) -> DecodeOptions {
     let d = DecodeOptions {
         apply_exif_orientation: true,
         max_megapixels: opts.max_megapixels,
@@ -112,11 +112,15 @@ pub(super) fn run(
     let needs_images = units.iter().any(|u| {
         matches!(&u.work, Work::Image) || matches!(&u.work, Work::Record(r) if r.image.is_some())
     });
-    let known = if needs_images {
+    let mut known = if needs_images {
         known_hashes(store)?
     } else {
         HashSet::new()
     };
+    // Images whose vectors came with the run are read and hashed, never decoded.
+    if let (true, Some(p)) = (needs_images, &opts.precomputed) {
+        known.extend(p.hashes().copied());
+    }
     let clocks = Clocks::default();
     let cancel = AtomicBool::new(false);
     let ctx = Ctx {

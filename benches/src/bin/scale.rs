@@ -25,8 +25,10 @@ use clap::Parser;
 use jsearch::{Engine, Filter, Kind, OpenOptions, Query, SearchMode};
 use jsearch_benches::products::{build, centers, delete_products, write_products, DIM};
 use jsearch_benches::synth::generate;
+use jsearch_scale::milvus::{self, MilvusBackend};
 use jsearch_scale::postgres::{self, BackendQuery, PgBackend};
 use jsearch_scale::{export_parquet, ExportOptions, VectorType};
+use jsearch_tests::milvus_server::MilvusServer;
 use jsearch_tests::postgres_server::PgServer;
 
 #[global_allocator]
@@ -127,6 +129,16 @@ fn main() -> Result<()> {
             std::fs::metadata(&db)?.len() as f64 / 1e6
         ),
     ));
+    eprintln!("starting Milvus (milvus-lite)…");
+    let mv = MilvusServer::start().map_err(|e| anyhow::anyhow!("Milvus: {e}"))?;
+    let murl = mv.url();
+    let s = milvus::sync(&engine, &murl, &opts)?;
+    throughput.push((
+        "sync to Milvus (milvus-lite 2.4), first (upserts of 1000 rows)".into(),
+        s.inserted,
+        s.seconds,
+        "FLAT indexes (milvus-lite has no other)".into(),
+    ));
     drop(engine);
 
     // 1 % changed, 0.5 % new, 0.5 % removed.
@@ -141,6 +153,17 @@ fn main() -> Result<()> {
     let s = postgres::sync(&engine, &url, &postgres::SyncOptions::default())?;
     throughput.push((
         "sync to PostgreSQL, incremental (digests, upsert, delete)".into(),
+        s.inserted + s.updated + s.deleted,
+        s.seconds,
+        format!(
+            "{} inserted, {} updated, {} deleted, {} unchanged",
+            s.inserted, s.updated, s.deleted, s.unchanged
+        ),
+    ));
+
+    let s = milvus::sync(&engine, &murl, &postgres::SyncOptions::default())?;
+    throughput.push((
+        "sync to Milvus, incremental (digests, upsert, delete)".into(),
         s.inserted + s.updated + s.deleted,
         s.seconds,
         format!(
@@ -226,6 +249,27 @@ fn main() -> Result<()> {
                 recall: found as f64 / (K * a.queries) as f64,
             });
         }
+        // Milvus two-stage search (FLAT on the heads in milvus-lite: exact first stage).
+        let mut backend = MilvusBackend::connect(&murl, postgres::DEFAULT_TABLE)?;
+        let mut bq = BackendQuery::new(K);
+        bq.candidates = Some(100);
+        if filtered {
+            bq.filter = Some(filter.clone());
+        }
+        let t = Instant::now();
+        let mut found = 0;
+        for (j, qv) in queries.chunks(DIM).enumerate() {
+            let hits = backend.search(qv, &bq)?;
+            found += hits
+                .iter()
+                .filter(|h| truths[j][filtered as usize].contains(&h.id))
+                .count();
+        }
+        runs.push(Run {
+            name: format!("milvus-lite 2.4.12, two-stage (FLAT heads), 100 candidates{label}"),
+            qps: a.queries as f64 / t.elapsed().as_secs_f64(),
+            recall: found as f64 / (K * a.queries) as f64,
+        });
     }
 
     println!(

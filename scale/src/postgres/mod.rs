@@ -34,60 +34,25 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use half::f16;
-use jsearch::{Engine, Filter, ItemMeta, Kind, ModelInfo};
+use jsearch::{Engine, ModelInfo};
 use pgvector::HalfVector;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+use crate::backend::{digest, head_of};
+pub use crate::backend::{
+    redact, BackendHit, BackendQuery, SyncOptions, SyncSummary, TableInfo, DEFAULT_TABLE,
+};
 use crate::{Result, ScaleError};
 pub use sql::{check_table_name, two_stage_query, Param, Where};
-
-/// The table `sync` writes when none is named.
-pub const DEFAULT_TABLE: &str = "jsearch_items";
 
 /// Version of the table's layout (in `jsearch_sync.format`).
 const FORMAT: i32 = 1;
 
 /// Rows per COPY into the staging table of an incremental sync.
 const STAGE_ROWS: usize = 4096;
-
-/// What a sync did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct SyncSummary {
-    /// The table.
-    pub table: String,
-    /// Whether this run created it.
-    pub created: bool,
-    /// Vectors new on the backend.
-    pub inserted: usize,
-    /// Vectors whose item or vector changed.
-    pub updated: usize,
-    /// Vectors the store no longer has, deleted from the backend.
-    pub deleted: usize,
-    /// Vectors already up to date.
-    pub unchanged: usize,
-    /// Rows in the table after the sync.
-    pub rows: usize,
-    /// Wall seconds.
-    pub seconds: f64,
-}
-
-/// The URL with its password replaced by `***`, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
 
 /// A PostgreSQL error with the backend named and the server's own message (not just "db error").
 fn backend_error(url: &str, what: &str, e: postgres::Error) -> ScaleError {
@@ -144,13 +109,6 @@ fn halfvec_type(tx: &mut Transaction<'_>, url: &str) -> Result<Type> {
         .prepare("SELECT $1::halfvec")
         .map_err(|e| backend_error(url, "pgvector's halfvec type", e))?;
     Ok(st.params()[0].clone())
-}
-
-/// The vector's head (first `head_dim` coordinates) normalised, as the store's graph holds it.
-fn head_of(v: &[f32], head_dim: usize) -> Vec<f32> {
-    let mut h = v[..head_dim.min(v.len())].to_vec();
-    jsearch::normalize(&mut h);
-    h
 }
 
 /// The store's metadata for the bookkeeping row.
@@ -247,24 +205,6 @@ fn check_table(tx: &mut Transaction<'_>, url: &str, table: &str, id: &Identity) 
     Ok(true)
 }
 
-/// How to sync.
-#[derive(Debug, Clone)]
-pub struct SyncOptions {
-    /// The table ([`DEFAULT_TABLE`] by default).
-    pub table: String,
-    /// Drop the table first (another model's vectors, an altered table).
-    pub replace: bool,
-}
-
-impl Default for SyncOptions {
-    fn default() -> Self {
-        SyncOptions {
-            table: DEFAULT_TABLE.to_string(),
-            replace: false,
-        }
-    }
-}
-
 /// One row on its way to the backend.
 struct Row {
     key: i64,
@@ -279,19 +219,6 @@ struct Row {
     head: HalfVector,
     vector: HalfVector,
     digest: Vec<u8>,
-}
-
-/// The digest the next sync compares: the item's record and the vector's f16 bits.
-fn digest(item: &ItemMeta, modality: &str, v16: &[f16]) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(item).unwrap_or_default());
-    h.update([0]);
-    h.update(modality.as_bytes());
-    h.update([0]);
-    for x in v16 {
-        h.update(x.to_bits().to_le_bytes());
-    }
-    h.finalize()[..16].to_vec()
 }
 
 /// Makes table `opts.table` at `url` hold exactly the store's vectors (see the module docs).
@@ -519,84 +446,6 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
     let _ = client.batch_execute(&format!("ANALYZE {}", sql::ident(table)));
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
-}
-
-/// What a synced table holds (its `jsearch_sync` row).
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TableInfo {
-    /// The table.
-    pub table: String,
-    /// Model name.
-    pub model: String,
-    /// Model fingerprint.
-    pub fingerprint: String,
-    /// Full dimension.
-    pub dim: usize,
-    /// Head dimension (the HNSW's).
-    pub head_dim: usize,
-    /// The store it was synced from.
-    pub store: String,
-    /// Rows at the last sync.
-    pub rows: usize,
-}
-
-/// A query against a synced table.
-#[derive(Debug, Clone)]
-pub struct BackendQuery {
-    /// Items to return.
-    pub limit: usize,
-    /// Candidates the HNSW stage finds before the re-rank (at least `limit`; default:
-    /// `max(10 × limit, 100)`, what the local store re-ranks too).
-    pub candidates: Option<usize>,
-    /// Only these kinds.
-    pub kinds: Vec<Kind>,
-    /// jsearch's filter, translated to SQL.
-    pub filter: Option<Filter>,
-}
-
-impl BackendQuery {
-    /// `limit` items, no filter.
-    pub fn new(limit: usize) -> Self {
-        BackendQuery {
-            limit,
-            candidates: None,
-            kinds: Vec::new(),
-            filter: None,
-        }
-    }
-
-    fn candidates(&self) -> usize {
-        self.candidates
-            .unwrap_or((self.limit * 10).max(100))
-            .max(self.limit)
-    }
-}
-
-/// One hit from the backend: the best vector of an item.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BackendHit {
-    /// 1-based rank.
-    pub rank: usize,
-    /// Cosine of the query and the item's best vector (full dimension).
-    pub cosine: f32,
-    /// The vector's key (as in the store).
-    #[serde(skip)]
-    pub key: u64,
-    /// The item's key.
-    #[serde(skip)]
-    pub item_key: u64,
-    /// Item id.
-    pub id: String,
-    /// Image, text or product.
-    pub kind: String,
-    /// Which tower made the matching vector.
-    pub modality: String,
-    /// The file (the catalog for products).
-    pub path: String,
-    /// Title.
-    pub title: Option<String>,
-    /// Attributes.
-    pub metadata: Value,
 }
 
 /// A connection to a synced table, for two-stage queries.

@@ -1,0 +1,190 @@
+//! `jsearch sync milvus://…` and `jsearch query --backend milvus://…`, against a real Milvus
+//! (milvus-lite 2.4, the gRPC server of PyPI's `milvus-lite` wheel) started here on 127.0.0.1
+//! (tests/milvus_server.rs). The backend's answers are compared with the local store's exact
+//! search, as for PostgreSQL (tests/tests/postgres.rs).
+
+use std::path::Path;
+
+use jsearch_scale::backend::BackendQuery;
+use jsearch_scale::milvus::MilvusBackend;
+use jsearch_tests::backends::{
+    self, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
+    write_catalog,
+};
+use jsearch_tests::milvus_server::{milvus_or_skip, MilvusServer};
+use jsearch_tests::{index, jsearch, json_lines, run, stats, tempdir};
+use serde_json::Value;
+
+fn recall(
+    db: &Path,
+    m: &MilvusServer,
+    texts: &[String],
+    filter: Option<&str>,
+    keep: &dyn Fn(&Value) -> bool,
+) -> f64 {
+    let mut backend = MilvusBackend::connect(&m.url(), "jsearch_items").unwrap();
+    let info = backend.info().clone();
+    assert!(engine(db)
+        .model_info()
+        .unwrap()
+        .made(&info.model, &info.fingerprint, info.dim));
+    backends::recall(db, texts, filter, keep, &mut |q, f| {
+        let mut bq = BackendQuery::new(10);
+        bq.filter = f;
+        backend.search(q, &bq).unwrap()
+    })
+}
+
+#[test]
+fn milvus_sync_is_incremental_and_answers_as_the_store() {
+    let Some(m) = milvus_or_skip("milvus_sync_is_incremental") else {
+        return;
+    };
+    let dir = tempdir();
+    let (db, root, shop) = store(dir.path());
+    let url = m.url();
+    let vectors = stats(&db)["vectors"].as_u64().unwrap() as usize;
+
+    let s = sync(&db, &url, &[]);
+    assert_eq!(s["created"], true, "{s}");
+    assert_eq!(s["inserted"].as_u64().unwrap() as usize, vectors, "{s}");
+    // Each stored vector finds its own item first, at cosine 1.
+    let e = engine(&db);
+    let mut backend = MilvusBackend::connect(&url, "jsearch_items").unwrap();
+    for (_, meta, v) in local_vectors(&e).iter().step_by(37) {
+        let hits = backend.search(v, &BackendQuery::new(1)).unwrap();
+        assert_eq!(hits[0].id, meta["id"].as_str().unwrap());
+        assert!(hits[0].cosine > 0.999, "{}", hits[0].cosine);
+    }
+    drop(e);
+    let texts = query_texts(30);
+    let r = recall(&db, &m, &texts, None, &|_| true);
+    assert!(r >= 0.98, "recall@10 {r}");
+    let r = recall(
+        &db,
+        &m,
+        &texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(r >= 0.98, "filtered recall@10 {r}");
+    let r = recall(
+        &db,
+        &m,
+        &texts[..5],
+        Some(r#"brand IN ("LUMO", "Vëxa") OR tags = "Sale""#),
+        &|m| {
+            let md = &m["metadata"];
+            matches!(md["brand"].as_str(), Some("Lumo" | "Vexa"))
+                || md["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == "sale"))
+        },
+    );
+    assert!(r >= 0.98, "folded recall@10 {r}");
+
+    // Nothing changed: nothing written.
+    let s = sync(&db, &url, &[]);
+    assert_eq!(
+        (
+            s["inserted"].as_u64(),
+            s["updated"].as_u64(),
+            s["deleted"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{s}"
+    );
+
+    // A note in, a note changed, an image out, two prices changed.
+    let notes = root.join("notes");
+    std::fs::write(notes.join("n9.txt"), "a green triangle poster").unwrap();
+    std::fs::write(notes.join("n1.txt"), "Einkaufsliste: Milch, Brot").unwrap();
+    let gone = std::fs::read_dir(root.join("img"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut c = jsearch(&db);
+    c.arg("rm").arg(&gone);
+    run(c, true);
+    std::fs::remove_file(&gone).unwrap();
+    write_catalog(&shop, 40, |v| {
+        if v["id"] == "p0001" || v["id"] == "p0002" {
+            v["price"] = Value::from(1.5);
+        }
+    });
+    index(&db, &[&root, &shop], &[]);
+    let s = sync(&db, &url, &[]);
+    assert_eq!(s["created"], false, "{s}");
+    assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");
+    assert!(s["updated"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["deleted"].as_u64(), Some(1), "{s}");
+    assert_eq!(s["rows"].as_u64().unwrap() as usize, vectors);
+    let r = recall(
+        &db,
+        &m,
+        &texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(
+        r >= 0.98,
+        "filtered recall@10 after the incremental sync {r}"
+    );
+
+    // The CLI: hits as JSON with the filter applied; exit 1 when nothing passes.
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        &url,
+        "--type",
+        "product",
+        "--where",
+        "price < 20",
+        "--json",
+        "-k",
+        "5",
+    ]);
+    let hits = json_lines(&run(c, true).stdout);
+    assert_eq!(hits.len(), 5);
+    for h in &hits {
+        assert_eq!(h["kind"], "product");
+        assert!(h["metadata"]["price"].as_f64().unwrap() < 20.0, "{h}");
+    }
+    let mut c = jsearch(&db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        &url,
+        "--where",
+        "price < 0",
+    ]);
+    assert_eq!(run(c, false).status.code(), Some(1));
+
+    // --replace starts again; bad URLs and servers are named.
+    let s = sync(&db, &url, &["--replace"]);
+    assert_eq!(s["created"], true, "{s}");
+    assert_eq!(s["inserted"].as_u64().unwrap() as usize, vectors);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = sync_fails(&db, &format!("milvus://127.0.0.1:{closed}"), &[]);
+    assert!(err.contains("cannot connect"), "{err}");
+    let mut c = jsearch(&db);
+    c.args(["query", "x", "--backend", &url, "--table", "nothing_here"]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no collection nothing_here"));
+    let mut c = jsearch(&db);
+    c.args(["query", "x", "--backend", &url, "--near", "48.8,2.3,5"]);
+    let out = run(c, false);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--near is not available"),
+        "{out:?}"
+    );
+}

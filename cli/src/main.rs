@@ -594,7 +594,7 @@ struct SyncArgs {
     /// Drop the table first and load it again (a table of another model or layout).
     #[arg(long)]
     replace: bool,
-    /// Print the summary as JSON (with the query's SQL as "query_sql").
+    /// Print the summary as JSON (with the two-stage query as "query": SQL, or Milvus's search).
     #[arg(long)]
     json: bool,
 }
@@ -1210,46 +1210,68 @@ fn embed_shard(cli: &Cli, a: &EmbedShardArgs) -> Result<Status> {
 
 /// `jsearch sync`.
 fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
-    use jsearch_scale::postgres;
+    use jsearch_scale::{milvus, postgres};
     let engine = open_engine(cli, None)?;
     let opts = postgres::SyncOptions {
         table: a.table.clone(),
         replace: a.replace,
     };
     if is_milvus(&a.url) {
-        return sync_milvus(cli, a, &engine, &opts);
-    }
-    let s = postgres::sync(&engine, &a.url, &opts).context("sync failed")?;
-    let backend = postgres::PgBackend::connect(&a.url, &a.table).context("sync failed")?;
-    let sql = backend.explain(&postgres::BackendQuery::new(10));
-    if a.json {
-        let mut v = serde_json::to_value(&s)?;
-        v["backend"] = postgres::redact(&a.url).into();
-        v["query_sql"] = sql.into();
-        println!("{v}");
+        let s = milvus::sync(&engine, &a.url, &opts).context("sync failed")?;
+        let how = format!(
+            "search field head (FLOAT16_VECTOR, COSINE) of collection {} with the filter as expression on filter_attrs, e.g. filter_attrs[\"price\"] < 20, output field vector; re-rank the candidates by cosine with the full query vector",
+            s.table
+        );
+        print_sync(cli, a, &s, "collection", None, &how)?;
     } else {
-        if !cli.quiet {
-            eprintln!(
-                "synced {} vectors to table {} at {}{}: {} inserted, {} updated, {} deleted, {} unchanged in {:.1}s",
-                s.rows,
-                s.table,
-                postgres::redact(&a.url),
-                if s.created { " (created)" } else { "" },
-                s.inserted,
-                s.updated,
-                s.deleted,
-                s.unchanged,
-                s.seconds
-            );
-            eprintln!(
-                "the two-stage query ($1: the query's {}-d head, $2: its {}-d vector, both halfvec and normalised; attribute filters go in WHERE, `query --backend -v --where …` prints them; session: SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100):",
-                backend.info().head_dim,
-                backend.info().dim
-            );
-        }
-        println!("{sql};");
+        let s = postgres::sync(&engine, &a.url, &opts).context("sync failed")?;
+        let backend = postgres::PgBackend::connect(&a.url, &a.table).context("sync failed")?;
+        let sql = format!("{};", backend.explain(&postgres::BackendQuery::new(10)));
+        let intro = format!(
+            "the two-stage query ($1: the query's {}-d head, $2: its {}-d vector, both halfvec and normalised; attribute filters go in WHERE, `query --backend -v --where …` prints them; session: SET hnsw.iterative_scan = relaxed_order; SET hnsw.ef_search = 100):",
+            backend.info().head_dim,
+            backend.info().dim
+        );
+        print_sync(cli, a, &s, "table", Some(&intro), &sql)?;
     }
     Ok(Status::Done)
+}
+
+/// A sync's summary (stderr, or JSON with the query as `query`) and its two-stage query (stdout).
+fn print_sync(
+    cli: &Cli,
+    a: &SyncArgs,
+    s: &jsearch_scale::backend::SyncSummary,
+    what: &str,
+    intro: Option<&str>,
+    query: &str,
+) -> Result<()> {
+    let backend = jsearch_scale::backend::redact(&a.url);
+    if a.json {
+        let mut v = serde_json::to_value(s)?;
+        v["backend"] = backend.into();
+        v["query"] = query.into();
+        println!("{v}");
+        return Ok(());
+    }
+    if !cli.quiet {
+        eprintln!(
+            "synced {} vectors to {what} {} at {backend}{}: {} inserted, {} updated, {} deleted, {} unchanged in {:.1}s",
+            s.rows,
+            s.table,
+            if s.created { " (created)" } else { "" },
+            s.inserted,
+            s.updated,
+            s.deleted,
+            s.unchanged,
+            s.seconds
+        );
+        if let Some(intro) = intro {
+            eprintln!("{intro}");
+        }
+    }
+    println!("{query}");
+    Ok(())
 }
 
 /// A connection `query --backend` searches.
@@ -1270,44 +1292,6 @@ impl Backend {
 /// Whether a backend URL names Milvus (else PostgreSQL).
 fn is_milvus(url: &str) -> bool {
     url.starts_with("milvus://")
-}
-
-/// `jsearch sync milvus://…`.
-fn sync_milvus(
-    cli: &Cli,
-    a: &SyncArgs,
-    engine: &Engine,
-    opts: &jsearch_scale::postgres::SyncOptions,
-) -> Result<Status> {
-    use jsearch_scale::milvus;
-    let s = milvus::sync(engine, &a.url, opts).context("sync failed")?;
-    let how = format!(
-        "search field head (FLOAT16_VECTOR, COSINE) of collection {} with the filter as expression on filter_attrs, e.g. filter_attrs[\"price\"] < 20, output field vector; re-rank the candidates by cosine with the full query vector",
-        s.table
-    );
-    if a.json {
-        let mut v = serde_json::to_value(&s)?;
-        v["backend"] = jsearch_scale::postgres::redact(&a.url).into();
-        v["query"] = how.into();
-        println!("{v}");
-    } else {
-        if !cli.quiet {
-            eprintln!(
-                "synced {} vectors to collection {} at {}{}: {} inserted, {} updated, {} deleted, {} unchanged in {:.1}s",
-                s.rows,
-                s.table,
-                jsearch_scale::postgres::redact(&a.url),
-                if s.created { " (created)" } else { "" },
-                s.inserted,
-                s.updated,
-                s.deleted,
-                s.unchanged,
-                s.seconds
-            );
-        }
-        println!("{how}");
-    }
-    Ok(Status::Done)
 }
 
 /// `jsearch query --backend URL`: encoded here, searched there.

@@ -159,3 +159,27 @@ pub struct BackendHit {
     /// Attributes.
     pub metadata: Value,
 }
+
+/// The store's identity a backend records and checks: model, fingerprint, dimensions, file.
+pub(crate) struct Identity {
+    pub(crate) model: String,
+    pub(crate) fingerprint: String,
+    pub(crate) dim: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) store: String,
+}
+
+impl Identity {
+    /// The identity of `engine`'s store, after checking the table (collection) name.
+    pub(crate) fn of(engine: &jsearch::Engine, table: &str) -> crate::Result<Self> {
+        crate::postgres::check_table_name(table).map_err(crate::ScaleError::InvalidArgument)?;
+        let stats = engine.stats()?;
+        Ok(Identity {
+            model: stats.model.clone(),
+            fingerprint: stats.model_fingerprint.clone(),
+            dim: stats.dim,
+            head_dim: stats.ann_dim.min(stats.dim),
+            store: stats.store.display().to_string(),
+        })
+    }
+}

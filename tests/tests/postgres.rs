@@ -49,10 +49,7 @@ fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
     let s = sync(&db, &url, &[]);
     assert_eq!(s["created"], true, "{s}");
     assert_eq!(s["inserted"].as_u64().unwrap() as usize, vectors, "{s}");
-    assert!(s["query_sql"]
-        .as_str()
-        .unwrap()
-        .contains("ORDER BY head <=>"));
+    assert!(s["query"].as_str().unwrap().contains("ORDER BY head <=>"));
     assert!(!s.to_string().contains("s3cret"), "{s}");
     let count = |pg: &PgServer| pg.query("SELECT count(*) FROM jsearch_items");
     assert_eq!(count(&pg), vectors.to_string());

@@ -45,7 +45,8 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::backend::{
-    digest, head_of, redact, BackendHit, BackendQuery, SyncOptions, SyncSummary, TableInfo,
+    digest, head_of, redact, BackendHit, BackendQuery, Identity, SyncOptions, SyncSummary,
+    TableInfo,
 };
 use crate::postgres::check_table_name;
 use crate::{Result, ScaleError};
@@ -267,15 +268,6 @@ fn prop<'a>(props: &'a [KeyValuePair], key: &str) -> Option<&'a str> {
         .iter()
         .find(|p| p.key == key)
         .map(|p| p.value.as_str())
-}
-
-/// The store's identity, as properties.
-struct Identity {
-    model: String,
-    fingerprint: String,
-    dim: usize,
-    head_dim: usize,
-    store: String,
 }
 
 /// Checks an existing collection: jsearch's, this model, this layout.
@@ -664,15 +656,7 @@ impl Conn {
 /// Makes collection `opts.table` at `url` hold exactly the store's vectors (module docs).
 pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummary> {
     let started = Instant::now();
-    check_table_name(&opts.table).map_err(ScaleError::InvalidArgument)?;
-    let stats = engine.stats()?;
-    let id = Identity {
-        model: stats.model.clone(),
-        fingerprint: stats.model_fingerprint.clone(),
-        dim: stats.dim,
-        head_dim: stats.ann_dim.min(stats.dim),
-        store: stats.store.display().to_string(),
-    };
+    let id = Identity::of(engine, &opts.table)?;
     let name = opts.table.as_str();
     let mut conn = Conn::open(url)?;
     let mut existing = conn.describe(name)?;

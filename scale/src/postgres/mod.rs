@@ -41,7 +41,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Transaction};
 use serde_json::Value;
 
-use crate::backend::{digest, head_of};
+use crate::backend::{digest, head_of, Identity};
 pub use crate::backend::{
     redact, BackendHit, BackendQuery, SyncOptions, SyncSummary, TableInfo, DEFAULT_TABLE,
 };
@@ -109,15 +109,6 @@ fn halfvec_type(tx: &mut Transaction<'_>, url: &str) -> Result<Type> {
         .prepare("SELECT $1::halfvec")
         .map_err(|e| backend_error(url, "pgvector's halfvec type", e))?;
     Ok(st.params()[0].clone())
-}
-
-/// The store's metadata for the bookkeeping row.
-struct Identity {
-    model: String,
-    fingerprint: String,
-    dim: usize,
-    head_dim: usize,
-    store: String,
 }
 
 /// Checks that `table` (when it exists) is jsearch's, of this model and these dimensions.
@@ -224,15 +215,7 @@ struct Row {
 /// Makes table `opts.table` at `url` hold exactly the store's vectors (see the module docs).
 pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummary> {
     let started = Instant::now();
-    check_table_name(&opts.table).map_err(ScaleError::InvalidArgument)?;
-    let stats = engine.stats()?;
-    let id = Identity {
-        model: stats.model.clone(),
-        fingerprint: stats.model_fingerprint.clone(),
-        dim: stats.dim,
-        head_dim: stats.ann_dim.min(stats.dim),
-        store: stats.store.display().to_string(),
-    };
+    let id = Identity::of(engine, &opts.table)?;
     let table = opts.table.as_str();
     let mut client = connect(url)?;
     let mut tx = client

@@ -252,7 +252,14 @@ fn an_interrupted_shard_resumes_and_a_changed_record_is_encoded_again() {
     let mut child = c.spawn().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let n = std::fs::read_dir(&parts).map(|r| r.count()).unwrap_or(0);
+        // A finished part (not the temporary file of one being written).
+        let n = std::fs::read_dir(&parts)
+            .map(|r| {
+                r.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+                    .count()
+            })
+            .unwrap_or(0);
         if n >= 1 {
             break;
         }

@@ -30,6 +30,27 @@ pub struct SyncSummary {
     pub seconds: f64,
 }
 
+impl SyncSummary {
+    /// Counts a row whose digest on the backend is `old` (none: not there) and in the store
+    /// `new`; whether it must be written.
+    pub(crate) fn count<T: PartialEq>(&mut self, old: Option<&T>, new: &T) -> bool {
+        match old {
+            Some(o) if o == new => {
+                self.unchanged += 1;
+                false
+            }
+            Some(_) => {
+                self.updated += 1;
+                true
+            }
+            None => {
+                self.inserted += 1;
+                true
+            }
+        }
+    }
+}
+
 /// The URL with its password replaced by `***`, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -688,13 +688,8 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
         let v16: Vec<f16> = vector.iter().map(|&x| f16::from_f32(x)).collect();
         let d = hex(&digest(item, modality.as_str(), &v16));
         seen.insert(k);
-        match remote.get(&k) {
-            Some(old) if *old == d => {
-                summary.unchanged += 1;
-                return Ok(());
-            }
-            Some(_) => summary.updated += 1,
-            None => summary.inserted += 1,
+        if !summary.count(remote.get(&k), &d) {
+            return Ok(());
         }
         cols.key.push(k);
         cols.item_key.push(jsearch::item_key_of(key) as i64);

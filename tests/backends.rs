@@ -165,3 +165,26 @@ pub fn cheap_in_stock(m: &Value) -> bool {
     let md = &m["metadata"];
     md["price"].as_f64().is_some_and(|p| p < 20.0) && md["in_stock"] == Value::Bool(true)
 }
+
+/// The change both backends' incremental syncs must follow: a note added, a note changed, an
+/// image removed (`rm` and from disk), two products' prices changed; then `index` again.
+pub fn change_store(db: &Path, root: &Path, shop: &Path) {
+    let notes = root.join("notes");
+    std::fs::write(notes.join("n9.txt"), "a green triangle poster").unwrap();
+    std::fs::write(notes.join("n1.txt"), "Einkaufsliste: Milch, Brot").unwrap();
+    let gone = std::fs::read_dir(root.join("img"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let mut c = crate::jsearch(db);
+    c.arg("rm").arg(&gone);
+    run(c, true);
+    std::fs::remove_file(&gone).unwrap();
+    write_catalog(shop, 40, |v| {
+        if v["id"] == "p0001" || v["id"] == "p0002" {
+            v["price"] = Value::from(1.5);
+        }
+    });
+    index(db, &[root, shop], &[]);
+}

@@ -8,11 +8,10 @@ use std::path::Path;
 use jsearch_scale::backend::BackendQuery;
 use jsearch_scale::milvus::MilvusBackend;
 use jsearch_tests::backends::{
-    self, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
-    write_catalog,
+    self, change_store, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
 use jsearch_tests::milvus_server::{milvus_or_skip, MilvusServer};
-use jsearch_tests::{index, jsearch, json_lines, run, stats, tempdir};
+use jsearch_tests::{jsearch, json_lines, run, stats, tempdir};
 use serde_json::Value;
 
 fn recall(
@@ -96,24 +95,7 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
     );
 
     // A note in, a note changed, an image out, two prices changed.
-    let notes = root.join("notes");
-    std::fs::write(notes.join("n9.txt"), "a green triangle poster").unwrap();
-    std::fs::write(notes.join("n1.txt"), "Einkaufsliste: Milch, Brot").unwrap();
-    let gone = std::fs::read_dir(root.join("img"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let mut c = jsearch(&db);
-    c.arg("rm").arg(&gone);
-    run(c, true);
-    std::fs::remove_file(&gone).unwrap();
-    write_catalog(&shop, 40, |v| {
-        if v["id"] == "p0001" || v["id"] == "p0002" {
-            v["price"] = Value::from(1.5);
-        }
-    });
-    index(&db, &[&root, &shop], &[]);
+    change_store(&db, &root, &shop);
     let s = sync(&db, &url, &[]);
     assert_eq!(s["created"], false, "{s}");
     assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");

@@ -9,8 +9,7 @@ use std::path::Path;
 
 use jsearch_scale::postgres::{BackendQuery, PgBackend};
 use jsearch_tests::backends::{
-    self, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
-    write_catalog,
+    self, change_store, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
 use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
 use jsearch_tests::{index, jsearch, json_lines, run, stats, tempdir};
@@ -121,24 +120,7 @@ fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
     assert_eq!(s["unchanged"].as_u64().unwrap() as usize, vectors);
 
     // Add a note, change a note, remove an image, change two products' prices.
-    let notes = root.join("notes");
-    std::fs::write(notes.join("n9.txt"), "a green triangle poster").unwrap();
-    std::fs::write(notes.join("n1.txt"), "Einkaufsliste: Milch, Brot").unwrap();
-    let gone = std::fs::read_dir(root.join("img"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .min()
-        .unwrap();
-    let mut c = jsearch(&db);
-    c.arg("rm").arg(&gone);
-    run(c, true);
-    std::fs::remove_file(&gone).unwrap();
-    write_catalog(&shop, 40, |v| {
-        if v["id"] == "p0001" || v["id"] == "p0002" {
-            v["price"] = Value::from(1.5);
-        }
-    });
-    index(&db, &[&root, &shop], &[]);
+    change_store(&db, &root, &shop);
     let after = stats(&db)["vectors"].as_u64().unwrap() as usize;
     assert_eq!(after, vectors, "one note in, one image out");
     let s = sync(&db, &url, &[]);

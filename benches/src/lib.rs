@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod products;
 pub mod synth;
+pub mod usearch_graph;
 
 /// The candle device a bench's `--device` names: `cpu`, `cuda` or `cuda:N` (a `--features cuda`
 /// build), resolved as `jsearch --device` resolves it (an unavailable GPU is an error that says

@@ -551,6 +551,8 @@ impl Engine {
         if let Some(fp) = upgrade_fp {
             store.set_model_fingerprint(&fp)?;
         }
+        // A keyword index of the first layout (a row per posting) becomes blocks, one commit.
+        crate::keyword::upgrade(&mut store)?;
         Ok(store)
     }
 

@@ -100,7 +100,8 @@ pub(crate) fn check(db: &Path) -> Result<CheckSummary> {
             .push(format!("vector {id} is in the store but no file owns it"));
     }
     let items: HashSet<u64> = own.live.iter().map(|&id| item::item_id(id)).collect();
-    out.damage.extend(crate::keyword::check(&store, &items)?);
+    out.damage
+        .extend(crate::keyword::scan(&store, &items)?.problems);
     Ok(out)
 }
 
@@ -125,6 +126,20 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
             }
         }
     }
+    // Items whose keyword document and postings disagree (a damaged block or document was
+    // dropped): their files are re-indexed too.
+    let items: HashSet<u64> = own.live.iter().map(|&id| item::item_id(id)).collect();
+    let damage = crate::keyword::scan(&store, &items)?;
+    for &id in &damage.items {
+        for v in [id, item::sibling(id)] {
+            if let Some(bytes) = store.get_meta(v)? {
+                if let Ok(meta) = ItemMeta::from_bytes(v, &bytes) {
+                    reindex.insert(PathBuf::from(meta.path));
+                    break;
+                }
+            }
+        }
+    }
     // As `rm` forgets a file: its vectors and records go, then the next index encodes it.
     let mut batch = Batch::new();
     let mut kw = crate::keyword::KeywordWrites::default();
@@ -132,9 +147,10 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
         delete_owned(&store, &mut batch, &mut kw, p, None)?;
         batch.kv_delete(NS_FILES, keys::path_bytes(p));
     }
-    // Keyword documents of items that are gone (a damaged keyword row is dropped by the
-    // store's repair; the item's file is then re-indexed, which writes its document again).
-    let items: HashSet<u64> = own.live.iter().map(|&id| item::item_id(id)).collect();
+    // Keyword documents of items that are gone; postings no document lists.
+    for (term, id) in damage.stray {
+        kw.drop_posting(term, id);
+    }
     for (k, _) in store.kv_scan_prefix(crate::keyword::NS_KWDOC, b"")? {
         if let Some(id) = k.as_slice().try_into().ok().map(u64::from_be_bytes) {
             if !items.contains(&id) {

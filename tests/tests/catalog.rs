@@ -559,3 +559,85 @@ fn keyword_index_matches_the_items_after_a_killed_run() {
     c.arg("check");
     run(c, true);
 }
+
+/// Flips a bit in the middle of the keyword index's block of `term` (through redb itself, as a
+/// bad sector under a rewritten page would).
+fn damage_keyword_block(db: &Path, term: &str) {
+    use redb::ReadableTable;
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("kv:kwb");
+    let d = redb::Database::open(db).unwrap();
+    let txn = d.begin_write().unwrap();
+    {
+        let mut t = txn.open_table(table).unwrap();
+        let mut prefix = term.as_bytes().to_vec();
+        prefix.push(0);
+        let (k, mut v) = {
+            let (k, v) = t
+                .range(prefix.as_slice()..)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert!(k.value().starts_with(&prefix), "{term} has a block");
+            (k.value().to_vec(), v.value().to_vec())
+        };
+        let at = v.len() / 2;
+        v[at] ^= 1;
+        t.insert(k.as_slice(), v.as_slice()).unwrap();
+    }
+    txn.commit().unwrap();
+}
+
+/// A damaged keyword block is named by a query that reads it and by `check`; `repair` drops it
+/// and names the catalog to re-index, and the next index run restores every SKU.
+#[test]
+fn a_damaged_keyword_block_is_checked_repaired_and_reindexed() {
+    let dir = tempdir();
+    let db = dir.path().join("s.jsearch");
+    let cat = dir.path().join("shop/catalog.jsonl");
+    let rows = rows();
+    write_catalog(&cat, &rows);
+    index(&db, &[&cat], &["-q"]);
+    let brand = rows[0]["brand"].as_str().unwrap().to_lowercase();
+    damage_keyword_block(&db, &brand);
+    let mut c = jsearch(&db);
+    c.args(["query", &brand, "--mode", "keyword"]);
+    let out = run(c, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("damaged") && err.contains("kv:kwb"), "{err}");
+    let mut c = jsearch(&db);
+    c.arg("check");
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(2));
+    let mut c = jsearch(&db);
+    c.args(["repair", "--json"]);
+    let r: Value = serde_json::from_slice(&run(c, true).stdout).unwrap();
+    let reindex: Vec<&str> = r["reindex"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(reindex.iter().any(|p| p.ends_with("catalog.jsonl")), "{r}");
+    let mut c = jsearch(&db);
+    c.arg("check");
+    run(c, true);
+    index(&db, &[&cat], &["-q"]);
+    let mut c = jsearch(&db);
+    c.arg("check");
+    run(c, true);
+    let skus: Vec<String> = rows
+        .iter()
+        .map(|r| r["sku"].as_str().unwrap().to_string())
+        .collect();
+    for (r, hits) in rows.iter().zip(query_batch(&db, &skus, &["-k", "1"])) {
+        assert_eq!(ids(&hits), [r["id"].as_str().unwrap()], "{}", r["sku"]);
+    }
+    let of_brand = rows
+        .iter()
+        .filter(|r| r["brand"].as_str().unwrap().to_lowercase() == brand)
+        .count();
+    let hits = query_json(&db, &[&brand, "--mode", "keyword", "-k", "10000"]);
+    assert_eq!(hits.len(), of_brand);
+}

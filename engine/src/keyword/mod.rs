@@ -8,19 +8,18 @@
 //! An inverted index over redb tables is small (below), exact under upserts, and crash-safe by
 //! construction: the store's commit is the index's commit.
 //!
-//! | namespace | key | value |
-//! |---|---|---|
-//! | `kw` | term ‖ 0x00 ‖ item id (u64 BE) | term frequency (u32 LE) ‖ document length (u32 LE) |
-//! | `kwdoc` | item id (u64 BE) | document length (u32 LE), then its distinct terms (u16 LE length + bytes each) |
-//! | `kwstat` | `docs` | documents (u64 LE) ‖ total length (u64 LE) |
+//! The tables and their byte layout are in [`postings`]: per term, blocks of up to 256
+//! postings (item id, term frequency, document length; varints), and per item its document
+//! (length and terms, for deletes).
 //!
 //! Terms are [`tokenize`]'s; a term `=value` (not counted in the length) marks a field whose whole
 //! folded value is `value` (the record id, the title, each string attribute): a query equal to it
 //! is an exact identifier match.
 
+pub(crate) mod postings;
 pub(crate) mod tokenize;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub(crate) use tokenize::fold;
@@ -29,10 +28,7 @@ use crate::error::Result;
 use crate::idx::{Batch, Store};
 use crate::item::ItemMeta;
 
-pub(crate) const NS_KW: &str = "kw";
-pub(crate) const NS_KWDOC: &str = "kwdoc";
-pub(crate) const NS_KWSTAT: &str = "kwstat";
-const STATS_KEY: &[u8] = b"docs";
+pub(crate) use postings::{upgrade, Posting, NS_DOCS as NS_KWDOC};
 
 /// BM25 parameters (the usual ones).
 const K1: f32 = 1.2;
@@ -100,126 +96,100 @@ impl KeywordDoc {
     }
 }
 
-fn posting_key(term: &str, item: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(term.len() + 9);
-    k.extend_from_slice(term.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&item.to_be_bytes());
-    k
-}
-
-fn term_prefix(term: &str) -> Vec<u8> {
-    let mut k = term.as_bytes().to_vec();
-    k.push(0);
-    k
-}
-
-fn encode_doc(doc: &KeywordDoc) -> Vec<u8> {
-    let mut v = doc.len.to_le_bytes().to_vec();
-    for (t, _) in &doc.terms {
-        v.extend_from_slice(&(t.len() as u16).to_le_bytes());
-        v.extend_from_slice(t.as_bytes());
-    }
-    v
-}
-
-/// The length and terms of a stored `kwdoc` value (`None` when it is malformed).
-fn decode_doc(v: &[u8]) -> Option<(u32, Vec<String>)> {
-    let len = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
-    let mut terms = Vec::new();
-    let mut i = 4;
-    while i < v.len() {
-        let n = u16::from_le_bytes(v.get(i..i + 2)?.try_into().ok()?) as usize;
-        let t = std::str::from_utf8(v.get(i + 2..i + 2 + n)?).ok()?;
-        terms.push(t.to_string());
-        i += 2 + n;
-    }
-    Some((len, terms))
-}
-
-/// Document count and total length.
-fn read_stats(store: &Store) -> Result<(u64, u64)> {
-    Ok(match store.kv_get(NS_KWSTAT, STATS_KEY)? {
-        Some(v) if v.len() == 16 => (
-            u64::from_le_bytes(v[..8].try_into().unwrap_or_default()),
-            u64::from_le_bytes(v[8..].try_into().unwrap_or_default()),
-        ),
-        _ => (0, 0),
-    })
-}
-
-/// The keyword side of one batch: removals and new documents go into the batch, the statistics
-/// are updated once at the end ([`KeywordWrites::finish`]).
+/// The keyword side of one batch: the documents it removes and puts, applied to the index at
+/// [`KeywordWrites::finish`] (every posting block a change falls in is rewritten once).
 #[derive(Default)]
 pub(crate) struct KeywordWrites {
-    docs: i64,
-    len: i64,
-    removed: HashSet<u64>,
+    /// The item's document after this batch (`None`: removed).
+    items: HashMap<u64, Option<KeywordDoc>>,
+    /// Postings no document lists, to drop (`repair`).
+    stray: Vec<(String, u64)>,
 }
 
 impl KeywordWrites {
     /// Removes item `item`'s document (if it has one) from the index.
-    pub(crate) fn remove(&mut self, store: &Store, batch: &mut Batch, item: u64) -> Result<()> {
-        if !self.removed.insert(item) {
-            return Ok(());
-        }
-        let key = item.to_be_bytes().to_vec();
-        let Some(v) = store.kv_get(NS_KWDOC, &key)? else {
-            return Ok(());
-        };
-        if let Some((len, terms)) = decode_doc(&v) {
-            for t in terms {
-                batch.kv_delete(NS_KW, posting_key(&t, item));
-            }
-            self.len -= len as i64;
-        }
-        self.docs -= 1;
-        batch.kv_delete(NS_KWDOC, key);
+    pub(crate) fn remove(&mut self, _store: &Store, _batch: &mut Batch, item: u64) -> Result<()> {
+        self.items.insert(item, None);
         Ok(())
     }
 
     /// Indexes `doc` as item `item`'s document, replacing the one it had.
     pub(crate) fn put(
         &mut self,
-        store: &Store,
-        batch: &mut Batch,
+        _store: &Store,
+        _batch: &mut Batch,
         item: u64,
         doc: &KeywordDoc,
     ) -> Result<()> {
-        self.remove(store, batch, item)?;
-        for (t, tf) in &doc.terms {
-            let mut v = tf.to_le_bytes().to_vec();
-            v.extend_from_slice(&doc.len.to_le_bytes());
-            batch.kv_put(NS_KW, posting_key(t, item), v);
-        }
-        batch.kv_put(NS_KWDOC, item.to_be_bytes().to_vec(), encode_doc(doc));
-        self.docs += 1;
-        self.len += doc.len as i64;
+        self.items.insert(item, Some(doc.clone()));
         Ok(())
     }
 
-    /// Writes the updated statistics into the batch.
+    /// Drops the posting of `term` for `item` (one no document lists; see [`scan`]).
+    pub(crate) fn drop_posting(&mut self, term: String, item: u64) {
+        self.stray.push((term, item));
+    }
+
+    /// Writes the documents, their postings and the updated statistics into the batch.
     pub(crate) fn finish(self, store: &Store, batch: &mut Batch) -> Result<()> {
-        if self.docs == 0 && self.len == 0 && self.removed.is_empty() {
+        if self.items.is_empty() && self.stray.is_empty() {
             return Ok(());
         }
-        let (docs, len) = read_stats(store)?;
-        let docs = (docs as i64 + self.docs).max(0) as u64;
-        let len = (len as i64 + self.len).max(0) as u64;
-        let mut v = docs.to_le_bytes().to_vec();
-        v.extend_from_slice(&len.to_le_bytes());
-        batch.kv_put(NS_KWSTAT, STATS_KEY.to_vec(), v);
+        let mut items: Vec<(u64, Option<KeywordDoc>)> = self.items.into_iter().collect();
+        items.sort_unstable_by_key(|x| x.0);
+        let (mut docs, mut total) = postings::read_stats(store)?;
+        let mut changes: BTreeMap<String, Vec<postings::Change>> = BTreeMap::new();
+        for (term, item) in self.stray {
+            changes.entry(term).or_default().push((item, None));
+        }
+        for (item, new) in items {
+            let key = item.to_be_bytes().to_vec();
+            let old = match store.kv_get(NS_KWDOC, &key)? {
+                Some(v) => postings::decode_doc(&v),
+                None => None,
+            };
+            if let Some((len, terms)) = &old {
+                for t in terms {
+                    changes.entry(t.clone()).or_default().push((item, None));
+                }
+                docs = docs.saturating_sub(1);
+                total = total.saturating_sub(u64::from(*len));
+            }
+            match new {
+                Some(doc) => {
+                    for (t, tf) in &doc.terms {
+                        changes
+                            .entry(t.clone())
+                            .or_default()
+                            .push((item, Some((*tf, doc.len))));
+                    }
+                    docs += 1;
+                    total += u64::from(doc.len);
+                    batch.kv_put(
+                        NS_KWDOC,
+                        key,
+                        postings::encode_doc(doc.len, doc.terms.iter().map(|t| &t.0)),
+                    );
+                }
+                // Also a document that no longer decodes (its postings are strays then).
+                None => batch.kv_delete(NS_KWDOC, key),
+            }
+        }
+        for (term, cs) in &mut changes {
+            // By item, an item's removal before its new posting (the sort is stable).
+            cs.sort_by_key(|c| c.0);
+            postings::apply(store, batch, term, cs)?;
+        }
+        postings::write_stats(batch, docs, total);
         Ok(())
     }
 }
-
-/// One posting: item id, term frequency, document length.
-pub(crate) type Posting = (u64, u32, u32);
 
 /// The read side: statistics and the postings of the terms queries asked for, cached (the
 /// engine drops it when the store changes).
 pub(crate) struct KeywordIndex {
     pub(crate) docs: u64,
+    layout: u32,
     avg_len: f32,
     postings: Mutex<HashMap<String, Arc<Vec<Posting>>>>,
 }
@@ -238,9 +208,10 @@ pub(crate) struct KeywordScores {
 
 impl KeywordIndex {
     pub(crate) fn load(store: &Store) -> Result<Self> {
-        let (docs, len) = read_stats(store)?;
+        let (docs, len) = postings::read_stats(store)?;
         Ok(KeywordIndex {
             docs,
+            layout: postings::layout(store)?,
             avg_len: if docs == 0 {
                 1.0
             } else {
@@ -264,24 +235,7 @@ impl KeywordIndex {
         {
             return Ok(p.clone());
         }
-        let prefix = term_prefix(term);
-        let mut out = Vec::new();
-        for (k, v) in store.kv_scan_prefix(NS_KW, &prefix)? {
-            let (Some(id), Some(tf), Some(dl)) = (
-                k.get(prefix.len()..)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_be_bytes),
-                v.get(..4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes),
-                v.get(4..8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u32::from_le_bytes),
-            ) else {
-                continue;
-            };
-            out.push((id, tf, dl));
-        }
+        let out = postings::read_postings(store, self.layout, term)?;
         let p = Arc::new(out);
         let mut cache = self.postings.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() > 4096 {
@@ -338,24 +292,39 @@ impl KeywordIndex {
     }
 }
 
+/// What [`scan`] found wrong with the keyword index.
+#[derive(Debug, Default)]
+pub(crate) struct KeywordDamage {
+    /// What is wrong, one line each (empty when consistent).
+    pub(crate) problems: Vec<String>,
+    /// Items whose document and postings disagree (a posting or the document was lost): their
+    /// files are re-indexed by `repair`.
+    pub(crate) items: HashSet<u64>,
+    /// Postings no document lists: dropped by `repair`.
+    pub(crate) stray: Vec<(String, u64)>,
+}
+
 /// What `jsearch check` verifies of the keyword index: every document belongs to a live item,
-/// every posting to a document that lists its term, and the statistics add up. Returns the
-/// problems found (empty when consistent).
-pub(crate) fn check(store: &Store, live_items: &HashSet<u64>) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
+/// every posting block decodes and lies in its term's order, every posting belongs to a document
+/// that lists its term (and every listed term has its posting), and the statistics add up.
+pub(crate) fn scan(store: &Store, live_items: &HashSet<u64>) -> Result<KeywordDamage> {
+    let mut out = KeywordDamage::default();
     let mut docs: HashMap<u64, (u32, HashSet<String>)> = HashMap::new();
     let mut total: u64 = 0;
     for (k, v) in store.kv_scan_prefix(NS_KWDOC, b"")? {
         let Some(id) = k.as_slice().try_into().ok().map(u64::from_be_bytes) else {
-            problems.push("keyword index: a document key is malformed".into());
+            out.problems
+                .push("keyword index: a document key is malformed".into());
             continue;
         };
-        let Some((len, terms)) = decode_doc(&v) else {
-            problems.push(format!("keyword index: document of item {id} is malformed"));
+        let Some((len, terms)) = postings::decode_doc(&v) else {
+            out.problems
+                .push(format!("keyword index: document of item {id} is malformed"));
+            out.items.insert(id);
             continue;
         };
         if !live_items.contains(&id) {
-            problems.push(format!(
+            out.problems.push(format!(
                 "keyword index: item {id} is indexed but not in the store"
             ));
         }
@@ -363,39 +332,71 @@ pub(crate) fn check(store: &Store, live_items: &HashSet<u64>) -> Result<Vec<Stri
         docs.insert(id, (len, terms.into_iter().collect()));
     }
     let mut postings_per_doc: HashMap<u64, usize> = HashMap::new();
-    for (k, _) in store.kv_scan_prefix(NS_KW, b"")? {
-        let (term, id) = match k.len().checked_sub(9) {
-            Some(i) if k[i] == 0 => (
-                String::from_utf8_lossy(&k[..i]).into_owned(),
-                u64::from_be_bytes(k[i + 1..].try_into().unwrap_or_default()),
-            ),
-            _ => {
-                problems.push("keyword index: a posting key is malformed".into());
-                continue;
-            }
-        };
-        match docs.get(&id) {
-            Some((_, terms)) if terms.contains(&term) => {
-                *postings_per_doc.entry(id).or_default() += 1;
-            }
-            _ => problems.push(format!(
-                "keyword index: posting {term:?} of item {id} has no document listing it"
-            )),
+    let mut on_posting = |term: &str, id: u64, out: &mut KeywordDamage| match docs.get(&id) {
+        Some((_, terms)) if terms.contains(term) => {
+            *postings_per_doc.entry(id).or_default() += 1;
         }
+        _ => {
+            out.problems.push(format!(
+                "keyword index: posting {term:?} of item {id} has no document listing it"
+            ));
+            out.stray.push((term.to_string(), id));
+        }
+    };
+    if postings::layout(store)? == 1 {
+        store.kv_for_each(postings::NS_ROWS_V1, b"", |k, _| {
+            match postings::split_key(k) {
+                Some((term, id)) => on_posting(term, id, &mut out),
+                None => out
+                    .problems
+                    .push("keyword index: a posting key is malformed".into()),
+            }
+            Ok(())
+        })?;
+    } else {
+        // The previous block's term and last id: a term's blocks hold increasing ids.
+        let mut last: Option<(String, u64)> = None;
+        let mut block = Vec::new();
+        store.kv_for_each(postings::NS_BLOCKS, b"", |k, v| {
+            let Some((term, id)) = postings::split_key(k) else {
+                out.problems
+                    .push("keyword index: a block key is malformed".into());
+                return Ok(());
+            };
+            block.clear();
+            if postings::decode_block(id, v, &mut block).is_none() || block.is_empty() {
+                out.problems.push(format!(
+                    "keyword index: block {id} of {term:?} is malformed"
+                ));
+                return Ok(());
+            }
+            if last.as_ref().is_some_and(|(t, l)| t == term && *l >= id) {
+                out.problems.push(format!(
+                    "keyword index: block {id} of {term:?} overlaps the one before it"
+                ));
+            }
+            for &(item, _, _) in &block {
+                on_posting(term, item, &mut out);
+            }
+            last = block.last().map(|p| (term.to_string(), p.0));
+            Ok(())
+        })?;
     }
     for (id, (_, terms)) in &docs {
         if postings_per_doc.get(id).copied().unwrap_or(0) != terms.len() {
-            problems.push(format!("keyword index: item {id} is missing postings"));
+            out.problems
+                .push(format!("keyword index: item {id} is missing postings"));
+            out.items.insert(*id);
         }
     }
-    let (sd, sl) = read_stats(store)?;
+    let (sd, sl) = postings::read_stats(store)?;
     if sd != docs.len() as u64 || sl != total {
-        problems.push(format!(
+        out.problems.push(format!(
             "keyword index: statistics say {sd} documents / {sl} terms, the documents hold {} / {total}",
             docs.len()
         ));
     }
-    Ok(problems)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -438,8 +439,141 @@ mod tests {
             d.terms.iter().find(|(t, _)| t == "red").map(|x| x.1),
             Some(3)
         );
-        let (len, terms) = decode_doc(&encode_doc(&d)).unwrap();
+        let (len, terms) =
+            postings::decode_doc(&postings::encode_doc(d.len, d.terms.iter().map(|t| &t.0)))
+                .unwrap();
         assert_eq!(len, d.len);
         assert_eq!(terms.len(), d.terms.len());
+    }
+
+    fn doc(terms: &[(&str, u32)]) -> KeywordDoc {
+        KeywordDoc {
+            terms: terms.iter().map(|(t, f)| (t.to_string(), *f)).collect(),
+            len: terms.iter().map(|x| x.1).sum(),
+        }
+    }
+
+    fn open(dir: &std::path::Path) -> Store {
+        Store::open(
+            &dir.join("s.redb"),
+            crate::idx::StoreSettings::new("m", "fp", 8),
+        )
+        .unwrap()
+    }
+
+    /// Every posting of every term, as the reader sees them.
+    fn all_postings(store: &Store, terms: &[&str]) -> BTreeMap<String, Vec<Posting>> {
+        let layout = postings::layout(store).unwrap();
+        terms
+            .iter()
+            .map(|t| {
+                (
+                    t.to_string(),
+                    postings::read_postings(store, layout, t).unwrap(),
+                )
+            })
+            .filter(|(_, p)| !p.is_empty())
+            .collect()
+    }
+
+    /// Random puts, re-puts and removals over many commits (blocks split, shrink and vanish):
+    /// the postings always equal those of the documents that should be there, and `scan` finds
+    /// nothing wrong.
+    #[test]
+    fn blocks_follow_a_model_through_many_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let terms = ["common", "half", "rare", "x"];
+        let mut model: HashMap<u64, KeywordDoc> = HashMap::new();
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..12 {
+            let mut kw = KeywordWrites::default();
+            let mut batch = Batch::new();
+            for _ in 0..if round == 0 { 2000 } else { 300 } {
+                // Ids from a small range (collisions: re-puts and removals of present items),
+                // spread over 64 bits as item ids are.
+                let id = (rnd() % 3000).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                if rnd() % 4 == 0 {
+                    kw.remove(&store, &mut batch, id).unwrap();
+                    model.remove(&id);
+                } else {
+                    let mut ts = vec![("common", 1 + (rnd() % 3) as u32)];
+                    if rnd() % 2 == 0 {
+                        ts.push(("half", 2));
+                    }
+                    if rnd() % 50 == 0 {
+                        ts.push(("rare", 1));
+                    }
+                    let d = doc(&ts);
+                    kw.put(&store, &mut batch, id, &d).unwrap();
+                    model.insert(id, d);
+                }
+            }
+            kw.finish(&store, &mut batch).unwrap();
+            store.commit(batch).unwrap();
+            let mut want: BTreeMap<String, Vec<Posting>> = BTreeMap::new();
+            for (id, d) in &model {
+                for (t, tf) in &d.terms {
+                    want.entry(t.clone()).or_default().push((*id, *tf, d.len));
+                }
+            }
+            for p in want.values_mut() {
+                p.sort_unstable();
+            }
+            assert_eq!(all_postings(&store, &terms), want, "round {round}");
+            let live: HashSet<u64> = model.keys().copied().collect();
+            let damage = scan(&store, &live).unwrap();
+            assert!(damage.problems.is_empty(), "{:?}", damage.problems);
+            let blocks = store
+                .kv_scan_prefix(postings::NS_BLOCKS, &postings::term_prefix("common"))
+                .unwrap();
+            assert!(blocks.len() > 1, "the common term is split into blocks");
+        }
+    }
+
+    /// A store of the first layout (a row per posting) is read as it is, and the upgrade turns
+    /// it into blocks with the same postings.
+    #[test]
+    fn first_layout_is_read_then_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path());
+        let mut batch = Batch::new();
+        let mut want = Vec::new();
+        for i in 0..700u64 {
+            let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut v = 2u32.to_le_bytes().to_vec();
+            v.extend_from_slice(&5u32.to_le_bytes());
+            batch.kv_put(postings::NS_ROWS_V1, postings::block_key("old", id), v);
+            batch.kv_put(
+                NS_KWDOC,
+                id.to_be_bytes().to_vec(),
+                postings::encode_doc(5, ["old"]),
+            );
+            want.push((id, 2, 5));
+        }
+        want.sort_unstable();
+        let mut stats = 700u64.to_le_bytes().to_vec();
+        stats.extend_from_slice(&3500u64.to_le_bytes());
+        batch.kv_put(postings::NS_STATS, b"docs".to_vec(), stats);
+        store.commit(batch).unwrap();
+        assert_eq!(postings::layout(&store).unwrap(), 1);
+        assert_eq!(all_postings(&store, &["old"])["old"], want);
+        let live: HashSet<u64> = want.iter().map(|p| p.0).collect();
+        assert!(scan(&store, &live).unwrap().problems.is_empty());
+        assert_eq!(postings::upgrade(&mut store).unwrap(), 700);
+        assert_eq!(postings::layout(&store).unwrap(), postings::LAYOUT);
+        assert_eq!(all_postings(&store, &["old"])["old"], want);
+        assert!(store
+            .kv_scan_prefix(postings::NS_ROWS_V1, b"")
+            .unwrap()
+            .is_empty());
+        assert!(scan(&store, &live).unwrap().problems.is_empty());
+        assert_eq!(postings::upgrade(&mut store).unwrap(), 0);
     }
 }

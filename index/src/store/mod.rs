@@ -288,6 +288,42 @@ impl Store {
         })
     }
 
+    /// For each of `keys`, the greatest key of namespace `ns` that is `<=` it (`None` when
+    /// there is none), read in one transaction: how a caller finds the block of a sorted layout
+    /// (keyed by its first entry) that holds a given entry.
+    pub fn kv_floor_keys(&self, ns: &str, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.with_kv(ns, vec![None; keys.len()], |_, t| {
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                out.push(match t.range(..=k.as_slice())?.next_back() {
+                    Some(r) => Some(r?.0.value().to_vec()),
+                    None => None,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    /// Calls `f(key, value)` for every pair of namespace `ns` whose key starts with `prefix`, in
+    /// key order and in one transaction, without collecting them (for scans of large tables).
+    pub fn kv_for_each(
+        &self,
+        ns: &str,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.with_kv(ns, (), |name, t| {
+            for r in t.range(prefix..)? {
+                let (k, v) = r?;
+                if !k.value().starts_with(prefix) {
+                    break;
+                }
+                f(k.value(), unseal(&self.path, name, k.value(), v.value())?)?;
+            }
+            Ok(())
+        })
+    }
+
     /// All `(key, value)` pairs of namespace `ns` whose key starts with `prefix`, in key order.
     pub fn kv_scan_prefix(&self, ns: &str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         self.with_kv(ns, Vec::new(), |name, t| {

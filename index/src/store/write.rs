@@ -25,6 +25,7 @@ const GRAPH_LOG_KEEP: u64 = 256;
 enum KvOp {
     Put(String, Vec<u8>, Vec<u8>),
     Delete(String, Vec<u8>),
+    Clear(String),
 }
 
 /// One atomic unit of writes: upserts, deletes and caller key-value changes, committed together.
@@ -56,6 +57,11 @@ impl Batch {
     /// Delete `key` from the caller namespace `ns` (no-op if absent).
     pub fn kv_delete(&mut self, ns: &str, key: Vec<u8>) {
         self.kv.push(KvOp::Delete(ns.to_string(), key));
+    }
+    /// Delete every key of the caller namespace `ns` (its table is dropped; later puts of this
+    /// batch start it again).
+    pub fn kv_clear(&mut self, ns: &str) {
+        self.kv.push(KvOp::Clear(ns.to_string()));
     }
     /// Number of operations in the batch.
     pub fn len(&self) -> usize {
@@ -93,7 +99,7 @@ impl Store {
         }
         for op in &batch.kv {
             match op {
-                KvOp::Put(ns, ..) | KvOp::Delete(ns, _) => {
+                KvOp::Put(ns, ..) | KvOp::Delete(ns, _) | KvOp::Clear(ns) => {
                     kv_table(ns)?;
                 }
             }
@@ -267,6 +273,11 @@ impl Store {
                         let name = kv_table(ns)?;
                         let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
                         txn.open_table(def)?.remove(k.as_slice())?;
+                    }
+                    KvOp::Clear(ns) => {
+                        let name = kv_table(ns)?;
+                        let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(&name);
+                        txn.delete_table(def)?;
                     }
                 }
             }

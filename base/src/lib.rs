@@ -8,6 +8,7 @@
 //!   (truncate **then** normalise), accumulated in f64.
 
 pub mod cpu;
+pub mod ids;
 mod vector;
 
 pub use vector::{norm, normalize, truncate_normalize, DimOutOfRange};

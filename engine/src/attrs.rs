@@ -310,7 +310,7 @@ pub(crate) struct AttributeTable {
     /// Item id of each row.
     pub(crate) item_ids: Vec<u64>,
     /// Row of each item id.
-    row_of: HashMap<u64, Row>,
+    row_of: jsearch_base::ids::IdMap<Row>,
     /// Each row's values, sorted by field number.
     values: Vec<Vec<(u16, Val)>>,
     /// field -> folded string (or list element, or "true"/"false") -> rows holding it (ascending).
@@ -329,7 +329,7 @@ impl AttributeTable {
             field_ix: HashMap::new(),
             types: Vec::new(),
             item_ids: Vec::new(),
-            row_of: HashMap::new(),
+            row_of: Default::default(),
             values: Vec::new(),
             postings: Vec::new(),
             numbers: Vec::new(),

@@ -761,9 +761,24 @@ impl Compiled {
     }
 
     /// Rows that may pass, from the attribute index, when the index can narrow the filter down
-    /// to at most `max` rows (sorted, deduplicated; each still to be checked with
-    /// [`Self::matches`]). `None` when it cannot, or would give more.
-    pub(crate) fn candidates(&self, table: &AttributeTable, max: usize) -> Option<Vec<Row>> {
+    /// to at most `max` rows (sorted, deduplicated), and whether they are exactly the passing
+    /// rows (else each is still to be checked with [`Self::matches`]). `None` when it cannot, or
+    /// would give more.
+    /// Every passing row (unordered, possibly repeated), when the attribute index yields them
+    /// exactly (see [`gathers_exactly`]): a number range is a slice of the sorted numbers.
+    pub(crate) fn exact_rows(&self, table: &AttributeTable) -> Option<Vec<Row>> {
+        if gathers_exactly(&self.node) {
+            gather(&self.node, table)
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn candidates(
+        &self,
+        table: &AttributeTable,
+        max: usize,
+    ) -> Option<(Vec<Row>, bool)> {
         let est = estimate(&self.node, table)?;
         if est > max {
             return None;
@@ -771,7 +786,7 @@ impl Compiled {
         let mut rows = gather(&self.node, table)?;
         rows.sort_unstable();
         rows.dedup();
-        Some(rows)
+        Some((rows, gathers_exactly(&self.node)))
     }
 }
 
@@ -1028,6 +1043,18 @@ fn estimate(n: &Node, t: &AttributeTable) -> Option<usize> {
 }
 
 /// The rows [`estimate`] counts (a superset of the passing rows; unsorted, may repeat).
+/// Whether [`gather`] yields exactly the rows passing `n`: a number comparison (the sorted
+/// numbers are the values it tests), `EXISTS`, and `OR`s of those. (Strings go through their
+/// folded postings and `AND` gathers one conjunct: those rows are checked.)
+fn gathers_exactly(n: &Node) -> bool {
+    match n {
+        Node::Cmp(_, op, Lit::Num(_)) => *op != CmpOp::Ne,
+        Node::Exists(_) | Node::Never => true,
+        Node::Or(v) => v.iter().all(gathers_exactly),
+        _ => false,
+    }
+}
+
 fn gather(n: &Node, t: &AttributeTable) -> Option<Vec<Row>> {
     let eq = |f: u16, l: &Lit| -> Vec<Row> {
         match l {

@@ -33,7 +33,7 @@ impl Kind {
         }
     }
 
-    fn code(self) -> u64 {
+    pub(crate) fn code(self) -> u64 {
         match self {
             Kind::Image => 1,
             Kind::Text => 2,

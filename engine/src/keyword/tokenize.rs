@@ -160,7 +160,8 @@ pub(crate) fn tokens(text: &str) -> Vec<String> {
 /// The term that marks a field whose whole (folded) value is `value`: an item holding it is an
 /// exact match for a query that is that value (a SKU, an id, a brand).
 pub(crate) fn exact_term(value: &str) -> Option<String> {
-    let f = fold(value);
+    // NUL separates a term from the item id in the index's keys: never part of a term.
+    let f = fold(value).replace('\0', " ");
     let t = format!("={f}");
     (f.chars().any(char::is_alphanumeric) && t.len() <= MAX_EXACT_BYTES).then_some(t)
 }
@@ -241,5 +242,6 @@ mod tests {
         assert_eq!(code_parts("SKU-28589"), ["=28589"]);
         assert_eq!(code_parts("XL_200-b"), ["=200"]);
         assert!(code_parts("red heart 2024").is_empty());
+        assert_eq!(exact_term("a\0b").as_deref(), Some("=a b"));
     }
 }

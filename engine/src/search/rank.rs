@@ -30,12 +30,14 @@ const NO_VECTOR_LOGIT: f32 = -4.0;
 const EXACT_LOGIT: f32 = 3.0;
 /// RRF's rank constant.
 const RRF_K: f32 = 60.0;
-/// A filter passing at most `sqrt(SCAN_K × items)` items (at least [`SCAN_MIN`]) is searched by
-/// an exact scan of the passing items instead of a filtered graph walk. Measured at 200k items
-/// (`catalog` bench): a scan costs about 1 µs a passing item (its lookups miss the caches), a
-/// filtered walk about 6× an unfiltered one at 10 % passing and 2× at 50 %; the two cross near
-/// 5000 passing items there. `JSEARCH_FILTER_SCAN_MAX` overrides the item count (for tests).
-const SCAN_K: f64 = 125.0;
+/// A filter passing at most a fifth of the items, and at most [`SCAN_MAX`] (at least
+/// [`SCAN_MIN`]), is searched by an exact scan of the passing items instead of a filtered graph
+/// walk. Measured with the `catalog` bench at 200k items (a scan costs ~1.2 ms plus ~0.1 µs a
+/// passing item; a filtered walk testing a bitset of the passing rows 1.6x an unfiltered one at
+/// 50 % passing, 3x at 10 %, 15x at 1 %): the two cross near 25 000 passing items, and the
+/// walk's cost grows with the store's size far slower than a scan's. `JSEARCH_FILTER_SCAN_MAX`
+/// overrides the item count (for tests and benches).
+const SCAN_MAX: usize = 25_000;
 const SCAN_MIN: usize = 1000;
 
 fn scan_max(n: usize) -> usize {
@@ -45,7 +47,7 @@ fn scan_max(n: usize) -> usize {
             .ok()
             .and_then(|v| v.parse().ok())
     });
-    o.unwrap_or(((SCAN_K * n as f64).sqrt() as usize).max(SCAN_MIN))
+    o.unwrap_or((n / 5).clamp(SCAN_MIN, SCAN_MAX))
 }
 /// Rows evaluated to estimate a filter's selectivity.
 const SAMPLE_ROWS: usize = 1024;
@@ -53,6 +55,8 @@ const SAMPLE_ROWS: usize = 1024;
 /// What may be a hit: kinds, path prefix, excluded ids, the filter.
 struct Gate<'a> {
     kinds: HashSet<Kind>,
+    /// `kinds` as bits (`1 << kind code`): tested for every node a filtered walk visits.
+    kind_bits: u8,
     exclude: &'a HashSet<u64>,
     path_ids: Option<HashSet<u64>>,
     table: Option<&'a AttributeTable>,
@@ -66,10 +70,14 @@ struct Gate<'a> {
 impl Gate<'_> {
     /// Whether vector `id` may be a hit.
     fn vector(&self, id: u64) -> bool {
-        item::kind_of(id).is_some_and(|k| self.kinds.contains(&k))
-            && !self.exclude.contains(&id)
+        self.unfiltered(id) && self.passes(id)
+    }
+    /// Kinds, exclusions and path of vector (or item) `id`.
+    #[inline]
+    fn unfiltered(&self, id: u64) -> bool {
+        item::kind_of(id).is_some_and(|k| self.kind_bits >> k.code() & 1 == 1)
+            && (self.exclude.is_empty() || !self.exclude.contains(&id))
             && self.path_ids.as_ref().is_none_or(|s| s.contains(&id))
-            && self.passes(id)
     }
     /// Whether item `item` (its item id) may be a hit.
     fn item(&self, item: u64) -> bool {
@@ -77,12 +85,8 @@ impl Gate<'_> {
     }
     /// [`Gate::item`] without the filter.
     fn item_unfiltered(&self, item: u64) -> bool {
-        let ok = |id: u64| {
-            item::kind_of(id).is_some_and(|k| self.kinds.contains(&k))
-                && !self.exclude.contains(&id)
-                && self.path_ids.as_ref().is_none_or(|s| s.contains(&id))
-        };
-        ok(item) || (item::kind_of(item) == Some(Kind::Product) && ok(item::sibling(item)))
+        self.unfiltered(item)
+            || (item::kind_of(item) == Some(Kind::Product) && self.unfiltered(item::sibling(item)))
     }
     fn passes(&self, id: u64) -> bool {
         if let (Some(bits), Some(t)) = (&self.passing, self.table) {
@@ -129,20 +133,48 @@ fn path_ids(store: &Store, q: &Query) -> Result<Option<HashSet<u64>>> {
     Ok(Some(ids))
 }
 
-/// The rows passing the filter, when few enough pass to scan them exactly; `None` (with the
-/// estimated selectivity) when the graph walk should take the filter instead.
-fn passing_rows(table: &AttributeTable, f: &Compiled) -> (Option<Vec<Row>>, f64) {
+/// What is known of the items passing a filter before searching.
+struct Passing {
+    /// The passing rows, ascending, when few enough pass to scan them exactly.
+    rows: Option<Vec<Row>>,
+    /// The passing rows as a bitset, when they are known (listed for a scan, or gathered exactly
+    /// from the attribute index for a walk): a bit test per visited node instead of evaluating
+    /// the filter on the row's attributes.
+    bits: Option<Vec<u64>>,
+}
+
+fn bitset(n: usize, rows: &[Row]) -> Vec<u64> {
+    let mut bits = vec![0u64; n.div_ceil(64)];
+    for &r in rows {
+        bits[r as usize / 64] |= 1 << (r % 64);
+    }
+    bits
+}
+
+/// The rows passing the filter: listed when few enough pass to scan them exactly, else (the
+/// graph walk takes the filter) as a bitset when the attribute index yields them exactly.
+fn passing_rows(table: &AttributeTable, f: &Compiled) -> Passing {
     let n = table.len();
     let max = scan_max(n);
-    if let Some(rows) = f.candidates(table, max) {
-        let rows: Vec<Row> = rows.into_iter().filter(|&r| f.matches(table, r)).collect();
-        let s = rows.len() as f64 / n.max(1) as f64;
-        return (Some(rows), s);
+    let listed = |rows: Vec<Row>| Passing {
+        bits: Some(bitset(n, &rows)),
+        rows: Some(rows),
+    };
+    if let Some((rows, exact)) = f.candidates(table, max) {
+        return listed(if exact {
+            rows
+        } else {
+            rows.into_iter().filter(|&r| f.matches(table, r)).collect()
+        });
     }
     if n <= max {
-        let rows: Vec<Row> = (0..n as Row).filter(|&r| f.matches(table, r)).collect();
-        let s = rows.len() as f64 / n.max(1) as f64;
-        return (Some(rows), s);
+        return listed((0..n as Row).filter(|&r| f.matches(table, r)).collect());
+    }
+    if let Some(rows) = f.exact_rows(table) {
+        return Passing {
+            rows: None,
+            bits: Some(bitset(n, &rows)),
+        };
     }
     // Estimate on evenly spaced rows (rows are in item-id order, and ids are hashes: a uniform
     // sample).
@@ -151,11 +183,12 @@ fn passing_rows(table: &AttributeTable, f: &Compiled) -> (Option<Vec<Row>>, f64)
     let hits = sample.iter().filter(|&&r| f.matches(table, r)).count();
     let s = hits as f64 / sample.len().max(1) as f64;
     if s * (n as f64) <= max as f64 {
-        let rows: Vec<Row> = (0..n as Row).filter(|&r| f.matches(table, r)).collect();
-        let s = rows.len() as f64 / n.max(1) as f64;
-        return (Some(rows), s);
+        return listed((0..n as Row).filter(|&r| f.matches(table, r)).collect());
     }
-    (None, s)
+    Passing {
+        rows: None,
+        bits: None,
+    }
 }
 
 /// One candidate item and the parts of its score.
@@ -219,26 +252,18 @@ pub(super) fn run(
             }
         }
     }
-    let passing = match (&table, &compiled) {
+    let mut passing = match (&table, &compiled) {
         (Some(t), Some(f)) => Some(passing_rows(t, f)),
         _ => None,
     };
     let gate = Gate {
+        kind_bits: kinds.iter().fold(0, |b, k| b | 1 << k.code()),
         kinds,
         exclude,
         path_ids: path_ids(store, q)?,
         table: table.as_deref(),
         filter: compiled.as_ref(),
-        passing: match (&passing, &table) {
-            (Some((Some(rows), _)), Some(t)) => {
-                let mut bits = vec![0u64; t.len().div_ceil(64)];
-                for &r in rows {
-                    bits[r as usize / 64] |= 1 << (r % 64);
-                }
-                Some(bits)
-            }
-            _ => None,
-        },
+        passing: passing.as_mut().and_then(|p| p.bits.take()),
     };
     let keywords = engine.keywords(store)?;
     let mode = resolve_mode(q.mode, text, &keywords)?;
@@ -273,14 +298,14 @@ pub(super) fn run(
         for m in modalities_for(&gate.kinds).into_iter().filter(|m| held(*m)) {
             let of_m = |id: u64| item::modality_of(id) == m && gate.vector(id);
             match (&passing, &table) {
-                (Some((Some(rows), _)), Some(t)) => {
+                (
+                    Some(Passing {
+                        rows: Some(rows), ..
+                    }),
+                    Some(t),
+                ) => {
                     // The rows pass the filter already: only kinds, path and exclusions remain.
-                    let rest = |id: u64| {
-                        item::modality_of(id) == m
-                            && item::kind_of(id).is_some_and(|k| gate.kinds.contains(&k))
-                            && !gate.exclude.contains(&id)
-                            && gate.path_ids.as_ref().is_none_or(|s| s.contains(&id))
-                    };
+                    let rest = |id: u64| item::modality_of(id) == m && gate.unfiltered(id);
                     let ids: Vec<u64> = rows
                         .iter()
                         .flat_map(|&r| vectors_of(t.item_ids[r as usize]))
@@ -430,7 +455,10 @@ pub(super) fn run(
                     .iter()
                     .filter_map(|s| t.row_of_item(s.item))
                     .collect()
-            } else if let Some((Some(rows), _)) = &passing {
+            } else if let Some(Passing {
+                rows: Some(rows), ..
+            }) = &passing
+            {
                 // The filter's passing rows are listed already: only kinds and path remain.
                 rows.iter()
                     .copied()

@@ -66,6 +66,12 @@ pub fn default_candidates(k: usize) -> usize {
     (4 * k).max(40)
 }
 
+/// How many of [`Store::search_among`]'s ids, best by their graph vector, are scored by their
+/// sketch: four times the graph's beam (and the re-rank's candidates), at least 256.
+fn among_preselect(ef_search: usize, candidates: usize) -> usize {
+    (4 * ef_search).max(4 * candidates).max(256)
+}
+
 /// A re-rank candidate: its sketch score and how far the exact score may plausibly lie above it.
 struct Candidate {
     score: f32,
@@ -148,11 +154,14 @@ impl Store {
     }
 
     /// Top-`k` by cosine among the given `ids` only (ids that are not live items are skipped):
-    /// every one is scored by its in-memory sketch, and the best are re-ranked exactly at full
-    /// dimension from the file as in [`Store::search`], so the result equals an exact search over
-    /// those ids (up to the re-rank's error margin). Costs about 100 ns an id plus the re-rank
-    /// reads: the way to search a selective filter's few passing items without walking the
-    /// graph through all the others. `candidates` as in [`SearchParams`] (`None`: the default).
+    /// every one is scored by its in-memory graph vector (the normalised head), the best
+    /// [`among_preselect`] of those by their sketch (head norm + 4-bit tail), and the best
+    /// `candidates` re-ranked exactly at full dimension from the file as in [`Store::search`].
+    /// The preselection is many times the graph's beam, so the result equals an exact search
+    /// over those ids up to the re-rank's error margin. Costs a head dot product an id (the
+    /// vectors prefetched a few ids ahead, as they lie anywhere in memory) plus the re-rank
+    /// reads: the way to search a selective filter's passing items without walking the graph
+    /// through all the others. `candidates` as in [`SearchParams`] (`None`: the default).
     pub fn search_among(
         &self,
         query: &[f32],
@@ -167,18 +176,33 @@ impl Store {
                 return Ok(Vec::new());
             }
             let kp = candidates.unwrap_or_else(|| default_candidates(k)).max(k);
+            let pre = among_preselect(self.settings.hnsw.ef_search, kp);
             self.with_state(|st, txn| {
-                let sq = st.sketches.query(&q_full);
-                let mut cands: Vec<Candidate> = ids
+                let nodes: Vec<u32> = ids
                     .iter()
                     .filter_map(|id| st.by_id.get(id).copied())
-                    .map(|node| {
-                        let cos = vecmath::dot_f16(&q_ann, st.graph.vector(node));
-                        Candidate {
-                            score: st.sketches.score(&sq, node, cos),
-                            margin: st.sketches.margin(&sq, node, RERANK_Z),
-                            node,
-                        }
+                    .collect();
+                const AHEAD: usize = 8;
+                let mut heads: Vec<(f32, u32)> = Vec::with_capacity(nodes.len());
+                for (i, &node) in nodes.iter().enumerate() {
+                    if let Some(&next) = nodes.get(i + AHEAD) {
+                        vecmath::prefetch(st.graph.vector(next));
+                    }
+                    heads.push((vecmath::dot_f16(&q_ann, st.graph.vector(node)), node));
+                }
+                let by_score =
+                    |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+                if heads.len() > pre {
+                    heads.select_nth_unstable_by(pre, by_score);
+                    heads.truncate(pre);
+                }
+                let sq = st.sketches.query(&q_full);
+                let mut cands: Vec<Candidate> = heads
+                    .iter()
+                    .map(|&(cos, node)| Candidate {
+                        score: st.sketches.score(&sq, node, cos),
+                        margin: st.sketches.margin(&sq, node, RERANK_Z),
+                        node,
                     })
                     .collect();
                 if cands.len() > kp {

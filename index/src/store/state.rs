@@ -1,8 +1,6 @@
 //! The in-memory side of a store: graph, id maps, tombstones and re-rank sketches; loading them
 //! from a read transaction and catching up with later commits (readers in other processes).
 
-use std::collections::HashMap;
-
 use rayon::prelude::*;
 use redb::{ReadTransaction, ReadableTable};
 
@@ -25,7 +23,7 @@ pub(super) struct State {
     pub(super) sketches: Sketches,
     pub(super) ids: Vec<u64>,
     pub(super) deleted: Vec<bool>,
-    pub(super) by_id: HashMap<u64, u32>,
+    pub(super) by_id: jsearch_base::ids::IdMap<u32>,
     pub(super) tombstones: usize,
     pub(super) generation: u64,
 }
@@ -45,7 +43,7 @@ impl Store {
             sketches: Sketches::new(s.dim, s.ann_dim),
             ids: Vec::new(),
             deleted: Vec::new(),
-            by_id: HashMap::new(),
+            by_id: Default::default(),
             tombstones: 0,
             generation: 0,
         }

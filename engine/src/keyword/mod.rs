@@ -8,7 +8,7 @@
 //! An inverted index over redb tables is small (below), exact under upserts, and crash-safe by
 //! construction: the store's commit is the index's commit.
 //!
-//! The tables and their byte layout are in [`postings`]: per term, blocks of up to 256
+//! The tables and their byte layout are in [`postings`]: per term, blocks of up to 128
 //! postings (item id, term frequency, document length; varints), and per item its document
 //! (length and terms, for deletes).
 //!

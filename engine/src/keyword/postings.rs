@@ -3,7 +3,7 @@
 //!
 //! | namespace | key | value |
 //! |---|---|---|
-//! | `kwb` | term ‖ 0x00 ‖ block id (u64 BE) | a block: postings of the term with item ids in `[block id, next block's id)` |
+//! | `kwb` | term ‖ 0x00 ‖ block id (u64 BE; nothing for block 0) | a block: postings of the term with item ids in `[block id, next block's id)` |
 //! | `kwdoc` | item id (u64 BE) | document length (u32 LE), then its distinct terms (u16 LE length + bytes each) |
 //! | `kwstat` | `docs` | documents (u64 LE) ‖ total length (u64 LE) |
 //! | `kwstat` | `layout` | [`LAYOUT`] (u32 LE); absent in a store of the first layout |
@@ -18,7 +18,7 @@
 //! A term's blocks cover disjoint id ranges in key order; a block holds at most [`MAX_BLOCK`]
 //! postings (a fuller one is split, an emptied one deleted), and an id below the term's first
 //! block goes into a new block with id 0. A change rewrites only the blocks it falls in, so an
-//! upsert of one item rewrites one block (≤ ~2 KiB) per term of the item.
+//! upsert of one item rewrites one block (≤ ~1 KiB) per term of the item.
 
 use std::collections::BTreeMap;
 
@@ -34,9 +34,10 @@ const STATS_KEY: &[u8] = b"docs";
 const LAYOUT_KEY: &[u8] = b"layout";
 /// The layout this code writes.
 pub(crate) const LAYOUT: u32 = 2;
-/// The most postings a block holds; a split leaves blocks 3/4 full, so that the ids inserted
+/// The most postings a block holds (about 1 KiB: several blocks share a 4 KiB page; blocks of
+/// 256 left much of their pages empty); a split leaves blocks 3/4 full, so that the ids inserted
 /// later (spread over the whole range) do not split them again at once.
-pub(crate) const MAX_BLOCK: usize = 256;
+pub(crate) const MAX_BLOCK: usize = 128;
 
 /// One posting: item id, term frequency, document length.
 pub(crate) type Posting = (u64, u32, u32);
@@ -65,12 +66,16 @@ fn get_varint(b: &[u8], i: &mut usize) -> Option<u64> {
     None
 }
 
-/// The key of `term`'s block with id `block`.
+/// The key of `term`'s block with id `block`: term ‖ 0x00 ‖ id (u64 BE), and term ‖ 0x00 alone
+/// for block 0 (most terms are one item's code or id and have only that block: 8 bytes less a
+/// row). It sorts before the term's other blocks, as id 0 would.
 pub(crate) fn block_key(term: &str, block: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(term.len() + 9);
     k.extend_from_slice(term.as_bytes());
     k.push(0);
-    k.extend_from_slice(&block.to_be_bytes());
+    if block != 0 {
+        k.extend_from_slice(&block.to_be_bytes());
+    }
     k
 }
 
@@ -81,14 +86,19 @@ pub(crate) fn term_prefix(term: &str) -> Vec<u8> {
     k
 }
 
-/// `(term, id)` of a block key (or a first-layout row key); `None` when malformed.
+/// `(term, id)` of a block key (or a first-layout row key); `None` when malformed. Terms hold no
+/// NUL byte, so term ‖ 0x00 ‖ id (whose 9th byte from the end is 0x00) and the short key of
+/// block 0 (term ‖ 0x00) never read as each other.
 pub(crate) fn split_key(k: &[u8]) -> Option<(&str, u64)> {
-    let i = k.len().checked_sub(9)?;
-    if k[i] != 0 {
+    if let Some(i) = k.len().checked_sub(9).filter(|&i| k[i] == 0) {
+        let term = std::str::from_utf8(&k[..i]).ok()?;
+        return Some((term, u64::from_be_bytes(k[i + 1..].try_into().ok()?)));
+    }
+    let (&last, term) = k.split_last()?;
+    if last != 0 || term.contains(&0) {
         return None;
     }
-    let term = std::str::from_utf8(&k[..i]).ok()?;
-    Some((term, u64::from_be_bytes(k[i + 1..].try_into().ok()?)))
+    Some((std::str::from_utf8(term).ok()?, 0))
 }
 
 /// Encodes postings (sorted by id, every id `>= block`) as the block with id `block`.
@@ -237,7 +247,9 @@ pub(crate) fn apply(
     let mut by_block: BTreeMap<u64, (bool, Vec<Change>)> = BTreeMap::new();
     for (c, floor) in changes.iter().zip(floors) {
         let stored = floor
-            .filter(|f| f.starts_with(&prefix) && f.len() == prefix.len() + 8)
+            .filter(|f| {
+                f.starts_with(&prefix) && (f.len() == prefix.len() || f.len() == prefix.len() + 8)
+            })
             .and_then(|f| split_key(&f).map(|(_, b)| b));
         let e = by_block
             .entry(stored.unwrap_or(0))
@@ -358,6 +370,11 @@ mod tests {
     fn keys_split_back() {
         let k = block_key("sku-1", 42);
         assert_eq!(split_key(&k), Some(("sku-1", 42)));
+        assert_eq!(block_key("sku-1", 0), b"sku-1\0");
+        assert_eq!(split_key(b"sku-1\0"), Some(("sku-1", 0)));
+        // An id whose last byte is 0 is still an id, not a short key.
+        assert_eq!(split_key(&block_key("a", 0x100)), Some(("a", 0x100)));
         assert_eq!(split_key(b"short"), None);
+        assert_eq!(split_key(b"a\0b\0"), None);
     }
 }

@@ -154,10 +154,10 @@ impl Store {
     }
 
     /// Top-`k` by cosine among the given `ids` only (ids that are not live items are skipped):
-    /// every one is scored by its in-memory graph vector (the normalised head), the best
-    /// [`among_preselect`] of those by their sketch (head norm + 4-bit tail), and the best
-    /// `candidates` re-ranked exactly at full dimension from the file as in [`Store::search`].
-    /// The preselection is many times the graph's beam, so the result equals an exact search
+    /// every one is scored by its in-memory graph vector (the normalised head), the best few
+    /// hundred of those (four times the graph's beam, at least 256) by their sketch (head norm +
+    /// 4-bit tail), and the best `candidates` re-ranked exactly at full dimension from the file
+    /// as in [`Store::search`]. The preselection is many times the beam, so the result equals an exact search
     /// over those ids up to the re-rank's error margin. Costs a head dot product an id (the
     /// vectors prefetched a few ids ahead, as they lie anywhere in memory) plus the re-rank
     /// reads: the way to search a selective filter's passing items without walking the graph

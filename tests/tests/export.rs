@@ -173,7 +173,9 @@ fn export_reads_back_as_the_store() {
     }
     assert_eq!((products, images, texts), (40, 12, 3));
 
-    // The exported vectors are the store's: an image's equals a fresh embedding within f16.
+    // The exported vectors are the store's: an image's equals a fresh embedding within what
+    // `--precision auto` keeps (cosine >= 0.999 to f32: on a CPU with AVX512-BF16 the index run
+    // may encode images in bf16, while `embed` always answers in f32) and f16 storage.
     let (path, v) = image_vectors.iter().next().unwrap();
     let mut c = jsearch(&db);
     c.args(["embed", "--image", path]);
@@ -185,7 +187,7 @@ fn export_reads_back_as_the_store() {
         .collect();
     let en: f64 = e.iter().map(|x| x * x).sum::<f64>().sqrt();
     let cos: f64 = e.iter().zip(v).map(|(a, b)| a / en * *b as f64).sum();
-    assert!(cos > 0.9999, "{path}: cosine {cos} to a fresh embedding");
+    assert!(cos > 0.999, "{path}: cosine {cos} to a fresh embedding");
 }
 
 #[test]

@@ -54,7 +54,7 @@ pub fn write_products(path: &Path, ids: &[usize], version: usize) -> Result<f64>
         for &i in chunk {
             // Row i of stream 1: the same vector whichever run writes it.
             let v = generate(5, 1 + i as u64, 1, DIM, &centers);
-            w.add(&store, &mut batch, "bench.jsonl", &product(i, version), v)?;
+            w.add(&mut batch, "bench.jsonl", &product(i, version), v)?;
         }
         w.finish(&store, &mut batch)?;
         store.commit(batch)?;

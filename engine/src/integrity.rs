@@ -154,12 +154,12 @@ pub(crate) fn repair(db: &Path) -> Result<RepairSummary> {
     for (k, _) in store.kv_scan_prefix(crate::keyword::NS_KWDOC, b"")? {
         if let Some(id) = k.as_slice().try_into().ok().map(u64::from_be_bytes) {
             if !items.contains(&id) {
-                kw.remove(&store, &mut batch, id)?;
+                kw.remove(id);
             }
         }
     }
     for &id in &own.unowned {
-        kw.remove(&store, &mut batch, item::item_id(id))?;
+        kw.remove(item::item_id(id));
         batch.delete(id);
         batch.kv_delete(NS_MOD, keys::mod_key(item::modality_of(id), id));
     }

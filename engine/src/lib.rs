@@ -129,7 +129,6 @@ pub mod bench {
         /// Adds `rec` with its text vector to `batch`.
         pub fn add(
             &mut self,
-            store: &Store,
             batch: &mut Batch,
             catalog: &str,
             rec: &Record,
@@ -152,8 +151,7 @@ pub mod bench {
                 metadata: rec.metadata.clone(),
             };
             if self.keywords {
-                self.kw
-                    .put(store, batch, id, &KeywordDoc::of(&meta, Some(&body)))?;
+                self.kw.put(id, &KeywordDoc::of(&meta, Some(&body)));
             }
             batch.upsert(id, vector, meta.to_bytes());
             batch.kv_put(NS_MOD, keys::mod_key(Modality::Text, id), Vec::new());

@@ -110,7 +110,7 @@ fn build(path: &std::path::Path, vectors: &[f32], n: usize, keywords: bool) -> R
         for i in start..(start + step).min(n) {
             let (rec, _) = product(i);
             let v = vectors[i * DIM..(i + 1) * DIM].to_vec();
-            w.add(&store, &mut batch, "bench.jsonl", &rec, v)?;
+            w.add(&mut batch, "bench.jsonl", &rec, v)?;
         }
         w.finish(&store, &mut batch)?;
         store.commit(batch)?;

@@ -51,7 +51,7 @@ pub(crate) fn delete_owned(
         // image keeps it).
         let kept = |x: u64| keep.is_some_and(|keep| keep.contains(&x));
         if !kept(item::item_id(id)) && !kept(item::sibling(id)) {
-            kw.remove(store, batch, item::item_id(id))?;
+            kw.remove(item::item_id(id));
         }
         n += 1;
     }
@@ -122,7 +122,7 @@ impl Consumer<'_> {
                 if wrote {
                     self.summary.items += 1;
                     if let Some(v) = it.vecs.first() {
-                        kw.put(self.store, &mut batch, item::item_id(v.id), &it.keywords)?;
+                        kw.put(item::item_id(v.id), &it.keywords);
                     }
                 }
             }

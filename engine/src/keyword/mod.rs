@@ -108,21 +108,13 @@ pub(crate) struct KeywordWrites {
 
 impl KeywordWrites {
     /// Removes item `item`'s document (if it has one) from the index.
-    pub(crate) fn remove(&mut self, _store: &Store, _batch: &mut Batch, item: u64) -> Result<()> {
+    pub(crate) fn remove(&mut self, item: u64) {
         self.items.insert(item, None);
-        Ok(())
     }
 
     /// Indexes `doc` as item `item`'s document, replacing the one it had.
-    pub(crate) fn put(
-        &mut self,
-        _store: &Store,
-        _batch: &mut Batch,
-        item: u64,
-        doc: &KeywordDoc,
-    ) -> Result<()> {
+    pub(crate) fn put(&mut self, item: u64, doc: &KeywordDoc) {
         self.items.insert(item, Some(doc.clone()));
-        Ok(())
     }
 
     /// Drops the posting of `term` for `item` (one no document lists; see [`scan`]).
@@ -500,7 +492,7 @@ mod tests {
                 // spread over 64 bits as item ids are.
                 let id = (rnd() % 3000).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 if rnd() % 4 == 0 {
-                    kw.remove(&store, &mut batch, id).unwrap();
+                    kw.remove(id);
                     model.remove(&id);
                 } else {
                     let mut ts = vec![("common", 1 + (rnd() % 3) as u32)];
@@ -511,7 +503,7 @@ mod tests {
                         ts.push(("rare", 1));
                     }
                     let d = doc(&ts);
-                    kw.put(&store, &mut batch, id, &d).unwrap();
+                    kw.put(id, &d);
                     model.insert(id, d);
                 }
             }

@@ -188,3 +188,98 @@ pub fn change_store(db: &Path, root: &Path, shop: &Path) {
     });
     index(db, &[root, shop], &[]);
 }
+
+/// A backend test's local recall: `recall(texts, backend-side filter, its Rust twin)`.
+pub type RecallFn<'a> = dyn FnMut(&[String], Option<&str>, &dyn Fn(&Value) -> bool) -> f64 + 'a;
+
+/// The recall checks every backend passes after its first sync: plain, filtered, and with
+/// folded strings and lists (brand "LUMO", tag "Sale" find the same as the data's spelling).
+pub fn assert_recalls(texts: &[String], recall: &mut RecallFn<'_>) {
+    let r = recall(texts, None, &|_| true);
+    assert!(r >= 0.98, "recall@10 {r}");
+    let r = recall(
+        texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(r >= 0.98, "filtered recall@10 {r}");
+    let r = recall(
+        &texts[..5],
+        Some(r#"brand IN ("LUMO", "Vëxa") OR tags = "Sale""#),
+        &|m| {
+            let md = &m["metadata"];
+            matches!(md["brand"].as_str(), Some("Lumo" | "Vexa"))
+                || md["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|x| x == "sale"))
+        },
+    );
+    assert!(r >= 0.98, "folded recall@10 {r}");
+}
+
+/// A sync's summary `s` says nothing was written.
+pub fn assert_nothing_written(s: &Value) {
+    assert_eq!(
+        (
+            s["inserted"].as_u64(),
+            s["updated"].as_u64(),
+            s["deleted"].as_u64()
+        ),
+        (Some(0), Some(0), Some(0)),
+        "{s}"
+    );
+}
+
+/// The summary of the sync after [`change_store`]: one note in, the changed note and each
+/// changed product's text (+ image) vector updated, one image out; then the filtered recall.
+pub fn assert_incremental_sync(s: &Value, texts: &[String], recall: &mut RecallFn<'_>) {
+    assert_eq!(s["created"], false, "{s}");
+    assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");
+    assert!(s["updated"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["deleted"].as_u64(), Some(1), "{s}");
+    let r = recall(
+        texts,
+        Some("price < 20 AND in_stock = true"),
+        &cheap_in_stock,
+    );
+    assert!(
+        r >= 0.98,
+        "filtered recall@10 after the incremental sync {r}"
+    );
+}
+
+/// `jsearch query --backend URL` on the CLI: the backend's product hits as JSON with the filter
+/// applied, and exit status 1 when a filter leaves nothing.
+pub fn assert_backend_cli(db: &Path, url: &str) {
+    let mut c = crate::jsearch(db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        url,
+        "--type",
+        "product",
+        "--where",
+        "price < 20",
+        "--json",
+        "-k",
+        "5",
+    ]);
+    let hits = json_lines(&run(c, true).stdout);
+    assert_eq!(hits.len(), 5);
+    for h in &hits {
+        assert_eq!(h["kind"], "product");
+        assert!(h["metadata"]["price"].as_f64().unwrap() < 20.0, "{h}");
+    }
+    let mut c = crate::jsearch(db);
+    c.args([
+        "query",
+        "a red heart",
+        "--backend",
+        url,
+        "--where",
+        "price < 0",
+    ]);
+    let out = run(c, false);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}

@@ -8,10 +8,11 @@ use std::path::Path;
 use jsearch_scale::backend::BackendQuery;
 use jsearch_scale::milvus::MilvusBackend;
 use jsearch_tests::backends::{
-    self, change_store, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
+    self, assert_backend_cli, assert_incremental_sync, assert_nothing_written, assert_recalls,
+    change_store, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
 use jsearch_tests::milvus_server::{milvus_or_skip, MilvusServer};
-use jsearch_tests::{jsearch, json_lines, run, stats, tempdir};
+use jsearch_tests::{jsearch, run, stats, tempdir};
 use serde_json::Value;
 
 fn recall(
@@ -57,94 +58,20 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
     }
     drop(e);
     let texts = query_texts(30);
-    let r = recall(&db, &m, &texts, None, &|_| true);
-    assert!(r >= 0.98, "recall@10 {r}");
-    let r = recall(
-        &db,
-        &m,
-        &texts,
-        Some("price < 20 AND in_stock = true"),
-        &cheap_in_stock,
-    );
-    assert!(r >= 0.98, "filtered recall@10 {r}");
-    let r = recall(
-        &db,
-        &m,
-        &texts[..5],
-        Some(r#"brand IN ("LUMO", "Vëxa") OR tags = "Sale""#),
-        &|m| {
-            let md = &m["metadata"];
-            matches!(md["brand"].as_str(), Some("Lumo" | "Vexa"))
-                || md["tags"]
-                    .as_array()
-                    .is_some_and(|t| t.iter().any(|x| x == "sale"))
-        },
-    );
-    assert!(r >= 0.98, "folded recall@10 {r}");
+    assert_recalls(&texts, &mut |t, f, k| recall(&db, &m, t, f, k));
 
     // Nothing changed: nothing written.
     let s = sync(&db, &url, &[]);
-    assert_eq!(
-        (
-            s["inserted"].as_u64(),
-            s["updated"].as_u64(),
-            s["deleted"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0)),
-        "{s}"
-    );
+    assert_nothing_written(&s);
 
     // A note in, a note changed, an image out, two prices changed.
     change_store(&db, &root, &shop);
     let s = sync(&db, &url, &[]);
-    assert_eq!(s["created"], false, "{s}");
-    assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");
-    assert!(s["updated"].as_u64().unwrap() >= 3, "{s}");
-    assert_eq!(s["deleted"].as_u64(), Some(1), "{s}");
+    assert_incremental_sync(&s, &texts, &mut |t, f, k| recall(&db, &m, t, f, k));
     assert_eq!(s["rows"].as_u64().unwrap() as usize, vectors);
-    let r = recall(
-        &db,
-        &m,
-        &texts,
-        Some("price < 20 AND in_stock = true"),
-        &cheap_in_stock,
-    );
-    assert!(
-        r >= 0.98,
-        "filtered recall@10 after the incremental sync {r}"
-    );
 
     // The CLI: hits as JSON with the filter applied; exit 1 when nothing passes.
-    let mut c = jsearch(&db);
-    c.args([
-        "query",
-        "a red heart",
-        "--backend",
-        &url,
-        "--type",
-        "product",
-        "--where",
-        "price < 20",
-        "--json",
-        "-k",
-        "5",
-    ]);
-    let hits = json_lines(&run(c, true).stdout);
-    assert_eq!(hits.len(), 5);
-    for h in &hits {
-        assert_eq!(h["kind"], "product");
-        assert!(h["metadata"]["price"].as_f64().unwrap() < 20.0, "{h}");
-    }
-    let mut c = jsearch(&db);
-    c.args([
-        "query",
-        "a red heart",
-        "--backend",
-        &url,
-        "--where",
-        "price < 0",
-    ]);
-    assert_eq!(run(c, false).status.code(), Some(1));
+    assert_backend_cli(&db, &url);
 
     // --replace starts again; bad URLs and servers are named.
     let s = sync(&db, &url, &["--replace"]);

@@ -9,10 +9,11 @@ use std::path::Path;
 
 use jsearch_scale::postgres::{BackendQuery, PgBackend};
 use jsearch_tests::backends::{
-    self, change_store, cheap_in_stock, engine, local_vectors, query_texts, store, sync, sync_fails,
+    self, assert_backend_cli, assert_incremental_sync, assert_nothing_written, assert_recalls,
+    change_store, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
 use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
-use jsearch_tests::{index, jsearch, json_lines, run, stats, tempdir};
+use jsearch_tests::{index, jsearch, run, stats, tempdir};
 use serde_json::Value;
 
 /// Recall@10 of the PostgreSQL backend (see [`backends::recall`]).
@@ -80,43 +81,11 @@ fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
 
     // The same queries: the backend's top 10 is the local exact top 10, plain and filtered.
     let texts = query_texts(30);
-    let r = recall(&db, &pg, &texts, None, &|_| true);
-    assert!(r >= 0.98, "recall@10 {r}");
-    let r = recall(
-        &db,
-        &pg,
-        &texts,
-        Some("price < 20 AND in_stock = true"),
-        &cheap_in_stock,
-    );
-    assert!(r >= 0.98, "filtered recall@10 {r}");
-    // Folded strings and lists: brand "LUMO", tag "Sale" find the same as the data's spelling.
-    let r = recall(
-        &db,
-        &pg,
-        &texts[..5],
-        Some(r#"brand IN ("LUMO", "Vëxa") OR tags = "Sale""#),
-        &|m| {
-            let md = &m["metadata"];
-            matches!(md["brand"].as_str(), Some("Lumo" | "Vexa"))
-                || md["tags"]
-                    .as_array()
-                    .is_some_and(|t| t.iter().any(|x| x == "sale"))
-        },
-    );
-    assert!(r >= 0.98, "folded recall@10 {r}");
+    assert_recalls(&texts, &mut |t, f, k| recall(&db, &pg, t, f, k));
 
     // Nothing changed: nothing written.
     let s = sync(&db, &url, &[]);
-    assert_eq!(
-        (
-            s["inserted"].as_u64(),
-            s["updated"].as_u64(),
-            s["deleted"].as_u64()
-        ),
-        (Some(0), Some(0), Some(0)),
-        "{s}"
-    );
+    assert_nothing_written(&s);
     assert_eq!(s["unchanged"].as_u64().unwrap() as usize, vectors);
 
     // Add a note, change a note, remove an image, change two products' prices.
@@ -124,26 +93,11 @@ fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
     let after = stats(&db)["vectors"].as_u64().unwrap() as usize;
     assert_eq!(after, vectors, "one note in, one image out");
     let s = sync(&db, &url, &[]);
-    assert_eq!(s["created"], false, "{s}");
-    assert_eq!(s["inserted"].as_u64(), Some(1), "{s}");
-    // the changed note, and each changed product's text (+ image) vector
-    assert!(s["updated"].as_u64().unwrap() >= 3, "{s}");
-    assert_eq!(s["deleted"].as_u64(), Some(1), "{s}");
+    assert_incremental_sync(&s, &texts, &mut |t, f, k| recall(&db, &pg, t, f, k));
     assert_eq!(count(&pg), after.to_string());
     assert_eq!(
         pg.query("SELECT attrs->>'price' FROM jsearch_items WHERE id = 'p0001' LIMIT 1"),
         "1.5"
-    );
-    let r = recall(
-        &db,
-        &pg,
-        &texts,
-        Some("price < 20 AND in_stock = true"),
-        &cheap_in_stock,
-    );
-    assert!(
-        r >= 0.98,
-        "filtered recall@10 after the incremental sync {r}"
     );
 
     // Rows lost or damaged on the backend (by hand, a restore): the next sync repairs them.
@@ -159,37 +113,7 @@ fn sync_creates_updates_and_deletes_and_the_backend_answers_as_the_store() {
     assert!(r >= 0.98, "recall@10 after the repair {r}");
 
     // The CLI: the backend's hits as JSON, exit 1 when a filter leaves nothing.
-    let mut c = jsearch(&db);
-    c.args([
-        "query",
-        "a red heart",
-        "--backend",
-        &url,
-        "--type",
-        "product",
-        "--where",
-        "price < 20",
-        "--json",
-        "-k",
-        "5",
-    ]);
-    let hits = json_lines(&run(c, true).stdout);
-    assert_eq!(hits.len(), 5);
-    for h in &hits {
-        assert_eq!(h["kind"], "product");
-        assert!(h["metadata"]["price"].as_f64().unwrap() < 20.0, "{h}");
-    }
-    let mut c = jsearch(&db);
-    c.args([
-        "query",
-        "a red heart",
-        "--backend",
-        &url,
-        "--where",
-        "price < 0",
-    ]);
-    let out = run(c, false);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert_backend_cli(&db, &url);
 }
 
 #[test]

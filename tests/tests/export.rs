@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float16Type, Float32Type, Float64Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
-use jsearch_tests::{index, jsearch, json_lines, repo_root, run, stats, tempdir, toy_corpus};
+use jsearch_tests::{jsearch, json_lines, repo_root, run, stats, tempdir};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 /// Every row of the files, and the first file's key-value metadata.
@@ -34,44 +34,10 @@ fn export(db: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     json_lines(&run(c, true).stdout).remove(0)
 }
 
-/// The store: 12 toy images, 3 notes, the toy shop's catalog (typed fields: a number, a bool,
-/// strings, a list).
+/// The backend tests' store: 12 toy images, 3 notes, 40 products of the toy shop's catalog
+/// (typed fields: a number, a bool, strings, a list).
 fn store(dir: &Path) -> PathBuf {
-    let root = dir.join("in");
-    let img = root.join("img");
-    std::fs::create_dir_all(&img).unwrap();
-    let src = toy_corpus().join("images");
-    let mut names: Vec<_> = std::fs::read_dir(&src)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    names.sort();
-    for n in names.iter().take(12) {
-        std::fs::copy(src.join(n), img.join(n)).unwrap();
-    }
-    let notes = root.join("notes");
-    std::fs::create_dir_all(&notes).unwrap();
-    for (i, t) in [
-        "a red circle on a card",
-        "Einkaufsliste: Milch",
-        "notes on moons",
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(notes.join(format!("n{i}.txt")), t).unwrap();
-    }
-    let shop = dir.join("shop.jsonl");
-    let catalog = std::fs::read_to_string(repo_root().join("datasets/toy-shop/catalog.jsonl"))
-        .unwrap()
-        .lines()
-        .take(40)
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&shop, catalog).unwrap();
-    let db = dir.join("s.jsearch");
-    index(&db, &[&root, &shop], &[]);
-    db
+    jsearch_tests::backends::store(dir).0
 }
 
 #[test]

@@ -34,6 +34,10 @@ struct Args {
     /// The cut to evaluate (the CLI's default --min-score).
     #[arg(long, default_value_t = 0.5)]
     cut: f32,
+    /// Write every text query's cosines to every corpus image as JSON to this file (to study
+    /// a calibration offline) and exit.
+    #[arg(long)]
+    dump: Option<PathBuf>,
     /// Work folder (stores, generated textures).
     #[arg(long, default_value = "/tmp/jsearch-relevance")]
     dir: PathBuf,
@@ -316,6 +320,48 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Every text query's cosines to every corpus image (real queries with their relevant images,
+/// and the three out-of-domain sets), as JSON.
+fn dump(engine: &Engine, corpus: &Path, out: &Path) -> Result<()> {
+    let mut names = Vec::new();
+    for l in lines(&corpus.join("labels.jsonl"))? {
+        let v: serde_json::Value = serde_json::from_str(&l)?;
+        let img = v["image"].as_str().unwrap_or_default();
+        names.push(img.trim_start_matches("images/").to_string());
+    }
+    let paths: Vec<PathBuf> = names.iter().map(|n| corpus.join("images").join(n)).collect();
+    let iv = embed_images(engine, &paths)?;
+    let cosines = |qv: &[Vec<f32>]| -> Vec<Vec<f32>> {
+        qv.iter()
+            .map(|q| iv.iter().map(|v| dot(q, v)).collect())
+            .collect()
+    };
+    let qs = real_queries(corpus)?;
+    let qv = embed_texts(engine, qs.iter().map(|q| q.text.as_str()), true)?;
+    let real: Vec<serde_json::Value> = qs
+        .iter()
+        .zip(cosines(&qv))
+        .map(|(q, c)| {
+            serde_json::json!({"n": q.n, "text": q.text, "lang": q.lang,
+                "relevant": names.iter().map(|n| q.images.contains(n)).collect::<Vec<bool>>(), "cos": c})
+        })
+        .collect();
+    let mut sets = serde_json::Map::new();
+    let bv = embed_texts(engine, relevance::background_queries(), true)?;
+    sets.insert("background".into(), serde_json::json!(cosines(&bv)));
+    for f in ["out_of_domain_fit", "out_of_domain_test", "out_of_domain_test2"] {
+        let o = lines(&repo().join(format!("datasets/relevance/{f}.txt")))?;
+        let ov = embed_texts(engine, o.iter().map(String::as_str), true)?;
+        sets.insert(f.into(), serde_json::json!(cosines(&ov)));
+    }
+    std::fs::write(
+        out,
+        serde_json::to_string(&serde_json::json!({"images": names, "real": real, "ood": sets}))?,
+    )?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 /// Recall@5 of the real queries (any relevant hit in the top 5; with the cut: above it too)
 /// and the share of out-of-domain queries with any hit above the cut.
 struct Figures {
@@ -352,6 +398,14 @@ fn measure(
         let b = r.hits.iter().any(|h| h.score >= cut && rel(h));
         hit += usize::from(a);
         hit_cut += usize::from(b);
+        if a && !b && std::env::var_os("RELEVANCE_DEBUG").is_some() {
+            let h: Vec<String> = r
+                .hits
+                .iter()
+                .map(|h| format!("{}{} {:.3} cos {:.3}", if rel(h) { "*" } else { "" }, h.id, h.score, h.cosine))
+                .collect();
+            println!("  below cut: {:?} ({}) -> {}", q.text, q.lang, h.join(", "));
+        }
         match langs.iter_mut().find(|l| l.0 == q.lang) {
             Some(l) => {
                 l.1 += 1;
@@ -436,6 +490,9 @@ fn main() -> Result<()> {
     )?;
     if args.fit {
         return fit(&images, &corpus, &args.dir);
+    }
+    if let Some(out) = &args.dump {
+        return dump(&images, &corpus, out);
     }
     let qs = real_queries(&corpus)?;
     let test: Vec<&RealQuery> = qs.iter().filter(|q| q.n % 2 == 1).collect();

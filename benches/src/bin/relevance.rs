@@ -23,8 +23,9 @@ use jsearch::search::relevance;
 use jsearch::{Engine, IndexOptions, Kind, OpenOptions, Query, SearchMode};
 use rand::{Rng, SeedableRng};
 
-/// The hub weight the fit assumes (the table entry's `hub_weight`).
-const HUB_WEIGHT: f32 = 0.5;
+/// The hub weight of text items the fit assumes (the table entry's `hub_weight[0]`); the weight
+/// of images is fitted (`hub_weight[1]`).
+const TEXT_HUB_WEIGHT: f32 = 0.5;
 
 #[derive(Parser)]
 struct Args {
@@ -189,6 +190,50 @@ fn anchors(name: &str, best_relevant: Vec<f32>, best_ood: Vec<f32>, q: f32) -> (
     (cut, scale)
 }
 
+/// The cut that best separates, on the fit data, the best relevant cosines from the
+/// out-of-domain queries' best cosines: the largest `share(relevant ≥ cut) − share(ood ≥ cut)`
+/// (Youden's J), in the middle of the interval where it is reached; with it, J.
+fn youden_cut(best_relevant: &[f32], best_ood: &[f32]) -> (f32, f32) {
+    let share = |v: &[f32], c: f32| v.iter().filter(|x| **x >= c).count() as f32 / v.len() as f32;
+    let mut cands: Vec<f32> = best_relevant.iter().chain(best_ood).copied().collect();
+    cands.sort_by(|a, b| a.total_cmp(b));
+    cands.dedup();
+    let j: Vec<f32> = cands
+        .iter()
+        .map(|&c| share(best_relevant, c) - share(best_ood, c))
+        .collect();
+    let best = j.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    // The maximising thresholds: (cands[first − 1], cands[last]] (J is constant between them).
+    let first = j.iter().position(|x| *x == best).unwrap_or(0);
+    let last = first + j[first..].iter().take_while(|x| **x == best).count() - 1;
+    let low = if first > 0 {
+        cands[first - 1]
+    } else {
+        cands[0] - 0.01
+    };
+    ((low + cands[last]) / 2.0, best)
+}
+
+/// `cut` by [`youden_cut`], `scale` so that the median best relevant cosine scores 0.9.
+fn separating(name: &str, best_relevant: Vec<f32>, best_ood: Vec<f32>) -> (f32, f32) {
+    let (cut, j) = youden_cut(&best_relevant, &best_ood);
+    let med = quantile(best_relevant.clone(), 0.5);
+    let scale = ((med - cut) / 9f32.ln()).max(0.02);
+    let above = |v: &[f32]| v.iter().filter(|x| **x >= cut).count();
+    println!(
+        "  {name}: {} relevant (best cos 5th pct {:.3}, median {med:.3}), {} out-of-domain (best cos median {:.3}, 98th pct {:.3}, max {:.3}) -> cut {cut:.3} (J {j:.3}: {} relevant and {} out-of-domain above), scale {scale:.3}",
+        best_relevant.len(),
+        quantile(best_relevant.clone(), 0.05),
+        best_ood.len(),
+        quantile(best_ood.clone(), 0.5),
+        quantile(best_ood.clone(), 0.98),
+        quantile(best_ood.clone(), 1.0),
+        above(&best_relevant),
+        above(&best_ood),
+    );
+    (cut, scale)
+}
+
 fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
     let qs = real_queries(corpus)?;
     let fitq: Vec<&RealQuery> = qs.iter().filter(|q| q.n % 2 == 0).collect();
@@ -247,41 +292,63 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
         iv.len(),
         xv.len()
     );
-    // Text queries: the cosine less half the item's hubness (its closeness to the background
-    // queries, as the engine computes it), fitted on product texts and images.
+    // Text queries: the cosine less a weight times the item's hubness (its closeness to the
+    // background queries, as the engine computes it); cut where the fit queries' best relevant
+    // items and the out-of-domain queries' best items separate best.
     let bv = embed_texts(engine, relevance::background_queries(), true)?;
     let hub = |v: &[f32]| relevance::hubness(v, &bv);
     let ht: Vec<f32> = tv.iter().map(|v| hub(v)).collect();
-
-    let corr =
-        |q: &[f32], items: &[Vec<f32>], h: &[f32], keep: &dyn Fn(usize) -> bool| -> Option<f32> {
-            items
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| keep(*j))
-                .map(|(j, v)| dot(q, v) - HUB_WEIGHT * h[j])
-                .max_by(|a, b| a.total_cmp(b))
-        };
-    // Text queries: the out-of-domain queries' 98th percentile against the relevant's 10th.
-    let t2t = anchors(
-        "text->text",
+    let hi: Vec<f32> = iv.iter().map(|v| hub(v)).collect();
+    let corr = |q: &[f32],
+                items: &[Vec<f32>],
+                h: &[f32],
+                w: f32,
+                keep: &dyn Fn(usize) -> bool|
+     -> Option<f32> {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| keep(*j))
+            .map(|(j, v)| dot(q, v) - w * h[j])
+            .max_by(|a, b| a.total_cmp(b))
+    };
+    let relevant_t2t = |w: f32| -> Vec<f32> {
         fitq.iter()
             .zip(&qv)
-            .filter_map(|(q, v)| corr(v, &tv, &ht, &|j| q.products.contains(&pids[j])))
-            .collect(),
+            .filter_map(|(q, v)| corr(v, &tv, &ht, w, &|j| q.products.contains(&pids[j])))
+            .collect()
+    };
+    let relevant_t2i = |w: f32| -> Vec<f32> {
+        fitq.iter()
+            .zip(&qv)
+            .filter_map(|(q, v)| corr(v, &iv, &hi, w, &|j| q.images.contains(&names[j])))
+            .collect()
+    };
+    let ood_best = |items: &[Vec<f32>], h: &[f32], w: f32| -> Vec<f32> {
         ov.iter()
-            .filter_map(|o| corr(o, &tv, &ht, &|_| true))
-            .collect(),
-        0.98,
+            .filter_map(|o| corr(o, items, h, w, &|_| true))
+            .collect()
+    };
+    let t2t = separating(
+        "text->text",
+        relevant_t2t(TEXT_HUB_WEIGHT),
+        ood_best(&tv, &ht, TEXT_HUB_WEIGHT),
     );
-    let t2i = anchors(
+    // The images' hub weight: the smallest that separates best (0 to 0.5 by 0.05).
+    let mut image_w = (0.0f32, f32::NEG_INFINITY);
+    for i in 0..=10 {
+        let w = i as f32 * 0.05;
+        let (_, j) = youden_cut(&relevant_t2i(w), &ood_best(&iv, &hi, w));
+        println!("  text->image, image hub weight {w:.2}: J {j:.3}");
+        if j > image_w.1 + 1e-6 {
+            image_w = (w, j);
+        }
+    }
+    let image_w = image_w.0;
+    let t2i = separating(
         "text->image",
-        fitq.iter()
-            .zip(&qv)
-            .filter_map(|(q, v)| best(v, &iv, &|j| q.images.contains(&names[j])))
-            .collect(),
-        ov.iter().filter_map(|o| best(o, &iv, &|_| true)).collect(),
-        0.98,
+        relevant_t2i(image_w),
+        ood_best(&iv, &hi, image_w),
     );
     // image -> image: the other images with the same objects against the best image of other
     // objects; image -> text: the same with titles.
@@ -310,6 +377,7 @@ fn fit(engine: &Engine, corpus: &Path, work: &Path) -> Result<()> {
     let fp = engine.stats()?.model_fingerprint;
     println!("\ntable entry (engine/src/search/relevance.rs), model fingerprint {fp}:");
     let pair = |(c, s): (f32, f32)| format!("PairCalibration {{ cut: {c:.3}, scale: {s:.3} }}");
+    println!("hub_weight: [{TEXT_HUB_WEIGHT:.2}, {image_w:.2}]");
     println!(
         "[[{}, {}], [{}, {}]]",
         pair(t2t),
@@ -329,7 +397,10 @@ fn dump(engine: &Engine, corpus: &Path, out: &Path) -> Result<()> {
         let img = v["image"].as_str().unwrap_or_default();
         names.push(img.trim_start_matches("images/").to_string());
     }
-    let paths: Vec<PathBuf> = names.iter().map(|n| corpus.join("images").join(n)).collect();
+    let paths: Vec<PathBuf> = names
+        .iter()
+        .map(|n| corpus.join("images").join(n))
+        .collect();
     let iv = embed_images(engine, &paths)?;
     let cosines = |qv: &[Vec<f32>]| -> Vec<Vec<f32>> {
         qv.iter()
@@ -349,7 +420,11 @@ fn dump(engine: &Engine, corpus: &Path, out: &Path) -> Result<()> {
     let mut sets = serde_json::Map::new();
     let bv = embed_texts(engine, relevance::background_queries(), true)?;
     sets.insert("background".into(), serde_json::json!(cosines(&bv)));
-    for f in ["out_of_domain_fit", "out_of_domain_test", "out_of_domain_test2"] {
+    for f in [
+        "out_of_domain_fit",
+        "out_of_domain_test",
+        "out_of_domain_test2",
+    ] {
         let o = lines(&repo().join(format!("datasets/relevance/{f}.txt")))?;
         let ov = embed_texts(engine, o.iter().map(String::as_str), true)?;
         sets.insert(f.into(), serde_json::json!(cosines(&ov)));
@@ -402,7 +477,15 @@ fn measure(
             let h: Vec<String> = r
                 .hits
                 .iter()
-                .map(|h| format!("{}{} {:.3} cos {:.3}", if rel(h) { "*" } else { "" }, h.id, h.score, h.cosine))
+                .map(|h| {
+                    format!(
+                        "{}{} {:.3} cos {:.3}",
+                        if rel(h) { "*" } else { "" },
+                        h.id,
+                        h.score,
+                        h.cosine
+                    )
+                })
                 .collect();
             println!("  below cut: {:?} ({}) -> {}", q.text, q.lang, h.join(", "));
         }
@@ -501,16 +584,20 @@ fn main() -> Result<()> {
     // written after that and never used to choose anything.
     let ood = lines(&repo().join("datasets/relevance/out_of_domain_test.txt"))?;
     let ood2 = lines(&repo().join("datasets/relevance/out_of_domain_test2.txt"))?;
+    // The third was written before the image-side hubness and the separating cut, and used
+    // only to measure them.
+    let ood3 = lines(&repo().join("datasets/relevance/out_of_domain_test3.txt"))?;
     println!(
-        "{} real queries ({} held out: odd-numbered), out-of-domain test queries: {} (set 1) + {} (set 2), cut {}\n",
+        "{} real queries ({} held out: odd-numbered), out-of-domain test queries: {} (set 1) + {} (set 2) + {} (set 3), cut {}\n",
         all.len(),
         test.len(),
         ood.len(),
         ood2.len(),
+        ood3.len(),
         args.cut
     );
-    println!("| store | scores | queries | R@5 (no cut) | R@5 above cut | out-of-domain set 1 with a hit above cut | set 2 |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| store | scores | queries | R@5 (no cut) | R@5 above cut | out-of-domain set 1 with a hit above cut | set 2 | set 3 |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut per_lang = Vec::new();
     for (store_name, engine, kinds) in [("images", &images, vec![]), ("mixed", &mixed, vec![])] {
         for relative in [true, false] {
@@ -523,8 +610,9 @@ fn main() -> Result<()> {
             for (set_name, set) in [("held-out", &test), ("all", &all)] {
                 let f = measure(engine, set, &ood, args.cut, &kinds)?;
                 let f2 = measure(engine, &[], &ood2, args.cut, &kinds)?;
+                let f3 = measure(engine, &[], &ood3, args.cut, &kinds)?;
                 println!(
-                    "| {store_name} | {} | {set_name} ({}) | {:.3} | {:.3} | {:.3} ({}/{}) | {:.3} ({}/{}) |",
+                    "| {store_name} | {} | {set_name} ({}) | {:.3} | {:.3} | {:.3} ({}/{}) | {:.3} ({}/{}) | {:.3} ({}/{}) |",
                     if relative {
                         "store-relative (before)"
                     } else {
@@ -538,7 +626,10 @@ fn main() -> Result<()> {
                     ood.len(),
                     f2.ood_any,
                     (f2.ood_any * ood2.len() as f64).round(),
-                    ood2.len()
+                    ood2.len(),
+                    f3.ood_any,
+                    (f3.ood_any * ood3.len() as f64).round(),
+                    ood3.len()
                 );
                 if set_name == "all" {
                     per_lang.push((store_name, relative, f.per_lang));

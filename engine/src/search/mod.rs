@@ -555,14 +555,18 @@ pub(crate) fn run_query(engine: &Engine, q: &Query) -> Result<SearchResult> {
     apply_adjustments(&model, store, q, &mut queries, &mut exclude)?;
     let samples = engine.calibration(store)?;
     // The background queries (embedded once per process) only serve a text query's cosines
-    // to stored texts: not asked for when the store holds none or the query excludes them.
-    let wants_texts = q.kinds.is_empty()
-        || modalities_for(&q.kinds.iter().copied().collect()).contains(&Modality::Text);
-    let background = if text.is_some()
-        && wants_texts
-        && !samples.0[Modality::Text.byte() as usize].is_empty()
-        && relevance::Relevance::for_model(&store.settings().model_fingerprint).hub_weight() > 0.0
-    {
+    // to the stored modalities the model corrects: not asked for when the store holds none of
+    // them or the query excludes them.
+    let relevance = relevance::Relevance::for_model(&store.settings().model_fingerprint);
+    let wanted: Vec<Modality> = if q.kinds.is_empty() {
+        vec![Modality::Text, Modality::Image]
+    } else {
+        modalities_for(&q.kinds.iter().copied().collect())
+    };
+    let corrected = wanted
+        .iter()
+        .any(|m| relevance.hub_weight(*m) > 0.0 && !samples.0[m.byte() as usize].is_empty());
+    let background = if text.is_some() && corrected {
         Some(engine.background(&model)?)
     } else {
         None

@@ -10,9 +10,12 @@
 //! logit = (cos − cut) / scale        relevance = 1 / (1 + e^−logit)
 //! ```
 //!
-//! `cut` is the cosine at which a hit is as likely relevant as not (relevance 0.5: beyond the
-//! cosines that out-of-domain queries reach), `scale` such that the typical best relevant hit
-//! scores 0.9. Within one pair the ranking is the cosine ranking; across pairs the logits are
+//! `cut` is the cosine at which a hit is as likely relevant as not (relevance 0.5): where, on
+//! held-out data, the best relevant hits of real queries and the best hits of out-of-domain
+//! queries separate best; `scale` such that the typical best relevant hit scores 0.9. A text
+//! query's cosine first loses a fitted share of the item's **hubness** (its closeness to a fixed
+//! set of everyday queries: an item near every query is a hub that nonsense finds too).
+//! Within one pair the ranking follows the (corrected) cosine; across pairs the logits are
 //! comparable, so a mixed store ranks images, passages and products together. Stores made with
 //! a model that has no fitted constants fall back to the store-relative z-score of the query
 //! (`(cos − μ) / σ` over a sample of the store, see the parent module), mapped to a logit by
@@ -45,9 +48,10 @@ pub struct ModelCalibration {
     pub fingerprint: &'static str,
     /// Its name, for messages.
     pub name: &'static str,
-    /// Weight of the hubness correction of text queries against texts: `cos − hub_weight ×
-    /// hubness(item)` is what the text → text constants apply to (0: none).
-    pub hub_weight: f32,
+    /// Weight of the hubness correction of text queries, per item modality (text 0, image 1):
+    /// `cos − hub_weight[item] × hubness(item)` is what the text → item constants apply to (0:
+    /// none). Image queries keep the cosine.
+    pub hub_weight: [f32; 2],
     /// The pairs.
     pub pairs: [[PairCalibration; 2]; 2],
 }
@@ -59,7 +63,7 @@ pub const KNOWN_MODELS: &[ModelCalibration] = &[ModelCalibration {
     // and datasets/relevance/out_of_domain_fit.txt (docs/relevance.md).
     fingerprint: TOY_FINGERPRINT,
     name: "toy-shapes",
-    hub_weight: 0.5,
+    hub_weight: TOY_HUB_WEIGHT,
     pairs: TOY_PAIRS,
 }];
 
@@ -67,9 +71,10 @@ const TOY_FINGERPRINT: &str = "faa296433059c99422adfcde9f41fb34d2c7430249790ea51
 const fn pair(cut: f32, scale: f32) -> PairCalibration {
     PairCalibration { cut, scale }
 }
+const TOY_HUB_WEIGHT: [f32; 2] = [0.5, 0.15];
 const TOY_PAIRS: [[PairCalibration; 2]; 2] = [
     // text query: -> text, -> image
-    [pair(0.575, 0.116), pair(0.607, 0.078)],
+    [pair(0.633, 0.089), pair(0.479, 0.122)],
     // image query: -> text, -> image
     [pair(0.691, 0.042), pair(0.814, 0.024)],
 ];
@@ -99,10 +104,11 @@ impl Relevance {
             .map_or(Relevance::Relative, Relevance::Absolute)
     }
 
-    /// The weight of the hubness correction (0: none, also for store-relative scores).
-    pub fn hub_weight(&self) -> f32 {
+    /// The weight of the hubness correction of a text query's cosine to an item of this
+    /// modality (0: none, also for store-relative scores).
+    pub fn hub_weight(&self, item: Modality) -> f32 {
         match self {
-            Relevance::Absolute(m) => m.hub_weight,
+            Relevance::Absolute(m) => m.hub_weight[item.byte() as usize],
             Relevance::Relative => 0.0,
         }
     }
@@ -125,12 +131,12 @@ impl Relevance {
     ) -> f32 {
         match self {
             Relevance::Absolute(m) => {
-                // Hubs are texts (a note every query finds): images keep the cosine order.
-                let c = match (query, item) {
-                    (Modality::Text, Modality::Text) if m.hub_weight > 0.0 => {
-                        cos - m.hub_weight * hub().unwrap_or(0.0)
-                    }
-                    _ => cos,
+                // A text query's cosine counts less to an item close to queries in general.
+                let w = m.hub_weight[item.byte() as usize];
+                let c = if query == Modality::Text && w > 0.0 {
+                    cos - w * hub().unwrap_or(0.0)
+                } else {
+                    cos
                 };
                 m.pairs[query.byte() as usize][item.byte() as usize].logit(c)
             }

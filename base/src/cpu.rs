@@ -9,7 +9,8 @@
 //! | `portable` | none (plain Rust, what ARM and old x86 run) |
 //! | `avx2` | AVX2 + FMA + F16C |
 //! | `avx512` | the above + AVX-512 F/BW/VL (+ VNNI) |
-//! | `avx512bf16` or unset | everything the CPU has |
+//! | `avx512bf16` | the above + AVX512-BF16 |
+//! | `amx` or unset | everything the CPU has (AMX-BF16 tiles included) |
 
 use std::sync::OnceLock;
 
@@ -28,6 +29,9 @@ pub struct Features {
     pub avx512_vnni: bool,
     /// AVX512-BF16 (with AVX-512 F/BW/VL).
     pub avx512_bf16: bool,
+    /// AMX tiles with bf16 products (AMX-TILE + AMX-BF16), with AVX512-BF16, and the Linux
+    /// kernel's permission for this process to use the tile data granted.
+    pub amx_bf16: bool,
 }
 
 /// A tier to cap the detected features at (`JSEARCH_CPU_TIER`).
@@ -39,8 +43,10 @@ pub enum Tier {
     Avx2,
     /// AVX-512 F/BW/VL (and VNNI).
     Avx512,
-    /// Everything, AVX512-BF16 included.
+    /// AVX-512 with AVX512-BF16.
     Avx512Bf16,
+    /// Everything, AMX-BF16 tiles included.
+    Amx,
 }
 
 impl Tier {
@@ -50,7 +56,8 @@ impl Tier {
             "portable" | "none" | "scalar" => Some(Tier::Portable),
             "avx2" => Some(Tier::Avx2),
             "avx512" => Some(Tier::Avx512),
-            "avx512bf16" | "avx512-bf16" | "native" | "" => Some(Tier::Avx512Bf16),
+            "avx512bf16" | "avx512-bf16" => Some(Tier::Avx512Bf16),
+            "amx" | "native" | "" => Some(Tier::Amx),
             _ => None,
         }
     }
@@ -70,6 +77,7 @@ impl Features {
                 avx512,
                 avx512_vnni: avx512 && has!("avx512vnni"),
                 avx512_bf16: avx512 && has!("avx512bf16"),
+                amx_bf16: avx512 && has!("avx512bf16") && amx::usable(),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -81,6 +89,9 @@ impl Features {
     /// These features with everything above `tier` turned off.
     pub fn capped(self, tier: Tier) -> Features {
         let mut f = self;
+        if tier < Tier::Amx {
+            f.amx_bf16 = false;
+        }
         if tier < Tier::Avx512Bf16 {
             f.avx512_bf16 = false;
         }
@@ -98,7 +109,9 @@ impl Features {
 
     /// The highest tier these features reach.
     pub fn tier(&self) -> Tier {
-        if self.avx512_bf16 {
+        if self.amx_bf16 {
+            Tier::Amx
+        } else if self.avx512_bf16 {
             Tier::Avx512Bf16
         } else if self.avx512 {
             Tier::Avx512
@@ -127,6 +140,54 @@ pub fn features() -> &'static Features {
     })
 }
 
+/// AMX on x86-64 Linux: the CPU's CPUID bits and the kernel's permission.
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    /// Whether the CPU has AMX-TILE and AMX-BF16 and Linux lets this process use the tiles
+    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux ≥ 5.16: the tile data is
+    /// not part of a process's state until it asks). Asked once per process; the permission
+    /// holds for all its threads.
+    pub(super) fn usable() -> bool {
+        // CPUID leaf 7 sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+        // Leaf 7 exists on every x86-64 CPU that reports AVX-512 (checked first by the caller).
+        let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+        if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+            return false;
+        }
+        request_tile_data()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn request_tile_data() -> bool {
+        const SYS_ARCH_PRCTL: i64 = 158;
+        const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+        const XFEATURE_XTILEDATA: i64 = 18;
+        let ret: i64;
+        // SAFETY: the arch_prctl system call with these arguments only changes which extended
+        // states the kernel saves for this process; it reads and writes no user memory. The
+        // syscall instruction clobbers rcx and r11, declared here.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") SYS_ARCH_PRCTL => ret,
+                in("rdi") ARCH_REQ_XCOMP_PERM,
+                in("rsi") XFEATURE_XTILEDATA,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack),
+            );
+        }
+        ret == 0
+    }
+
+    /// Other systems: not requested, so not used (macOS has no AMX CPUs; Windows enables the
+    /// state itself, but is not measured here).
+    #[cfg(not(target_os = "linux"))]
+    fn request_tile_data() -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,17 +201,17 @@ mod tests {
             avx512: true,
             avx512_vnni: true,
             avx512_bf16: true,
+            amx_bf16: true,
         };
-        assert_eq!(all.tier(), Tier::Avx512Bf16);
+        assert_eq!(all.tier(), Tier::Amx);
+        assert_eq!(all.capped(Tier::Avx512Bf16).tier(), Tier::Avx512Bf16);
+        assert_eq!(Tier::parse("native"), Some(Tier::Amx));
         assert_eq!(all.capped(Tier::Avx512).tier(), Tier::Avx512);
         assert_eq!(all.capped(Tier::Avx2).tier(), Tier::Avx2);
         assert_eq!(all.capped(Tier::Portable), Features::default());
         assert_eq!(Tier::parse("AVX2"), Some(Tier::Avx2));
         assert_eq!(Tier::parse("sse9"), None);
         // Capping never adds what the CPU lacks.
-        assert_eq!(
-            Features::default().capped(Tier::Avx512Bf16),
-            Features::default()
-        );
+        assert_eq!(Features::default().capped(Tier::Amx), Features::default());
     }
 }

@@ -190,7 +190,7 @@ struct Cli {
     device: DeviceChoice,
     /// Compute precision: auto (bf16 on a GPU; on a CPU the fastest path that keeps cosine ≥
     /// 0.999 to f32 for this CPU and command, said once on stderr), f32 (the exact reference),
-    /// bf16 (on a CPU with AVX512-BF16: bf16 linear layers, f32 elsewhere), f16 or int8 (CPU:
+    /// bf16 (on a CPU with AVX512-BF16 or AMX: bf16 linear layers, f32 elsewhere), f16 or int8 (CPU:
     /// 8-bit linear layers). The store records no precision, so it can change between runs.
     #[arg(long, env = "JSEARCH_PRECISION", default_value = "auto", value_parser = parse_typed::<Precision>, help_heading = MODEL_OPTIONS)]
     precision: Precision,

@@ -1,5 +1,7 @@
 //! Matrix products with bf16 inputs and f32 accumulation for the linear layers on x86-64 CPUs
-//! with AVX512-BF16 (`vdpbf16ps`: 32 multiply-adds per instruction, twice the rate of f32 FMA).
+//! with AVX512-BF16 (`vdpbf16ps`: 32 multiply-adds per instruction, twice the rate of f32 FMA),
+//! and on CPUs with AMX (Sapphire Rapids and later: `tdpbf16ps` multiplies a 16 × 32 tile by a
+//! 32 × 16 tile, 8192 multiply-adds per instruction) the same packing read by tile loads.
 //!
 //! candle's CPU matmul has no bf16 dot-product kernel (its bf16 path converts and runs slower
 //! than f32), so this module packs a weight once at load and, per call, rounds the activations
@@ -22,6 +24,28 @@ const KC: usize = 256;
 pub fn available() -> bool {
     jsearch_base::cpu::features().avx512_bf16
 }
+
+/// Whether the products run on AMX tiles (AMX-BF16 usable, `JSEARCH_CPU_TIER` not below
+/// `amx`); else on the AVX512-BF16 kernel.
+pub fn uses_amx() -> bool {
+    jsearch_base::cpu::features().amx_bf16
+}
+
+/// Which kernel runs a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `vdpbf16ps`, 8 × 32 register tiles.
+    Avx512,
+    /// `tdpbf16ps`, 32 × 32 blocks of four AMX tiles (the k tail on `vdpbf16ps`).
+    Amx,
+}
+
+/// Rows of an AMX block (two A tiles of 16 rows).
+const AMX_M: usize = 32;
+/// k-pairs per AMX step (an A tile row holds 16 bf16 pairs).
+const AMX_KP: usize = 16;
+/// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
+const AMX_CHUNK_BYTES: usize = 1 << 20;
 
 /// bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
 fn bf16_bits(x: f32) -> u16 {
@@ -124,17 +148,28 @@ impl PackedBf16 {
     /// # Panics
     /// If `x.len() != m * k` (callers check shapes first).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let path = if uses_amx() { Path::Amx } else { Path::Avx512 };
+        self.matmul_t_on(x, m, path)
+    }
+
+    fn matmul_t_on(&self, x: &[f32], m: usize, path: Path) -> Vec<f32> {
         let (n, k, kp) = (self.n, self.k, self.kp);
         assert_eq!(x.len(), m * k, "bf16 matmul: input shape");
         let mut y = vec![0f32; m * n];
         if m == 0 {
             return y;
         }
-        // Activations as bf16 pairs, one u32 per pair, rows padded to a multiple of MR.
-        let mut a = vec![0u32; m.div_ceil(MR) * MR * kp];
+        // Activations as bf16 pairs, one u32 per pair, rows padded to a multiple of the
+        // kernel's rows (zeros: padded rows add nothing and are never stored).
+        let pad = if path == Path::Amx { AMX_M } else { MR };
+        let mut a = vec![0u32; m.div_ceil(pad) * pad * kp];
         a.par_chunks_mut(kp)
             .zip(x.par_chunks(k))
             .for_each(|(dst, src)| pack_row(src, dst));
+        if path == Path::Amx {
+            self.matmul_amx(&a, m, &mut y);
+            return y;
+        }
         let out = SendPtr(y.as_mut_ptr());
         (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
             let out = &out;
@@ -165,6 +200,70 @@ impl PackedBf16 {
             }
         });
         y
+    }
+}
+
+impl PackedBf16 {
+    /// The AMX product: rows in chunks that stay in L2 while every panel passes over them; per
+    /// panel, 32 × 32 blocks accumulated over all of k in four tiles, the last `kp % 16` pairs
+    /// added by the AVX512-BF16 kernel, then stored.
+    fn matmul_amx(&self, a: &[u32], m: usize, y: &mut [f32]) {
+        let (n, kp) = (self.n, self.kp);
+        let steps = kp / AMX_KP;
+        let kmain = steps * AMX_KP;
+        let chunk = (AMX_CHUNK_BYTES / (kp * 4)).max(AMX_M) / AMX_M * AMX_M;
+        let panels = self.data.as_slice();
+        let out = SendPtr(y.as_mut_ptr());
+        for c0 in (0..m).step_by(chunk) {
+            let c1 = (c0 + chunk).min(m);
+            (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
+                let out = &out;
+                let cols = NR.min(n - p * NR);
+                let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
+                let mut block = [0f32; AMX_M * NR];
+                for r0 in (c0..c1).step_by(AMX_M) {
+                    let rows = AMX_M.min(m - r0);
+                    // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()`
+                    // holds, which needs AVX512-BF16 too); `a` holds AMX_M padded rows of `kp`
+                    // pairs from `r0` (its length is a multiple of AMX_M rows), `b` the panel's
+                    // `kp` pairs of 32 columns; `block` is AMX_M × NR floats.
+                    unsafe {
+                        amx::block(
+                            a.as_ptr().add(r0 * kp),
+                            kp * 4,
+                            b.as_ptr(),
+                            steps,
+                            block.as_mut_ptr(),
+                            rows > 16,
+                        );
+                        for g in (0..rows).step_by(MR).filter(|_| kmain < kp) {
+                            kernel(
+                                a.as_ptr().add((r0 + g) * kp + kmain),
+                                kp,
+                                b.as_ptr().add(kmain * 2 * NR),
+                                kp - kmain,
+                                block.as_mut_ptr().add(g * NR),
+                                NR,
+                                MR.min(rows - g),
+                                NR,
+                                true,
+                            );
+                        }
+                    }
+                    for (r, src) in block.chunks_exact(NR).take(rows).enumerate() {
+                        // SAFETY: row r0 + r < m and columns p*NR..p*NR+cols < n lie inside
+                        // `y`; no other task writes this panel's columns.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                src.as_ptr(),
+                                out.0.add((r0 + r) * n + p * NR),
+                                cols,
+                            );
+                        }
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -287,6 +386,128 @@ pub(crate) mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod amx {
+    //! The AMX block through inline assembly (Rust's AMX intrinsics are not stable). Tiles 0–3
+    //! accumulate a 32 × 32 block of C (rows 0–15 / 16–31 × columns 0–15 / 16–31), tiles 4–5
+    //! hold two 16-row A tiles of 16 k-pairs, tiles 6–7 the panel's two 16-column halves of
+    //! the same 16 k-pairs (the packing's k-pair rows are exactly AMX's pair-interleaved B
+    //! layout, 128 bytes a row). The compiler never allocates tile registers, so they need no
+    //! declaring; each block loads the configuration and releases the tiles at its end.
+    use std::arch::asm;
+
+    /// Palette 1, all eight tiles 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    static CONFIG: Config = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64;
+            c[48 + t] = 16;
+            t += 1;
+        }
+        Config(c)
+    };
+
+    /// `C[32, 32] = A[32, 32·steps] · B` for one panel: `a` rows of `lda` bytes (bf16 pairs),
+    /// `b` the panel's k-pair rows of 128 bytes; C to `c` (row stride 32 floats). With `two`
+    /// false only rows 0–15 are computed and stored.
+    ///
+    /// # Safety
+    /// AMX-TILE and AMX-BF16 must be usable (permission granted); `a` readable for 32 rows
+    /// (16 when not `two`) of `steps · 64` bytes at stride `lda`, `b` for `steps · 16` rows of
+    /// 128 bytes, `c` writable for 32 (16) rows of 32 floats.
+    pub unsafe fn block(
+        a: *const u32,
+        lda: usize,
+        b: *const u16,
+        steps: usize,
+        c: *mut f32,
+        two: bool,
+    ) {
+        let (a, b, c) = (a.cast::<u8>(), b.cast::<u8>(), c.cast::<u8>());
+        // SAFETY: the caller upholds this function's contract; every address below lies in
+        // the ranges it names.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+            asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                options(nostack, nomem)
+            );
+            for t in 0..steps {
+                let a0 = a.add(t * 64);
+                let b0 = b.add(t * 16 * 128);
+                if two {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tileloadd tmm5, [{a1} + {sa}*1]",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a0,
+                        a1 = in(reg) a0.add(16 * lda),
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(64),
+                        sa = in(reg) lda,
+                        sb = in(reg) 128usize,
+                        options(nostack, readonly)
+                    );
+                } else {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {sa}*1]",
+                        "tileloadd tmm6, [{b0} + {sb}*1]",
+                        "tileloadd tmm7, [{b1} + {sb}*1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        a0 = in(reg) a0,
+                        b0 = in(reg) b0,
+                        b1 = in(reg) b0.add(64),
+                        sa = in(reg) lda,
+                        sb = in(reg) 128usize,
+                        options(nostack, readonly)
+                    );
+                }
+            }
+            asm!(
+                "tilestored [{c0} + {s}*1], tmm0",
+                "tilestored [{c1} + {s}*1], tmm1",
+                c0 = in(reg) c,
+                c1 = in(reg) c.add(64),
+                s = in(reg) 128usize,
+                options(nostack)
+            );
+            if two {
+                asm!(
+                    "tilestored [{c0} + {s}*1], tmm2",
+                    "tilestored [{c1} + {s}*1], tmm3",
+                    c0 = in(reg) c.add(16 * 128),
+                    c1 = in(reg) c.add(16 * 128 + 64),
+                    s = in(reg) 128usize,
+                    options(nostack)
+                );
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod amx {
+    /// Never called: AMX exists only on x86-64.
+    pub unsafe fn block(_: *const u32, _: usize, _: *const u16, _: usize, _: *mut f32, _: bool) {
+        unreachable!("AMX is x86-64 only")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,22 +542,37 @@ mod tests {
             (13, 45, 513),
             (17, 100, 1030),
             (2, 16, 2),
+            // AMX: 16-row and 32-row blocks and their edges, k-pairs a multiple of 16 and not,
+            // a row chunk boundary (1 MiB of pairs: 256 rows at k = 2048).
+            (16, 32, 32),
+            (32, 64, 64),
+            (33, 33, 66),
+            (47, 70, 100),
+            (300, 40, 2048),
         ] {
             let x = rnd(m * k, 1 + m as u64);
             let w = rnd(n * k, 2 + n as u64);
             let p = PackedBf16::pack(&w, n, k).expect("packs");
             assert_eq!((p.n(), p.k()), (n, k));
-            let y = p.matmul_t(&x, m);
-            for i in 0..m {
-                for j in 0..n {
-                    let exact: f64 = (0..k)
-                        .map(|t| round(x[i * k + t]) * round(w[j * k + t]))
-                        .sum();
-                    let got = y[i * n + j] as f64;
-                    assert!(
-                        (exact - got).abs() <= 1e-5 * (k as f64).sqrt().max(1.0),
-                        "m={m} n={n} k={k} ({i},{j}): {exact} vs {got}"
-                    );
+            let paths: &[Path] = if uses_amx() {
+                &[Path::Avx512, Path::Amx]
+            } else {
+                eprintln!("no AMX (or JSEARCH_CPU_TIER below amx): the AVX512-BF16 kernel only");
+                &[Path::Avx512]
+            };
+            for &path in paths {
+                let y = p.matmul_t_on(&x, m, path);
+                for i in 0..m {
+                    for j in 0..n {
+                        let exact: f64 = (0..k)
+                            .map(|t| round(x[i * k + t]) * round(w[j * k + t]))
+                            .sum();
+                        let got = y[i * n + j] as f64;
+                        assert!(
+                            (exact - got).abs() <= 1e-5 * (k as f64).sqrt().max(1.0),
+                            "{path:?} m={m} n={n} k={k} ({i},{j}): {exact} vs {got}"
+                        );
+                    }
                 }
             }
         }

@@ -56,6 +56,18 @@ pub fn bf16_kernel_available() -> bool {
     bf16_gemm::available()
 }
 
+/// The bf16 matmul kernel this process runs: `"AMX"` (tiles, Sapphire Rapids and later),
+/// `"AVX512-BF16"`, or `None` (no bf16 kernel: `--precision bf16` is refused on the CPU).
+pub fn bf16_kernel() -> Option<&'static str> {
+    if bf16_gemm::uses_amx() {
+        Some("AMX")
+    } else if bf16_gemm::available() {
+        Some("AVX512-BF16")
+    } else {
+        None
+    }
+}
+
 /// Internals the `gemm` bench measures on their own. Not part of the stable API.
 #[doc(hidden)]
 pub mod bench {

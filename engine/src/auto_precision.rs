@@ -71,12 +71,25 @@ const fn row(tier: Tier, case: Case, path: Precision, speedup: f64, cosine: f64)
 
 use Case::{Cli, Img, P512, Q1, Q32};
 use Precision::{Bf16, Int8};
-use Tier::{Avx2, Avx512Bf16};
+use Tier::{Amx, Avx2, Avx512Bf16};
 
 /// Speeds relative to f32 in the same run, from `encoders --dtypes f32,int8,bf16mm --cases
-/// q1,q32,p512,img` (docs/encoders.md): AVX512-BF16 on the 2-core Xeon (Sapphire Rapids class) of
-/// 2026-12-02; AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16 kernel there).
+/// q1,q32,p512,img` (docs/encoders.md): AMX on the 2-core Xeon (Sapphire Rapids class) of
+/// 2026-12-07 (bf16 on AMX tiles); AVX512-BF16 on a machine of the same class on 2026-12-02,
+/// before the AMX kernel; AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16
+/// kernel there).
 const MEASURED: &[Row] = &[
+    // `coldstart --runs 3 --precision int8,bf16,f32`: 286 / 142 / 276 ms per `jsearch query`.
+    row(Amx, Cli, Int8, 0.97, 0.999679),
+    row(Amx, Cli, Bf16, 1.94, 0.999962),
+    row(Amx, Q1, Int8, 3.09, 0.999679),
+    row(Amx, Q32, Int8, 1.68, 0.999598),
+    row(Amx, P512, Int8, 1.32, 0.999756),
+    row(Amx, Img, Int8, 1.01, 0.998898),
+    row(Amx, Q1, Bf16, 2.51, 0.999962),
+    row(Amx, Q32, Bf16, 2.67, 0.999963),
+    row(Amx, P512, Bf16, 2.48, 0.999973),
+    row(Amx, Img, Bf16, 2.45, 0.999958),
     // `coldstart --precision int8,bf16,f32`: 400 / 234 / 333 ms per `jsearch query` process.
     row(Avx512Bf16, Cli, Int8, 0.83, 0.999679),
     row(Avx512Bf16, Cli, Bf16, 1.42, 0.999968),
@@ -114,6 +127,7 @@ fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
 /// The measured tier whose rows apply to a CPU of `tier`.
 fn measured_tier(tier: Tier) -> Option<Tier> {
     match tier {
+        Tier::Amx => Some(Tier::Amx),
         Tier::Avx512Bf16 => Some(Tier::Avx512Bf16),
         Tier::Avx512 | Tier::Avx2 => Some(Tier::Avx2),
         Tier::Portable => None,
@@ -220,6 +234,7 @@ fn name(p: Precision) -> &'static str {
 
 fn tier_name(t: Tier) -> &'static str {
     match t {
+        Tier::Amx => "AMX",
         Tier::Avx512Bf16 => "AVX512-BF16",
         Tier::Avx512 => "AVX-512",
         Tier::Avx2 => "AVX2",
@@ -231,7 +246,13 @@ fn tier_name(t: Tier) -> &'static str {
 mod tests {
     use super::*;
 
-    const TIERS: [Tier; 4] = [Tier::Portable, Tier::Avx2, Tier::Avx512, Tier::Avx512Bf16];
+    const TIERS: [Tier; 5] = [
+        Tier::Portable,
+        Tier::Avx2,
+        Tier::Avx512,
+        Tier::Avx512Bf16,
+        Tier::Amx,
+    ];
     const WORK: [(Workload, Towers); 6] = [
         (Workload::Query, Towers::Text),
         (Workload::Query, Towers::Vision),
@@ -269,10 +290,14 @@ mod tests {
     /// where the CPU has the kernel (its mapped panels start faster than int8's copied blocks),
     /// int8 where only the encode was measured and it wins (AVX2); never int8 for images
     /// (cosine 0.9989); bf16 for indexing images only where the CPU has the kernel, int8 for
-    /// indexing texts where it keeps the cosine and wins; f32 on the portable tier.
+    /// indexing texts where it keeps the cosine and wins (without AMX); with AMX bf16 for
+    /// everything; f32 on the portable tier.
     #[test]
     fn the_measured_choices() {
         let c = |t, w, towers| choose(t, w, towers).precision;
+        for (w, towers) in WORK.iter().copied().filter(|w| w.0 != Workload::Embed) {
+            assert_eq!(c(Tier::Amx, w, towers), Bf16, "{w:?} {towers:?}");
+        }
         assert_eq!(c(Tier::Avx512Bf16, Workload::Query, Towers::Text), Bf16);
         assert_eq!(c(Tier::Avx2, Workload::Query, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx512, Workload::Query, Towers::Text), Int8);

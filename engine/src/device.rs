@@ -66,8 +66,9 @@ pub enum Precision {
     /// f32 everywhere (the reference: parity with the official implementation).
     F32,
     /// bfloat16. On a GPU: bf16 weights and activations. On a CPU with AVX512-BF16: the linear
-    /// layers run as bf16 × bf16 products accumulated in f32 (the fast CPU path for images and
-    /// long texts), everything else in f32. On other CPUs: bf16 tensors (slow; no bf16 kernel).
+    /// layers run as bf16 × bf16 products accumulated in f32 (on AMX tiles where the CPU has
+    /// them: the fast CPU path for images and long texts), everything else in f32. On other
+    /// CPUs: bf16 tensors (slow; no bf16 kernel).
     Bf16,
     /// float16 weights and activations.
     F16,

@@ -36,7 +36,7 @@ use serde_json::{json, Value};
 #[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
 struct Args {
     /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere), bf16mm
-    /// (linear layers through the AVX512-BF16 kernel, f32 elsewhere), auto (per case what
+    /// (linear layers through the bf16 kernel: AMX tiles or AVX512-BF16, f32 elsewhere), auto (per case what
     /// `--precision auto` runs on this CPU, loaded from the weight cache; the others are
     /// prepared from the checkpoint at load).
     #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
@@ -378,7 +378,7 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         };
         let mut opts = rust_options(dtype, &device)?;
         if opts.bf16_matmul && !jsearch_encoders::bf16_kernel_available() {
-            bail!("bf16mm: this CPU has no AVX512-BF16");
+            bail!("bf16mm: this CPU has no AVX512-BF16 (nor AMX)");
         }
         if auto {
             opts.towers = towers;

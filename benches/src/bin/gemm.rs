@@ -1,5 +1,5 @@
 //! The linear-layer products of jina-clip-v2 at the real sizes, one kernel at a time: candle's
-//! f32 matmul (what `--precision f32` runs), the AVX512-BF16 kernel (`--precision bf16` on the
+//! f32 matmul (what `--precision f32` runs), the bf16 kernel on AMX tiles or AVX512-BF16 (`--precision bf16` on the
 //! CPU) and candle's Q8_0 matmul (`--precision int8`), with GFLOP/s, the speed ratio to f32 and
 //! the relative RMS error against f32. Prints a markdown table.
 //!
@@ -13,7 +13,7 @@ use clap::Parser;
 use jsearch_encoders::bench::Linear;
 
 #[derive(Parser)]
-#[command(about = "linear-layer kernels at jina-clip-v2 sizes: f32 vs bf16 (AVX512-BF16) vs int8")]
+#[command(about = "linear-layer kernels at jina-clip-v2 sizes: f32 vs bf16 (AMX / AVX512-BF16) vs int8")]
 struct Args {
     /// Timed repetitions per kernel and shape (the median is reported).
     #[arg(long, default_value_t = 5)]
@@ -55,10 +55,14 @@ fn main() -> Result<()> {
         ("text fc1 (query, 8 tokens)", 8, 1024, 4096),
     ];
     println!(
-        "threads: {}; AVX512-BF16: {}\n",
+        "threads: {}; bf16 kernel: {} (JSEARCH_CPU_TIER=avx512bf16 keeps it off AMX)\n",
         rayon::current_num_threads(),
-        jsearch_encoders::bf16_kernel_available()
+        jsearch_encoders::bf16_kernel().unwrap_or("none")
     );
+    let bf16_label = match jsearch_encoders::bf16_kernel() {
+        Some("AMX") => "bf16 (AMX)",
+        _ => "bf16 (AVX512-BF16)",
+    };
     println!(
         "| product | rows x in -> out | kernel | ms | GFLOP/s | vs f32 | rel. RMS error vs f32 |"
     );
@@ -73,7 +77,7 @@ fn main() -> Result<()> {
         let mut bf = Linear::new(w.clone(), None);
         if bf.pack_bf16()? {
             let (t, y) = time(a.reps, &|| Ok(bf.forward(&x)?))?;
-            rows.push(("bf16 (AVX512-BF16)", t, rel_rms(&y32, &y)?));
+            rows.push((bf16_label, t, rel_rms(&y32, &y)?));
         }
         let mut q = Linear::new(w, None);
         if q.quantize_q8()? {

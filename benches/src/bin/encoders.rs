@@ -32,6 +32,10 @@ use jsearch_encoders::{ClipModel, LoadOptions, Towers, WeightCache};
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 
+/// The allocator the `jsearch` binary runs with, so that the jsearch rows measure what it does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(about = "jina-clip-v2 encoder speed at the real size, vs PyTorch")]
 struct Args {

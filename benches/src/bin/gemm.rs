@@ -13,7 +13,9 @@ use clap::Parser;
 use jsearch_encoders::bench::Linear;
 
 #[derive(Parser)]
-#[command(about = "linear-layer kernels at jina-clip-v2 sizes: f32 vs bf16 (AMX / AVX512-BF16) vs int8")]
+#[command(
+    about = "linear-layer kernels at jina-clip-v2 sizes: f32 vs bf16 (AMX / AVX512-BF16) vs int8"
+)]
 struct Args {
     /// Timed repetitions per kernel and shape (the median is reported).
     #[arg(long, default_value_t = 5)]

@@ -20,6 +20,12 @@ pub const DEFAULT_NEAR_THRESHOLD: f32 = 0.97;
 
 /// Neighbours asked of the graph per image.
 const NEIGHBOURS: usize = 16;
+/// How far below the threshold a search score may lie and still be checked on the full
+/// vectors.
+const PRESELECT_SLACK: f32 = 0.01;
+/// Float rounding allowed below the threshold (identical vectors give a cosine within 1e-7 of
+/// 1).
+const ROUNDING: f32 = 1e-6;
 
 /// What [`crate::Engine::duplicates`] looks for.
 #[derive(Debug, Clone)]
@@ -147,29 +153,40 @@ pub(crate) fn find(store: &Store, opts: &DupesOptions) -> Result<Duplicates> {
         filter: Some(&in_scope),
         ..Default::default()
     };
+    let cos = |a: &[f32], b: &[f32]| {
+        let norms = jsearch_base::norm(a) * jsearch_base::norm(b);
+        crate::search::dot(a, b) / norms.max(1e-12)
+    };
     let mut vectors: Vec<Option<Vec<f32>>> = Vec::with_capacity(ids.len());
-    for (i, &id) in ids.iter().enumerate() {
-        let v = store.get_vector(id)?;
-        if let Some(v) = &v {
-            for hit in store.search(v, NEIGHBOURS, &params)? {
-                if hit.id != id && hit.score >= opts.threshold {
-                    if let Some(&j) = index.get(&hit.id) {
-                        sets.union(i, j);
-                    }
+    for &id in &ids {
+        vectors.push(store.get_vector(id)?);
+    }
+    for (i, v) in vectors.iter().enumerate() {
+        let Some(v) = v else {
+            continue;
+        };
+        for hit in store.search(v, NEIGHBOURS, &params)? {
+            // The search's score is close to the cosine but not exact (stored precision): it
+            // only preselects; the threshold holds on the full vectors, less float rounding
+            // (so that `--threshold 1` means identical vectors).
+            if hit.id == ids[i] || hit.score < opts.threshold - PRESELECT_SLACK {
+                continue;
+            }
+            if let Some(&j) = index.get(&hit.id) {
+                if vectors[j]
+                    .as_deref()
+                    .is_some_and(|w| cos(v, w) >= opts.threshold - ROUNDING)
+                {
+                    sets.union(i, j);
                 }
             }
         }
-        vectors.push(v);
     }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for i in 0..ids.len() {
         let r = sets.find(i);
         groups.entry(r).or_default().push(i);
     }
-    let cos = |a: &[f32], b: &[f32]| {
-        let norms = jsearch_base::norm(a) * jsearch_base::norm(b);
-        crate::search::dot(a, b) / norms.max(1e-12)
-    };
     let mut near: Vec<Vec<DupeItem>> = groups
         .into_values()
         .filter(|g| g.len() > 1)

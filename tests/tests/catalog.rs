@@ -364,7 +364,7 @@ fn paging_and_sorting() {
         .collect();
     assert!(prices.windows(2).all(|w| w[0] >= w[1]), "{prices:?}");
     // With --min-score, every hit above it is sorted (not only the top k).
-    let above = query_json(&db, &["red heart", "-k", "10000", "--min-score", "0.05"]);
+    let above = query_json(&db, &["red heart", "-k", "10000", "--min-score", "0.01"]);
     let sorted = query_json(
         &db,
         &[
@@ -372,7 +372,7 @@ fn paging_and_sorting() {
             "-k",
             "10000",
             "--min-score",
-            "0.05",
+            "0.01",
             "--sort",
             "price",
         ],

@@ -148,13 +148,23 @@ impl PackedBf16 {
     /// # Panics
     /// If `x.len() != m * k` (callers check shapes first).
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        let path = if uses_amx() { Path::Amx } else { Path::Avx512 };
-        self.matmul_t_on(x, m, path)
+        self.matmul_t_bias(x, m, None)
     }
 
-    fn matmul_t_on(&self, x: &[f32], m: usize, path: Path) -> Vec<f32> {
+    /// [`PackedBf16::matmul_t`] plus a bias of `n` values added to every row as the product is
+    /// stored.
+    ///
+    /// # Panics
+    /// If `x.len() != m * k` or the bias does not hold `n` values (callers check shapes first).
+    pub fn matmul_t_bias(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        let path = if uses_amx() { Path::Amx } else { Path::Avx512 };
+        self.matmul_t_on(x, m, bias, path)
+    }
+
+    fn matmul_t_on(&self, x: &[f32], m: usize, bias: Option<&[f32]>, path: Path) -> Vec<f32> {
         let (n, k, kp) = (self.n, self.k, self.kp);
         assert_eq!(x.len(), m * k, "bf16 matmul: input shape");
+        assert!(bias.is_none_or(|b| b.len() == n), "bf16 matmul: bias width");
         let mut y = vec![0f32; m * n];
         if m == 0 {
             return y;
@@ -167,7 +177,7 @@ impl PackedBf16 {
             .zip(x.par_chunks(k))
             .for_each(|(dst, src)| pack_row(src, dst));
         if path == Path::Amx {
-            self.matmul_amx(&a, m, &mut y);
+            self.matmul_amx(&a, m, bias, &mut y);
             return y;
         }
         let out = SendPtr(y.as_mut_ptr());
@@ -198,6 +208,16 @@ impl PackedBf16 {
                     }
                 }
             }
+            if let Some(bias) = bias {
+                let bias = &bias[p * NR..p * NR + cols];
+                for r in 0..m {
+                    // SAFETY: row r < m, columns p*NR..p*NR+cols lie inside `y`; this task
+                    // alone writes this panel's columns.
+                    let row =
+                        unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + p * NR), cols) };
+                    row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                }
+            }
         });
         y
     }
@@ -207,7 +227,7 @@ impl PackedBf16 {
     /// The AMX product: rows in chunks that stay in L2 while every panel passes over them; per
     /// panel, 32 × 32 blocks accumulated over all of k in four tiles, the last `kp % 16` pairs
     /// added by the AVX512-BF16 kernel, then stored.
-    fn matmul_amx(&self, a: &[u32], m: usize, y: &mut [f32]) {
+    fn matmul_amx(&self, a: &[u32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
         let (n, kp) = (self.n, self.kp);
         let steps = kp / AMX_KP;
         let kmain = steps * AMX_KP;
@@ -250,15 +270,19 @@ impl PackedBf16 {
                             );
                         }
                     }
+                    let bias = bias.map(|b| &b[p * NR..p * NR + cols]);
                     for (r, src) in block.chunks_exact(NR).take(rows).enumerate() {
                         // SAFETY: row r0 + r < m and columns p*NR..p*NR+cols < n lie inside
                         // `y`; no other task writes this panel's columns.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                src.as_ptr(),
-                                out.0.add((r0 + r) * n + p * NR),
-                                cols,
-                            );
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(out.0.add((r0 + r) * n + p * NR), cols)
+                        };
+                        match bias {
+                            Some(b) => dst
+                                .iter_mut()
+                                .zip(src.iter().zip(b))
+                                .for_each(|(d, (s, b))| *d = s + b),
+                            None => dst.copy_from_slice(&src[..cols]),
                         }
                     }
                 }
@@ -554,6 +578,7 @@ mod tests {
             let w = rnd(n * k, 2 + n as u64);
             let p = PackedBf16::pack(&w, n, k).expect("packs");
             assert_eq!((p.n(), p.k()), (n, k));
+            let bias = rnd(n, 3 + k as u64);
             let paths: &[Path] = if uses_amx() {
                 &[Path::Avx512, Path::Amx]
             } else {
@@ -561,12 +586,13 @@ mod tests {
                 &[Path::Avx512]
             };
             for &path in paths {
-                let y = p.matmul_t_on(&x, m, path);
+                let y = p.matmul_t_on(&x, m, Some(&bias), path);
                 for i in 0..m {
                     for j in 0..n {
                         let exact: f64 = (0..k)
                             .map(|t| round(x[i * k + t]) * round(w[j * k + t]))
-                            .sum();
+                            .sum::<f64>()
+                            + bias[j] as f64;
                         let got = y[i * n + j] as f64;
                         assert!(
                             (exact - got).abs() <= 1e-5 * (k as f64).sqrt().max(1.0),

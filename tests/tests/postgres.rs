@@ -12,7 +12,7 @@ use jsearch_tests::backends::{
     self, assert_backend_cli, assert_incremental_sync, assert_nothing_written, assert_recalls,
     change_store, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
-use jsearch_tests::postgres_server::{pg_or_skip, PgServer};
+use jsearch_tests::postgres_server::{make_certificates, pg_or_skip, pg_tls_or_skip, PgServer};
 use jsearch_tests::{index, jsearch, run, stats, tempdir};
 use serde_json::Value;
 
@@ -243,4 +243,113 @@ fn bad_backends_are_named_and_a_failed_sync_leaves_the_table_as_it_was() {
     c.args(["query", "x", "--backend", &url, "--table", "nothing_here"]);
     let out = run(c, false);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no table nothing_here synced here"));
+}
+
+/// TLS as the URL's sslmode asks: `require` encrypts, `verify-ca` checks the chain against
+/// `sslrootcert`, `verify-full` the host name too. The server is the system's PostgreSQL (the
+/// PyPI one is built without OpenSSL), which refuses user `shop` without TLS once it is on, and
+/// has no pgvector: a connection that got through TLS and the password ends at the sync's
+/// pgvector check, one that did not ends with the TLS or certificate error.
+#[test]
+fn tls_to_postgres_checks_what_sslmode_asks() {
+    let Some(pg) = pg_tls_or_skip("tls_to_postgres") else {
+        return;
+    };
+    let dir = tempdir();
+    let (db, _, _) = store(dir.path());
+    let base = |host: &str| format!("postgres://shop:s3cret@{host}:{}/shop", pg.port);
+    let connected = |url: &str| {
+        let err = sync_fails(&db, url, &[]);
+        assert!(
+            err.contains("halfvec") || err.contains("pgvector"),
+            "{url}: expected to get past TLS to the pgvector check: {err}"
+        );
+    };
+
+    // No TLS on the server yet: require is refused, naming it; plain TCP gets through.
+    let err = sync_fails(&db, &format!("{}?sslmode=require", base("127.0.0.1")), &[]);
+    assert!(err.contains("TLS"), "{err}");
+    connected(&base("127.0.0.1"));
+
+    // A CA whose certificate says `localhost` only, and an unrelated CA.
+    let (ca, crt, key) = make_certificates(dir.path(), "good", "DNS:localhost").unwrap();
+    let (other_ca, _, _) = make_certificates(dir.path(), "other", "DNS:localhost").unwrap();
+    pg.enable_tls(&crt, &key).unwrap();
+    let root = |f: &Path| f.display().to_string();
+
+    // Plain TCP is refused by the server now: what gets through below went over TLS.
+    let err = sync_fails(&db, &format!("{}?sslmode=disable", base("127.0.0.1")), &[]);
+    assert!(err.contains("no encryption"), "{err}");
+    // require: encrypted, the certificate not checked; the default (prefer) takes TLS too.
+    connected(&format!("{}?sslmode=require", base("127.0.0.1")));
+    connected(&base("127.0.0.1"));
+    // verify-ca: the chain is checked (the name is not: the certificate is for localhost).
+    connected(&format!(
+        "{}?sslmode=verify-ca&sslrootcert={}",
+        base("127.0.0.1"),
+        root(&ca)
+    ));
+    let err = sync_fails(
+        &db,
+        &format!(
+            "{}?sslmode=verify-ca&sslrootcert={}",
+            base("127.0.0.1"),
+            root(&other_ca)
+        ),
+        &[],
+    );
+    assert!(
+        err.contains("certificate") && err.contains("sslrootcert=FILE"),
+        "{err}"
+    );
+    // require with a root certificate checks the chain, as libpq's does.
+    let err = sync_fails(
+        &db,
+        &format!(
+            "{}?sslmode=require&sslrootcert={}",
+            base("127.0.0.1"),
+            root(&other_ca)
+        ),
+        &[],
+    );
+    assert!(err.contains("certificate"), "{err}");
+    // verify-full: the name too: 127.0.0.1 is not in the certificate, localhost is.
+    let err = sync_fails(
+        &db,
+        &format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            base("127.0.0.1"),
+            root(&ca)
+        ),
+        &[],
+    );
+    assert!(err.contains("certificate"), "{err}");
+    let full = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        base("localhost"),
+        root(&ca)
+    );
+    connected(&full);
+    // The query side takes the same URL (and gets to the missing table).
+    let mut c = jsearch(&db);
+    c.args(["query", "red circle", "--backend", &full]);
+    let out = run(c, false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing synced here yet"), "{err}");
+    // Bad TLS parameters are named before anything is sent.
+    let err = sync_fails(
+        &db,
+        &format!("{}?sslmode=sometimes", base("localhost")),
+        &[],
+    );
+    assert!(err.contains("sslmode=sometimes"), "{err}");
+    let err = sync_fails(
+        &db,
+        &format!(
+            "{}?sslmode=verify-ca&sslrootcert=/nonexistent.pem",
+            base("localhost")
+        ),
+        &[],
+    );
+    assert!(err.contains("/nonexistent.pem"), "{err}");
 }

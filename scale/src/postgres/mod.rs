@@ -29,6 +29,7 @@
 //! came from, rows, time): a table holding another model's vectors is refused.
 
 pub mod sql;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -83,7 +84,8 @@ fn backend_error(url: &str, what: &str, e: postgres::Error) -> ScaleError {
     }
 }
 
-/// Connects, naming the server and the reason when it cannot.
+/// Connects, naming the server and the reason when it cannot; TLS as the URL's `sslmode`
+/// says ([`tls`]).
 fn connect(url: &str) -> Result<Client> {
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ScaleError::InvalidArgument(format!(
@@ -91,16 +93,35 @@ fn connect(url: &str) -> Result<Client> {
             redact(url)
         )));
     }
-    let config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-        ScaleError::InvalidArgument(format!("{}: invalid URL: {e}", redact(url)))
-    })?;
-    let mut config = config;
+    let invalid =
+        |e: String| ScaleError::InvalidArgument(format!("{}: invalid URL: {e}", redact(url)));
+    let (pg_url, tls) = tls::split_url(url).map_err(invalid)?;
+    let mut config: postgres::Config = pg_url
+        .parse()
+        .map_err(|e: postgres::Error| invalid(e.to_string()))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(std::time::Duration::from_secs(10));
     }
-    config
-        .connect(NoTls)
-        .map_err(|e| backend_error(url, "cannot connect", e))
+    config.ssl_mode(tls.ssl_mode());
+    let connected = if tls.mode == tls::Mode::Disable {
+        config.connect(NoTls)
+    } else {
+        let connector = tls
+            .connector()
+            .map_err(|e| ScaleError::InvalidArgument(format!("{}: {e}", redact(url))))?;
+        config.connect(connector)
+    };
+    connected.map_err(|e| {
+        let mut err = backend_error(url, "cannot connect", e);
+        if let ScaleError::Backend { message, .. } = &mut err {
+            if message.contains("certificate") {
+                message.push_str(
+                    " (sslrootcert=FILE in the URL names the CA that signed the server's certificate; sslmode=require encrypts without checking it)",
+                );
+            }
+        }
+        err
+    })
 }
 
 /// The type of `halfvec` on this server (an extension type: its OID differs per database).

@@ -134,6 +134,12 @@ pub struct MilvusStandalone {
 impl MilvusStandalone {
     /// Starts a server on a free port (waiting for another test's to stop), or says why not.
     pub fn start() -> Result<MilvusStandalone, String> {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with more `milvus-server` options (e.g. `--authorization-enabled true`,
+    /// `--tls-mode 1 --server-pem-path … --server-key-path …`).
+    pub fn start_with(options: &[&str]) -> Result<MilvusStandalone, String> {
         use std::os::unix::process::CommandExt;
         let pkg = standalone_package().ok_or_else(|| {
             format!(
@@ -160,8 +166,8 @@ impl MilvusStandalone {
             .map_err(|e| e.to_string())?;
         let site = pkg.parent().map(PathBuf::from).unwrap_or_default();
         let script = "import sys; sys.path.insert(0, sys.argv[1]); import milvus; \
-             sys.argv = ['milvus-server', '--data', sys.argv[2], '--proxy-port', sys.argv[3]]; \
-             milvus.main()";
+             sys.argv = ['milvus-server', '--data', sys.argv[2], '--proxy-port', sys.argv[3]] \
+             + sys.argv[4:]; milvus.main()";
         let banner = dir.path().join("launcher.log");
         let log = std::fs::File::create(&banner).map_err(|e| e.to_string())?;
         let mut launcher = Command::new("python3")
@@ -170,6 +176,7 @@ impl MilvusStandalone {
             .arg(&site)
             .arg(dir.path().join("milvus"))
             .arg(port.to_string())
+            .args(options)
             .process_group(0)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -235,8 +242,8 @@ impl Drop for MilvusStandalone {
 
 /// Starts a Milvus standalone, or prints why not and returns `None` (a failure instead when the
 /// test servers are required).
-pub fn milvus_standalone_or_skip(test: &str) -> Option<MilvusStandalone> {
-    match MilvusStandalone::start() {
+pub fn milvus_standalone_or_skip(test: &str, options: &[&str]) -> Option<MilvusStandalone> {
+    match MilvusStandalone::start_with(options) {
         Ok(s) => Some(s),
         Err(why) if !servers_required() => {
             eprintln!("SKIPPED {test}: Milvus standalone cannot start here: {why}");

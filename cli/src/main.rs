@@ -592,12 +592,18 @@ struct EmbedShardArgs {
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
-URL: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or milvus://HOST[:PORT] (or $JSEARCH_BACKEND);
-no TLS yet, so use it on a trusted network or through a tunnel. The user needs CREATE on the database's schema, and
-the pgvector extension installed (`CREATE EXTENSION vector` by a superuser once). A sync is one
-transaction: an interrupted one changes nothing. docs/scale.md explains the table and its query.")]
+URL (or $JSEARCH_BACKEND):
+  postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=CA.pem]
+      sslmode as libpq: disable, prefer (default), require, verify-ca, verify-full. The user
+      needs CREATE on the database's schema, and the pgvector extension installed (`CREATE
+      EXTENSION vector` by a superuser once). A sync is one transaction: an interrupted one
+      changes nothing.
+  milvus://[USER:PASSWORD@]HOST[:PORT]  plain gRPC (port 19530 by default)
+  https://[USER:PASSWORD@]HOST[:PORT][?ca=CA.pem&server_name=NAME]  Milvus over TLS
+docs/scale.md explains the table, the collections and their queries.")]
 struct SyncArgs {
-    /// The backend: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or milvus://HOST[:PORT].
+    /// The backend: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, milvus://HOST[:PORT] or
+    /// https://HOST[:PORT] (Milvus over TLS).
     #[arg(value_name = "URL", env = "JSEARCH_BACKEND", hide_env_values = true)]
     url: String,
     /// Table (PostgreSQL) or collection (Milvus) to write (lower-case letters, digits, _).
@@ -1312,7 +1318,9 @@ impl Backend {
 
 /// Whether a backend URL names Milvus (else PostgreSQL).
 fn is_milvus(url: &str) -> bool {
-    url.starts_with("milvus://")
+    ["milvus://", "http://", "https://"]
+        .iter()
+        .any(|p| url.starts_with(p))
 }
 
 /// `jsearch query --backend URL`: encoded here, searched there.

@@ -15,6 +15,7 @@ use jsearch_tests::backends::{
     change_store, engine, local_vectors, query_texts, store, sync, sync_fails,
 };
 use jsearch_tests::milvus_server::{milvus_or_skip, milvus_standalone_or_skip};
+use jsearch_tests::postgres_server::make_certificates;
 use jsearch_tests::{jsearch, run, stats, tempdir};
 use serde_json::Value;
 
@@ -50,7 +51,7 @@ fn milvus_sync_is_incremental_and_answers_as_the_store() {
 /// (FLOAT_VECTOR, HNSW) stay with the attributes, the full vectors go to `jsearch_items_vectors`.
 #[test]
 fn milvus_2_3_standalone_sync_splits_the_vectors_and_answers_as_the_store() {
-    let Some(m) = milvus_standalone_or_skip("milvus_2_3_standalone_sync") else {
+    let Some(m) = milvus_standalone_or_skip("milvus_2_3_standalone_sync", &[]) else {
         return;
     };
     sync_and_compare(&m.url(), Layout::Split);
@@ -122,4 +123,65 @@ fn sync_and_compare(url: &str, layout: Layout) {
         String::from_utf8_lossy(&out.stderr).contains("--near is not available"),
         "{out:?}"
     );
+}
+
+/// Milvus 2.3 with a password and TLS (`https://USER:PASSWORD@HOST:PORT?ca=FILE`): the right
+/// ones sync and answer; plain gRPC, a wrong password, another CA and a host name the
+/// certificate does not carry are refused, each named.
+#[test]
+fn milvus_over_tls_with_a_password() {
+    let dir = tempdir();
+    let (ca, crt, key) = make_certificates(dir.path(), "good", "DNS:localhost").unwrap();
+    let (other_ca, _, _) = make_certificates(dir.path(), "other", "DNS:localhost").unwrap();
+    let s = |p: &Path| p.display().to_string();
+    let Some(m) = milvus_standalone_or_skip(
+        "milvus_over_tls_with_a_password",
+        &[
+            "--authorization-enabled",
+            "true",
+            "--tls-mode",
+            "1",
+            "--server-pem-path",
+            &s(&crt),
+            "--server-key-path",
+            &s(&key),
+            "--ca-pem-path",
+            &s(&ca),
+        ],
+    ) else {
+        return;
+    };
+    let (db, _, _) = store(dir.path());
+    let url = |user: &str, host: &str, ca: &Path| {
+        format!("https://{user}@{host}:{}?ca={}", m.port, ca.display())
+    };
+
+    let err = sync_fails(&db, &m.url(), &[]);
+    assert!(
+        err.contains("127.0.0.1"),
+        "plain gRPC to a TLS server: {err}"
+    );
+    let err = sync_fails(&db, &url("root:wrong", "localhost", &ca), &[]);
+    assert!(
+        err.contains("auth") && err.contains("root:***@") && !err.contains("wrong"),
+        "{err}"
+    );
+    let err = sync_fails(&db, &url("root:Milvus", "localhost", &other_ca), &[]);
+    assert!(err.contains("certificate"), "{err}");
+    let err = sync_fails(&db, &url("root:Milvus", "127.0.0.1", &ca), &[]);
+    assert!(err.contains("not valid for name"), "{err}");
+
+    let good = url("root:Milvus", "localhost", &ca);
+    let s = sync(&db, &good, &[]);
+    assert_eq!(s["created"], true, "{s}");
+    // server_name names the certificate's host when the URL has another.
+    let by_ip = format!(
+        "{}&server_name=localhost",
+        url("root:Milvus", "127.0.0.1", &ca)
+    );
+    assert_nothing_written(&sync(&db, &by_ip, &[]));
+    let mut c = jsearch(&db);
+    c.args(["query", "red circle", "--backend", &good, "--json"]);
+    let hits = jsearch_tests::json_lines(&run(c, true).stdout);
+    assert_eq!(hits.len(), 10, "{hits:?}");
 }

@@ -86,36 +86,92 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// `milvus://HOST:PORT` (or `http://`) as the gRPC endpoint.
-fn endpoint(url: &str) -> Result<String> {
-    let rest = url
+/// Where and how to reach a server: `milvus://[USER:PASSWORD@]HOST[:PORT]` (or `http://`) in
+/// plain gRPC, `https://[USER:PASSWORD@]HOST[:PORT][?ca=FILE&server_name=NAME]` over TLS (the
+/// server's certificate checked against the CA file, else Mozilla's roots; its name against
+/// `server_name`, else the host). The port defaults to 19530.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Endpoint {
+    /// `http://HOST:PORT` or `https://HOST:PORT`.
+    uri: String,
+    /// TLS: (CA file, server name).
+    tls: Option<(Option<String>, Option<String>)>,
+    /// `USER:PASSWORD`, sent base64-encoded as Milvus's `authorization` header.
+    credentials: Option<String>,
+}
+
+fn endpoint(url: &str) -> Result<Endpoint> {
+    let invalid = |what: &str| {
+        ScaleError::InvalidArgument(format!(
+            "{}: {what} (milvus://[USER:PASSWORD@]HOST[:PORT], or https://… for TLS)",
+            redact(url)
+        ))
+    };
+    let (tls, rest) = if let Some(r) = url.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = url
         .strip_prefix("milvus://")
         .or_else(|| url.strip_prefix("http://"))
-        .ok_or_else(|| {
-            ScaleError::InvalidArgument(format!(
-                "{}: not a Milvus URL (milvus://HOST:PORT)",
-                redact(url)
-            ))
-        })?;
-    let host = rest.split('/').next().unwrap_or_default();
+    {
+        (false, r)
+    } else {
+        return Err(invalid("not a Milvus URL"));
+    };
+    let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let (credentials, host) = match authority.rsplit_once('@') {
+        Some((c, h)) => (Some(c.to_string()), h),
+        None => (None, authority),
+    };
     if host.is_empty() {
-        return Err(ScaleError::InvalidArgument(format!(
-            "{}: no host in the URL (milvus://HOST:PORT)",
-            redact(url)
-        )));
+        return Err(invalid("no host in the URL"));
     }
     let host = if host.contains(':') {
         host.to_string()
     } else {
         format!("{host}:19530")
     };
-    Ok(format!("http://{host}"))
+    let (mut ca, mut server_name) = (None, None);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=').unwrap_or((pair, "")) {
+            ("ca", v) if tls => ca = Some(v.to_string()),
+            ("server_name", v) if tls => server_name = Some(v.to_string()),
+            (k, _) => {
+                return Err(invalid(&format!(
+                    "unknown parameter {k} (https:// URLs take ca=FILE and server_name=NAME)"
+                )))
+            }
+        }
+    }
+    Ok(Endpoint {
+        uri: format!("{}://{host}", if tls { "https" } else { "http" }),
+        tls: tls.then_some((ca, server_name)),
+        credentials,
+    })
 }
+
+/// Adds the `authorization` header to every request.
+#[derive(Clone)]
+struct Auth(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut r: tonic::Request<()>,
+    ) -> std::result::Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(r)
+    }
+}
+
+type Client = MilvusServiceClient<tonic::service::interceptor::InterceptedService<Channel, Auth>>;
 
 /// A blocking connection (the CLI is synchronous): its own current-thread runtime.
 struct Conn {
     rt: tokio::runtime::Runtime,
-    client: MilvusServiceClient<Channel>,
+    client: Client,
     url: String,
 }
 
@@ -126,26 +182,49 @@ impl Conn {
             .enable_all()
             .build()
             .map_err(|e| err(url, "starting the client", e))?;
+        let mut builder = Channel::from_shared(ep.uri.clone())
+            .map_err(|e| err(url, "cannot connect", e))?
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300));
+        if let Some((ca, name)) = &ep.tls {
+            let mut cfg = tonic::transport::ClientTlsConfig::new();
+            cfg = match ca {
+                Some(f) => {
+                    let pem = std::fs::read(f).map_err(|e| {
+                        ScaleError::InvalidArgument(format!("{}: ca={f}: {e}", redact(url)))
+                    })?;
+                    cfg.ca_certificate(tonic::transport::Certificate::from_pem(pem))
+                }
+                None => cfg.with_webpki_roots(),
+            };
+            if let Some(n) = name {
+                cfg = cfg.domain_name(n.clone());
+            }
+            builder = builder
+                .tls_config(cfg)
+                .map_err(|e| err(url, "TLS settings", e))?;
+        }
         let channel = rt
-            .block_on(async {
-                Channel::from_shared(ep.clone())
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(Duration::from_secs(10))
-                    .timeout(Duration::from_secs(300))
-                    .connect()
-                    .await
-                    .map_err(|e| {
-                        let mut s = e.to_string();
-                        let mut src = std::error::Error::source(&e);
-                        while let Some(inner) = src {
-                            s.push_str(&format!(": {inner}"));
-                            src = inner.source();
-                        }
-                        s
-                    })
+            .block_on(builder.connect())
+            .map_err(|e| {
+                let mut s = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(inner) = src {
+                    s.push_str(&format!(": {inner}"));
+                    src = inner.source();
+                }
+                s
             })
             .map_err(|e| err(url, "cannot connect", e))?;
-        let client = MilvusServiceClient::new(channel)
+        let auth = match &ep.credentials {
+            None => None,
+            Some(c) => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD.encode(c.as_bytes());
+                Some(b64.parse().map_err(|e| err(url, "credentials", e))?)
+            }
+        };
+        let client = MilvusServiceClient::with_interceptor(channel, Auth(auth))
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         Ok(Conn {
@@ -180,6 +259,22 @@ impl Conn {
     }
 }
 
+/// The expression for keys in `lo..hi` (bounds as i128: `hi` may be `i64::MAX + 1`). Neither
+/// bound is written as `-9223372036854775808`, which Milvus 2.3's parser reads as the negation of
+/// an out-of-range number.
+fn key_range(lo: i128, hi: i128) -> String {
+    let upper = if hi > i64::MAX as i128 {
+        format!("key <= {}", i64::MAX)
+    } else {
+        format!("key < {hi}")
+    };
+    if lo <= i64::MIN as i128 {
+        upper
+    } else {
+        format!("key >= {lo} and {upper}")
+    }
+}
+
 impl Conn {
     /// Every row's `(key, digest)`: key ranges small enough for one query each (split again
     /// when one comes back full).
@@ -187,10 +282,7 @@ impl Conn {
         let mut out = HashMap::new();
         let mut ranges: Vec<(i128, i128)> = vec![(i64::MIN as i128, i64::MAX as i128 + 1)];
         while let Some((lo, hi)) = ranges.pop() {
-            let expr = format!("key >= {lo} and key < {hi}").replace(
-                &format!("key < {}", i64::MAX as i128 + 1),
-                "key <= 9223372036854775807",
-            );
+            let expr = key_range(lo, hi);
             let mut c = self.client.clone();
             let r = self
                 .rt
@@ -845,5 +937,38 @@ impl MilvusBackend {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_the_endpoint_tls_and_credentials() {
+        let e = endpoint("milvus://db.example").unwrap();
+        assert_eq!(e.uri, "http://db.example:19530");
+        assert_eq!((e.tls, e.credentials), (None, None));
+        let e =
+            endpoint("https://root:pw@db.example:443?ca=/etc/ca.pem&server_name=milvus").unwrap();
+        assert_eq!(e.uri, "https://db.example:443");
+        assert_eq!(
+            e.tls,
+            Some((Some("/etc/ca.pem".into()), Some("milvus".into())))
+        );
+        assert_eq!(e.credentials.as_deref(), Some("root:pw"));
+        assert!(endpoint("milvus://h?ca=x").is_err(), "ca= only with TLS");
+        assert!(endpoint("grpc://h").is_err());
+        let e = endpoint("milvus://u:secret@").unwrap_err().to_string();
+        assert!(e.contains("no host") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn key_ranges_never_write_i64_min() {
+        let (min, end) = (i64::MIN as i128, i64::MAX as i128 + 1);
+        assert_eq!(key_range(min, end), "key <= 9223372036854775807");
+        assert_eq!(key_range(min, 0), "key < 0");
+        assert_eq!(key_range(0, end), "key >= 0 and key <= 9223372036854775807");
+        assert_eq!(key_range(-5, 7), "key >= -5 and key < 7");
     }
 }

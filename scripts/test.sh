@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 # trap-tests: the encoders' deliberate deviations from the reference, which only the trap tests
 # turn on (encoders/tests/traps.rs); normal builds compile them out.
 FEATURES=jsearch-encoders/trap-tests
+# tests/lib.rs builds the jsearch binary the tests run with these features too (else a second
+# build of the encoders and everything above them, without the feature).
+export JSEARCH_TEST_FEATURES="$FEATURES"
 cargo clippy --workspace --all-targets --locked --features "$FEATURES" -- -D warnings
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked

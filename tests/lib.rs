@@ -43,6 +43,14 @@ pub fn jsearch_bin() -> &'static Path {
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-q", "-p", "jsearch-cli", "--bin", "jsearch"])
             .current_dir(repo_root());
+        // The features the test build itself was given (scripts/test.sh says which), so that
+        // this build finds the binary that build made instead of compiling another.
+        if let Some(f) = std::env::var("JSEARCH_TEST_FEATURES")
+            .ok()
+            .filter(|f| !f.is_empty())
+        {
+            cmd.args(["--features", &f]);
+        }
         // Same profile as the tests themselves (`test` shares target/debug with `dev`).
         if release {
             cmd.arg("--release");

@@ -44,11 +44,20 @@ pub fn jsearch_bin() -> &'static Path {
         cmd.args(["build", "-q", "-p", "jsearch-cli", "--bin", "jsearch"])
             .current_dir(repo_root());
         // The features the test build itself was given (scripts/test.sh says which), so that
-        // this build finds the binary that build made instead of compiling another.
+        // this build finds the binary that build made instead of compiling another. A
+        // `package/feature` needs its package selected too (its features then unify into the
+        // CLI's build, as in the workspace's test build).
         if let Some(f) = std::env::var("JSEARCH_TEST_FEATURES")
             .ok()
             .filter(|f| !f.is_empty())
         {
+            for package in f
+                .split([',', ' '])
+                .filter_map(|x| x.split_once('/'))
+                .map(|x| x.0)
+            {
+                cmd.args(["-p", package]);
+            }
             cmd.args(["--features", &f]);
         }
         // Same profile as the tests themselves (`test` shares target/debug with `dev`).

@@ -230,67 +230,55 @@ fn main() -> Result<()> {
         if filtered {
             q = q.filter(filter.clone());
         }
-        let t = Instant::now();
-        let mut found = 0;
-        for (j, qv) in queries.chunks(DIM).enumerate() {
+        // Times `search` over every query vector and scores its ids against the truth.
+        let mut measure = |name: String, search: &mut dyn FnMut(&[f32]) -> Result<Vec<String>>| {
+            let t = Instant::now();
+            let mut found = 0;
+            for (j, qv) in queries.chunks(DIM).enumerate() {
+                found += search(qv)?
+                    .iter()
+                    .filter(|id| truths[j][filtered as usize].contains(*id))
+                    .count();
+            }
+            runs.push(Run {
+                name: format!("{name}{label}"),
+                qps: a.queries as f64 / t.elapsed().as_secs_f64(),
+                recall: found as f64 / (K * a.queries) as f64,
+            });
+            anyhow::Ok(())
+        };
+        measure("local store (graph + re-rank)".into(), &mut |qv| {
             let r = engine.search_vector(qv.to_vec(), None, &q)?;
-            found += r
-                .hits
-                .iter()
-                .filter(|h| truths[j][filtered as usize].contains(&h.id))
-                .count();
-        }
-        runs.push(Run {
-            name: format!("local store (graph + re-rank){label}"),
-            qps: a.queries as f64 / t.elapsed().as_secs_f64(),
-            recall: found as f64 / (K * a.queries) as f64,
-        });
-        // PostgreSQL two-stage query.
-        for candidates in [100, 200] {
-            let mut backend = PgBackend::connect(&url, postgres::DEFAULT_TABLE)?;
+            Ok(r.hits.into_iter().map(|h| h.id).collect())
+        })?;
+        let query_for = |candidates: usize| {
             let mut bq = BackendQuery::new(K);
             bq.candidates = Some(candidates);
             if filtered {
                 bq.filter = Some(filter.clone());
             }
-            let t = Instant::now();
-            let mut found = 0;
-            for (j, qv) in queries.chunks(DIM).enumerate() {
-                let hits = backend.search(qv, &bq)?;
-                found += hits
-                    .iter()
-                    .filter(|h| truths[j][filtered as usize].contains(&h.id))
-                    .count();
-            }
-            runs.push(Run {
-                name: format!("PostgreSQL {pg_version} + pgvector {pgv}, two-stage, {candidates} candidates{label}"),
-                qps: a.queries as f64 / t.elapsed().as_secs_f64(),
-                recall: found as f64 / (K * a.queries) as f64,
-            });
+            bq
+        };
+        // PostgreSQL two-stage query.
+        for candidates in [100, 200] {
+            let mut backend = PgBackend::connect(&url, postgres::DEFAULT_TABLE)?;
+            let bq = query_for(candidates);
+            measure(
+                format!(
+                    "PostgreSQL {pg_version} + pgvector {pgv}, two-stage, {candidates} candidates"
+                ),
+                &mut |qv| Ok(backend.search(qv, &bq)?.into_iter().map(|h| h.id).collect()),
+            )?;
         }
         // Milvus two-stage search: FLAT on the heads in milvus-lite (an exact first stage),
         // HNSW on 2.3 standalone, whose full vectors are a second request by key.
         for (name, how, murl) in &milvuses {
             let mut backend = MilvusBackend::connect(murl, postgres::DEFAULT_TABLE)?;
-            let mut bq = BackendQuery::new(K);
-            bq.candidates = Some(100);
-            if filtered {
-                bq.filter = Some(filter.clone());
-            }
-            let t = Instant::now();
-            let mut found = 0;
-            for (j, qv) in queries.chunks(DIM).enumerate() {
-                let hits = backend.search(qv, &bq)?;
-                found += hits
-                    .iter()
-                    .filter(|h| truths[j][filtered as usize].contains(&h.id))
-                    .count();
-            }
-            runs.push(Run {
-                name: format!("{name}, two-stage ({how}), 100 candidates{label}"),
-                qps: a.queries as f64 / t.elapsed().as_secs_f64(),
-                recall: found as f64 / (K * a.queries) as f64,
-            });
+            let bq = query_for(100);
+            measure(
+                format!("{name}, two-stage ({how}), 100 candidates"),
+                &mut |qv| Ok(backend.search(qv, &bq)?.into_iter().map(|h| h.id).collect()),
+            )?;
         }
     }
 

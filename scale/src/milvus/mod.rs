@@ -406,12 +406,12 @@ impl Conn {
         Ok(())
     }
 
-    /// Waits (at most ten minutes) until the index on `field` covers every sealed row: until it
+    /// Waits (at most a minute) until the index on `field` covers every sealed row: until it
     /// does, Milvus 2.3 searches freshly sealed segments through its coarse interim index
     /// (20k rows searched right after a flush: recall@10 0.81).
     fn wait_for_index(&mut self, name: &str, field: &str) -> Result<()> {
         let what = format!("waiting for the index on {name}.{field}");
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let mut c = self.client.clone();
             let r = self

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::postgres_server::{servers_dir, servers_required};
+use crate::postgres_server::{free_port, servers_dir, servers_required};
 
 /// The newest unpacked milvus-lite's server binary.
 fn binary() -> Option<PathBuf> {
@@ -47,10 +47,7 @@ impl MilvusServer {
             .prefix("jsearch-milvus-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
+        let port = free_port()?;
         let mut child = Command::new(&bin)
             .arg(dir.path().join("milvus.db"))
             .arg(format!("127.0.0.1:{port}"))
@@ -160,10 +157,7 @@ impl MilvusStandalone {
             .prefix("jsearch-milvus23-")
             .tempdir()
             .map_err(|e| e.to_string())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| e.to_string())?;
+        let port = free_port()?;
         let site = pkg.parent().map(PathBuf::from).unwrap_or_default();
         let script = "import sys; sys.path.insert(0, sys.argv[1]); import milvus; \
              sys.argv = ['milvus-server', '--data', sys.argv[2], '--proxy-port', sys.argv[3]] \

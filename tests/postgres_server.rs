@@ -394,7 +394,8 @@ impl Drop for PgServer {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+/// A free port on 127.0.0.1 (the tests' servers listen there).
+pub fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -35,14 +35,14 @@ use half::f16;
 use jsearch::Engine;
 use milvus::proto::common::{
     ConsistencyLevel, DslType, KeyValuePair, PlaceholderGroup, PlaceholderType, PlaceholderValue,
-    Status,
+    SegmentState, Status,
 };
 use milvus::proto::milvus::milvus_service_client::MilvusServiceClient;
 use milvus::proto::milvus::{
     search_request, CreateCollectionRequest, CreateIndexRequest, DeleteRequest,
     DescribeCollectionRequest, DescribeIndexRequest, DropCollectionRequest, FlushRequest,
-    GetFlushStateRequest, GetQuerySegmentInfoRequest, GetVersionRequest, LoadCollectionRequest,
-    QueryRequest, SearchRequest, UpsertRequest,
+    GetFlushStateRequest, GetPersistentSegmentInfoRequest, GetQuerySegmentInfoRequest,
+    GetVersionRequest, LoadCollectionRequest, QueryRequest, SearchRequest, UpsertRequest,
 };
 use milvus::proto::schema::{i_ds, CollectionSchema, FieldData};
 use prost::Message;
@@ -59,6 +59,9 @@ use schema::{kv, prop, vectors_collection, Layout};
 
 /// Rows per upsert request (about 5 MB at 1024-d).
 const UPSERT_ROWS: usize = 1000;
+/// Milvus builds no index on a segment of fewer rows (its
+/// `indexCoord.segment.minSegmentNumRowsToEnableIndex`) and searches it exactly.
+const MIN_INDEXED_SEGMENT_ROWS: i64 = 1024;
 /// The most rows one query returns (Milvus's limit on offset + limit).
 const QUERY_WINDOW: usize = 16_384;
 
@@ -406,9 +409,16 @@ impl Conn {
         Ok(())
     }
 
-    /// Waits (at most a minute) until the index on `field` covers every sealed row: until it
-    /// does, Milvus 2.3 searches freshly sealed segments through its coarse interim index
-    /// (20k rows searched right after a flush: recall@10 0.81).
+    /// Waits (at most a minute) until the query nodes serve every flushed segment of `name`
+    /// with the index on `field`: until they do, Milvus 2.3 searches freshly sealed segments
+    /// through its coarse interim index (20k rows searched right after a flush: recall@10 0.81).
+    ///
+    /// Served means: the index is built (`DescribeIndex`), every flushed segment the data
+    /// coordinator lists (`GetPersistentSegmentInfo`, compacted segments included) is loaded by
+    /// a query node (`GetQuerySegmentInfo`), and every loaded segment carries the index. A
+    /// segment under [`MIN_INDEXED_SEGMENT_ROWS`] rows never gets one and is searched exactly,
+    /// sealed or growing, so it is not waited for. A server that cannot say (milvus-lite, which
+    /// has neither call) is taken at its word.
     fn wait_for_index(&mut self, name: &str, field: &str) -> Result<()> {
         let what = format!("waiting for the index on {name}.{field}");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -428,41 +438,59 @@ impl Conn {
                 .index_descriptions
                 .iter()
                 .all(|d| d.pending_index_rows == 0 && d.indexed_rows >= d.total_rows);
-            let total = r
-                .index_descriptions
-                .iter()
-                .map(|d| d.total_rows)
-                .max()
-                .unwrap_or(0);
-            // Built is not loaded: the query nodes serve a segment with its index only once
-            // they have loaded it (a server that cannot say, milvus-lite, is taken at its word).
             if built {
-                let mut c = self.client.clone();
-                let loaded =
-                    match self
-                        .rt
-                        .block_on(c.get_query_segment_info(GetQuerySegmentInfoRequest {
-                            collection_name: name.into(),
-                            ..Default::default()
-                        })) {
-                        Ok(r) => {
-                            let r = r.into_inner();
-                            // Every segment the query nodes list serves the index, and they
-                            // list some when there are rows (none: not loaded yet). Their
-                            // row counts need not add up to the index's (deleted rows).
-                            r.status.as_ref().is_some_and(failed)
-                                || (!(r.infos.is_empty() && total > 0)
-                                    && r.infos.iter().all(|i| i.index_id != 0))
-                        }
-                        Err(_) => true,
-                    };
-                if loaded {
-                    return Ok(());
+                match self.unserved_segments(name) {
+                    None | Some(0) => return Ok(()),
+                    Some(_) => {}
                 }
             }
             std::thread::sleep(Duration::from_millis(500));
         }
         Ok(())
+    }
+
+    /// How many segments of `name` holding at least [`MIN_INDEXED_SEGMENT_ROWS`] rows are
+    /// flushed but not loaded by a query node, or loaded without their index; `None` when the
+    /// server does not say.
+    fn unserved_segments(&mut self, name: &str) -> Option<usize> {
+        let mut c = self.client.clone();
+        let flushed = self
+            .rt
+            .block_on(
+                c.get_persistent_segment_info(GetPersistentSegmentInfoRequest {
+                    collection_name: name.into(),
+                    ..Default::default()
+                }),
+            )
+            .ok()?
+            .into_inner();
+        let mut c = self.client.clone();
+        let loaded = self
+            .rt
+            .block_on(c.get_query_segment_info(GetQuerySegmentInfoRequest {
+                collection_name: name.into(),
+                ..Default::default()
+            }))
+            .ok()?
+            .into_inner();
+        if flushed.status.as_ref().is_some_and(failed) || loaded.status.as_ref().is_some_and(failed)
+        {
+            return None;
+        }
+        let big = |rows: i64| rows >= MIN_INDEXED_SEGMENT_ROWS;
+        let served: HashSet<i64> = loaded.infos.iter().map(|i| i.segment_id).collect();
+        let not_loaded = flushed
+            .infos
+            .iter()
+            .filter(|s| s.state == SegmentState::Flushed as i32 && big(s.num_rows))
+            .filter(|s| !served.contains(&s.segment_id))
+            .count();
+        let unindexed = loaded
+            .infos
+            .iter()
+            .filter(|i| i.index_id == 0 && big(i.num_rows))
+            .count();
+        Some(not_loaded + unindexed)
     }
 
     /// Waits until the server serves every write made so far on `name` (a read at Strong

@@ -157,29 +157,66 @@ impl PackedBf16 {
     /// # Panics
     /// If `x.len() != m * k` or the bias does not hold `n` values (callers check shapes first).
     pub fn matmul_t_bias(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        let path = if uses_amx() { Path::Amx } else { Path::Avx512 };
-        self.matmul_t_on(x, m, bias, path)
+        let mut y = vec![0f32; m * self.n];
+        self.matmul_into(
+            x,
+            m,
+            &mut y,
+            Epilogue {
+                bias,
+                ..Epilogue::default()
+            },
+        );
+        y
     }
 
-    fn matmul_t_on(&self, x: &[f32], m: usize, bias: Option<&[f32]>, path: Path) -> Vec<f32> {
+    /// `x · Wᵀ` written into `y` (`[m, n]` row-major) through `epi`: each stored value is
+    /// `[y +] product [+ bias]`, then GELU'd if asked, as the product's blocks are stored.
+    ///
+    /// # Panics
+    /// If `x.len() != m * k`, `y.len() != m * n` or the bias does not hold `n` values (callers
+    /// check shapes first).
+    pub(crate) fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        let path = if uses_amx() { Path::Amx } else { Path::Avx512 };
+        self.matmul_on(x, m, y, epi, path);
+    }
+
+    fn matmul_on(&self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>, path: Path) {
         let (n, k, kp) = (self.n, self.k, self.kp);
         assert_eq!(x.len(), m * k, "bf16 matmul: input shape");
-        assert!(bias.is_none_or(|b| b.len() == n), "bf16 matmul: bias width");
-        let mut y = vec![0f32; m * n];
+        assert_eq!(y.len(), m * n, "bf16 matmul: output shape");
+        assert!(
+            epi.bias.is_none_or(|b| b.len() == n),
+            "bf16 matmul: bias width"
+        );
         if m == 0 {
-            return y;
+            return;
         }
         // Activations as bf16 pairs, one u32 per pair, rows padded to a multiple of the
-        // kernel's rows (zeros: padded rows add nothing and are never stored).
+        // kernel's rows (zeros: padded rows add nothing and are never stored). The buffer is
+        // reused between calls on a thread (taken, so a nested call makes its own).
         let pad = if path == Path::Amx { AMX_M } else { MR };
-        let mut a = vec![0u32; m.div_ceil(pad) * pad * kp];
-        a.par_chunks_mut(kp)
+        let mut a = PACKED_ROWS.with(|c| c.take());
+        let len = m.div_ceil(pad) * pad * kp;
+        if a.len() < len {
+            a = vec![0u32; len];
+        }
+        let a_rows = &mut a[..len];
+        a_rows[m * kp..].fill(0);
+        a_rows[..m * kp]
+            .par_chunks_mut(kp)
             .zip(x.par_chunks(k))
             .for_each(|(dst, src)| pack_row(src, dst));
         if path == Path::Amx {
-            self.matmul_amx(&a, m, bias, &mut y);
-            return y;
+            self.matmul_amx(a_rows, m, epi, y);
+        } else {
+            self.matmul_avx512(a_rows, m, epi, y);
         }
+        PACKED_ROWS.with(|c| c.replace(a));
+    }
+
+    fn matmul_avx512(&self, a: &[u32], m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
+        let (n, kp) = (self.n, self.kp);
         let out = SendPtr(y.as_mut_ptr());
         (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
             let out = &out;
@@ -203,31 +240,52 @@ impl PackedBf16 {
                             n,
                             rows,
                             cols,
-                            k0 > 0,
+                            k0 > 0 || epi.accumulate,
                         )
                     }
                 }
             }
-            if let Some(bias) = bias {
-                let bias = &bias[p * NR..p * NR + cols];
+            if epi.bias.is_some() || epi.gelu {
+                let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
                 for r in 0..m {
                     // SAFETY: row r < m, columns p*NR..p*NR+cols lie inside `y`; this task
                     // alone writes this panel's columns.
                     let row =
                         unsafe { std::slice::from_raw_parts_mut(out.0.add(r * n + p * NR), cols) };
-                    row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                    if let Some(bias) = bias {
+                        row.iter_mut().zip(bias).for_each(|(y, b)| *y += b);
+                    }
+                    if epi.gelu {
+                        crate::vmath::gelu_erf_in_place(row);
+                    }
                 }
             }
         });
-        y
     }
+}
+
+/// What a product does with each value as it is stored: `y = [y +] x·Wᵀ [+ bias]`, then
+/// `gelu(y)` when `gelu` is set.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Epilogue<'a> {
+    /// Added to every row (`n` values).
+    pub bias: Option<&'a [f32]>,
+    /// Add to what `y` holds (a residual) instead of overwriting it.
+    pub accumulate: bool,
+    /// Exact (erf) GELU of the sum.
+    pub gelu: bool,
+}
+
+thread_local! {
+    /// The bf16 activation pairs of the last product on this thread (reused, not re-faulted).
+    static PACKED_ROWS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl PackedBf16 {
     /// The AMX product: rows in chunks that stay in L2 while every panel passes over them; per
     /// panel, 32 × 32 blocks accumulated over all of k in four tiles, the last `kp % 16` pairs
     /// added by the AVX512-BF16 kernel, then stored.
-    fn matmul_amx(&self, a: &[u32], m: usize, bias: Option<&[f32]>, y: &mut [f32]) {
+    fn matmul_amx(&self, a: &[u32], m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
         let (n, kp) = (self.n, self.kp);
         let steps = kp / AMX_KP;
         let kmain = steps * AMX_KP;
@@ -240,7 +298,7 @@ impl PackedBf16 {
                 let out = &out;
                 let cols = NR.min(n - p * NR);
                 let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
-                let bias = bias.map(|b| &b[p * NR..p * NR + cols]);
+                let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
                 let mut block = [0f32; AMX_M * NR];
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let rows = AMX_M.min(m - r0);
@@ -279,12 +337,22 @@ impl PackedBf16 {
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(out.0.add((r0 + r) * n + p * NR), cols)
                         };
-                        match bias {
-                            Some(b) => dst
+                        match (bias, epi.accumulate) {
+                            (Some(b), false) => dst
                                 .iter_mut()
                                 .zip(src.iter().zip(b))
                                 .for_each(|(d, (s, b))| *d = s + b),
-                            None => dst.copy_from_slice(&src[..cols]),
+                            (Some(b), true) => dst
+                                .iter_mut()
+                                .zip(src.iter().zip(b))
+                                .for_each(|(d, (s, b))| *d += s + b),
+                            (None, false) => dst.copy_from_slice(&src[..cols]),
+                            (None, true) => {
+                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                            }
+                        }
+                        if epi.gelu {
+                            crate::vmath::gelu_erf_in_place(dst);
                         }
                     }
                 }
@@ -587,18 +655,39 @@ mod tests {
                 eprintln!("no AMX (or JSEARCH_CPU_TIER below amx): the AVX512-BF16 kernel only");
                 &[Path::Avx512]
             };
+            let resid = rnd(m * n, 4 + m as u64);
             for &path in paths {
-                let y = p.matmul_t_on(&x, m, Some(&bias), path);
+                // Plain (bias added), then into a residual with GELU, on the reused buffers.
+                let mut y = vec![f32::NAN; m * n];
+                let plain = Epilogue {
+                    bias: Some(&bias),
+                    ..Epilogue::default()
+                };
+                p.matmul_on(&x, m, &mut y, plain, path);
+                let mut fused = resid.clone();
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    accumulate: true,
+                    gelu: true,
+                };
+                p.matmul_on(&x, m, &mut fused, epi, path);
                 for i in 0..m {
                     for j in 0..n {
                         let exact: f64 = (0..k)
                             .map(|t| round(x[i * k + t]) * round(w[j * k + t]))
                             .sum::<f64>()
                             + bias[j] as f64;
+                        let tol = 1e-5 * (k as f64).sqrt().max(1.0);
                         let got = y[i * n + j] as f64;
                         assert!(
-                            (exact - got).abs() <= 1e-5 * (k as f64).sqrt().max(1.0),
+                            (exact - got).abs() <= tol,
                             "{path:?} m={m} n={n} k={k} ({i},{j}): {exact} vs {got}"
+                        );
+                        let want = crate::vmath::gelu_erf((exact + resid[i * n + j] as f64) as f32);
+                        let got = fused[i * n + j];
+                        assert!(
+                            ((want - got) as f64).abs() <= 2.0 * tol,
+                            "fused {path:?} m={m} n={n} k={k} ({i},{j}): {want} vs {got}"
                         );
                     }
                 }

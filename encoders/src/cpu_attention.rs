@@ -77,37 +77,51 @@ impl CustomOp3 for FusedAttention {
             slice(sk, lk, "k")?,
             slice(sv, lv, "v")?,
         );
+        if !crate::bf16_gemm::available() {
+            candle_core::bail!("cpu attention: no AVX512-BF16");
+        }
         let mut out = vec![0f32; b * h * n * d];
-        out.par_chunks_mut(n * d).enumerate().try_for_each(
-            |(bh, o)| -> candle_core::Result<()> {
-                let r = bh * n * d..(bh + 1) * n * d;
-                let (qh, kh, vh) = (&q[r.clone()], &k[r.clone()], &v[r]);
-                // scores = q · kᵀ: k's rows are the "weight" rows
-                let pk = PackedBf16::pack(kh, n, d).ok_or_else(|| {
-                    candle_core::Error::Msg("cpu attention: no AVX512-BF16".into())
-                })?;
-                let mut s = pk.matmul_t(qh, n);
-                let bias = self
-                    .bias
-                    .as_ref()
-                    .map(|x| &x[(bh / h) * n..(bh / h + 1) * n]);
-                s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
-                // out = p · v = p · (vᵀ)ᵀ
-                let mut vt = vec![0f32; d * n];
-                for (j, vr) in vh.chunks_exact(d).enumerate() {
-                    for (i, &x) in vr.iter().enumerate() {
-                        vt[i * n + j] = x;
-                    }
-                }
-                let pv = PackedBf16::pack(&vt, d, n).ok_or_else(|| {
-                    candle_core::Error::Msg("cpu attention: no AVX512-BF16".into())
-                })?;
-                o.copy_from_slice(&pv.matmul_t(&s, n));
-                Ok(())
-            },
-        )?;
+        out.par_chunks_mut(n * d).enumerate().for_each(|(bh, o)| {
+            let r = bh * n * d..(bh + 1) * n * d;
+            let bias = self
+                .bias
+                .as_ref()
+                .map(|x| &x[(bh / h) * n..(bh / h + 1) * n]);
+            attend(&q[r.clone()], &k[r.clone()], &v[r], n, d, bias, o);
+        });
         Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
+}
+
+/// One head: `out = softmax(q·kᵀ + bias)·v` for `[n, d]` row-major `q`, `k`, `v` and `out`
+/// (`bias`: `n` key values).
+///
+/// # Panics
+/// If this CPU has no AVX512-BF16 (callers check [`crate::bf16_gemm::available`]) or the
+/// slices are not `n·d` long.
+pub(crate) fn attend(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    n: usize,
+    d: usize,
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let packed = |w: &[f32], rows, cols| {
+        PackedBf16::pack(w, rows, cols).expect("cpu attention runs where AVX512-BF16 does")
+    };
+    // scores = q · kᵀ: k's rows are the "weight" rows
+    let mut s = packed(k, n, d).matmul_t(q, n);
+    s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
+    // out = p · v = p · (vᵀ)ᵀ
+    let mut vt = vec![0f32; d * n];
+    for (j, vr) in v.chunks_exact(d).enumerate() {
+        for (i, &x) in vr.iter().enumerate() {
+            vt[i * n + j] = x;
+        }
+    }
+    packed(&vt, d, n).matmul_into(&s, n, out, Default::default());
 }
 
 /// In-place softmax of one score row after adding `bias`.
@@ -134,34 +148,8 @@ fn softmax_row(row: &mut [f32], bias: Option<&[f32]>) {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use crate::bf16_gemm::avx512::mask;
+    use crate::vmath::avx512::exp16;
     use std::arch::x86_64::*;
-
-    /// `e^x` for 16 lanes (Cephes-style: `x = n·ln2 + r`, degree-6 polynomial for `e^r`,
-    /// `vscalefps` for `2^n`); relative error about 1e-7, 0 below -87.3.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn exp16(x: __m512) -> __m512 {
-        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.3));
-        let x = _mm512_min_ps(x, _mm512_set1_ps(88.7));
-        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
-        );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
-            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
-        }
-        let r2 = _mm512_mul_ps(r, r);
-        let e = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), _mm512_set1_ps(1.0));
-        _mm512_scalef_ps(e, n)
-    }
 
     /// In-place softmax of `row`.
     #[target_feature(enable = "avx512f")]

@@ -25,6 +25,7 @@
 mod bf16_gemm;
 mod config;
 mod cpu_attention;
+mod cpu_layers;
 mod cuda_libs;
 mod deviation;
 mod error;
@@ -35,6 +36,7 @@ pub mod preprocess;
 pub mod text;
 mod tokenizer;
 pub mod vision;
+mod vmath;
 mod weight_cache;
 mod weights_hash;
 mod word_table;

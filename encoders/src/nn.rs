@@ -111,6 +111,18 @@ impl Linear {
         Ok(true)
     }
 
+    /// The packed bf16 weight and the f32 bias, where this layer runs on the bf16 kernel.
+    pub(crate) fn bf16_dense(&self) -> Result<Option<crate::cpu_layers::Dense<'_>>> {
+        let Kernel::Bf16(w) = &self.kernel else {
+            return Ok(None);
+        };
+        let bias = match &self.bias {
+            Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        Ok(Some(crate::cpu_layers::Dense { w, bias }))
+    }
+
     /// Output width.
     pub fn out_dim(&self) -> usize {
         self.out_dim
@@ -460,6 +472,17 @@ impl LayerNorm {
             weight: c.tensor(&format!("{name}.weight"))?,
             bias: c.tensor(&format!("{name}.bias"))?,
             eps,
+        })
+    }
+}
+
+impl LayerNorm {
+    /// The parameters as f32 vectors (for [`crate::cpu_layers`]).
+    pub(crate) fn norm(&self) -> Result<crate::cpu_layers::Norm> {
+        Ok(crate::cpu_layers::Norm {
+            weight: self.weight.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            bias: self.bias.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+            eps: self.eps,
         })
     }
 }

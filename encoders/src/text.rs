@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::TextConfig;
+use crate::cpu_layers::{text_layers, Rope, Shape, TextLayer as FusedLayer};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, load_lora_weight, Adapter, LayerNorm, Linear};
@@ -278,6 +279,34 @@ impl TextModel {
             self.cfg.rotary_emb_base,
             self.dev.text_position_offset(),
         );
+        if let Some(layers) = self.fused_layers()? {
+            let key_bias: Vec<f32> = mask
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .iter()
+                .map(|m| (1.0 - m) * PAD_BIAS)
+                .collect();
+            let mut xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut failed = None;
+            let shape = Shape { b, n: l, nh, d: hd };
+            let rope = Rope::Halves {
+                cos: &cos,
+                sin: &sin,
+            };
+            text_layers(&layers, &mut xv, shape, rope, &key_bias, |y| {
+                if let Some(hs) = hidden.as_mut() {
+                    match Tensor::from_slice(y, (b, l, h), &self.device) {
+                        Ok(t) => hs.layers.push(t),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            let x = Tensor::from_vec(xv, (b, l, h), &self.device)?;
+            return Ok((x, mask, hidden));
+        }
         let cos = Tensor::from_vec(cos, (l, hd / 2), &self.device)?.to_dtype(self.dtype)?;
         let sin = Tensor::from_vec(sin, (l, hd / 2), &self.device)?.to_dtype(self.dtype)?;
 
@@ -338,6 +367,40 @@ impl TextModel {
             hs.emb_ln = hs.emb_ln.to_dtype(DType::F32)?;
         }
         Ok((x, mask, hidden))
+    }
+
+    /// The layers as [`crate::cpu_layers`] runs them: where every linear layer is packed for
+    /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
+    fn fused_layers(&self) -> Result<Option<Vec<FusedLayer<'_>>>> {
+        #[allow(clippy::default_constructed_unit_structs)]
+        let reference = Deviations::default();
+        if !crate::cpu_layers::enabled()
+            || !self.fused_attention
+            || self.dtype != DType::F32
+            || self.dev != reference
+        {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let (Some(wqkv), Some(out_proj), Some(fc1), Some(fc2)) = (
+                l.wqkv.bf16_dense()?,
+                l.out_proj.bf16_dense()?,
+                l.fc1.bf16_dense()?,
+                l.fc2.bf16_dense()?,
+            ) else {
+                return Ok(None);
+            };
+            out.push(FusedLayer {
+                wqkv,
+                out_proj,
+                norm1: l.norm1.norm()?,
+                fc1,
+                fc2,
+                norm2: l.norm2.norm()?,
+            });
+        }
+        Ok(Some(out))
     }
 
     /// Masked mean pooling (`Σ mask·x / Σ mask`, mask = ids != pad): `[B, H]` f32.

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::VisionConfig;
+use crate::cpu_layers::{vision_blocks, Rope, Shape, VisionBlock as FusedBlock};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, LayerNorm, Linear};
@@ -444,7 +445,38 @@ impl VisionModel {
         let x_patch = pe.broadcast_add(&self.patch_pos)?;
         let cls = self.cls_pos.broadcast_as((b, 1, w))?;
         let mut x = Tensor::cat(&[&cls, &x_patch], 1)?;
-        for blk in &self.blocks {
+        let fused = self.fused_blocks()?;
+        if let Some(blocks) = &fused {
+            let n = g * g + 1;
+            let cos = self.rope_cos.flatten_all()?.to_vec1::<f32>()?;
+            let sin = self.rope_sin.flatten_all()?.to_vec1::<f32>()?;
+            let mut xv = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut failed = None;
+            let nh = self.cfg.num_heads();
+            let shape = Shape {
+                b,
+                n,
+                nh,
+                d: self.cfg.head_width,
+            };
+            let rope = Rope::Pairs {
+                cos: &cos,
+                sin: &sin,
+            };
+            vision_blocks(blocks, &mut xv, shape, rope, |y| {
+                if let Some(hs) = hidden.as_mut() {
+                    match Tensor::from_slice(y, (b, n, w), &self.device) {
+                        Ok(t) => hs.blocks.push(t),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            x = Tensor::from_vec(xv, (b, n, w), &self.device)?;
+        }
+        for blk in self.blocks.iter().filter(|_| fused.is_none()) {
             if self.dev.vision_post_ln() {
                 let a = self.attention(blk, &x)?;
                 x = blk.norm1.forward(&(x + a)?)?;
@@ -471,6 +503,42 @@ impl VisionModel {
             hs.patch_embed = hs.patch_embed.to_dtype(DType::F32)?;
         }
         Ok((emb, hidden))
+    }
+
+    /// The blocks as [`crate::cpu_layers`] runs them: where every linear layer is packed for
+    /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
+    fn fused_blocks(&self) -> Result<Option<Vec<FusedBlock<'_>>>> {
+        #[allow(clippy::default_constructed_unit_structs)]
+        let reference = Deviations::default();
+        if !crate::cpu_layers::enabled()
+            || !self.fused_attention
+            || self.dtype != DType::F32
+            || self.dev != reference
+        {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(self.blocks.len());
+        for b in &self.blocks {
+            let (Some(qkv), Some(proj), Some(w12), Some(w3)) = (
+                b.qkv.bf16_dense()?,
+                b.proj.bf16_dense()?,
+                b.w12.bf16_dense()?,
+                b.w3.bf16_dense()?,
+            ) else {
+                return Ok(None);
+            };
+            out.push(FusedBlock {
+                norm1: b.norm1.norm()?,
+                qkv,
+                inner_attn_ln: b.inner_attn_ln.norm()?,
+                proj,
+                norm2: b.norm2.norm()?,
+                w12,
+                ffn_ln: b.ffn_ln.norm()?,
+                w3,
+            });
+        }
+        Ok(Some(out))
     }
 
     /// Every linear layer, in order.

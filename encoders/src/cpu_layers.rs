@@ -1,0 +1,407 @@
+//! Whole-layer forward passes of the bf16 CPU path (towers packed by `pack_bf16`), over flat
+//! f32 buffers that one forward allocates once and every layer reuses.
+//!
+//! The candle path allocates a tensor per op (and the kernel gives freed huge pages back, so
+//! each one is faulted in and zeroed again), copies q/k/v into head order and back, and makes
+//! a pass of its own for every bias, residual and activation: in a profile of two 512-token
+//! passages that was about half the time, with the products at 30 %. Here the products store
+//! their output through an [`Epilogue`] (bias, residual, GELU as the blocks leave the tiles),
+//! q/k/v are split into heads and rotated in one pass, attention writes each head's rows where
+//! the output projection reads them, and LayerNorms run in place.
+//!
+//! The arithmetic is the candle path's: the same bf16 products, the same f64-accumulated
+//! LayerNorm, the same attention kernel; only the GELU is a 1.5e-7-accurate erf instead of
+//! libm's. Only the reference architecture runs here (the trap tests' deviations take the
+//! candle path).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rayon::prelude::*;
+
+use crate::bf16_gemm::{Epilogue, PackedBf16};
+
+/// 0: not read yet, 1: on, 2: off.
+static ENABLED: AtomicU8 = AtomicU8::new(0);
+
+/// Whether packed towers run their layers here (the default) or through candle ops
+/// (`JSEARCH_FUSED_LAYERS=0`, to measure one against the other).
+pub(crate) fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        0 => {
+            let off = std::env::var("JSEARCH_FUSED_LAYERS").is_ok_and(|v| v.trim() == "0");
+            ENABLED.store(if off { 2 } else { 1 }, Ordering::Relaxed);
+            !off
+        }
+        v => v == 1,
+    }
+}
+
+#[cfg(test)]
+fn set_enabled(on: bool) {
+    ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// A packed linear layer of a tower and its bias.
+pub(crate) struct Dense<'a> {
+    pub w: &'a PackedBf16,
+    pub bias: Option<Vec<f32>>,
+}
+
+impl Dense<'_> {
+    /// `y = [y +] x·Wᵀ + b`, GELU'd when asked; `x` holds `m` rows.
+    fn run(&self, x: &[f32], m: usize, y: &mut [f32], accumulate: bool, gelu: bool) {
+        self.w.matmul_into(
+            x,
+            m,
+            y,
+            Epilogue {
+                bias: self.bias.as_deref(),
+                accumulate,
+                gelu,
+            },
+        );
+    }
+
+    fn out(&self) -> usize {
+        self.w.n()
+    }
+}
+
+/// A LayerNorm's parameters.
+pub(crate) struct Norm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub eps: f64,
+}
+
+impl Norm {
+    /// Normalises every `dim`-wide row of `src` into `dst` (two passes, f64 sums: the
+    /// arithmetic of `nn::LayerNorm` on the CPU).
+    fn apply(&self, src: &[f32], dst: &mut [f32]) {
+        let dim = self.weight.len();
+        dst.par_chunks_mut(dim)
+            .zip(src.par_chunks(dim))
+            .for_each(|(d, s)| self.row(s, d));
+    }
+
+    /// [`Norm::apply`] in place.
+    fn apply_in_place(&self, x: &mut [f32]) {
+        let dim = self.weight.len();
+        x.par_chunks_mut(dim).for_each(|r| {
+            let (mean, inv) = stats(r, self.eps);
+            for ((v, w), b) in r.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+            }
+        });
+    }
+
+    fn row(&self, s: &[f32], d: &mut [f32]) {
+        let (mean, inv) = stats(s, self.eps);
+        for (((d, &v), w), b) in d.iter_mut().zip(s).zip(&self.weight).zip(&self.bias) {
+            *d = ((v as f64 - mean) * inv) as f32 * w + b;
+        }
+    }
+}
+
+/// Mean and `1 / sqrt(var + eps)` of a row, summed in f64.
+fn stats(s: &[f32], eps: f64) -> (f64, f64) {
+    let dim = s.len() as f64;
+    let mean = s.iter().map(|&v| v as f64).sum::<f64>() / dim;
+    let var = s
+        .iter()
+        .map(|&v| {
+            let c = v as f64 - mean;
+            c * c
+        })
+        .sum::<f64>()
+        / dim;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+/// How q and k are rotated: pairs `(i, i + d/2)` (NeoX halves, the text tower) or `(2i, 2i + 1)`
+/// (interleaved, the vision tower). The tables are `[n, d/2]` per token position.
+#[derive(Clone, Copy)]
+pub(crate) enum Rope<'a> {
+    Halves { cos: &'a [f32], sin: &'a [f32] },
+    Pairs { cos: &'a [f32], sin: &'a [f32] },
+}
+
+/// Splits a `[b·n, 3·nh·d]` qkv product into q, k and v, each `[b, nh, n, d]` (one after the
+/// other in `out`), rotating q and k.
+fn split_heads(qkv: &[f32], b: usize, n: usize, nh: usize, d: usize, rope: Rope, out: &mut [f32]) {
+    let w = nh * d;
+    let half = d / 2;
+    out.par_chunks_mut(n * d).enumerate().for_each(|(c, dst)| {
+        let (part, bh) = (c / (b * nh), c % (b * nh));
+        let (bi, hh) = (bh / nh, bh % nh);
+        for t in 0..n {
+            let src = &qkv[(bi * n + t) * 3 * w + part * w + hh * d..][..d];
+            let row = &mut dst[t * d..(t + 1) * d];
+            if part == 2 {
+                row.copy_from_slice(src);
+                continue;
+            }
+            match rope {
+                Rope::Halves { cos, sin } => {
+                    let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                    for i in 0..half {
+                        let (x1, x2) = (src[i], src[i + half]);
+                        row[i] = x1 * cos[i] - x2 * sin[i];
+                        row[i + half] = x2 * cos[i] + x1 * sin[i];
+                    }
+                }
+                Rope::Pairs { cos, sin } => {
+                    let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                    for i in 0..half {
+                        let (x1, x2) = (src[2 * i], src[2 * i + 1]);
+                        row[2 * i] = x1 * cos[i] - x2 * sin[i];
+                        row[2 * i + 1] = x1 * sin[i] + x2 * cos[i];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `softmax(q·kᵀ + key_bias)·v` per head of `heads` (`[3, b, nh, n, d]` from [`split_heads`]),
+/// written as `[b·n, nh·d]` rows into `ctx`; `scratch` holds `b·nh·n·d` values.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    heads: &[f32],
+    b: usize,
+    n: usize,
+    nh: usize,
+    d: usize,
+    key_bias: Option<&[f32]>,
+    scratch: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let size = b * nh * n * d;
+    let (q, rest) = heads.split_at(size);
+    let (k, v) = rest.split_at(size);
+    scratch
+        .par_chunks_mut(n * d)
+        .enumerate()
+        .for_each(|(bh, o)| {
+            let r = bh * n * d..(bh + 1) * n * d;
+            let bias = key_bias.map(|x| &x[(bh / nh) * n..(bh / nh + 1) * n]);
+            crate::cpu_attention::attend(&q[r.clone()], &k[r.clone()], &v[r], n, d, bias, o);
+        });
+    let w = nh * d;
+    ctx.par_chunks_mut(w).enumerate().for_each(|(row, dst)| {
+        let (bi, t) = (row / n, row % n);
+        for hh in 0..nh {
+            dst[hh * d..(hh + 1) * d]
+                .copy_from_slice(&scratch[((bi * nh + hh) * n + t) * d..][..d]);
+        }
+    });
+}
+
+/// Buffers of one forward, reused by every layer.
+struct Buffers {
+    qkv: Vec<f32>,
+    heads: Vec<f32>,
+    scratch: Vec<f32>,
+    ctx: Vec<f32>,
+    mid: Vec<f32>,
+}
+
+impl Buffers {
+    fn new(m: usize, w: usize, b: usize, nh: usize, n: usize, d: usize, mid: usize) -> Self {
+        Self {
+            qkv: vec![0.0; m * 3 * w],
+            heads: vec![0.0; 3 * b * nh * n * d],
+            scratch: vec![0.0; b * nh * n * d],
+            ctx: vec![0.0; m * w],
+            mid: vec![0.0; m * mid],
+        }
+    }
+}
+
+/// One post-LN text layer (XLM-R): `x = LN1(x + attn(x))`, `x = LN2(x + fc2(gelu(fc1(x))))`.
+pub(crate) struct TextLayer<'a> {
+    pub wqkv: Dense<'a>,
+    pub out_proj: Dense<'a>,
+    pub norm1: Norm,
+    pub fc1: Dense<'a>,
+    pub fc2: Dense<'a>,
+    pub norm2: Norm,
+}
+
+/// Shape of a batch: `b` sequences of `n` tokens, `nh` heads of `d`.
+#[derive(Clone, Copy)]
+pub(crate) struct Shape {
+    pub b: usize,
+    pub n: usize,
+    pub nh: usize,
+    pub d: usize,
+}
+
+/// Runs the text layers on `x` (`[b·n, nh·d]`) in place; `key_bias` is `[b, n]`;
+/// `each_layer` sees `x` after every layer.
+pub(crate) fn text_layers(
+    layers: &[TextLayer],
+    x: &mut [f32],
+    s: Shape,
+    rope: Rope,
+    key_bias: &[f32],
+    mut each_layer: impl FnMut(&[f32]),
+) {
+    let Shape { b, n, nh, d } = s;
+    let m = b * n;
+    let inter = layers.first().map_or(0, |l| l.fc1.out());
+    let mut buf = Buffers::new(m, nh * d, b, nh, n, d, inter);
+    for l in layers {
+        l.wqkv.run(x, m, &mut buf.qkv, false, false);
+        split_heads(&buf.qkv, b, n, nh, d, rope, &mut buf.heads);
+        let bias = Some(key_bias);
+        attention(
+            &buf.heads,
+            b,
+            n,
+            nh,
+            d,
+            bias,
+            &mut buf.scratch,
+            &mut buf.ctx,
+        );
+        l.out_proj.run(&buf.ctx, m, x, true, false);
+        l.norm1.apply_in_place(x);
+        l.fc1.run(x, m, &mut buf.mid, false, true);
+        l.fc2.run(&buf.mid, m, x, true, false);
+        l.norm2.apply_in_place(x);
+        each_layer(x);
+    }
+}
+
+/// One pre-LN EVA02 block: `x += proj(inner_ln(attn(LN1(x))))`,
+/// `x += w3(ffn_ln(silu(w1·LN2(x)) ⊙ w2·LN2(x)))`.
+pub(crate) struct VisionBlock<'a> {
+    pub norm1: Norm,
+    pub qkv: Dense<'a>,
+    pub inner_attn_ln: Norm,
+    pub proj: Dense<'a>,
+    pub norm2: Norm,
+    pub w12: Dense<'a>,
+    pub ffn_ln: Norm,
+    pub w3: Dense<'a>,
+}
+
+/// Runs the vision blocks on `x` (`[b·n, nh·d]`) in place; `each_block` sees `x` after every
+/// block.
+pub(crate) fn vision_blocks(
+    blocks: &[VisionBlock],
+    x: &mut [f32],
+    s: Shape,
+    rope: Rope,
+    mut each_block: impl FnMut(&[f32]),
+) {
+    let Shape { b, n, nh, d } = s;
+    let (m, w) = (b * n, nh * d);
+    let w12 = blocks.first().map_or(0, |l| l.w12.out());
+    let hid = w12 / 2;
+    let mut buf = Buffers::new(m, w, b, nh, n, d, w12);
+    let mut t = vec![0f32; m * w];
+    let mut gated = vec![0f32; m * hid];
+    for blk in blocks {
+        blk.norm1.apply(x, &mut t);
+        blk.qkv.run(&t, m, &mut buf.qkv, false, false);
+        split_heads(&buf.qkv, b, n, nh, d, rope, &mut buf.heads);
+        attention(
+            &buf.heads,
+            b,
+            n,
+            nh,
+            d,
+            None,
+            &mut buf.scratch,
+            &mut buf.ctx,
+        );
+        blk.inner_attn_ln.apply_in_place(&mut buf.ctx);
+        blk.proj.run(&buf.ctx, m, x, true, false);
+        blk.norm2.apply(x, &mut t);
+        blk.w12.run(&t, m, &mut buf.mid, false, false);
+        gated
+            .par_chunks_mut(hid)
+            .zip(buf.mid.par_chunks(2 * hid))
+            .for_each(|(g, ab)| {
+                let (a, v) = ab.split_at(hid);
+                crate::vmath::silu_mul(a, v, g);
+            });
+        blk.ffn_ln.apply_in_place(&mut gated);
+        blk.w3.run(&gated, m, x, true, false);
+        each_block(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClipModel, LoadOptions, TextRole};
+    use std::path::PathBuf;
+
+    fn datasets() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../datasets")
+    }
+
+    fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// The fused layers against the candle ops over the same packed weights, on the toy model:
+    /// texts of different lengths (padding masks) and images, pooled outputs and every hidden
+    /// state. Only the GELU and the order of the bias and residual additions differ.
+    #[test]
+    fn fused_layers_match_the_candle_ops() {
+        let mut m = ClipModel::load(
+            &datasets().join("toy-shapes/model"),
+            &LoadOptions::default(),
+        )
+        .expect("toy model");
+        if m.pack_bf16().expect("packs") == 0 {
+            eprintln!("no AVX512-BF16 on this CPU: the fused layers do not run");
+            return;
+        }
+        let texts = [
+            "roter Kreis",
+            "a yellow star on a blue square, small",
+            "黑色的鞋",
+        ];
+        let dir = datasets().join("toy-shapes/corpus/images");
+        let images: Vec<_> = ["img_000", "img_001"]
+            .iter()
+            .map(|n| {
+                let p = ["jpg", "png"]
+                    .iter()
+                    .map(|e| dir.join(format!("{n}.{e}")))
+                    .find(|p| p.exists())
+                    .expect("toy image");
+                m.preprocessor()
+                    .preprocess_path(&p, &Default::default())
+                    .expect("preprocess")
+            })
+            .collect();
+        let run = |on: bool| {
+            set_enabled(on);
+            let t = m.encode_texts(&texts, TextRole::Query).expect("texts");
+            let v = m.encode_pixels(&images).expect("images");
+            (t, v)
+        };
+        let (ft, fv) = run(true);
+        let (ct, cv) = run(false);
+        set_enabled(true);
+        let errs: Vec<f32> = ft
+            .iter()
+            .zip(&ct)
+            .chain(fv.iter().zip(&cv))
+            .map(|(f, c)| max_abs(f, c))
+            .collect();
+        eprintln!("fused vs candle ops, max abs per embedding: {errs:?}");
+        assert!(errs.iter().all(|&e| e < 2e-4), "{errs:?}");
+        // Two different computations ran (the GELU and the addition order differ).
+        assert!(errs.iter().any(|&e| e > 0.0), "{errs:?}");
+    }
+}

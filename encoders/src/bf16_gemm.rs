@@ -48,8 +48,16 @@ const AMX_KP: usize = 16;
 const AMX_CHUNK_BYTES: usize = 1 << 20;
 
 /// bf16 bits of `x`, rounded to nearest even (NaN stays NaN).
+#[inline(always)]
 fn bf16_bits(x: f32) -> u16 {
-    half::bf16::from_f32(x).to_bits()
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+    // A NaN stays a (quiet) NaN instead of rounding into the infinity next to it.
+    if x.is_nan() {
+        ((b >> 16) | 0x40) as u16
+    } else {
+        rounded
+    }
 }
 
 /// A `[n, k]` weight packed for [`PackedBf16::matmul_t`]: panels of 32 weight rows (output
@@ -98,13 +106,57 @@ impl PackedBf16 {
         data.par_chunks_mut(panel_len)
             .enumerate()
             .for_each(|(p, panel)| {
-                for c in 0..NR.min(n - p * NR) {
-                    let row = &w[(p * NR + c) * k..(p * NR + c + 1) * k];
-                    for (i, &x) in row.iter().enumerate() {
-                        panel[(i / 2) * 2 * NR + c * 2 + i % 2] = bf16_bits(x);
+                // The panel's rows as bf16 pairs (vectorised), then transposed into k-pair rows
+                // of 32 columns.
+                let cols = NR.min(n - p * NR);
+                let mut rows = vec![0u32; cols * kp];
+                for (c, dst) in rows.chunks_exact_mut(kp).enumerate() {
+                    pack_row(&w[(p * NR + c) * k..(p * NR + c + 1) * k], dst);
+                }
+                for (t, pairs) in panel.chunks_exact_mut(2 * NR).enumerate() {
+                    for c in 0..cols {
+                        let v = rows[c * kp + t];
+                        pairs[2 * c] = v as u16;
+                        pairs[2 * c + 1] = (v >> 16) as u16;
                     }
                 }
             });
+        Some(Self {
+            n,
+            k,
+            kp,
+            data: Panels::Owned(data),
+        })
+    }
+
+    /// [`PackedBf16::pack`] of the transpose of a row-major `[k, n]` `src` (the weight is
+    /// `srcᵀ`, `[n, k]`), without making the transpose: a pair of `src` rows gives one k-pair
+    /// row of every panel. `None` where [`PackedBf16::pack`] gives `None`.
+    pub fn pack_transposed(src: &[f32], k: usize, n: usize) -> Option<Self> {
+        if !available() || src.len() != n * k || n == 0 || k == 0 {
+            return None;
+        }
+        let kp = k.div_ceil(2);
+        let panel_len = kp * 2 * NR;
+        let mut data = vec![0u16; packed_len(n, k)];
+        let zero = vec![0f32; n];
+        for t in 0..kp {
+            let lo = &src[2 * t * n..(2 * t + 1) * n];
+            let hi = if 2 * t + 1 < k {
+                &src[(2 * t + 1) * n..(2 * t + 2) * n]
+            } else {
+                &zero
+            };
+            for (p, panel) in data.chunks_exact_mut(panel_len).enumerate() {
+                let c0 = p * NR;
+                let cols = NR.min(n - c0);
+                let row = &mut panel[t * 2 * NR..(t + 1) * 2 * NR];
+                for c in 0..cols {
+                    row[2 * c] = bf16_bits(lo[c0 + c]);
+                    row[2 * c + 1] = bf16_bits(hi[c0 + c]);
+                }
+            }
+        }
         Some(Self {
             n,
             k,
@@ -694,5 +746,43 @@ mod tests {
             }
         }
         assert!(PackedBf16::pack(&[1.0; 3], 2, 2).is_none());
+    }
+
+    /// The packing of a transpose is the packing of the transposed matrix, bit for bit; the
+    /// rounding is half's, NaN included.
+    #[test]
+    fn transposed_packing_and_rounding() {
+        if !available() {
+            return;
+        }
+        for &(k, n) in &[(1, 1), (5, 3), (64, 37), (37, 64), (512, 64)] {
+            let src = rnd(k * n, 7 + k as u64);
+            let mut t = vec![0f32; n * k];
+            for i in 0..k {
+                for j in 0..n {
+                    t[j * k + i] = src[i * n + j];
+                }
+            }
+            let a = PackedBf16::pack_transposed(&src, k, n).expect("packs");
+            let b = PackedBf16::pack(&t, n, k).expect("packs");
+            assert_eq!(a.panels(), b.panels(), "k={k} n={n}");
+        }
+        for x in [
+            0.0f32,
+            -0.0,
+            1.0,
+            f32::from_bits(0x3F80_8000), // ties: to even (down)
+            f32::from_bits(0x3F81_8000), // and up
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-40,
+        ]
+        .into_iter()
+        .chain([f32::INFINITY, f32::NEG_INFINITY, f32::NAN])
+        .chain(rnd(1000, 9))
+        {
+            let want = half::bf16::from_f32(x).to_bits();
+            assert_eq!(bf16_bits(x), want, "{x:e}");
+        }
     }
 }

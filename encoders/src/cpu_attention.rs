@@ -115,13 +115,9 @@ pub(crate) fn attend(
     let mut s = packed(k, n, d).matmul_t(q, n);
     s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
     // out = p · v = p · (vᵀ)ᵀ
-    let mut vt = vec![0f32; d * n];
-    for (j, vr) in v.chunks_exact(d).enumerate() {
-        for (i, &x) in vr.iter().enumerate() {
-            vt[i * n + j] = x;
-        }
-    }
-    packed(&vt, d, n).matmul_into(&s, n, out, Default::default());
+    PackedBf16::pack_transposed(v, n, d)
+        .expect("cpu attention runs where AVX512-BF16 does")
+        .matmul_into(&s, n, out, Default::default());
 }
 
 /// In-place softmax of one score row after adding `bias`.

@@ -1,24 +1,34 @@
-//! Element-wise math of the bf16 CPU path on 16 lanes: `e^x` (softmax) and the exact (erf)
-//! GELU of the text tower, with scalar versions of the same formulas for tails and other CPUs.
+//! Element-wise math of the bf16 CPU path on 16 lanes: `e^x` (softmax), the exact (erf) GELU
+//! of the text tower and the SiLU gate of the vision tower, with scalar versions of the same
+//! formulas for tails and other CPUs.
 
-/// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error below 1.5e-7, about one f32 ulp of
-/// values near 1): `1 - t·(a1 + t·(a2 + …)) · e^{-x²}`, `t = 1 / (1 + p·|x|)`, odd in `x`.
-const ERF_P: f32 = 0.327_591_1;
-const ERF_A: [f32; 5] = [
-    0.254_829_6,
-    -0.284_496_74,
-    1.421_413_8,
-    -1.453_152,
-    1.061_405_4,
+/// `erf(z)` as Eigen and XLA compute it in f32: `z·P(z²) / Q(z²)` with `z` clamped to ±4
+/// (beyond, erf is ±1 in f32), about 1e-7 absolute error; no exp, so the vector form costs
+/// about half of an exp-based one. Coefficients highest power first.
+const ERF_NUM: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+const ERF_DEN: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_6e-4,
+    -1.682_827e-3,
+    -7.373_329_2e-3,
+    -1.426_474e-2,
 ];
 
 /// `erf(x)` (scalar, the formula of the vector path).
 pub(crate) fn erf(x: f32) -> f32 {
-    let a = x.abs();
-    let t = 1.0 / (1.0 + ERF_P * a);
-    let poly = ERF_A.iter().rev().fold(0.0f32, |acc, &c| acc * t + c) * t;
-    let y = 1.0 - poly * (-a * a).exp();
-    y.copysign(x)
+    let z = x.clamp(-4.0, 4.0);
+    let z2 = z * z;
+    let p = ERF_NUM[1..].iter().fold(ERF_NUM[0], |acc, &c| acc * z2 + c);
+    let q = ERF_DEN[1..].iter().fold(ERF_DEN[0], |acc, &c| acc * z2 + c);
+    z * p / q
 }
 
 /// `x · Φ(x) = x/2 · (1 + erf(x / √2))` (PyTorch's `gelu`, approximate = 'none').
@@ -53,7 +63,7 @@ pub(crate) fn silu_mul(a: &[f32], v: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::{ERF_A, ERF_P};
+    use super::{ERF_DEN, ERF_NUM};
     use crate::bf16_gemm::avx512::mask;
     use std::arch::x86_64::*;
 
@@ -87,7 +97,21 @@ pub(crate) mod avx512 {
         _mm512_scalef_ps(e, n)
     }
 
-    /// GELU (erf) of 16 lanes.
+    /// `1 / x` for 16 lanes: the 14-bit estimate and one Newton step (relative error about
+    /// 1e-7 for normal x; `vdivps` takes 16 cycles a vector on Sapphire Rapids, this 3 µops).
+    ///
+    /// # Safety
+    /// AVX-512 F must be available.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn recip(x: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(x);
+        // r · (2 − x·r)
+        _mm512_mul_ps(r, _mm512_fnmadd_ps(x, r, _mm512_set1_ps(2.0)))
+    }
+
+    /// GELU (erf) of 16 lanes: [`super::ERF_NUM`] / [`super::ERF_DEN`] in `z = x/√2`
+    /// clamped to ±4 (no exp, one reciprocal).
     ///
     /// # Safety
     /// AVX-512 F must be available.
@@ -95,21 +119,20 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn gelu16(x: __m512) -> __m512 {
         let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
-        let a = _mm512_abs_ps(z);
-        let one = _mm512_set1_ps(1.0);
-        let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one));
-        let mut p = _mm512_set1_ps(ERF_A[4]);
-        for c in [ERF_A[3], ERF_A[2], ERF_A[1], ERF_A[0]] {
-            p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(c));
+        let z = _mm512_max_ps(_mm512_min_ps(z, _mm512_set1_ps(4.0)), _mm512_set1_ps(-4.0));
+        let z2 = _mm512_mul_ps(z, z);
+        let mut p = _mm512_set1_ps(ERF_NUM[0]);
+        for &c in &ERF_NUM[1..] {
+            p = _mm512_fmadd_ps(p, z2, _mm512_set1_ps(c));
         }
-        p = _mm512_mul_ps(p, t);
+        let mut q = _mm512_set1_ps(ERF_DEN[0]);
+        for &c in &ERF_DEN[1..] {
+            q = _mm512_fmadd_ps(q, z2, _mm512_set1_ps(c));
+        }
         // SAFETY: AVX-512 F is available (this function's contract).
-        let e = unsafe { exp16(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_mul_ps(a, a))) };
-        let erf_abs = _mm512_fnmadd_ps(p, e, one);
-        // erf is odd: erf(z) = sign(z)·erf(|z|), so 1 + erf(z) = 1 ± erf(|z|).
-        let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(z, _mm512_setzero_ps());
-        let one_plus = _mm512_mask_sub_ps(_mm512_add_ps(one, erf_abs), neg, one, erf_abs);
-        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), one_plus)
+        let erf = _mm512_mul_ps(_mm512_mul_ps(z, p), unsafe { recip(q) });
+        let half_x = _mm512_mul_ps(_mm512_set1_ps(0.5), x);
+        _mm512_fmadd_ps(half_x, erf, half_x)
     }
 
     /// `silu(a) · v` of the first `min` values of the three slices.
@@ -129,7 +152,7 @@ pub(crate) mod avx512 {
                 let x = _mm512_maskz_loadu_ps(m, a.as_ptr().add(i));
                 let y = _mm512_maskz_loadu_ps(m, v.as_ptr().add(i));
                 let e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), x));
-                let s = _mm512_div_ps(x, _mm512_add_ps(one, e));
+                let s = _mm512_mul_ps(x, recip(_mm512_add_ps(one, e)));
                 _mm512_mask_storeu_ps(out.as_mut_ptr().add(i), m, _mm512_mul_ps(s, y));
             }
             i += 16;
@@ -206,10 +229,10 @@ mod tests {
             let want = a as f64 / (1.0 + (-a as f64).exp()) * v as f64;
             assert!((o as f64 - want).abs() < 1e-6 * (1.0 + want.abs()), "{a}");
         }
-        // Large magnitudes: x itself, and 0.
+        // Large magnitudes: x itself (within an ulp of erf's 1), and 0.
         let mut big = [30.0f32, -30.0, 0.0, -0.0];
         gelu_erf_in_place(&mut big);
-        assert_eq!(big[0], 30.0);
-        assert!(big[1].abs() < 1e-30 && big[2] == 0.0);
+        assert!((big[0] - 30.0).abs() < 4e-6, "{}", big[0]);
+        assert!(big[1].abs() < 4e-6 && big[2] == 0.0, "{big:?}");
     }
 }

@@ -249,25 +249,26 @@ impl PackedBf16 {
         // reused between calls on a thread (taken, so a nested call makes its own).
         let pad = if path == Path::Amx { AMX_M } else { MR };
         let mut a = PACKED_ROWS.with(|c| c.take());
-        let len = m.div_ceil(pad) * pad * kp;
+        let lda = row_stride(kp);
+        let len = m.div_ceil(pad) * pad * lda;
         if a.len() < len {
             a = vec![0u32; len];
         }
         let a_rows = &mut a[..len];
-        a_rows[m * kp..].fill(0);
-        a_rows[..m * kp]
-            .par_chunks_mut(kp)
+        a_rows[m * lda..].fill(0);
+        a_rows[..m * lda]
+            .par_chunks_mut(lda)
             .zip(x.par_chunks(k))
-            .for_each(|(dst, src)| pack_row(src, dst));
+            .for_each(|(dst, src)| pack_row(src, &mut dst[..kp]));
         if path == Path::Amx {
-            self.matmul_amx(a_rows, m, epi, y);
+            self.matmul_amx(a_rows, lda, m, epi, y);
         } else {
-            self.matmul_avx512(a_rows, m, epi, y);
+            self.matmul_avx512(a_rows, lda, m, epi, y);
         }
         PACKED_ROWS.with(|c| c.replace(a));
     }
 
-    fn matmul_avx512(&self, a: &[u32], m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
+    fn matmul_avx512(&self, a: &[u32], lda: usize, m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
         let (n, kp) = (self.n, self.kp);
         let out = SendPtr(y.as_mut_ptr());
         (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
@@ -279,13 +280,13 @@ impl PackedBf16 {
                 for r0 in (0..m).step_by(MR) {
                     let rows = MR.min(m - r0);
                     // SAFETY: `PackedBf16` exists only where `available()` holds; `a` has MR
-                    // padded rows of `kp` pairs from `r0`; `b` holds `kc` pairs of the panel;
+                    // padded rows of `lda` pairs from `r0`; `b` holds `kc` pairs of the panel;
                     // the output tile rows r0..r0+rows, columns p*NR..p*NR+cols lie inside `y`
                     // and no other task writes them (tasks own disjoint column panels).
                     unsafe {
                         kernel(
-                            a.as_ptr().add(r0 * kp + k0),
-                            kp,
+                            a.as_ptr().add(r0 * lda + k0),
+                            lda,
                             b.as_ptr(),
                             kc,
                             out.0.add(r0 * n + p * NR),
@@ -337,11 +338,11 @@ impl PackedBf16 {
     /// The AMX product: rows in chunks that stay in L2 while every panel passes over them; per
     /// panel, 32 × 32 blocks accumulated over all of k in four tiles, the last `kp % 16` pairs
     /// added by the AVX512-BF16 kernel, then stored.
-    fn matmul_amx(&self, a: &[u32], m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
+    fn matmul_amx(&self, a: &[u32], lda: usize, m: usize, epi: Epilogue<'_>, y: &mut [f32]) {
         let (n, kp) = (self.n, self.kp);
         let steps = kp / AMX_KP;
         let kmain = steps * AMX_KP;
-        let chunk = (AMX_CHUNK_BYTES / (kp * 4)).max(AMX_M) / AMX_M * AMX_M;
+        let chunk = (AMX_CHUNK_BYTES / (lda * 4)).max(AMX_M) / AMX_M * AMX_M;
         let panels = self.data.as_slice();
         let out = SendPtr(y.as_mut_ptr());
         for c0 in (0..m).step_by(chunk) {
@@ -352,16 +353,18 @@ impl PackedBf16 {
                 let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
                 let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
                 let mut block = [0f32; AMX_M * NR];
+                // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()` holds).
+                unsafe { amx::configure() };
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let rows = AMX_M.min(m - r0);
                     // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()`
-                    // holds, which needs AVX512-BF16 too); `a` holds AMX_M padded rows of `kp`
+                    // holds, which needs AVX512-BF16 too); `a` holds AMX_M padded rows of `lda`
                     // pairs from `r0` (its length is a multiple of AMX_M rows), `b` the panel's
                     // `kp` pairs of 32 columns; `block` is AMX_M × NR floats.
                     unsafe {
                         amx::block(
-                            a.as_ptr().add(r0 * kp),
-                            kp * 4,
+                            a.as_ptr().add(r0 * lda),
+                            lda * 4,
                             b.as_ptr(),
                             steps,
                             block.as_mut_ptr(),
@@ -370,8 +373,8 @@ impl PackedBf16 {
                         if kmain < kp {
                             for g in (0..rows).step_by(MR) {
                                 kernel(
-                                    a.as_ptr().add((r0 + g) * kp + kmain),
-                                    kp,
+                                    a.as_ptr().add((r0 + g) * lda + kmain),
+                                    lda,
                                     b.as_ptr().add(kmain * 2 * NR),
                                     kp - kmain,
                                     block.as_mut_ptr().add(g * NR),
@@ -408,6 +411,8 @@ impl PackedBf16 {
                         }
                     }
                 }
+                // SAFETY: as for `configure` above.
+                unsafe { amx::release() };
             });
         }
     }
@@ -418,6 +423,14 @@ struct SendPtr(*mut f32);
 // SAFETY: the tasks write disjoint column ranges of one buffer that outlives them.
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
+
+/// Row stride (in pairs) of the packed activations: at least `kp`, a multiple of 16 pairs (one
+/// cache line), and an odd number of lines, so that the 16 rows one tile load reads fall in 16
+/// different L1 sets (at `k` = 4096, rows 8 KiB apart would all share one 12-way set).
+fn row_stride(kp: usize) -> usize {
+    let lines = kp.div_ceil(16);
+    (lines | 1) * 16
+}
 
 /// One activation row to bf16 pairs (zero-padded to `dst.len()` pairs).
 fn pack_row(src: &[f32], dst: &mut [u32]) {
@@ -558,7 +571,7 @@ mod amx {
         Config(c)
     };
 
-    /// `C[32, 32] = A[32, 32·steps] · B` for one panel: `a` rows of `lda` bytes (bf16 pairs),
+    /// `C[32, 32] = A[32, 32·steps] · B` for one panel (the tiles configured by [`configure`]): `a` rows of `lda` bytes (bf16 pairs),
     /// `b` the panel's k-pair rows of 128 bytes; C to `c` (row stride 32 floats). With `two`
     /// false only rows 0–15 are computed and stored.
     ///
@@ -578,7 +591,6 @@ mod amx {
         // SAFETY: the caller upholds this function's contract; every address below lies in
         // the ranges it names.
         unsafe {
-            asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
             asm!(
                 "tilezero tmm0",
                 "tilezero tmm1",
@@ -641,8 +653,25 @@ mod amx {
                     options(nostack)
                 );
             }
-            asm!("tilerelease", options(nostack, nomem));
         }
+    }
+
+    /// Loads the tile configuration on this thread: before the [`block`]s of one task.
+    ///
+    /// # Safety
+    /// AMX-TILE must be usable (permission granted).
+    pub unsafe fn configure() {
+        // SAFETY: the caller upholds this function's contract; CONFIG is 64 aligned bytes.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    }
+
+    /// Releases the tiles: after the [`block`]s of one task.
+    ///
+    /// # Safety
+    /// AMX-TILE must be usable (permission granted).
+    pub unsafe fn release() {
+        // SAFETY: the caller upholds this function's contract.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 }
 
@@ -650,6 +679,14 @@ mod amx {
 mod amx {
     /// Never called: AMX exists only on x86-64.
     pub unsafe fn block(_: *const u32, _: usize, _: *const u16, _: usize, _: *mut f32, _: bool) {
+        unreachable!("AMX is x86-64 only")
+    }
+    /// Never called: AMX exists only on x86-64.
+    pub unsafe fn configure() {
+        unreachable!("AMX is x86-64 only")
+    }
+    /// Never called: AMX exists only on x86-64.
+    pub unsafe fn release() {
         unreachable!("AMX is x86-64 only")
     }
 }

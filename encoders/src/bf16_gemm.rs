@@ -44,6 +44,9 @@ enum Path {
 const AMX_M: usize = 32;
 /// k-pairs per AMX step (an A tile row holds 16 bf16 pairs).
 const AMX_KP: usize = 16;
+/// AMX steps (16 k-pairs each) per k-block: the panel's 8 × 16 × 128 bytes = 16 KiB of weights
+/// stay in L1 while every 32-row block of a chunk passes over them (C goes through `acc`).
+const AMX_KB_STEPS: usize = 8;
 /// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
 const AMX_CHUNK_BYTES: usize = 1 << 20;
 
@@ -332,6 +335,8 @@ pub(crate) struct Epilogue<'a> {
 thread_local! {
     /// The bf16 activation pairs of the last product on this thread (reused, not re-faulted).
     static PACKED_ROWS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// A panel task's accumulators on this thread (AMX path).
+    static PANEL_ACC: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl PackedBf16 {
@@ -347,31 +352,63 @@ impl PackedBf16 {
         let out = SendPtr(y.as_mut_ptr());
         for c0 in (0..m).step_by(chunk) {
             let c1 = (c0 + chunk).min(m);
+            let chunk_rows = (c1 - c0).div_ceil(AMX_M) * AMX_M;
+            // k-blocks pay when enough row blocks reuse a block of weights from L1 (long k
+            // leaves few rows in a chunk: then C stays in the tiles over all of k).
+            let kb_steps = if chunk_rows / AMX_M >= 4 {
+                AMX_KB_STEPS
+            } else {
+                steps.max(1)
+            };
             (0..n.div_ceil(NR)).into_par_iter().for_each(|p| {
                 let out = &out;
                 let cols = NR.min(n - p * NR);
                 let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
                 let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
-                let mut block = [0f32; AMX_M * NR];
+                // The chunk's 32 columns of C, accumulated over k-blocks of the panel small
+                // enough to stay in L1 while every row block of the chunk passes.
+                let mut acc = PANEL_ACC.with(|c| c.take());
+                if acc.len() < chunk_rows * NR {
+                    acc = vec![0f32; chunk_rows * NR];
+                }
+                if steps == 0 {
+                    acc[..chunk_rows * NR].fill(0.0);
+                }
                 // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()` holds).
                 unsafe { amx::configure() };
+                for k0 in (0..steps).step_by(kb_steps) {
+                    let kb = kb_steps.min(steps - k0);
+                    for r0 in (c0..c1).step_by(AMX_M) {
+                        let rows = AMX_M.min(m - r0);
+                        // SAFETY: AMX is usable (above); `a` holds AMX_M padded rows of `lda`
+                        // pairs from `r0` (its length is a multiple of AMX_M rows) of which
+                        // pairs k0·16..(k0+kb)·16 ≤ kp are read, `b` the panel's `kp` pairs of
+                        // 32 columns from pair k0·16; `acc` holds AMX_M × NR floats from row
+                        // r0 − c0 (chunk_rows is a multiple of AMX_M).
+                        unsafe {
+                            amx::block(
+                                a.as_ptr().add(r0 * lda + k0 * AMX_KP),
+                                lda * 4,
+                                b.as_ptr().add(k0 * AMX_KP * 2 * NR),
+                                kb,
+                                acc.as_mut_ptr().add((r0 - c0) * NR),
+                                rows > AMX_M / 2,
+                                k0 > 0,
+                            );
+                        }
+                    }
+                }
+                // SAFETY: as for `configure` above.
+                unsafe { amx::release() };
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let rows = AMX_M.min(m - r0);
-                    // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()`
-                    // holds, which needs AVX512-BF16 too); `a` holds AMX_M padded rows of `lda`
-                    // pairs from `r0` (its length is a multiple of AMX_M rows), `b` the panel's
-                    // `kp` pairs of 32 columns; `block` is AMX_M × NR floats.
-                    unsafe {
-                        amx::block(
-                            a.as_ptr().add(r0 * lda),
-                            lda * 4,
-                            b.as_ptr(),
-                            steps,
-                            block.as_mut_ptr(),
-                            rows > AMX_M / 2,
-                        );
-                        if kmain < kp {
-                            for g in (0..rows).step_by(MR) {
+                    let block = &mut acc[(r0 - c0) * NR..(r0 - c0 + AMX_M) * NR];
+                    if kmain < kp {
+                        for g in (0..rows).step_by(MR) {
+                            // SAFETY: AVX512-BF16 is available (AMX implies it); `a` holds
+                            // rows r0+g.. of `lda` ≥ kp pairs, `b` the panel's pairs from
+                            // kmain; `block` holds MR rows of NR floats from row g.
+                            unsafe {
                                 kernel(
                                     a.as_ptr().add((r0 + g) * lda + kmain),
                                     lda,
@@ -381,7 +418,7 @@ impl PackedBf16 {
                                     NR,
                                     MR.min(rows - g),
                                     NR,
-                                    true,
+                                    steps > 0,
                                 );
                             }
                         }
@@ -411,8 +448,7 @@ impl PackedBf16 {
                         }
                     }
                 }
-                // SAFETY: as for `configure` above.
-                unsafe { amx::release() };
+                PANEL_ACC.with(|c| c.replace(acc));
             });
         }
     }
@@ -571,7 +607,8 @@ mod amx {
         Config(c)
     };
 
-    /// `C[32, 32] = A[32, 32·steps] · B` for one panel (the tiles configured by [`configure`]): `a` rows of `lda` bytes (bf16 pairs),
+    /// `C[32, 32] (+)= A[32, 32·steps] · B` for one panel (the tiles configured by
+    /// [`configure`]; C loaded from `c` first when `load`): `a` rows of `lda` bytes (bf16 pairs),
     /// `b` the panel's k-pair rows of 128 bytes; C to `c` (row stride 32 floats). With `two`
     /// false only rows 0–15 are computed and stored.
     ///
@@ -586,18 +623,40 @@ mod amx {
         steps: usize,
         c: *mut f32,
         two: bool,
+        load: bool,
     ) {
         let (a, b, c) = (a.cast::<u8>(), b.cast::<u8>(), c.cast::<u8>());
         // SAFETY: the caller upholds this function's contract; every address below lies in
         // the ranges it names.
         unsafe {
-            asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                options(nostack, nomem)
-            );
+            if load {
+                asm!(
+                    "tileloadd tmm0, [{c0} + {s}*1]",
+                    "tileloadd tmm1, [{c1} + {s}*1]",
+                    c0 = in(reg) c,
+                    c1 = in(reg) c.add(64),
+                    s = in(reg) 128usize,
+                    options(nostack, readonly)
+                );
+                if two {
+                    asm!(
+                        "tileloadd tmm2, [{c0} + {s}*1]",
+                        "tileloadd tmm3, [{c1} + {s}*1]",
+                        c0 = in(reg) c.add(16 * 128),
+                        c1 = in(reg) c.add(16 * 128 + 64),
+                        s = in(reg) 128usize,
+                        options(nostack, readonly)
+                    );
+                }
+            } else {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    options(nostack, nomem)
+                );
+            }
             for t in 0..steps {
                 let a0 = a.add(t * 64);
                 let b0 = b.add(t * 16 * 128);
@@ -678,7 +737,16 @@ mod amx {
 #[cfg(not(target_arch = "x86_64"))]
 mod amx {
     /// Never called: AMX exists only on x86-64.
-    pub unsafe fn block(_: *const u32, _: usize, _: *const u16, _: usize, _: *mut f32, _: bool) {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        _: *const u32,
+        _: usize,
+        _: *const u16,
+        _: usize,
+        _: *mut f32,
+        _: bool,
+        _: bool,
+    ) {
         unreachable!("AMX is x86-64 only")
     }
     /// Never called: AMX exists only on x86-64.

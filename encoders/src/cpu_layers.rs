@@ -36,6 +36,28 @@ pub(crate) fn enabled() -> bool {
     }
 }
 
+/// Whether a tower runs its layers here: fused layers on, the tower `packed` for the bf16
+/// kernel, computing in f32 and built as the reference (not a trap test's deviation).
+pub(crate) fn runs(packed: bool, dtype: candle_core::DType, reference: bool) -> bool {
+    enabled() && packed && dtype == candle_core::DType::F32 && reference
+}
+
+/// The `[dims]` tensor of each layer's output, pushed to `hidden` when it collects
+/// (`forward_hidden`); for [`text_layers`] and [`vision_blocks`].
+pub(crate) fn each_output<'a, S: Into<candle_core::Shape> + Copy + 'a>(
+    hidden: Option<&'a mut Vec<candle_core::Tensor>>,
+    dims: S,
+    device: &'a candle_core::Device,
+) -> impl FnMut(&[f32]) -> candle_core::Result<()> + 'a {
+    let mut hidden = hidden;
+    move |y| {
+        if let Some(h) = hidden.as_deref_mut() {
+            h.push(candle_core::Tensor::from_slice(y, dims, device)?);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 fn set_enabled(on: bool) {
     ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
@@ -96,10 +118,16 @@ impl Norm {
     }
 
     fn row(&self, s: &[f32], d: &mut [f32]) {
-        let (mean, inv) = stats(s, self.eps);
-        for (((d, &v), w), b) in d.iter_mut().zip(s).zip(&self.weight).zip(&self.bias) {
-            *d = ((v as f64 - mean) * inv) as f32 * w + b;
-        }
+        layer_norm_row(s, d, &self.weight, &self.bias, self.eps);
+    }
+}
+
+/// One LayerNorm row, `src` into `dst`: two passes, f64 sums (what `nn::LayerNorm` computes on
+/// the CPU too).
+pub(crate) fn layer_norm_row(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f64) {
+    let (mean, inv) = stats(src, eps);
+    for (((d, &v), w), b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
+        *d = ((v as f64 - mean) * inv) as f32 * w + b;
     }
 }
 
@@ -245,8 +273,8 @@ pub(crate) fn text_layers(
     s: Shape,
     rope: Rope,
     key_bias: &[f32],
-    mut each_layer: impl FnMut(&[f32]),
-) {
+    mut each_layer: impl FnMut(&[f32]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
     let Shape { b, n, nh, d } = s;
     let m = b * n;
     let inter = layers.first().map_or(0, |l| l.fc1.out());
@@ -270,8 +298,9 @@ pub(crate) fn text_layers(
         l.fc1.run(x, m, &mut buf.mid, false, true);
         l.fc2.run(&buf.mid, m, x, true, false);
         l.norm2.apply_in_place(x);
-        each_layer(x);
+        each_layer(x)?;
     }
+    Ok(())
 }
 
 /// One pre-LN EVA02 block: `x += proj(inner_ln(attn(LN1(x))))`,
@@ -294,8 +323,8 @@ pub(crate) fn vision_blocks(
     x: &mut [f32],
     s: Shape,
     rope: Rope,
-    mut each_block: impl FnMut(&[f32]),
-) {
+    mut each_block: impl FnMut(&[f32]) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
     let Shape { b, n, nh, d } = s;
     let (m, w) = (b * n, nh * d);
     let w12 = blocks.first().map_or(0, |l| l.w12.out());
@@ -330,8 +359,9 @@ pub(crate) fn vision_blocks(
             });
         blk.ffn_ln.apply_in_place(&mut gated);
         blk.w3.run(&gated, m, x, true, false);
-        each_block(x);
+        each_block(x)?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

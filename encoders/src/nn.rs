@@ -550,21 +550,7 @@ impl CustomOp3 for PreciseLayerNorm {
         let mut dst = vec![0f32; src.len()];
         dst.par_chunks_mut(dim)
             .zip(src.par_chunks(dim))
-            .for_each(|(d, s)| {
-                let mean = s.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-                let var = s
-                    .iter()
-                    .map(|&v| {
-                        let c = v as f64 - mean;
-                        c * c
-                    })
-                    .sum::<f64>()
-                    / dim as f64;
-                let inv = 1.0 / (var + eps).sqrt();
-                for i in 0..dim {
-                    d[i] = ((s[i] as f64 - mean) * inv) as f32 * w[i] + b[i];
-                }
-            });
+            .for_each(|(d, s)| crate::cpu_layers::layer_norm_row(s, d, w, b, eps));
         Ok((CpuStorage::F32(dst), l1.shape().clone()))
     }
 }

@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::TextConfig;
-use crate::cpu_layers::{text_layers, Rope, Shape, TextLayer as FusedLayer};
+use crate::cpu_layers::{each_output, runs, text_layers, Rope, Shape, TextLayer as FusedLayer};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, load_lora_weight, Adapter, LayerNorm, Linear};
@@ -287,23 +287,17 @@ impl TextModel {
                 .map(|m| (1.0 - m) * PAD_BIAS)
                 .collect();
             let mut xv = x.flatten_all()?.to_vec1::<f32>()?;
-            let mut failed = None;
             let shape = Shape { b, n: l, nh, d: hd };
             let rope = Rope::Halves {
                 cos: &cos,
                 sin: &sin,
             };
-            text_layers(&layers, &mut xv, shape, rope, &key_bias, |y| {
-                if let Some(hs) = hidden.as_mut() {
-                    match Tensor::from_slice(y, (b, l, h), &self.device) {
-                        Ok(t) => hs.layers.push(t),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
+            let each = each_output(
+                hidden.as_mut().map(|h| &mut h.layers),
+                (b, l, h),
+                &self.device,
+            );
+            text_layers(&layers, &mut xv, shape, rope, &key_bias, each)?;
             let x = Tensor::from_vec(xv, (b, l, h), &self.device)?;
             return Ok((x, mask, hidden));
         }
@@ -373,12 +367,8 @@ impl TextModel {
     /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
     fn fused_layers(&self) -> Result<Option<Vec<FusedLayer<'_>>>> {
         #[allow(clippy::default_constructed_unit_structs)]
-        let reference = Deviations::default();
-        if !crate::cpu_layers::enabled()
-            || !self.fused_attention
-            || self.dtype != DType::F32
-            || self.dev != reference
-        {
+        let reference = self.dev == Deviations::default();
+        if !runs(self.fused_attention, self.dtype, reference) {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(self.layers.len());

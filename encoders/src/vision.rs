@@ -6,7 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::VisionConfig;
-use crate::cpu_layers::{vision_blocks, Rope, Shape, VisionBlock as FusedBlock};
+use crate::cpu_layers::{each_output, runs, vision_blocks, Rope, Shape, VisionBlock as FusedBlock};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
 use crate::nn::{attention, convert_linears, LayerNorm, Linear};
@@ -451,7 +451,6 @@ impl VisionModel {
             let cos = self.rope_cos.flatten_all()?.to_vec1::<f32>()?;
             let sin = self.rope_sin.flatten_all()?.to_vec1::<f32>()?;
             let mut xv = x.flatten_all()?.to_vec1::<f32>()?;
-            let mut failed = None;
             let nh = self.cfg.num_heads();
             let shape = Shape {
                 b,
@@ -463,17 +462,12 @@ impl VisionModel {
                 cos: &cos,
                 sin: &sin,
             };
-            vision_blocks(blocks, &mut xv, shape, rope, |y| {
-                if let Some(hs) = hidden.as_mut() {
-                    match Tensor::from_slice(y, (b, n, w), &self.device) {
-                        Ok(t) => hs.blocks.push(t),
-                        Err(e) => failed = Some(e),
-                    }
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e.into());
-            }
+            let each = each_output(
+                hidden.as_mut().map(|h| &mut h.blocks),
+                (b, n, w),
+                &self.device,
+            );
+            vision_blocks(blocks, &mut xv, shape, rope, each)?;
             x = Tensor::from_vec(xv, (b, n, w), &self.device)?;
         }
         for blk in self.blocks.iter().filter(|_| fused.is_none()) {
@@ -509,12 +503,8 @@ impl VisionModel {
     /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
     fn fused_blocks(&self) -> Result<Option<Vec<FusedBlock<'_>>>> {
         #[allow(clippy::default_constructed_unit_structs)]
-        let reference = Deviations::default();
-        if !crate::cpu_layers::enabled()
-            || !self.fused_attention
-            || self.dtype != DType::F32
-            || self.dev != reference
-        {
+        let reference = self.dev == Deviations::default();
+        if !runs(self.fused_attention, self.dtype, reference) {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(self.blocks.len());

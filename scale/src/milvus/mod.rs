@@ -180,6 +180,19 @@ struct Conn {
 }
 
 impl Conn {
+    /// Runs one RPC, `f` on a clone of the client, to its reply; a transport error is named
+    /// with `what` (the reply's own status is the caller's to check).
+    fn rpc<R, F, Fut>(&self, what: &str, f: F) -> Result<R>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<tonic::Response<R>, tonic::Status>>,
+    {
+        self.rt
+            .block_on(f(self.client.clone()))
+            .map(tonic::Response::into_inner)
+            .map_err(|e| err(&self.url, what, e.message()))
+    }
+
     fn open(url: &str) -> Result<Self> {
         let ep = endpoint(url)?;
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -240,15 +253,13 @@ impl Conn {
 
     /// The collection's schema and properties, or `None` when there is none of that name.
     fn describe(&mut self, name: &str) -> Result<Option<(CollectionSchema, Vec<KeyValuePair>)>> {
-        let mut c = self.client.clone();
-        let r = self
-            .rt
-            .block_on(c.describe_collection(DescribeCollectionRequest {
+        let r = self.rpc("describing the collection", |mut c| async move {
+            c.describe_collection(DescribeCollectionRequest {
                 collection_name: name.into(),
                 ..Default::default()
-            }))
-            .map_err(|e| err(&self.url, "describing the collection", e.message()))?
-            .into_inner();
+            })
+            .await
+        })?;
         match &r.status {
             Some(s) if failed(s) => {
                 let reason = s.reason.to_ascii_lowercase();
@@ -287,19 +298,17 @@ impl Conn {
         let mut ranges: Vec<(i128, i128)> = vec![(i64::MIN as i128, i64::MAX as i128 + 1)];
         while let Some((lo, hi)) = ranges.pop() {
             let expr = key_range(lo, hi);
-            let mut c = self.client.clone();
-            let r = self
-                .rt
-                .block_on(c.query(QueryRequest {
+            let r = self.rpc("reading the collection's digests", |mut c| async move {
+                c.query(QueryRequest {
                     collection_name: name.into(),
                     expr,
                     output_fields: vec!["key".into(), "digest".into()],
                     query_params: vec![kv("limit", QUERY_WINDOW.to_string())],
                     consistency_level: ConsistencyLevel::Strong as i32,
                     ..Default::default()
-                }))
-                .map_err(|e| err(&self.url, "reading the collection's digests", e.message()))?
-                .into_inner();
+                })
+                .await
+            })?;
             check(
                 &self.url,
                 "reading the collection's digests",
@@ -371,15 +380,13 @@ impl Conn {
     /// 0.894 with a filter). Until the index is built, sealed segments are searched exactly.
     fn flush(&mut self, name: &str) -> Result<()> {
         let what = format!("flushing collection {name}");
-        let mut c = self.client.clone();
-        let r = self
-            .rt
-            .block_on(c.flush(FlushRequest {
+        let r = self.rpc(&what, |mut c| async move {
+            c.flush(FlushRequest {
                 collection_names: vec![name.into()],
                 ..Default::default()
-            }))
-            .map_err(|e| err(&self.url, &what, e.message()))?
-            .into_inner();
+            })
+            .await
+        })?;
         check(&self.url, &what, r.status.as_ref())?;
         let segments = r
             .coll_seg_i_ds
@@ -389,17 +396,13 @@ impl Conn {
         let flush_ts = r.coll_flush_ts.get(name).copied().unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            let mut c = self.client.clone();
-            let st = self
-                .rt
-                .block_on(c.get_flush_state(GetFlushStateRequest {
-                    segment_i_ds: segments.clone(),
-                    flush_ts,
-                    collection_name: name.into(),
-                    ..Default::default()
-                }))
-                .map_err(|e| err(&self.url, &what, e.message()))?
-                .into_inner();
+            let req = GetFlushStateRequest {
+                segment_i_ds: segments.clone(),
+                flush_ts,
+                collection_name: name.into(),
+                ..Default::default()
+            };
+            let st = self.rpc(&what, |mut c| async move { c.get_flush_state(req).await })?;
             check(&self.url, &what, st.status.as_ref())?;
             if st.flushed {
                 break;
@@ -425,16 +428,14 @@ impl Conn {
         let what = format!("waiting for the index on {name}.{field}");
         let deadline = Instant::now() + Duration::from_secs(180);
         while Instant::now() < deadline {
-            let mut c = self.client.clone();
-            let r = self
-                .rt
-                .block_on(c.describe_index(DescribeIndexRequest {
+            let r = self.rpc(&what, |mut c| async move {
+                c.describe_index(DescribeIndexRequest {
                     collection_name: name.into(),
                     field_name: field.into(),
                     ..Default::default()
-                }))
-                .map_err(|e| err(&self.url, &what, e.message()))?
-                .into_inner();
+                })
+                .await
+            })?;
             check(&self.url, &what, r.status.as_ref())?;
             let built = r
                 .index_descriptions
@@ -529,16 +530,14 @@ impl Conn {
         let mut done = 0;
         for chunk in keys.chunks(1000) {
             let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
-            let mut c = self.client.clone();
-            let r = self
-                .rt
-                .block_on(c.delete(DeleteRequest {
+            let r = self.rpc("deleting removed rows", |mut c| async move {
+                c.delete(DeleteRequest {
                     collection_name: name.into(),
                     expr: format!("key in [{}]", list.join(", ")),
                     ..Default::default()
-                }))
-                .map_err(|e| err(&self.url, "deleting removed rows", e.message()))?
-                .into_inner();
+                })
+                .await
+            })?;
             check(&self.url, "deleting removed rows", r.status.as_ref())?;
             done += chunk.len();
         }
@@ -563,19 +562,17 @@ impl Conn {
         indexes: &[(&str, &[&str])],
     ) -> Result<()> {
         let name = schema.name.clone();
-        let mut c = self.client.clone();
-        let r = self
-            .rt
-            .block_on(c.create_collection(CreateCollectionRequest {
-                collection_name: name.clone(),
-                schema: schema.encode_to_vec(),
-                shards_num: 1,
-                consistency_level: ConsistencyLevel::Strong as i32,
-                properties: props,
-                ..Default::default()
-            }))
-            .map_err(|e| err(&self.url, "creating the collection", e.message()))?
-            .into_inner();
+        let req = CreateCollectionRequest {
+            collection_name: name.clone(),
+            schema: schema.encode_to_vec(),
+            shards_num: 1,
+            consistency_level: ConsistencyLevel::Strong as i32,
+            properties: props,
+            ..Default::default()
+        };
+        let r = self.rpc("creating the collection", |mut c| async move {
+            c.create_collection(req).await
+        })?;
         check(&self.url, &format!("creating collection {name}"), Some(&r))?;
         for (f, kinds) in indexes {
             let mut last = None;
@@ -584,18 +581,16 @@ impl Conn {
                 if *kind == "HNSW" {
                     params.push(kv("params", r#"{"M": 16, "efConstruction": 64}"#));
                 }
-                let mut c = self.client.clone();
-                let r = self
-                    .rt
-                    .block_on(c.create_index(CreateIndexRequest {
-                        collection_name: name.clone(),
-                        field_name: (*f).into(),
-                        index_name: format!("{f}_index"),
-                        extra_params: params,
-                        ..Default::default()
-                    }))
-                    .map_err(|e| err(&self.url, "creating the indexes", e.message()))?
-                    .into_inner();
+                let req = CreateIndexRequest {
+                    collection_name: name.clone(),
+                    field_name: (*f).into(),
+                    index_name: format!("{f}_index"),
+                    extra_params: params,
+                    ..Default::default()
+                };
+                let r = self.rpc("creating the indexes", |mut c| async move {
+                    c.create_index(req).await
+                })?;
                 last = Some(r.clone());
                 if !failed(&r) {
                     last = None;

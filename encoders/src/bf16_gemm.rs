@@ -46,6 +46,7 @@ const AMX_M: usize = 32;
 const AMX_KP: usize = 16;
 /// AMX steps (16 k-pairs each) per k-block: the panel's 8 × 16 × 128 bytes = 16 KiB of weights
 /// stay in L1 while every 32-row block of a chunk passes over them (C goes through `acc`).
+/// 4 and 16 steps were both slower on the `gemm` bench (Sapphire Rapids, 2026-12-07).
 const AMX_KB_STEPS: usize = 8;
 /// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
 const AMX_CHUNK_BYTES: usize = 1 << 20;

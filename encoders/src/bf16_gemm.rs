@@ -372,9 +372,6 @@ impl PackedBf16 {
                 if acc.len() < chunk_rows * NR {
                     acc = vec![0f32; chunk_rows * NR];
                 }
-                if steps == 0 {
-                    acc[..chunk_rows * NR].fill(0.0);
-                }
                 // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()` holds).
                 unsafe { amx::configure() };
                 for k0 in (0..steps).step_by(kb_steps) {
@@ -408,7 +405,8 @@ impl PackedBf16 {
                         for g in (0..rows).step_by(MR) {
                             // SAFETY: AVX512-BF16 is available (AMX implies it); `a` holds
                             // rows r0+g.. of `lda` ≥ kp pairs, `b` the panel's pairs from
-                            // kmain; `block` holds MR rows of NR floats from row g.
+                            // kmain; `block` holds MR rows of NR floats from row g. With no
+                            // AMX step (k < 32) the kernel writes the block instead of adding.
                             unsafe {
                                 kernel(
                                     a.as_ptr().add((r0 + g) * lda + kmain),

@@ -86,6 +86,19 @@ fn check(url: &str, what: &str, s: Option<&Status>) -> Result<()> {
     }
 }
 
+/// Calls `done` every `every` until it holds or `limit` has passed. Running out is not an error:
+/// the sync's rows are all written, searches may only go through Milvus's interim index a while.
+fn poll(limit: Duration, every: Duration, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done()? {
+            return Ok(());
+        }
+        std::thread::sleep(every);
+    }
+    Ok(())
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -377,7 +390,7 @@ impl Conn {
     /// Seals what a sync wrote into segments, and waits (at most a minute) until they are
     /// flushed: Milvus builds the HNSW index only on sealed segments and searches growing ones
     /// through a coarse interim index (Milvus 2.3 at 100k rows left growing: recall@10 0.978,
-    /// 0.894 with a filter). Until the index is built, sealed segments are searched exactly.
+    /// 0.894 with a filter); [`Conn::wait_for_index`] then waits until they are served with it.
     fn flush(&mut self, name: &str) -> Result<()> {
         let what = format!("flushing collection {name}");
         let r = self.rpc(&what, |mut c| async move {
@@ -394,8 +407,7 @@ impl Conn {
             .map(|l| l.data.clone())
             .unwrap_or_default();
         let flush_ts = r.coll_flush_ts.get(name).copied().unwrap_or(0);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
+        poll(Duration::from_secs(60), Duration::from_millis(200), || {
             let req = GetFlushStateRequest {
                 segment_i_ds: segments.clone(),
                 flush_ts,
@@ -404,12 +416,8 @@ impl Conn {
             };
             let st = self.rpc(&what, |mut c| async move { c.get_flush_state(req).await })?;
             check(&self.url, &what, st.status.as_ref())?;
-            if st.flushed {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Ok(())
+            Ok(st.flushed)
+        })
     }
 
     /// Waits (at most three minutes) until the query nodes serve every flushed segment of `name`
@@ -426,8 +434,7 @@ impl Conn {
     /// segment compaction made and the new one; the condition then holds.
     fn wait_for_index(&mut self, name: &str, field: &str) -> Result<()> {
         let what = format!("waiting for the index on {name}.{field}");
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while Instant::now() < deadline {
+        poll(Duration::from_secs(180), Duration::from_millis(500), || {
             let r = self.rpc(&what, |mut c| async move {
                 c.describe_index(DescribeIndexRequest {
                     collection_name: name.into(),
@@ -441,41 +448,33 @@ impl Conn {
                 .index_descriptions
                 .iter()
                 .all(|d| d.pending_index_rows == 0 && d.indexed_rows >= d.total_rows);
-            if built {
-                match self.unserved_segments(name) {
-                    None | Some(0) => return Ok(()),
-                    Some(_) => {}
-                }
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        Ok(())
+            Ok(built && matches!(self.unserved_segments(name), None | Some(0)))
+        })
     }
 
     /// How many segments of `name` holding at least [`MIN_INDEXED_SEGMENT_ROWS`] rows are
     /// flushed but not loaded by a query node, or loaded without their index; `None` when the
     /// server does not say.
-    fn unserved_segments(&mut self, name: &str) -> Option<usize> {
-        let mut c = self.client.clone();
+    fn unserved_segments(&self, name: &str) -> Option<usize> {
+        let what = "listing the segments";
         let flushed = self
-            .rt
-            .block_on(
+            .rpc(what, |mut c| async move {
                 c.get_persistent_segment_info(GetPersistentSegmentInfoRequest {
                     collection_name: name.into(),
                     ..Default::default()
-                }),
-            )
-            .ok()?
-            .into_inner();
-        let mut c = self.client.clone();
+                })
+                .await
+            })
+            .ok()?;
         let loaded = self
-            .rt
-            .block_on(c.get_query_segment_info(GetQuerySegmentInfoRequest {
-                collection_name: name.into(),
-                ..Default::default()
-            }))
-            .ok()?
-            .into_inner();
+            .rpc(what, |mut c| async move {
+                c.get_query_segment_info(GetQuerySegmentInfoRequest {
+                    collection_name: name.into(),
+                    ..Default::default()
+                })
+                .await
+            })
+            .ok()?;
         if flushed.status.as_ref().is_some_and(failed) || loaded.status.as_ref().is_some_and(failed)
         {
             return None;
@@ -500,30 +499,19 @@ impl Conn {
     /// consistency), so that searches at Milvus's default Bounded consistency, which read what
     /// the query nodes have consumed, see them.
     fn barrier(&mut self, name: &str) -> Result<()> {
-        let mut c = self.client.clone();
-        let r = self
-            .rt
-            .block_on(c.query(QueryRequest {
+        let what = "waiting for the writes to be served";
+        let r = self.rpc(what, |mut c| async move {
+            c.query(QueryRequest {
                 collection_name: name.into(),
                 expr: key_range(i64::MIN as i128, i64::MAX as i128 + 1),
                 output_fields: vec!["key".into()],
                 query_params: vec![kv("limit", "1")],
                 consistency_level: ConsistencyLevel::Strong as i32,
                 ..Default::default()
-            }))
-            .map_err(|e| {
-                err(
-                    &self.url,
-                    "waiting for the writes to be served",
-                    e.message(),
-                )
-            })?
-            .into_inner();
-        check(
-            &self.url,
-            "waiting for the writes to be served",
-            r.status.as_ref(),
-        )
+            })
+            .await
+        })?;
+        check(&self.url, what, r.status.as_ref())
     }
 
     fn delete(&mut self, name: &str, keys: &[i64]) -> Result<usize> {

@@ -32,6 +32,9 @@ pub struct Features {
     /// AMX tiles with bf16 products (AMX-TILE + AMX-BF16), with AVX512-BF16, and the Linux
     /// kernel's permission for this process to use the tile data granted.
     pub amx_bf16: bool,
+    /// AMX tiles with int8 products (AMX-TILE + AMX-INT8), with AVX512-VNNI, the permission
+    /// granted as for `amx_bf16`.
+    pub amx_int8: bool,
 }
 
 /// A tier to cap the detected features at (`JSEARCH_CPU_TIER`).
@@ -77,7 +80,8 @@ impl Features {
                 avx512,
                 avx512_vnni: avx512 && has!("avx512vnni"),
                 avx512_bf16: avx512 && has!("avx512bf16"),
-                amx_bf16: avx512 && has!("avx512bf16") && amx::usable(),
+                amx_bf16: avx512 && has!("avx512bf16") && amx::usable(amx::BF16),
+                amx_int8: avx512 && has!("avx512vnni") && amx::usable(amx::INT8),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -91,6 +95,7 @@ impl Features {
         let mut f = self;
         if tier < Tier::Amx {
             f.amx_bf16 = false;
+            f.amx_int8 = false;
         }
         if tier < Tier::Avx512Bf16 {
             f.avx512_bf16 = false;
@@ -143,18 +148,24 @@ pub fn features() -> &'static Features {
 /// AMX on x86-64 Linux: the CPU's CPUID bits and the kernel's permission.
 #[cfg(target_arch = "x86_64")]
 mod amx {
-    /// Whether the CPU has AMX-TILE and AMX-BF16 and Linux lets this process use the tiles
-    /// (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux ≥ 5.16: the tile data is
-    /// not part of a process's state until it asks). Asked once per process; the permission
-    /// holds for all its threads.
-    pub(super) fn usable() -> bool {
-        // CPUID leaf 7 sub-leaf 0, EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+    /// CPUID leaf 7 sub-leaf 0, EDX bit of AMX-BF16.
+    pub(super) const BF16: u32 = 1 << 22;
+    /// CPUID leaf 7 sub-leaf 0, EDX bit of AMX-INT8.
+    pub(super) const INT8: u32 = 1 << 25;
+
+    /// Whether the CPU has AMX-TILE and the product `kind` ([`BF16`], [`INT8`]) and Linux lets
+    /// this process use the tiles (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`, Linux
+    /// ≥ 5.16: the tile data is not part of a process's state until it asks). Asked once per
+    /// process; the permission holds for all its threads.
+    pub(super) fn usable(kind: u32) -> bool {
+        // CPUID leaf 7 sub-leaf 0, EDX: bit 24 AMX-TILE.
         // Leaf 7 exists on every x86-64 CPU that reports AVX-512 (checked first by the caller).
         let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
-        if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+        if edx & kind == 0 || edx & (1 << 24) == 0 {
             return false;
         }
-        request_tile_data()
+        static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *GRANTED.get_or_init(request_tile_data)
     }
 
     #[cfg(target_os = "linux")]
@@ -202,6 +213,7 @@ mod tests {
             avx512_vnni: true,
             avx512_bf16: true,
             amx_bf16: true,
+            amx_int8: true,
         };
         assert_eq!(all.tier(), Tier::Amx);
         assert_eq!(all.capped(Tier::Avx512Bf16).tier(), Tier::Avx512Bf16);

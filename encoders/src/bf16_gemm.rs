@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use crate::amx;
 use crate::weight_cache::Mapped;
 
 /// Output columns per packed panel (two 16-lane registers).
@@ -333,6 +334,28 @@ pub(crate) struct Epilogue<'a> {
     pub gelu: bool,
 }
 
+impl Epilogue<'_> {
+    /// Stores the products `src` of one row's columns into `dst` (the same columns of `y`):
+    /// `[dst +] src [+ bias]`, then GELU; `bias` is this epilogue's bias at those columns.
+    pub(crate) fn store(&self, src: &[f32], bias: Option<&[f32]>, dst: &mut [f32]) {
+        match (bias, self.accumulate) {
+            (Some(b), false) => dst
+                .iter_mut()
+                .zip(src.iter().zip(b))
+                .for_each(|(d, (s, b))| *d = s + b),
+            (Some(b), true) => dst
+                .iter_mut()
+                .zip(src.iter().zip(b))
+                .for_each(|(d, (s, b))| *d += s + b),
+            (None, false) => dst.copy_from_slice(src),
+            (None, true) => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
+        }
+        if self.gelu {
+            crate::vmath::gelu_erf_in_place(dst);
+        }
+    }
+}
+
 thread_local! {
     /// The bf16 activation pairs of the last product on this thread (reused, not re-faulted).
     static PACKED_ROWS: std::cell::Cell<Vec<u32>> = const { std::cell::Cell::new(Vec::new()) };
@@ -385,11 +408,12 @@ impl PackedBf16 {
                         // r0 − c0 (chunk_rows is a multiple of AMX_M).
                         unsafe {
                             amx::block(
-                                a.as_ptr().add(r0 * lda + k0 * AMX_KP),
+                                amx::Op::Bf16,
+                                a.as_ptr().add(r0 * lda + k0 * AMX_KP).cast(),
                                 lda * 4,
-                                b.as_ptr().add(k0 * AMX_KP * 2 * NR),
+                                b.as_ptr().add(k0 * AMX_KP * 2 * NR).cast(),
                                 kb,
-                                acc.as_mut_ptr().add((r0 - c0) * NR),
+                                acc.as_mut_ptr().add((r0 - c0) * NR).cast(),
                                 rows > AMX_M / 2,
                                 k0 > 0,
                             );
@@ -428,23 +452,7 @@ impl PackedBf16 {
                         let dst = unsafe {
                             std::slice::from_raw_parts_mut(out.0.add((r0 + r) * n + p * NR), cols)
                         };
-                        match (bias, epi.accumulate) {
-                            (Some(b), false) => dst
-                                .iter_mut()
-                                .zip(src.iter().zip(b))
-                                .for_each(|(d, (s, b))| *d = s + b),
-                            (Some(b), true) => dst
-                                .iter_mut()
-                                .zip(src.iter().zip(b))
-                                .for_each(|(d, (s, b))| *d += s + b),
-                            (None, false) => dst.copy_from_slice(&src[..cols]),
-                            (None, true) => {
-                                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-                            }
-                        }
-                        if epi.gelu {
-                            crate::vmath::gelu_erf_in_place(dst);
-                        }
+                        epi.store(&src[..cols], bias, dst);
                     }
                 }
                 PANEL_ACC.with(|c| c.replace(acc));
@@ -577,184 +585,6 @@ pub(crate) mod avx512 {
                 _mm512_mask_storeu_ps(cr.add(16), m1, v1);
             }
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod amx {
-    //! The AMX block through inline assembly (Rust's AMX intrinsics are not stable). Tiles 0–3
-    //! accumulate a 32 × 32 block of C (rows 0–15 / 16–31 × columns 0–15 / 16–31), tiles 4–5
-    //! hold two 16-row A tiles of 16 k-pairs, tiles 6–7 the panel's two 16-column halves of
-    //! the same 16 k-pairs (the packing's k-pair rows are exactly AMX's pair-interleaved B
-    //! layout, 128 bytes a row). The compiler never allocates tile registers, so they need no
-    //! declaring; each block loads the configuration and releases the tiles at its end.
-    use std::arch::asm;
-
-    /// Palette 1, all eight tiles 16 rows × 64 bytes.
-    #[repr(C, align(64))]
-    struct Config([u8; 64]);
-
-    static CONFIG: Config = {
-        let mut c = [0u8; 64];
-        c[0] = 1;
-        let mut t = 0;
-        while t < 8 {
-            c[16 + 2 * t] = 64;
-            c[48 + t] = 16;
-            t += 1;
-        }
-        Config(c)
-    };
-
-    /// `C[32, 32] (+)= A[32, 32·steps] · B` for one panel (the tiles configured by
-    /// [`configure`]; C loaded from `c` first when `load`): `a` rows of `lda` bytes (bf16 pairs),
-    /// `b` the panel's k-pair rows of 128 bytes; C to `c` (row stride 32 floats). With `two`
-    /// false only rows 0–15 are computed and stored.
-    ///
-    /// # Safety
-    /// AMX-TILE and AMX-BF16 must be usable (permission granted); `a` readable for 32 rows
-    /// (16 when not `two`) of `steps · 64` bytes at stride `lda`, `b` for `steps · 16` rows of
-    /// 128 bytes, `c` writable for 32 (16) rows of 32 floats.
-    pub unsafe fn block(
-        a: *const u32,
-        lda: usize,
-        b: *const u16,
-        steps: usize,
-        c: *mut f32,
-        two: bool,
-        load: bool,
-    ) {
-        let (a, b, c) = (a.cast::<u8>(), b.cast::<u8>(), c.cast::<u8>());
-        // SAFETY: the caller upholds this function's contract; every address below lies in
-        // the ranges it names.
-        unsafe {
-            if load {
-                asm!(
-                    "tileloadd tmm0, [{c0} + {s}*1]",
-                    "tileloadd tmm1, [{c1} + {s}*1]",
-                    c0 = in(reg) c,
-                    c1 = in(reg) c.add(64),
-                    s = in(reg) 128usize,
-                    options(nostack, readonly)
-                );
-                if two {
-                    asm!(
-                        "tileloadd tmm2, [{c0} + {s}*1]",
-                        "tileloadd tmm3, [{c1} + {s}*1]",
-                        c0 = in(reg) c.add(16 * 128),
-                        c1 = in(reg) c.add(16 * 128 + 64),
-                        s = in(reg) 128usize,
-                        options(nostack, readonly)
-                    );
-                }
-            } else {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    options(nostack, nomem)
-                );
-            }
-            for t in 0..steps {
-                let a0 = a.add(t * 64);
-                let b0 = b.add(t * 16 * 128);
-                if two {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tileloadd tmm5, [{a1} + {sa}*1]",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        "tdpbf16ps tmm2, tmm5, tmm6",
-                        "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0,
-                        a1 = in(reg) a0.add(16 * lda),
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b0.add(64),
-                        sa = in(reg) lda,
-                        sb = in(reg) 128usize,
-                        options(nostack, readonly)
-                    );
-                } else {
-                    asm!(
-                        "tileloadd tmm4, [{a0} + {sa}*1]",
-                        "tileloadd tmm6, [{b0} + {sb}*1]",
-                        "tileloadd tmm7, [{b1} + {sb}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm4, tmm7",
-                        a0 = in(reg) a0,
-                        b0 = in(reg) b0,
-                        b1 = in(reg) b0.add(64),
-                        sa = in(reg) lda,
-                        sb = in(reg) 128usize,
-                        options(nostack, readonly)
-                    );
-                }
-            }
-            asm!(
-                "tilestored [{c0} + {s}*1], tmm0",
-                "tilestored [{c1} + {s}*1], tmm1",
-                c0 = in(reg) c,
-                c1 = in(reg) c.add(64),
-                s = in(reg) 128usize,
-                options(nostack)
-            );
-            if two {
-                asm!(
-                    "tilestored [{c0} + {s}*1], tmm2",
-                    "tilestored [{c1} + {s}*1], tmm3",
-                    c0 = in(reg) c.add(16 * 128),
-                    c1 = in(reg) c.add(16 * 128 + 64),
-                    s = in(reg) 128usize,
-                    options(nostack)
-                );
-            }
-        }
-    }
-
-    /// Loads the tile configuration on this thread: before the [`block`]s of one task.
-    ///
-    /// # Safety
-    /// AMX-TILE must be usable (permission granted).
-    pub unsafe fn configure() {
-        // SAFETY: the caller upholds this function's contract; CONFIG is 64 aligned bytes.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
-    }
-
-    /// Releases the tiles: after the [`block`]s of one task.
-    ///
-    /// # Safety
-    /// AMX-TILE must be usable (permission granted).
-    pub unsafe fn release() {
-        // SAFETY: the caller upholds this function's contract.
-        unsafe { asm!("tilerelease", options(nostack, nomem)) };
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod amx {
-    /// Never called: AMX exists only on x86-64.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn block(
-        _: *const u32,
-        _: usize,
-        _: *const u16,
-        _: usize,
-        _: *mut f32,
-        _: bool,
-        _: bool,
-    ) {
-        unreachable!("AMX is x86-64 only")
-    }
-    /// Never called: AMX exists only on x86-64.
-    pub unsafe fn configure() {
-        unreachable!("AMX is x86-64 only")
-    }
-    /// Never called: AMX exists only on x86-64.
-    pub unsafe fn release() {
-        unreachable!("AMX is x86-64 only")
     }
 }
 

@@ -1,5 +1,6 @@
-//! Whole-layer forward passes of the bf16 CPU path (towers packed by `pack_bf16`), over flat
-//! f32 buffers that one forward allocates once and every layer reuses.
+//! Whole-layer forward passes of the packed CPU paths (towers packed by `pack_bf16`, or by
+//! `quantize_q8` for the int8 kernel where the bf16 attention kernel runs too), over flat f32
+//! buffers that one forward allocates once and every layer reuses.
 //!
 //! The candle path allocates a tensor per op (and the kernel gives freed huge pages back, so
 //! each one is faulted in and zeroed again), copies q/k/v into head order and back, and makes
@@ -19,6 +20,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use rayon::prelude::*;
 
 use crate::bf16_gemm::{Epilogue, PackedBf16};
+use crate::int8_gemm::PackedI8;
+use crate::weight_cache::Layout;
 
 /// 0: not read yet, 1: on, 2: off.
 static ENABLED: AtomicU8 = AtomicU8::new(0);
@@ -42,6 +45,17 @@ pub(crate) fn runs(packed: bool, dtype: candle_core::DType, reference: bool) -> 
     enabled() && packed && dtype == candle_core::DType::F32 && reference
 }
 
+/// Whether towers whose linear layers are in `layout` run their attention on the bf16 kernel
+/// and their layers here: bf16 panels; int8 panels (AVX512-VNNI) where the bf16 kernel runs
+/// too. The others take the candle ops.
+pub(crate) fn fuses(layout: Layout) -> bool {
+    match layout {
+        Layout::Bf16Panels => true,
+        Layout::I8Panels => crate::int8_gemm::available() && crate::bf16_gemm::available(),
+        Layout::F32 | Layout::Q8 => false,
+    }
+}
+
 /// The `[dims]` tensor of each layer's output, pushed to `hidden` when it collects
 /// (`forward_hidden`); for [`text_layers`] and [`vision_blocks`].
 pub(crate) fn each_output<'a, S: Into<candle_core::Shape> + Copy + 'a>(
@@ -62,9 +76,44 @@ fn set_enabled(on: bool) {
     ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
+/// A linear layer's weight packed for one of our kernels.
+#[derive(Clone, Copy)]
+pub(crate) enum Packed<'a> {
+    /// bf16 panels (AMX tiles or AVX512-BF16).
+    Bf16(&'a PackedBf16),
+    /// int8 panels (AVX512-VNNI).
+    I8(&'a PackedI8),
+}
+
+impl Packed<'_> {
+    /// `x · Wᵀ` into `y` through `epi` (`x` holds `m` rows).
+    pub(crate) fn matmul_into(self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        match self {
+            Packed::Bf16(w) => w.matmul_into(x, m, y, epi),
+            Packed::I8(w) => w.matmul_into(x, m, y, epi),
+        }
+    }
+
+    /// Output width.
+    pub(crate) fn n(self) -> usize {
+        match self {
+            Packed::Bf16(w) => w.n(),
+            Packed::I8(w) => w.n(),
+        }
+    }
+
+    /// Input width.
+    pub(crate) fn k(self) -> usize {
+        match self {
+            Packed::Bf16(w) => w.k(),
+            Packed::I8(w) => w.k(),
+        }
+    }
+}
+
 /// A packed linear layer of a tower and its bias.
 pub(crate) struct Dense<'a> {
-    pub w: &'a PackedBf16,
+    pub w: Packed<'a>,
     pub bias: Option<Vec<f32>>,
 }
 
@@ -366,20 +415,43 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// The fused layers against the candle ops over the same packed weights, on the toy model:
-    /// texts of different lengths (padding masks) and images, compared on the embeddings. Only
-    /// the GELU and the order of the bias and residual additions differ.
+    /// The fused layers against the candle ops over the same packed weights (bf16, then int8),
+    /// on the toy model: texts of different lengths (padding masks) and images, compared on the
+    /// embeddings. Only the GELU and the order of the bias and residual additions differ (for
+    /// int8 that can move an activation by one quantisation step, hence its wider bound).
     #[test]
     fn fused_layers_match_the_candle_ops() {
-        let mut m = ClipModel::load(
-            &datasets().join("toy-shapes/model"),
-            &LoadOptions::default(),
-        )
-        .expect("toy model");
-        if m.pack_bf16().expect("packs") == 0 {
-            eprintln!("no AVX512-BF16 on this CPU: the fused layers do not run");
-            return;
+        type Convert = fn(&mut ClipModel) -> crate::Result<usize>;
+        let kinds: [(&str, Convert, Layout, f32); 2] = [
+            ("bf16", ClipModel::pack_bf16, Layout::Bf16Panels, 2e-4),
+            ("int8", ClipModel::quantize_q8, Layout::I8Panels, 1e-3),
+        ];
+        for (name, convert, layout, bound) in kinds {
+            let mut m = ClipModel::load(
+                &datasets().join("toy-shapes/model"),
+                &LoadOptions::default(),
+            )
+            .expect("toy model");
+            let packs = layout != Layout::I8Panels || crate::int8_gemm::available();
+            if convert(&mut m).expect("converts") == 0 || !packs || !fuses(layout) {
+                eprintln!("{name}: the fused layers do not run on this CPU");
+                continue;
+            }
+            let (fused, candle) = embeddings_both_ways(&m);
+            let errs: Vec<f32> = fused
+                .iter()
+                .zip(&candle)
+                .map(|(f, c)| max_abs(f, c))
+                .collect();
+            eprintln!("{name}: fused vs candle ops, max abs per embedding: {errs:?}");
+            assert!(errs.iter().all(|&e| e < bound), "{name}: {errs:?}");
+            // Two different computations ran (the GELU and the addition order differ).
+            assert!(errs.iter().any(|&e| e > 0.0), "{name}: {errs:?}");
         }
+    }
+
+    /// Three texts' and two images' embeddings with the fused layers, then with the candle ops.
+    fn embeddings_both_ways(m: &ClipModel) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
         let texts = [
             "roter Kreis",
             "a yellow star on a blue square, small",
@@ -401,22 +473,13 @@ mod tests {
             .collect();
         let run = |on: bool| {
             set_enabled(on);
-            let t = m.encode_texts(&texts, TextRole::Query).expect("texts");
-            let v = m.encode_pixels(&images).expect("images");
-            (t, v)
+            let mut t = m.encode_texts(&texts, TextRole::Query).expect("texts");
+            t.extend(m.encode_pixels(&images).expect("images"));
+            t
         };
-        let (ft, fv) = run(true);
-        let (ct, cv) = run(false);
+        let fused = run(true);
+        let candle = run(false);
         set_enabled(true);
-        let errs: Vec<f32> = ft
-            .iter()
-            .zip(&ct)
-            .chain(fv.iter().zip(&cv))
-            .map(|(f, c)| max_abs(f, c))
-            .collect();
-        eprintln!("fused vs candle ops, max abs per embedding: {errs:?}");
-        assert!(errs.iter().all(|&e| e < 2e-4), "{errs:?}");
-        // Two different computations ran (the GELU and the addition order differ).
-        assert!(errs.iter().any(|&e| e > 0.0), "{errs:?}");
+        (fused, candle)
     }
 }

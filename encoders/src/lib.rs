@@ -16,12 +16,14 @@
 //! | [`text`], [`vision`] | the two towers |
 //! | `nn` | shared layers: linear (f32, bf16-packed, Q8), LayerNorm, attention, LoRA merge |
 //! | `bf16_gemm`, `cpu_attention` | the AVX512-BF16 matmul and fused attention kernels (crate-private) |
+//! | `int8_gemm`, `amx` | the int8 matmul (AMX-INT8 tiles or AVX512-VNNI) and the AMX tile block both products share (crate-private) |
 //! | `tokenizer` | [`TextTokenizer`] |
 //! | `weight_cache` | the prepared-weights cache file (byte format, verification, atomic writes) |
 //! | `word_table` | the text word-embedding table, read per row from the mapped checkpoint |
 //!
 //! `docs/jina-clip-v2-spec.md` (repository root) describes the reference behaviour reproduced here.
 
+mod amx;
 mod bf16_gemm;
 mod config;
 mod cpu_attention;
@@ -30,6 +32,7 @@ mod cuda_libs;
 mod deviation;
 mod error;
 pub mod hub;
+mod int8_gemm;
 mod model;
 mod nn;
 pub mod preprocess;
@@ -67,6 +70,19 @@ pub fn bf16_kernel() -> Option<&'static str> {
         Some("AVX512-BF16")
     } else {
         None
+    }
+}
+
+/// The int8 matmul kernel this process runs for `--precision int8`: `"AMX-INT8"` (tiles,
+/// Sapphire Rapids and later) or `"AVX512-VNNI"` (both our packing: int8 per output column and
+/// per row), or `"Q8_0"` (candle's quantised matmul, every other CPU).
+pub fn int8_kernel() -> &'static str {
+    if int8_gemm::uses_amx() {
+        "AMX-INT8"
+    } else if int8_gemm::available() {
+        "AVX512-VNNI"
+    } else {
+        "Q8_0"
     }
 }
 

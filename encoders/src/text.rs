@@ -374,10 +374,10 @@ impl TextModel {
         let mut out = Vec::with_capacity(self.layers.len());
         for l in &self.layers {
             let (Some(wqkv), Some(out_proj), Some(fc1), Some(fc2)) = (
-                l.wqkv.bf16_dense()?,
-                l.out_proj.bf16_dense()?,
-                l.fc1.bf16_dense()?,
-                l.fc2.bf16_dense()?,
+                l.wqkv.packed_dense()?,
+                l.out_proj.packed_dense()?,
+                l.fc1.packed_dense()?,
+                l.fc2.packed_dense()?,
             ) else {
                 return Ok(None);
             };
@@ -414,10 +414,14 @@ impl TextModel {
             .flat_map(|l| [&mut l.wqkv, &mut l.out_proj, &mut l.fc1, &mut l.fc2])
     }
 
-    /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
-    /// many were quantised (a layer whose input width is not a multiple of 32 stays dense).
+    /// Quantises every linear layer's weight to int8 (see [`Linear::quantize_q8`]: our AVX512-VNNI
+    /// packing, else Q8_0, where a layer whose input width is not a multiple of 32 stays dense)
+    /// and, with the VNNI packing on a CPU with the bf16 kernel, runs the layers fused with the
+    /// bf16 attention kernel; returns how many layers were quantised.
     pub fn quantize_q8(&mut self) -> Result<usize> {
-        convert_linears(self.linears_mut(), Linear::quantize_q8)
+        let n = convert_linears(self.linears_mut(), Linear::quantize_q8)?;
+        self.fused_attention = n > 0 && crate::cpu_layers::fuses(Layout::I8Panels);
+        Ok(n)
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and
@@ -478,7 +482,7 @@ impl TextModel {
             dtype: DType::F32,
             device: Device::Cpu,
             dev,
-            fused_attention: layout == Layout::Bf16Panels,
+            fused_attention: crate::cpu_layers::fuses(layout),
         })
     }
 

@@ -314,7 +314,7 @@ impl VisionModel {
             dtype: DType::F32,
             device: Device::Cpu,
             dev,
-            fused_attention: layout == Layout::Bf16Panels,
+            fused_attention: crate::cpu_layers::fuses(layout),
         })
     }
 
@@ -510,10 +510,10 @@ impl VisionModel {
         let mut out = Vec::with_capacity(self.blocks.len());
         for b in &self.blocks {
             let (Some(qkv), Some(proj), Some(w12), Some(w3)) = (
-                b.qkv.bf16_dense()?,
-                b.proj.bf16_dense()?,
-                b.w12.bf16_dense()?,
-                b.w3.bf16_dense()?,
+                b.qkv.packed_dense()?,
+                b.proj.packed_dense()?,
+                b.w12.packed_dense()?,
+                b.w3.packed_dense()?,
             ) else {
                 return Ok(None);
             };
@@ -538,11 +538,14 @@ impl VisionModel {
             .flat_map(|b| [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3])
     }
 
-    /// Quantises every linear layer's weight to Q8_0 (see [`Linear::quantize_q8`]); returns how
-    /// many were quantised (a layer whose input width is not a multiple of 32, such as the
-    /// SwiGLU output `w3` of the real model (2730 inputs), stays dense).
+    /// Quantises every linear layer's weight to int8 (see [`Linear::quantize_q8`]: our AVX512-VNNI
+    /// packing, else Q8_0, where a layer whose input width is not a multiple of 32 stays dense)
+    /// and, with the VNNI packing on a CPU with the bf16 kernel, runs the layers fused with the
+    /// bf16 attention kernel; returns how many layers were quantised.
     pub fn quantize_q8(&mut self) -> Result<usize> {
-        convert_linears(self.linears_mut(), Linear::quantize_q8)
+        let n = convert_linears(self.linears_mut(), Linear::quantize_q8)?;
+        self.fused_attention = n > 0 && crate::cpu_layers::fuses(Layout::I8Panels);
+        Ok(n)
     }
 
     /// Packs every linear layer for the AVX512-BF16 kernel (see [`Linear::pack_bf16`]) and

@@ -21,8 +21,9 @@
 //!
 //! An entry is `{name, kind, shape, offset, len, hash}`: `kind` is `f32` (little-endian f32
 //! values), `bf16-panels` (the `bf16_gemm` packing of an `[n, k]` weight, u16 values; shape
-//! `[n, k, number of values]`) or `q8_0` (candle's `BlockQ8_0`
-//! records, 34 bytes each); `hash` is the XXH3-64 of the entry's bytes.
+//! `[n, k, number of values]`), `i8-panels` (the `int8_gemm` packing of an `[n, k]` weight: i8
+//! values and f32 scales per panel and group; shape `[n, k, number of bytes]`) or `q8_0`
+//! (candle's `BlockQ8_0` records, 34 bytes each); `hash` is the XXH3-64 of the entry's bytes.
 //!
 //! # Trust
 //!
@@ -61,6 +62,8 @@ pub enum Layout {
     Bf16Panels,
     /// Q8_0 blocks (copied once into candle's quantised tensors at load).
     Q8,
+    /// int8 panels for the AVX512-VNNI kernel, used straight from the mapping.
+    I8Panels,
 }
 
 impl Layout {
@@ -69,6 +72,7 @@ impl Layout {
             Layout::F32 => "f32",
             Layout::Bf16Panels => "bf16-panels",
             Layout::Q8 => "q8",
+            Layout::I8Panels => "i8-panels",
         }
     }
 }
@@ -84,6 +88,8 @@ pub(crate) enum Kind {
     /// Q8_0 blocks.
     #[serde(rename = "q8_0")]
     Q8,
+    /// Bytes of an int8 panel packing.
+    I8Panels,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,6 +182,7 @@ impl<T> std::fmt::Debug for Mapped<T> {
 pub(crate) trait Pod: Copy + 'static {}
 impl Pod for f32 {}
 impl Pod for u16 {}
+impl Pod for u8 {}
 
 impl<T: Pod> Mapped<T> {
     /// The values.
@@ -326,6 +333,12 @@ impl CacheFile {
         Ok(self.mapped(e, 2))
     }
 
+    /// An int8-panel entry as a mapped slice (no copy).
+    pub(crate) fn i8_panels(&self, name: &str) -> candle_core::Result<Mapped<u8>> {
+        let e = self.entry(name, Kind::I8Panels)?;
+        Ok(self.mapped(e, 1))
+    }
+
     /// The raw bytes of a Q8_0 entry.
     pub(crate) fn q8_bytes(&self, name: &str) -> candle_core::Result<&[u8]> {
         let e = self.entry(name, Kind::Q8)?;
@@ -355,6 +368,7 @@ fn expected_len(kind: Kind, shape: &[usize]) -> usize {
         Kind::F32 => n * 4,
         // shape = [n, k, packed values]: the packing pads n and k.
         Kind::Bf16Panels => shape.get(2).map_or(usize::MAX, |&v| v * 2),
+        Kind::I8Panels => shape.get(2).copied().unwrap_or(usize::MAX),
         // shape = [rows, cols]; one 34-byte block per 32 values.
         Kind::Q8 => n / 32 * 34,
     }
@@ -410,6 +424,16 @@ impl CacheWriter {
     pub(crate) fn panels(&mut self, name: &str, n: usize, k: usize, values: &[u16]) {
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.push(name, Kind::Bf16Panels, vec![n, k, values.len()], bytes);
+    }
+
+    /// The int8 panel packing of an `[n, k]` weight.
+    pub(crate) fn i8_panels(&mut self, name: &str, n: usize, k: usize, bytes: &[u8]) {
+        self.push(
+            name,
+            Kind::I8Panels,
+            vec![n, k, bytes.len()],
+            bytes.to_vec(),
+        );
     }
 
     /// Q8_0 blocks of a `[rows, cols]` weight.

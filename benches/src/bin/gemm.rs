@@ -20,6 +20,15 @@ struct Args {
     /// Timed repetitions per kernel and shape (the median is reported).
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Instead of the shapes: one 8-token query through the text tower's 96 products with
+    /// distinct weights (every weight read from memory once per pass), with the bytes read per
+    /// second.
+    #[arg(long)]
+    stream: bool,
+    /// With `--stream`: the first layer's four weights serve all 24 layers (12 MB of int8, 25 MB
+    /// of bf16: from the caches instead of memory), to see what is not memory.
+    #[arg(long)]
+    hot: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -46,6 +55,9 @@ fn rel_rms(a: &Tensor, b: &Tensor) -> Result<f64> {
 
 fn main() -> Result<()> {
     let a = Args::parse();
+    if a.stream {
+        return stream(a.reps, a.hot);
+    }
     let dev = Device::Cpu;
     // (label, rows, in, out): vision at 512 px has 1025 tokens; texts of 512 tokens; a query.
     let shapes = [
@@ -84,7 +96,7 @@ fn main() -> Result<()> {
         let mut q = Linear::new(w, None);
         if q.quantize_q8()? {
             let (t, y) = time(a.reps, &|| Ok(q.forward(&x)?))?;
-            rows.push(("int8 (candle Q8_0)", t, rel_rms(&y32, &y)?));
+            rows.push((int8_label(), t, rel_rms(&y32, &y)?));
         } else {
             rows.push((
                 "int8: stays f32 (inputs not a multiple of 32)",
@@ -105,6 +117,108 @@ fn main() -> Result<()> {
                 err
             );
         }
+    }
+    Ok(())
+}
+
+fn int8_label() -> &'static str {
+    match jsearch_encoders::int8_kernel() {
+        "AMX-INT8" => "int8 (AMX-INT8)",
+        "AVX512-VNNI" => "int8 (AVX512-VNNI)",
+        _ => "int8 (candle Q8_0)",
+    }
+}
+
+/// The text tower's linear layers (24 × qkv, output, fc1, fc2) for one query of 8 tokens, each
+/// kernel on its own copy of the weights: a pass reads every weight once, as a query does
+/// (with `hot`, the first layer's weights 24 times).
+fn stream(reps: usize, hot: bool) -> Result<()> {
+    let dev = Device::Cpu;
+    let (m, h, f) = (8, 1024, 4096);
+    let shapes: Vec<(usize, usize)> = (0..24)
+        .flat_map(|_| [(3 * h, h), (h, h), (f, h), (h, f)])
+        .collect();
+    let x = Tensor::randn(0f32, 1.0, (m, h), &dev)?;
+    let xf = Tensor::randn(0f32, 1.0, (m, f), &dev)?;
+    let params: usize = shapes.iter().map(|(n, k)| n * k).sum();
+    println!(
+        "one 8-token query through the text tower's {} products ({:.0} M weights), threads: {}\n",
+        shapes.len(),
+        params as f64 / 1e6,
+        rayon::current_num_threads()
+    );
+    println!("| kernel | ms per pass | weight bytes | GB/s | vs f32 |");
+    println!("|---|---|---|---|---|");
+    let mut t32 = f64::NAN;
+    for kind in ["f32 (candle)", "bf16", "int8"] {
+        let mut layers: Vec<(Linear, usize)> = Vec::new();
+        for (i, &(n, k)) in shapes.iter().enumerate() {
+            if hot && i >= 4 {
+                let l = layers[i % 4].0.clone();
+                layers.push((l, k));
+                continue;
+            }
+            let mut l = Linear::new(Tensor::randn(0f32, 0.03, (n, k), &dev)?, None);
+            let ok = match kind {
+                "bf16" => l.pack_bf16()?,
+                "int8" => l.quantize_q8()?,
+                _ => true,
+            };
+            if !ok {
+                println!("| {kind} | not on this CPU | - | - | - |");
+                break;
+            }
+            layers.push((l, k));
+        }
+        if layers.len() != shapes.len() {
+            continue;
+        }
+        let bytes_per_weight = match kind {
+            "bf16" => 2.0,
+            // i8 values (and 8 bytes per output column), or one f16 scale per 32 (Q8_0).
+            "int8" if jsearch_encoders::int8_kernel() != "Q8_0" => 1.0,
+            "int8" => 34.0 / 32.0,
+            _ => 4.0,
+        };
+        let pass = || -> Result<()> {
+            // On a worker of the pool, as the encoders run a forward pass.
+            rayon::scope(|_| {
+                for (l, k) in &layers {
+                    l.forward(if *k == h { &x } else { &xf })?;
+                }
+                Ok(())
+            })
+        };
+        pass()?;
+        let mut ts = Vec::with_capacity(reps);
+        for _ in 0..reps {
+            let t = Instant::now();
+            pass()?;
+            ts.push(t.elapsed().as_secs_f64());
+        }
+        let t = median(ts);
+        if kind.starts_with("f32") {
+            t32 = t;
+        }
+        let label = match kind {
+            "bf16" => jsearch_encoders::bf16_kernel().map_or("bf16", |k| {
+                if k == "AMX" {
+                    "bf16 (AMX)"
+                } else {
+                    "bf16 (AVX512-BF16)"
+                }
+            }),
+            "int8" => int8_label(),
+            k => k,
+        };
+        let gb = params as f64 * bytes_per_weight / 1e9;
+        println!(
+            "| {label} | {:.1} | {:.0} MB | {:.1} | {:.2}x |",
+            t * 1e3,
+            gb * 1e3,
+            gb / t,
+            t32 / t
+        );
     }
     Ok(())
 }

@@ -1,0 +1,635 @@
+//! int8 matrix products for the linear layers on x86-64 CPUs with AMX-INT8 (`tdpbssd`: a 16 × 64
+//! int8 tile times a 64 × 16 one, 16384 multiply-adds per instruction, twice `tdpbf16ps`'s) or
+//! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction).
+//!
+//! Weights are quantised once (at load, or read from the weight cache), symmetric per output
+//! column; activations per row on the fly (symmetric): `y[r, c] = sa[r] · sw[c] · Σ qa · qw`,
+//! the sum exact in i32 over all of k. One query of a few tokens reads every weight once, so its
+//! time is the weights' bytes over the memory bandwidth: int8 weights are half of bf16's. On
+//! VNNI the activations are stored as `qa + 128` (`vpdpbusd`'s unsigned operand), and the
+//! `128 · Σ qw` this adds is taken off with a per-column constant stored beside the scales.
+//!
+//! The packing: panels of 32 output columns, each k-quad row holding the 32 columns' 4
+//! consecutive inputs (128 bytes: AMX's B layout for two 16-column tiles, and two `vpdpbusd`
+//! operands), k padded to a multiple of 64 (one AMX step), then the panel's 32 f32 scales and
+//! 32 i32 offsets.
+
+use rayon::prelude::*;
+
+use crate::amx;
+use crate::bf16_gemm::Epilogue;
+use crate::weight_cache::Mapped;
+
+/// Output columns per panel.
+const NR: usize = 32;
+/// Inputs per AMX step (a 64-byte tile row); k is padded to a multiple of it.
+const K_STEP: usize = 64;
+/// Rows per VNNI kernel call (8 × 2 accumulators).
+const MR: usize = 8;
+/// Rows of an AMX block (two A tiles of 16 rows); activations are padded to a multiple of it.
+const AMX_M: usize = 32;
+/// AMX steps per k-block when a chunk has enough row blocks to reuse it from L1 (as in
+/// `bf16_gemm`: 16 KiB of a panel's weights).
+const AMX_KB_STEPS: usize = 4;
+/// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
+const AMX_CHUNK_BYTES: usize = 1 << 20;
+/// How far ahead of its loads the VNNI kernel prefetches a panel's weights (bytes).
+const PREFETCH: usize = 4096;
+
+/// Whether this CPU runs the int8 kernel (AVX-512 F/BW/VL and AVX512-VNNI, `JSEARCH_CPU_TIER`
+/// not below `avx512`).
+pub fn available() -> bool {
+    jsearch_base::cpu::features().avx512_vnni
+}
+
+/// Whether the products run on AMX-INT8 tiles (`JSEARCH_CPU_TIER` not below `amx`), else on
+/// the AVX512-VNNI kernel.
+pub fn uses_amx() -> bool {
+    jsearch_base::cpu::features().amx_int8
+}
+
+/// Which kernel runs a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Path {
+    /// `vpdpbusd`, 8 × 32 register blocks.
+    Vnni,
+    /// `tdpbssd`, 32 × 32 blocks of four AMX tiles.
+    Amx,
+}
+
+/// An `[n, k]` weight quantised for [`PackedI8::matmul_into`] (see the module's packing).
+#[derive(Debug, Clone)]
+pub struct PackedI8 {
+    n: usize,
+    k: usize,
+    /// k padded to a multiple of [`K_STEP`].
+    kq: usize,
+    data: Bytes,
+}
+
+/// Where the packed bytes live: quantised at load, or inside a mapped weight-cache file.
+#[derive(Debug, Clone)]
+enum Bytes {
+    Owned(Vec<u8>),
+    Mapped(Mapped<u8>),
+}
+
+impl Bytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Owned(v) => v,
+            Bytes::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
+/// Bytes of one panel: the k-quad rows, then 32 scales and 32 offsets.
+fn panel_bytes(kq: usize) -> usize {
+    kq * NR + 2 * NR * 4
+}
+
+/// Bytes of the packing of an `[n, k]` weight.
+fn packed_len(n: usize, k: usize) -> usize {
+    n.div_ceil(NR) * panel_bytes(k.div_ceil(K_STEP) * K_STEP)
+}
+
+impl PackedI8 {
+    /// Quantises a row-major `[n, k]` f32 weight, or `None` when this CPU has no AVX512-VNNI, the
+    /// slice does not hold `n * k` values or a value is not finite.
+    pub fn quantize(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !available() || w.len() != n * k || n == 0 || k == 0 || !w.iter().all(|v| v.is_finite())
+        {
+            return None;
+        }
+        let kq = k.div_ceil(K_STEP) * K_STEP;
+        let mut data = vec![0u8; packed_len(n, k)];
+        data.par_chunks_mut(panel_bytes(kq))
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let (quads, tail) = panel.split_at_mut(kq * NR);
+                let (scales, offsets) = tail.split_at_mut(NR * 4);
+                for c in 0..NR.min(n - p * NR) {
+                    let src = &w[(p * NR + c) * k..(p * NR + c + 1) * k];
+                    let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    let sw = amax / 127.0;
+                    let mut sum = 0i32;
+                    for (i, &v) in src.iter().enumerate() {
+                        let q = if amax > 0.0 {
+                            (v / sw).round().clamp(-127.0, 127.0) as i8
+                        } else {
+                            0
+                        };
+                        sum += q as i32;
+                        quads[(i / 4) * NR * 4 + c * 4 + i % 4] = q as u8;
+                    }
+                    scales[c * 4..c * 4 + 4].copy_from_slice(&sw.to_le_bytes());
+                    offsets[c * 4..c * 4 + 4].copy_from_slice(&(128 * sum).to_le_bytes());
+                }
+            });
+        Some(Self {
+            n,
+            k,
+            kq,
+            data: Bytes::Owned(data),
+        })
+    }
+
+    /// A packing read from a weight cache (made by [`PackedI8::quantize`] and
+    /// [`PackedI8::bytes`]), used in place; `None` when this CPU has no AVX512-VNNI or the length
+    /// does not match `[n, k]`.
+    pub(crate) fn from_mapped(values: Mapped<u8>, n: usize, k: usize) -> Option<Self> {
+        if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
+            return None;
+        }
+        Some(Self {
+            n,
+            k,
+            kq: k.div_ceil(K_STEP) * K_STEP,
+            data: Bytes::Mapped(values),
+        })
+    }
+
+    /// The packed bytes (what a weight cache stores).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.data.as_slice()
+    }
+
+    /// Output width (weight rows).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width (weight columns).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// `x · Wᵀ` written into `y` (`[m, n]` row-major) through `epi`, as
+    /// [`crate::bf16_gemm::PackedBf16::matmul_into`] does.
+    ///
+    /// # Panics
+    /// If `x.len() != m * k`, `y.len() != m * n` or the bias does not hold `n` values (callers
+    /// check shapes first).
+    pub(crate) fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>) {
+        let path = if uses_amx() { Path::Amx } else { Path::Vnni };
+        self.matmul_on(x, m, y, epi, path);
+    }
+
+    fn matmul_on(&self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>, path: Path) {
+        let (n, k, kq) = (self.n, self.k, self.kq);
+        assert_eq!(x.len(), m * k, "int8 matmul: input shape");
+        assert_eq!(y.len(), m * n, "int8 matmul: output shape");
+        assert!(
+            epi.bias.is_none_or(|b| b.len() == n),
+            "int8 matmul: bias width"
+        );
+        if m == 0 {
+            return;
+        }
+        // Activations quantised per row (rows an odd number of cache lines apart, see
+        // `bf16_gemm::row_stride`; padding rows and inputs are zero, scale 0), reused between
+        // calls on a thread (taken, so a nested call makes its own). VNNI reads them as
+        // `q + 128`.
+        let offset = if path == Path::Vnni { 0x80 } else { 0 };
+        let (mut a, mut sa) = ROWS.with(|c| c.take());
+        let lda = ((kq / 64) | 1) * 64;
+        let rows = m.div_ceil(AMX_M) * AMX_M;
+        a.resize(rows * lda, 0);
+        sa.resize(rows, 0.0);
+        a[m * lda..rows * lda].fill(offset);
+        sa[m..rows].fill(0.0);
+        a[..m * lda]
+            .par_chunks_mut(lda)
+            .zip(sa[..m].par_iter_mut())
+            .zip(x.par_chunks(k))
+            .for_each(|((dst, scale), src)| *scale = quantize_row(src, &mut dst[..kq], offset));
+        let (a_rows, scales) = (&a[..rows * lda], &sa[..rows]);
+        match path {
+            Path::Amx => self.matmul_amx(a_rows, lda, scales, m, epi, y),
+            Path::Vnni => self.matmul_vnni(a_rows, lda, scales, m, epi, y),
+        }
+        ROWS.with(|c| c.replace((a, sa)));
+    }
+
+    /// The panel `p`: its k-quad rows, scales and offsets.
+    fn panel(&self, p: usize) -> Panel<'_> {
+        let bytes = panel_bytes(self.kq);
+        let panel = &self.data.as_slice()[p * bytes..(p + 1) * bytes];
+        let (quads, tail) = panel.split_at(self.kq * NR);
+        let word = |i: usize| -> [u8; 4] {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&tail[i * 4..i * 4 + 4]);
+            b
+        };
+        Panel {
+            quads,
+            sw: std::array::from_fn(|c| f32::from_le_bytes(word(c))),
+            offsets: std::array::from_fn(|c| i32::from_le_bytes(word(NR + c))),
+        }
+    }
+
+    /// `y[r, c] = sa[r] · sw[c] · (C[r, c] [− offset[c]])` through `epi` for one block of rows
+    /// of panel `p` (`block`: `rows` rows of NR i32 from the kernels, from row `r0`).
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &self,
+        p: usize,
+        panel: &Panel<'_>,
+        r0: usize,
+        block: &[i32],
+        rows: usize,
+        sa: &[f32],
+        subtract: bool,
+        epi: &Epilogue<'_>,
+        out: &SendPtr,
+    ) {
+        let (n, cols) = (self.n, NR.min(self.n - p * NR));
+        let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
+        let mut vals = [0f32; NR];
+        for (r, c) in block.chunks_exact(NR).take(rows).enumerate() {
+            let s = sa[r0 + r];
+            for j in 0..NR {
+                let v = if subtract {
+                    c[j] - panel.offsets[j]
+                } else {
+                    c[j]
+                };
+                vals[j] = v as f32 * panel.sw[j] * s;
+            }
+            // SAFETY: row r0 + r < m and columns p*NR..p*NR+cols < n lie inside `y`; no other
+            // task writes this panel's columns.
+            let dst =
+                unsafe { std::slice::from_raw_parts_mut(out.0.add((r0 + r) * n + p * NR), cols) };
+            epi.store(&vals[..cols], bias, dst);
+        }
+    }
+
+    fn matmul_vnni(
+        &self,
+        a: &[u8],
+        lda: usize,
+        sa: &[f32],
+        m: usize,
+        epi: Epilogue<'_>,
+        y: &mut [f32],
+    ) {
+        let out = SendPtr(y.as_mut_ptr());
+        (0..self.n.div_ceil(NR))
+            .into_par_iter()
+            .with_min_len(2)
+            .for_each(|p| {
+                let panel = self.panel(p);
+                let mut block = [0i32; MR * NR];
+                for r0 in (0..m).step_by(MR) {
+                    // SAFETY: `PackedI8` exists only where `available()` holds (AVX512-VNNI);
+                    // `a` holds MR rows of `lda` ≥ kq bytes from r0 (padded to a multiple of
+                    // AMX_M rows, itself a multiple of MR); `quads` holds kq / 4 rows of 128
+                    // bytes; `block` MR × NR values.
+                    unsafe {
+                        vnni::kernel(
+                            a.as_ptr().add(r0 * lda),
+                            lda,
+                            panel.quads.as_ptr(),
+                            self.kq / 4,
+                            block.as_mut_ptr(),
+                        )
+                    };
+                    self.store(p, &panel, r0, &block, MR.min(m - r0), sa, true, &epi, &out);
+                }
+            });
+    }
+
+    /// The AMX product: rows in chunks that stay in L2 while every panel passes over them; per
+    /// panel, 32 × 32 blocks accumulated over all of k in four tiles (k-blocks through a
+    /// per-thread accumulator when the chunk has enough row blocks), then stored.
+    fn matmul_amx(
+        &self,
+        a: &[u8],
+        lda: usize,
+        sa: &[f32],
+        m: usize,
+        epi: Epilogue<'_>,
+        y: &mut [f32],
+    ) {
+        let steps = self.kq / K_STEP;
+        let chunk = (AMX_CHUNK_BYTES / lda).max(AMX_M) / AMX_M * AMX_M;
+        let out = SendPtr(y.as_mut_ptr());
+        for c0 in (0..m).step_by(chunk) {
+            let c1 = (c0 + chunk).min(m);
+            let chunk_rows = (c1 - c0).div_ceil(AMX_M) * AMX_M;
+            let kb_steps = if chunk_rows / AMX_M >= 4 {
+                AMX_KB_STEPS
+            } else {
+                steps
+            };
+            (0..self.n.div_ceil(NR)).into_par_iter().for_each(|p| {
+                let panel = self.panel(p);
+                let mut acc = PANEL_ACC.with(|c| c.take());
+                if acc.len() < chunk_rows * NR {
+                    acc = vec![0i32; chunk_rows * NR];
+                }
+                // SAFETY: AMX-INT8 is usable (`Path::Amx` is only chosen where `uses_amx()`).
+                unsafe { amx::configure() };
+                for k0 in (0..steps).step_by(kb_steps) {
+                    let kb = kb_steps.min(steps - k0);
+                    for r0 in (c0..c1).step_by(AMX_M) {
+                        // SAFETY: AMX-INT8 is usable (above); `a` holds AMX_M padded rows of
+                        // `lda` bytes from r0 of which bytes k0·64..(k0+kb)·64 ≤ kq are read,
+                        // `quads` the panel's kq / 4 rows of 128 bytes from row k0·16; `acc`
+                        // holds AMX_M × NR values from row r0 − c0.
+                        unsafe {
+                            amx::block(
+                                amx::Op::Int8,
+                                a.as_ptr().add(r0 * lda + k0 * K_STEP),
+                                lda,
+                                panel.quads.as_ptr().add(k0 * 16 * NR * 4),
+                                kb,
+                                acc.as_mut_ptr().add((r0 - c0) * NR).cast(),
+                                c1 - r0 > AMX_M / 2,
+                                k0 > 0,
+                            );
+                        }
+                    }
+                }
+                // SAFETY: as for `configure` above.
+                unsafe { amx::release() };
+                for r0 in (c0..c1).step_by(AMX_M) {
+                    let block = &acc[(r0 - c0) * NR..(r0 - c0 + AMX_M) * NR];
+                    self.store(
+                        p,
+                        &panel,
+                        r0,
+                        block,
+                        AMX_M.min(m - r0),
+                        sa,
+                        false,
+                        &epi,
+                        &out,
+                    );
+                }
+                PANEL_ACC.with(|c| c.replace(acc));
+            });
+        }
+    }
+}
+
+/// One panel of a packing, its scales and offsets decoded.
+struct Panel<'a> {
+    /// kq / 4 rows of 128 bytes.
+    quads: &'a [u8],
+    /// `sw[c]`: the columns' scales.
+    sw: [f32; NR],
+    /// `128 · Σ qw[c]`: what VNNI's `+ 128` adds to each column's sum.
+    offsets: [i32; NR],
+}
+
+thread_local! {
+    /// The quantised activations and their scales of the last product on this thread.
+    #[allow(clippy::type_complexity)]
+    static ROWS: std::cell::Cell<(Vec<u8>, Vec<f32>)> =
+        const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    /// A panel task's accumulators on this thread (AMX path).
+    static PANEL_ACC: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Raw output pointer shared by the panel tasks (each writes its own columns).
+struct SendPtr(*mut f32);
+// SAFETY: the tasks write disjoint column ranges of one buffer that outlives them.
+unsafe impl Sync for SendPtr {}
+unsafe impl Send for SendPtr {}
+
+/// One activation row to int8 (`dst`: the row's values, then zeros; each byte XORed with
+/// `offset`, 0x80 turning i8 `q` into u8 `q + 128`); returns its scale `max |x| / 127` (0 for a
+/// row of zeros).
+fn quantize_row(src: &[f32], dst: &mut [u8], offset: u8) -> f32 {
+    let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    {
+        while i + 16 <= src.len() {
+            // SAFETY: the int8 kernel (hence AVX-512 F) is available wherever a `PackedI8`
+            // exists; 16 floats are read from src[i..] and 16 bytes written to dst[i..].
+            unsafe { vnni::quantize16(src.as_ptr().add(i), inv, offset, dst.as_mut_ptr().add(i)) };
+            i += 16;
+        }
+    }
+    for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
+        *d = (round_even(v * inv) as i8 as u8) ^ offset;
+    }
+    dst[src.len()..].fill(offset);
+    amax / 127.0
+}
+
+/// Round half to even, as the vector conversion does (the default MXCSR mode).
+fn round_even(v: f32) -> f32 {
+    let r = v.round();
+    if (r - v).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - v.signum()
+    } else {
+        r
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod vnni {
+    use super::{MR, NR, PREFETCH};
+    use std::arch::x86_64::*;
+
+    /// 16 floats at `src` times `inv`, rounded (to nearest even) to i8, XORed with `offset`, as
+    /// bytes at `dst`.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; `src` readable for 16 floats, `dst` writable for 16 bytes.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn quantize16(src: *const f32, inv: f32, offset: u8, dst: *mut u8) {
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let v = _mm512_mul_ps(_mm512_loadu_ps(src), _mm512_set1_ps(inv));
+            let q = _mm512_xor_si512(_mm512_cvtps_epi32(v), _mm512_set1_epi32(offset as i32));
+            _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(q));
+        }
+    }
+
+    /// One MR × 32 block of `Σ (qa + 128) · qw` (i32): `a` MR rows of bytes (stride `lda`),
+    /// `w` one panel's `quads` k-quad rows of 128 bytes; the block to `out` (row stride 32).
+    ///
+    /// # Safety
+    /// AVX512-VNNI (with AVX-512 F/BW/VL) must be available; `a` readable for MR rows of
+    /// `4 · quads` bytes, `w` for `quads · 128` bytes, `out` writable for MR · 32 values.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn kernel(a: *const u8, lda: usize, w: *const u8, quads: usize, out: *mut i32) {
+        // SAFETY: the caller upholds this function's `# Safety` contract; every address read
+        // lies in the ranges it names (prefetches may point past them: they never fault).
+        unsafe {
+            let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+            for q in 0..quads {
+                let wq = w.add(q * NR * 4);
+                _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH).cast());
+                _mm_prefetch::<_MM_HINT_T0>(wq.wrapping_add(PREFETCH + 64).cast());
+                let w0 = _mm512_loadu_si512(wq.cast());
+                let w1 = _mm512_loadu_si512(wq.add(64).cast());
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av =
+                        _mm512_set1_epi32(a.add(r * lda + 4 * q).cast::<i32>().read_unaligned());
+                    acc[0] = _mm512_dpbusd_epi32(acc[0], av, w0);
+                    acc[1] = _mm512_dpbusd_epi32(acc[1], av, w1);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                _mm512_storeu_si512(out.add(r * NR).cast(), acc[0]);
+                _mm512_storeu_si512(out.add(r * NR + 16).cast(), acc[1]);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod vnni {
+    /// Never called: `PackedI8` is never built without AVX512-VNNI.
+    pub unsafe fn kernel(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut i32) {
+        unreachable!("PackedI8 is never built without AVX512-VNNI")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rnd(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The stored weight of column `c`, input `i`, and the column's scale, decoded.
+    fn weight_at(p: &PackedI8, c: usize, i: usize) -> (i8, f32) {
+        let panel = p.panel(c / NR);
+        (
+            panel.quads[(i / 4) * NR * 4 + (c % NR) * 4 + i % 4] as i8,
+            panel.sw[c % NR],
+        )
+    }
+
+    /// Every edge, on both kernels: rows not a multiple of 8 or 16 or 32, columns not a multiple
+    /// of 32 (and below 16), k not a multiple of 64 (and below 4), several panels, a row chunk
+    /// boundary; against an f64 product of the quantised values (which the kernels must match up
+    /// to f32 rounding of the scales), against the f32 product within the quantisation's error,
+    /// and the epilogue (residual, bias, GELU) as stored.
+    #[test]
+    fn matches_a_reference_product_of_quantised_inputs() {
+        if !available() {
+            assert!(PackedI8::quantize(&[1.0; 4], 2, 2).is_none());
+            eprintln!("no AVX512-VNNI on this CPU: checked that nothing is quantised");
+            return;
+        }
+        let paths: &[Path] = if uses_amx() {
+            &[Path::Vnni, Path::Amx]
+        } else {
+            eprintln!("no AMX-INT8 (or JSEARCH_CPU_TIER below amx): the VNNI kernel only");
+            &[Path::Vnni]
+        };
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 7, 5),
+            (8, 32, 64),
+            (9, 17, 65),
+            (16, 33, 128),
+            (33, 45, 200),
+            (47, 100, 1030),
+            (2, 33, 2730),
+            (300, 40, 4096),
+        ] {
+            let x = rnd(m * k, 1 + m as u64);
+            let w = rnd(n * k, 2 + n as u64);
+            let p = PackedI8::quantize(&w, n, k).expect("quantises");
+            assert_eq!((p.n(), p.k()), (n, k));
+            let bias = rnd(n, 3 + k as u64);
+            let resid = rnd(m * n, 4 + m as u64);
+            for &path in paths {
+                let mut y = vec![f32::NAN; m * n];
+                let plain = Epilogue {
+                    bias: Some(&bias),
+                    ..Epilogue::default()
+                };
+                p.matmul_on(&x, m, &mut y, plain, path);
+                let mut fused = resid.clone();
+                let epi = Epilogue {
+                    bias: Some(&bias),
+                    accumulate: true,
+                    gelu: true,
+                };
+                p.matmul_on(&x, m, &mut fused, epi, path);
+                for i in 0..m {
+                    let row = &x[i * k..(i + 1) * k];
+                    let mut qa = vec![0u8; p.kq];
+                    let sa = quantize_row(row, &mut qa, 0) as f64;
+                    for j in 0..n {
+                        let (mut dot, mut float) = (0i64, bias[j] as f64);
+                        let (_, sw) = weight_at(&p, j, 0);
+                        for t in 0..k {
+                            dot += qa[t] as i8 as i64 * weight_at(&p, j, t).0 as i64;
+                            float += row[t] as f64 * w[j * k + t] as f64;
+                        }
+                        let exact = dot as f64 * sw as f64 * sa + bias[j] as f64;
+                        let got = y[i * n + j] as f64;
+                        let tol = 2e-6 * (k as f64).sqrt().max(1.0);
+                        assert!(
+                            (exact - got).abs() <= tol,
+                            "{path:?} m={m} n={n} k={k} ({i},{j}): {exact} vs {got}"
+                        );
+                        // Each quantised value is within half a step (1/254 of its row's or
+                        // column's range, here ≤ 1).
+                        let bound = 4.0 * (k as f64).sqrt() / 254.0 + 1e-6;
+                        assert!(
+                            (float - got).abs() <= bound,
+                            "{path:?} m={m} n={n} k={k} ({i},{j}): f32 {float} vs int8 {got}"
+                        );
+                        let want = crate::vmath::gelu_erf((exact + resid[i * n + j] as f64) as f32);
+                        assert!(
+                            (want - fused[i * n + j]).abs() as f64 <= 2.0 * tol,
+                            "fused {path:?} m={m} n={n} k={k} ({i},{j}): {want} vs {}",
+                            fused[i * n + j]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(PackedI8::quantize(&[1.0; 3], 2, 2).is_none());
+        assert!(PackedI8::quantize(&[1.0, f32::NAN, 0.0, 0.0], 2, 2).is_none());
+    }
+
+    /// The activations' rounding is the vector conversion's (half to even), the scalar tail's
+    /// too; the padding holds the offset; a row of zeros has scale 0.
+    #[test]
+    fn activation_rows_round_half_to_even() {
+        if !available() {
+            return;
+        }
+        let mut row = vec![0f32; 19];
+        row[0] = 127.0; // scale 1: the others quantise to themselves
+        row[1] = 0.5;
+        row[2] = 1.5;
+        row[3] = -2.5;
+        row[16] = 0.5; // the scalar tail
+        row[17] = -3.5;
+        row[18] = 126.5;
+        for offset in [0u8, 0x80] {
+            let mut q = vec![0u8; 64];
+            assert_eq!(quantize_row(&row, &mut q, offset), 1.0);
+            let q = |i: usize| (q[i] ^ offset) as i8;
+            assert_eq!([q(0), q(1), q(2), q(3)], [127, 0, 2, -2]);
+            assert_eq!([q(16), q(17), q(18)], [0, -4, 126]);
+            assert!((19..64).all(|i| q(i) == 0));
+        }
+        let mut zeros = vec![0u8; 64];
+        assert_eq!(quantize_row(&[0.0; 20], &mut zeros, 0x80), 0.0);
+        assert!(zeros.iter().all(|&b| b == 0x80));
+    }
+}

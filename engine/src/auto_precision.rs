@@ -75,32 +75,38 @@ use Tier::{Amx, Avx2, Avx512Bf16};
 
 /// Speeds relative to f32 in the same run, from `encoders --dtypes f32,int8,bf16mm --cases
 /// q1,q32,p512,img` (docs/encoders.md): AMX on the 2-core Xeon (Sapphire Rapids class) of
-/// 2026-12-07 (bf16 on AMX tiles); AVX512-BF16 on a machine of the same class on 2026-12-02,
-/// before the AMX kernel; AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16
+/// 2026-12-07, int8 on AMX-INT8 tiles and bf16 on AMX-BF16 tiles (our int8 kernel, after the
+/// forward passes moved onto the thread pool); AVX512-BF16 forced on the same machine the same
+/// day (int8 on AVX512-VNNI); AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16
 /// kernel there).
 const MEASURED: &[Row] = &[
-    // `coldstart --runs 3 --precision int8,bf16,f32`: 286 / 142 / 276 ms per `jsearch query`.
-    row(Amx, Cli, Int8, 0.97, 0.999679),
-    row(Amx, Cli, Bf16, 1.94, 0.999962),
-    row(Amx, Q1, Int8, 3.09, 0.999679),
-    row(Amx, Q32, Int8, 1.68, 0.999598),
-    row(Amx, P512, Int8, 1.32, 0.999756),
-    row(Amx, Img, Int8, 1.01, 0.998898),
-    row(Amx, Q1, Bf16, 2.51, 0.999962),
-    row(Amx, Q32, Bf16, 2.67, 0.999963),
-    row(Amx, P512, Bf16, 2.48, 0.999973),
-    row(Amx, Img, Bf16, 2.45, 0.999958),
-    // `coldstart --precision int8,bf16,f32`: 400 / 234 / 333 ms per `jsearch query` process.
-    row(Avx512Bf16, Cli, Int8, 0.83, 0.999679),
-    row(Avx512Bf16, Cli, Bf16, 1.42, 0.999968),
-    row(Avx512Bf16, Q1, Int8, 3.84, 0.999679),
-    row(Avx512Bf16, Q32, Int8, 1.92, 0.999598),
-    row(Avx512Bf16, P512, Int8, 1.42, 0.999756),
-    row(Avx512Bf16, Img, Int8, 1.00, 0.998898),
-    row(Avx512Bf16, Q1, Bf16, 2.10, 0.999968),
-    row(Avx512Bf16, Q32, Bf16, 1.21, 0.999963),
-    row(Avx512Bf16, P512, Bf16, 1.22, 0.999974),
-    row(Avx512Bf16, Img, Bf16, 1.16, 0.999961),
+    // `coldstart --runs 4 --precision int8,bf16,f32 --no-peer`: 68 / 107 / 272 ms per
+    // `jsearch query` process (weights mapped from the cache; cosines those of q1).
+    row(Amx, Cli, Int8, 4.00, 0.999437),
+    row(Amx, Cli, Bf16, 2.54, 0.999969),
+    // jsearch f32: 104.0 / 1045.4 / 5172.9 / 8137.4 ms.
+    row(Amx, Q1, Int8, 5.53, 0.999437),
+    row(Amx, Q32, Int8, 7.98, 0.999258),
+    row(Amx, P512, Int8, 6.44, 0.999538),
+    row(Amx, Img, Int8, 4.52, 0.997107),
+    row(Amx, Q1, Bf16, 3.39, 0.999969),
+    row(Amx, Q32, Bf16, 5.55, 0.999960),
+    row(Amx, P512, Bf16, 5.26, 0.999974),
+    row(Amx, Img, Bf16, 4.89, 0.999962),
+    // Forced on the same machine (`JSEARCH_CPU_TIER=avx512bf16`): int8 on AVX512-VNNI, bf16 on
+    // `vdpbf16ps`. `coldstart`: 73 / 176 / 267 ms per `jsearch query` process; jsearch f32
+    // 104.3 / 1086.8 / 4769.1 / 7155.7 ms. Cosines: the AMX run's (the int8 kernels sum the
+    // same integers; that run had the PyTorch reference).
+    row(Avx512Bf16, Cli, Int8, 3.66, 0.999437),
+    row(Avx512Bf16, Cli, Bf16, 1.52, 0.999969),
+    row(Avx512Bf16, Q1, Int8, 5.76, 0.999437),
+    row(Avx512Bf16, Q32, Int8, 4.92, 0.999258),
+    row(Avx512Bf16, P512, Int8, 3.74, 0.999538),
+    row(Avx512Bf16, Img, Int8, 2.87, 0.997107),
+    row(Avx512Bf16, Q1, Bf16, 1.78, 0.999969),
+    row(Avx512Bf16, Q32, Bf16, 1.20, 0.999960),
+    row(Avx512Bf16, P512, Bf16, 1.26, 0.999974),
+    row(Avx512Bf16, Img, Bf16, 1.15, 0.999962),
     // int8 on AVX2 (issue #12's figures as ratios to f32 in its run; the cosines are those of the
     // same int8 code measured above).
     row(Avx2, Q1, Int8, 1.62, 0.999679),
@@ -286,19 +292,20 @@ mod tests {
         }
     }
 
-    /// The choices the measurements lead to, said in words: for a `jsearch query` process bf16
-    /// where the CPU has the kernel (its mapped panels start faster than int8's copied blocks),
-    /// int8 where only the encode was measured and it wins (AVX2); never int8 for images
-    /// (cosine 0.9989); bf16 for indexing images only where the CPU has the kernel, int8 for
-    /// indexing texts where it keeps the cosine and wins (without AMX); with AMX bf16 for
-    /// everything; f32 on the portable tier.
+    /// The choices the measurements lead to, said in words: int8 for text queries on every
+    /// measured tier (our kernel's mapped panels on AMX and AVX-512, Q8_0 on AVX2); never int8
+    /// for images (cosine 0.9971 / 0.9989); bf16 for images only where the CPU has the kernel;
+    /// int8 for indexing texts where our kernel runs; f32 on the portable tier.
     #[test]
     fn the_measured_choices() {
         let c = |t, w, towers| choose(t, w, towers).precision;
-        for (w, towers) in WORK.iter().copied().filter(|w| w.0 != Workload::Embed) {
-            assert_eq!(c(Tier::Amx, w, towers), Bf16, "{w:?} {towers:?}");
+        // AMX: int8 (AMX-INT8) for texts, bf16 wherever images are involved (int8's image
+        // cosine is 0.9971).
+        for (w, towers) in WORK {
+            let want = if towers == Towers::Text { Int8 } else { Bf16 };
+            assert_eq!(c(Tier::Amx, w, towers), want, "{w:?} {towers:?}");
         }
-        assert_eq!(c(Tier::Avx512Bf16, Workload::Query, Towers::Text), Bf16);
+        assert_eq!(c(Tier::Avx512Bf16, Workload::Query, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx2, Workload::Query, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx512, Workload::Query, Towers::Text), Int8);
         assert_ne!(c(Tier::Avx512Bf16, Workload::Query, Towers::Vision), Int8);

@@ -28,9 +28,9 @@ const K_STEP: usize = 64;
 const MR: usize = 8;
 /// Rows of an AMX block (two A tiles of 16 rows); activations are padded to a multiple of it.
 const AMX_M: usize = 32;
-/// AMX steps per k-block when a chunk has enough row blocks to reuse it from L1 (as in
-/// `bf16_gemm`: 16 KiB of a panel's weights).
-const AMX_KB_STEPS: usize = 4;
+/// AMX steps per k-block when a chunk has enough row blocks to reuse it from L1 (16 KiB of a
+/// panel's weights, as in `bf16_gemm`).
+const AMX_KB_STEPS: usize = 8;
 /// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
 const AMX_CHUNK_BYTES: usize = 1 << 20;
 /// How far ahead of its loads the VNNI kernel prefetches a panel's weights (bytes).
@@ -194,8 +194,14 @@ impl PackedI8 {
         let (mut a, mut sa) = ROWS.with(|c| c.take());
         let lda = ((kq / 64) | 1) * 64;
         let rows = m.div_ceil(AMX_M) * AMX_M;
-        a.resize(rows * lda, 0);
-        sa.resize(rows, 0.0);
+        // Grown, never shrunk (a resize down and up again would zero megabytes per layer);
+        // every row read is written below (bytes kq..lda of a row are never read).
+        if a.len() < rows * lda {
+            a.resize(rows * lda, 0);
+        }
+        if sa.len() < rows {
+            sa.resize(rows, 0.0);
+        }
         a[m * lda..rows * lda].fill(offset);
         sa[m..rows].fill(0.0);
         a[..m * lda]
@@ -242,26 +248,24 @@ impl PackedI8 {
         subtract: bool,
         epi: &Epilogue<'_>,
         out: &SendPtr,
+        vals: &mut [f32; AMX_M * NR],
     ) {
-        let (n, cols) = (self.n, NR.min(self.n - p * NR));
-        let bias = epi.bias.map(|b| &b[p * NR..p * NR + cols]);
-        let mut vals = [0f32; NR];
-        for (r, c) in block.chunks_exact(NR).take(rows).enumerate() {
+        for (r, (v, c)) in vals
+            .chunks_exact_mut(NR)
+            .zip(block.chunks_exact(NR))
+            .take(rows)
+            .enumerate()
+        {
             let s = sa[r0 + r];
+            let off = if subtract { panel.offsets } else { [0; NR] };
             for j in 0..NR {
-                let v = if subtract {
-                    c[j] - panel.offsets[j]
-                } else {
-                    c[j]
-                };
-                vals[j] = v as f32 * panel.sw[j] * s;
+                v[j] = (c[j] - off[j]) as f32 * panel.sw[j] * s;
             }
-            // SAFETY: row r0 + r < m and columns p*NR..p*NR+cols < n lie inside `y`; no other
-            // task writes this panel's columns.
-            let dst =
-                unsafe { std::slice::from_raw_parts_mut(out.0.add((r0 + r) * n + p * NR), cols) };
-            epi.store(&vals[..cols], bias, dst);
         }
+        let cols = NR.min(self.n - p * NR);
+        // SAFETY: rows r0..r0+rows < m and columns p*NR..p*NR+cols < n lie inside `y`; no other
+        // task touches this panel's columns.
+        unsafe { epi.store_block(vals, NR, rows, cols, out.0, self.n, r0, p * NR) };
     }
 
     fn matmul_vnni(
@@ -280,6 +284,8 @@ impl PackedI8 {
             .for_each(|p| {
                 let panel = self.panel(p);
                 let mut block = [0i32; MR * NR];
+                // The f32 values of a block, made once per panel task (not per block).
+                let mut vals = [0f32; AMX_M * NR];
                 for r0 in (0..m).step_by(MR) {
                     // SAFETY: `PackedI8` exists only where `available()` holds (AVX512-VNNI);
                     // `a` holds MR rows of `lda` ≥ kq bytes from r0 (padded to a multiple of
@@ -294,7 +300,8 @@ impl PackedI8 {
                             block.as_mut_ptr(),
                         )
                     };
-                    self.store(p, &panel, r0, &block, MR.min(m - r0), sa, true, &epi, &out);
+                    let rows = MR.min(m - r0);
+                    self.store(p, &panel, r0, &block, rows, sa, true, &epi, &out, &mut vals);
                 }
             });
     }
@@ -353,19 +360,11 @@ impl PackedI8 {
                 }
                 // SAFETY: as for `configure` above.
                 unsafe { amx::release() };
+                let mut vals = [0f32; AMX_M * NR];
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let block = &acc[(r0 - c0) * NR..(r0 - c0 + AMX_M) * NR];
-                    self.store(
-                        p,
-                        &panel,
-                        r0,
-                        block,
-                        AMX_M.min(m - r0),
-                        sa,
-                        false,
-                        &epi,
-                        &out,
-                    );
+                    let rows = AMX_M.min(m - r0);
+                    self.store(p, &panel, r0, block, rows, sa, false, &epi, &out, &mut vals);
                 }
                 PANEL_ACC.with(|c| c.replace(acc));
             });

@@ -769,7 +769,9 @@ mod tests {
     }
 
     /// Several row blocks (2100 outputs = 1024 + 1024 + 52), a bias and a 3-D input: the int8
-    /// product stays within ~1 % (rms) of the dense one.
+    /// product stays within 1.5 % (rms) of the dense one. (Gaussian rows of 256 values have
+    /// `max |x|` ≈ 2.9σ: a step of 2.9σ/127 on each side gives about 0.95 % by itself with one
+    /// scale per row and column, 0.7 % with Q8_0's groups of 32.)
     #[test]
     fn q8_linear_matches_dense_across_row_blocks() {
         let dev = Device::Cpu;
@@ -783,7 +785,7 @@ mod tests {
         let (yd, yq) = (dense.forward(&x).unwrap(), q.forward(&x).unwrap());
         assert_eq!(yq.dims(), &[2, 5, 2100]);
         let rel = rms(&(&yd - &yq).unwrap()) / rms(&yd);
-        assert!(rel < 0.01, "relative rms error {rel}");
+        assert!(rel < 0.015, "relative rms error {rel}");
     }
 
     /// The f32 layer mapped from a weight cache, at tile edges (rows 1..17, outputs 1..45,
@@ -825,7 +827,7 @@ mod tests {
         }
     }
 
-    /// With our int8 kernel (AVX512-VNNI) any input width is quantised, within ~1 % of dense,
+    /// With our int8 kernel (AVX512-VNNI) any input width is quantised, within 1.5 % of dense,
     /// and a layer saved to a weight cache and mapped back gives the same outputs bit for bit;
     /// with candle's Q8_0 an input width that is not a multiple of 32 stays dense (and exact).
     #[test]
@@ -844,7 +846,7 @@ mod tests {
         assert!(l.weight().is_none());
         let (yd, yq) = (dense.forward(&x).unwrap(), l.forward(&x).unwrap());
         let rel = rms(&(&yd - &yq).unwrap()) / rms(&yd);
-        assert!(rel < 0.01, "relative rms error {rel}");
+        assert!(rel < 0.015, "relative rms error {rel}");
         let dir = tempfile::tempdir().unwrap();
         let mut cw = CacheWriter::new();
         l.save(&mut cw, "l").unwrap();

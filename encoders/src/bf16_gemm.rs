@@ -342,9 +342,12 @@ impl Epilogue<'_> {
     /// block's vectors; per 32-value row they stalled), and the rows are copied out.
     ///
     /// # Safety
-    /// `y` must be valid for reads and writes at those rows and columns, and no other thread may
-    /// access them during the call.
+    /// AVX-512 F must be available (both AMX products and the VNNI one imply it: compiled for
+    /// it, the row sums and copies are zmm moves instead of `memcpy` calls); `y` must be valid for
+    /// reads and writes at those rows and columns, and no other thread may access them during
+    /// the call.
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     pub(crate) unsafe fn store_block(
         &self,
         block: &mut [f32],
@@ -368,7 +371,8 @@ impl Epilogue<'_> {
                 src.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += d);
             }
             if !self.gelu {
-                copy_row(src, dst);
+                // SAFETY: AVX-512 F is available (this function's contract).
+                unsafe { copy_row(src, dst) };
             }
         }
         if self.gelu {
@@ -377,23 +381,39 @@ impl Epilogue<'_> {
                 // SAFETY: as above.
                 let dst =
                     unsafe { std::slice::from_raw_parts_mut(y.add((r0 + r) * ldy + c0), cols) };
-                copy_row(&block[r * ldb..r * ldb + cols], dst);
+                // SAFETY: as above.
+                unsafe { copy_row(&block[r * ldb..r * ldb + cols], dst) };
             }
         }
     }
 }
 
-/// `dst = src` for one row of a block: a whole row of 32 columns as a fixed-size copy (inline
-/// vector moves; a `memcpy` call per 128 bytes took a sixth of a passage batch), else by slice.
-#[inline(always)]
-fn copy_row(src: &[f32], dst: &mut [f32]) {
-    match (
-        <&[f32; 32]>::try_from(src),
-        <&mut [f32; 32]>::try_from(&mut *dst),
-    ) {
-        (Ok(s), Ok(d)) => *d = *s,
-        _ => dst.copy_from_slice(src),
+/// `dst = src` for one row of a block, in 16-lane masked moves (a `memcpy` call per 128-byte
+/// row took a sixth of a passage batch).
+///
+/// # Safety
+/// AVX-512 F must be available.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let len = src.len().min(dst.len());
+    let mut i = 0;
+    while i < len {
+        let m = avx512::mask(len - i);
+        // SAFETY: lanes i..i+16 masked to `len`, inside both slices.
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(m, src.as_ptr().add(i));
+            _mm512_mask_storeu_ps(dst.as_mut_ptr().add(i), m, v);
+        }
+        i += 16;
     }
+}
+
+/// `dst = src` (never called off x86-64: the block epilogue needs AVX-512).
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
+    dst.copy_from_slice(src);
 }
 
 thread_local! {

@@ -80,19 +80,20 @@ use Tier::{Amx, Avx2, Avx512Bf16};
 /// day (int8 on AVX512-VNNI); AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16
 /// kernel there).
 const MEASURED: &[Row] = &[
-    // `coldstart --runs 4 --precision int8,bf16,f32 --no-peer`: 68 / 107 / 272 ms per
-    // `jsearch query` process (weights mapped from the cache; cosines those of q1).
-    row(Amx, Cli, Int8, 4.00, 0.999437),
-    row(Amx, Cli, Bf16, 2.54, 0.999969),
-    // jsearch f32: 104.0 / 1045.4 / 5172.9 / 8137.4 ms.
-    row(Amx, Q1, Int8, 5.53, 0.999437),
-    row(Amx, Q32, Int8, 7.98, 0.999258),
-    row(Amx, P512, Int8, 6.44, 0.999538),
-    row(Amx, Img, Int8, 4.52, 0.997107),
-    row(Amx, Q1, Bf16, 3.39, 0.999969),
-    row(Amx, Q32, Bf16, 5.55, 0.999960),
-    row(Amx, P512, Bf16, 5.26, 0.999974),
-    row(Amx, Img, Bf16, 4.89, 0.999962),
+    // `coldstart --runs 4 --precision int8,bf16,f32`: 63 / 128 / 246 ms per `jsearch query`
+    // process (weights mapped from the cache; cosines those of q1).
+    row(Amx, Cli, Int8, 3.90, 0.999437),
+    row(Amx, Cli, Bf16, 1.92, 0.999969),
+    // jsearch f32: 96.2 / 969.8 / 4477.4 / 6979.6 ms (`--dtypes auto,f32,int8,bf16mm
+    // --peer-dtypes float32,bfloat16,onnx-int8`, after the block epilogue).
+    row(Amx, Q1, Int8, 5.73, 0.999437),
+    row(Amx, Q32, Int8, 8.85, 0.999258),
+    row(Amx, P512, Int8, 6.92, 0.999538),
+    row(Amx, Img, Int8, 4.99, 0.997107),
+    row(Amx, Q1, Bf16, 3.29, 0.999969),
+    row(Amx, Q32, Bf16, 5.60, 0.999960),
+    row(Amx, P512, Bf16, 5.45, 0.999974),
+    row(Amx, Img, Bf16, 4.48, 0.999962),
     // Forced on the same machine (`JSEARCH_CPU_TIER=avx512bf16`): int8 on AVX512-VNNI, bf16 on
     // `vdpbf16ps`. `coldstart`: 73 / 176 / 267 ms per `jsearch query` process; jsearch f32
     // 104.3 / 1086.8 / 4769.1 / 7155.7 ms. Cosines: the AMX run's (the int8 kernels sum the

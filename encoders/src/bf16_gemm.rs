@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use crate::amx;
-use crate::weight_cache::Mapped;
+use crate::weight_cache::{Mapped, Stored};
 
 /// Output columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
@@ -74,23 +74,7 @@ pub struct PackedBf16 {
     k: usize,
     /// k-pairs: `ceil(k / 2)`.
     kp: usize,
-    data: Panels,
-}
-
-/// Where the packed values live: packed at load, or inside a mapped weight-cache file.
-#[derive(Debug, Clone)]
-enum Panels {
-    Owned(Vec<u16>),
-    Mapped(Mapped<u16>),
-}
-
-impl Panels {
-    fn as_slice(&self) -> &[u16] {
-        match self {
-            Panels::Owned(v) => v,
-            Panels::Mapped(m) => m.as_slice(),
-        }
-    }
+    data: Stored<u16>,
 }
 
 /// Number of u16 values of the packing of an `[n, k]` weight.
@@ -130,7 +114,7 @@ impl PackedBf16 {
             n,
             k,
             kp,
-            data: Panels::Owned(data),
+            data: Stored::Owned(data),
         })
     }
 
@@ -166,7 +150,7 @@ impl PackedBf16 {
             n,
             k,
             kp,
-            data: Panels::Owned(data),
+            data: Stored::Owned(data),
         })
     }
 
@@ -181,7 +165,7 @@ impl PackedBf16 {
             n,
             k,
             kp: k.div_ceil(2),
-            data: Panels::Mapped(values),
+            data: Stored::Mapped(values),
         })
     }
 
@@ -515,8 +499,9 @@ impl PackedBf16 {
     }
 }
 
-/// Raw output pointer shared by the panel tasks (each writes its own columns).
-struct SendPtr(*mut f32);
+/// Raw output pointer shared by the panel tasks (each writes its own columns; the int8 product
+/// shares it).
+pub(crate) struct SendPtr(pub(crate) *mut f32);
 // SAFETY: the tasks write disjoint column ranges of one buffer that outlives them.
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}

@@ -17,8 +17,8 @@
 use rayon::prelude::*;
 
 use crate::amx;
-use crate::bf16_gemm::Epilogue;
-use crate::weight_cache::Mapped;
+use crate::bf16_gemm::{Epilogue, SendPtr};
+use crate::weight_cache::{Mapped, Stored};
 
 /// Output columns per panel.
 const NR: usize = 32;
@@ -64,23 +64,7 @@ pub struct PackedI8 {
     k: usize,
     /// k padded to a multiple of [`K_STEP`].
     kq: usize,
-    data: Bytes,
-}
-
-/// Where the packed bytes live: quantised at load, or inside a mapped weight-cache file.
-#[derive(Debug, Clone)]
-enum Bytes {
-    Owned(Vec<u8>),
-    Mapped(Mapped<u8>),
-}
-
-impl Bytes {
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            Bytes::Owned(v) => v,
-            Bytes::Mapped(m) => m.as_slice(),
-        }
-    }
+    data: Stored<u8>,
 }
 
 /// Bytes of one panel: the k-quad rows, then 32 scales and 32 offsets.
@@ -130,7 +114,7 @@ impl PackedI8 {
             n,
             k,
             kq,
-            data: Bytes::Owned(data),
+            data: Stored::Owned(data),
         })
     }
 
@@ -145,7 +129,7 @@ impl PackedI8 {
             n,
             k,
             kq: k.div_ceil(K_STEP) * K_STEP,
-            data: Bytes::Mapped(values),
+            data: Stored::Mapped(values),
         })
     }
 
@@ -390,12 +374,6 @@ thread_local! {
     /// A panel task's accumulators on this thread (AMX path).
     static PANEL_ACC: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
-
-/// Raw output pointer shared by the panel tasks (each writes its own columns).
-struct SendPtr(*mut f32);
-// SAFETY: the tasks write disjoint column ranges of one buffer that outlives them.
-unsafe impl Sync for SendPtr {}
-unsafe impl Send for SendPtr {}
 
 /// One activation row to int8 (`dst`: the row's values, then zeros; each byte XORed with
 /// `offset`, 0x80 turning i8 `q` into u8 `q + 128`); returns its scale `max |x| / 127` (0 for a

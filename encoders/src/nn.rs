@@ -243,35 +243,15 @@ impl Linear {
             _ if c.has(&format!("{name}.w")) => dense(c)?,
             CacheLayout::F32 => dense(c)?,
             CacheLayout::Bf16Panels => {
-                let key = format!("{name}.bf16");
-                let [n, k, _] = c.shape(&key)? else {
-                    return Err(candle_core::Error::Msg(format!(
-                        "weight cache: {key} has a wrong shape"
-                    ))
-                    .into());
-                };
-                let (n, k) = (*n, *k);
-                let packed = PackedBf16::from_mapped(c.panels(&key)?, n, k).ok_or_else(|| {
-                    candle_core::Error::Msg(format!(
-                        "weight cache: {key} needs AVX512-BF16 or has a wrong size"
-                    ))
-                })?;
+                let (key, n, k) = packed_entry(c, name, "bf16")?;
+                let packed = PackedBf16::from_mapped(c.panels(&key)?, n, k)
+                    .ok_or_else(|| unusable(&key, "AVX512-BF16"))?;
                 Kernel::Bf16(Arc::new(packed))
             }
             CacheLayout::I8Panels => {
-                let key = format!("{name}.i8");
-                let [n, k, _] = c.shape(&key)? else {
-                    return Err(candle_core::Error::Msg(format!(
-                        "weight cache: {key} has a wrong shape"
-                    ))
-                    .into());
-                };
-                let (n, k) = (*n, *k);
-                let packed = PackedI8::from_mapped(c.i8_panels(&key)?, n, k).ok_or_else(|| {
-                    candle_core::Error::Msg(format!(
-                        "weight cache: {key} needs AVX512-VNNI or has a wrong size"
-                    ))
-                })?;
+                let (key, n, k) = packed_entry(c, name, "i8")?;
+                let packed = PackedI8::from_mapped(c.i8_panels(&key)?, n, k)
+                    .ok_or_else(|| unusable(&key, "AVX512-VNNI"))?;
                 Kernel::I8(Arc::new(packed))
             }
             CacheLayout::Q8 => {
@@ -315,6 +295,24 @@ impl Linear {
             out_dim,
         })
     }
+}
+
+/// The key of layer `name`'s packed entry with suffix `suffix`, and the `[n, k]` it packs.
+fn packed_entry(c: &CacheFile, name: &str, suffix: &str) -> Result<(String, usize, usize)> {
+    let key = format!("{name}.{suffix}");
+    let &[n, k, _] = c.shape(&key)? else {
+        return Err(
+            candle_core::Error::Msg(format!("weight cache: {key} has a wrong shape")).into(),
+        );
+    };
+    Ok((key, n, k))
+}
+
+/// The error for a packed entry this CPU cannot use (no `feature`) or of a wrong size.
+fn unusable(key: &str, feature: &str) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "weight cache: {key} needs {feature} or has a wrong size"
+    ))
 }
 
 impl Module for Linear {

@@ -178,6 +178,25 @@ impl<T> std::fmt::Debug for Mapped<T> {
     }
 }
 
+/// A kernel's packed weight values: made at load, or inside a mapped cache file (used in place).
+#[derive(Debug, Clone)]
+pub(crate) enum Stored<T> {
+    /// Packed or quantised by this process.
+    Owned(Vec<T>),
+    /// Read from a weight cache.
+    Mapped(Mapped<T>),
+}
+
+impl<T: Pod> Stored<T> {
+    /// The values.
+    pub(crate) fn as_slice(&self) -> &[T] {
+        match self {
+            Stored::Owned(v) => v,
+            Stored::Mapped(m) => m.as_slice(),
+        }
+    }
+}
+
 /// Plain numeric types that can be viewed in place in a little-endian file.
 pub(crate) trait Pod: Copy + 'static {}
 impl Pod for f32 {}

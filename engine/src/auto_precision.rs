@@ -10,9 +10,9 @@
 //! keeps cosine ≥ [`MIN_COSINE`] and is at least as fast as f32 on every case of the workload;
 //! among those, the fastest on the workload's cases (geometric mean) wins, f32 otherwise.
 //!
-//! Tiers that were not measured on a machine of that tier use the nearest measured lower tier
-//! whose kernels they run (an AVX-512 CPU without BF16 runs the same int8 and f32 kernels as an
-//! AVX2 one); the portable tier (ARM, old x86) gets f32, the exact reference.
+//! A CPU uses the rows of its tier; an AVX-512 CPU without VNNI (Skylake-SP) runs the same int8
+//! (candle's Q8_0) and f32 kernels as an AVX2 one and uses the AVX2 rows; the portable tier (ARM,
+//! old x86) gets f32, the exact reference.
 
 use jsearch_base::cpu::Tier;
 use jsearch_encoders::Towers;
@@ -71,7 +71,7 @@ const fn row(tier: Tier, case: Case, path: Precision, speedup: f64, cosine: f64)
 
 use Case::{Cli, Img, P512, Q1, Q32};
 use Precision::{Bf16, Int8};
-use Tier::{Amx, Avx2, Avx512Bf16};
+use Tier::{Amx, Avx2, Avx512, Avx512Bf16};
 
 /// Speeds relative to f32 in the same run, from `encoders --dtypes f32,int8,bf16mm --cases
 /// q1,q32,p512,img` (docs/encoders.md): AMX on the 2-core Xeon (Sapphire Rapids class) of
@@ -108,6 +108,15 @@ const MEASURED: &[Row] = &[
     row(Avx512Bf16, Q32, Bf16, 1.20, 0.999960),
     row(Avx512Bf16, P512, Bf16, 1.26, 0.999974),
     row(Avx512Bf16, Img, Bf16, 1.15, 0.999962),
+    // Forced on the same machine (`JSEARCH_CPU_TIER=avx512`: AVX-512 with VNNI, no BF16): int8 on
+    // the VNNI kernel without the fused layers (their attention needs the bf16 kernel).
+    // `coldstart --precision int8,f32`: 86 / 263 ms; jsearch f32 107.0 / 1046.4 / 4777.3 /
+    // 7575.9 ms. Cosines from a second forced run with the PyTorch reference.
+    row(Avx512, Cli, Int8, 3.06, 0.999453),
+    row(Avx512, Q1, Int8, 4.41, 0.999453),
+    row(Avx512, Q32, Int8, 2.96, 0.999282),
+    row(Avx512, P512, Int8, 2.05, 0.999535),
+    row(Avx512, Img, Int8, 1.71, 0.997202),
     // int8 on AVX2 (issue #12's figures as ratios to f32 in its run; the cosines are those of the
     // same int8 code measured above).
     row(Avx2, Q1, Int8, 1.62, 0.999679),
@@ -131,11 +140,13 @@ fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
     }
 }
 
-/// The measured tier whose rows apply to a CPU of `tier`.
+/// The measured tier whose rows apply to a CPU of `tier` (this CPU's VNNI decides for AVX-512:
+/// without it, int8 is candle's Q8_0, as on AVX2).
 fn measured_tier(tier: Tier) -> Option<Tier> {
     match tier {
         Tier::Amx => Some(Tier::Amx),
         Tier::Avx512Bf16 => Some(Tier::Avx512Bf16),
+        Tier::Avx512 if jsearch_base::cpu::features().avx512_vnni => Some(Tier::Avx512),
         Tier::Avx512 | Tier::Avx2 => Some(Tier::Avx2),
         Tier::Portable => None,
     }
@@ -314,6 +325,14 @@ mod tests {
         assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Vision), Bf16);
         assert_eq!(c(Tier::Avx2, Workload::Index, Towers::Both), Precision::F32);
+        // AVX-512 with VNNI (Ice Lake, Cascade Lake): our int8 kernel for texts, f32 for images.
+        let vnni = jsearch_base::cpu::features().avx512_vnni;
+        let want = if vnni { Int8 } else { Precision::F32 };
+        assert_eq!(c(Tier::Avx512, Workload::Index, Towers::Text), want);
+        assert_eq!(
+            c(Tier::Avx512, Workload::Index, Towers::Vision),
+            Precision::F32
+        );
         assert_eq!(
             c(Tier::Portable, Workload::Query, Towers::Text),
             Precision::F32

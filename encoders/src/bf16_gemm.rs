@@ -506,12 +506,17 @@ pub(crate) struct SendPtr(pub(crate) *mut f32);
 unsafe impl Sync for SendPtr {}
 unsafe impl Send for SendPtr {}
 
-/// Row stride (in pairs) of the packed activations: at least `kp`, a multiple of 16 pairs (one
-/// cache line), and an odd number of lines, so that the 16 rows one tile load reads fall in 16
-/// different L1 sets (at `k` = 4096, rows 8 KiB apart would all share one 12-way set).
+/// Row stride (in pairs) of the packed activations: [`odd_lines`] of the row's bytes.
 fn row_stride(kp: usize) -> usize {
-    let lines = kp.div_ceil(16);
-    (lines | 1) * 16
+    odd_lines(kp * 4) / 4
+}
+
+/// Row stride in bytes of packed activations for AMX tile loads (this module's bf16 pairs, the
+/// int8 module's quads): at least `bytes`, a whole number of cache lines, and an odd one, so that
+/// the 16 rows one tile load reads fall in 16 different L1 sets (at `k` = 4096, rows 8 KiB apart
+/// would all share one 12-way set).
+pub(crate) fn odd_lines(bytes: usize) -> usize {
+    (bytes.div_ceil(64) | 1) * 64
 }
 
 /// One activation row to bf16 pairs (zero-padded to `dst.len()` pairs).

@@ -39,8 +39,8 @@ pub(crate) fn enabled() -> bool {
     }
 }
 
-/// Whether a tower runs its layers here: fused layers on, the tower `packed` for the bf16
-/// kernel, computing in f32 and built as the reference (not a trap test's deviation).
+/// Whether a tower runs its layers here: fused layers on, the tower `packed` for our kernels
+/// (see [`fuses`]), computing in f32 and built as the reference (not a trap test's deviation).
 pub(crate) fn runs(packed: bool, dtype: candle_core::DType, reference: bool) -> bool {
     enabled() && packed && dtype == candle_core::DType::F32 && reference
 }
@@ -81,7 +81,7 @@ fn set_enabled(on: bool) {
 pub(crate) enum Packed<'a> {
     /// bf16 panels (AMX tiles or AVX512-BF16).
     Bf16(&'a PackedBf16),
-    /// int8 panels (AVX512-VNNI).
+    /// int8 panels (AMX-INT8 tiles or AVX512-VNNI).
     I8(&'a PackedI8),
 }
 
@@ -432,8 +432,8 @@ mod tests {
                 &LoadOptions::default(),
             )
             .expect("toy model");
-            let packs = layout != Layout::I8Panels || crate::int8_gemm::available();
-            if convert(&mut m).expect("converts") == 0 || !packs || !fuses(layout) {
+            // `fuses` holds only where the layout's kernels run (int8: VNNI and bf16).
+            if convert(&mut m).expect("converts") == 0 || !fuses(layout) {
                 eprintln!("{name}: the fused layers do not run on this CPU");
                 continue;
             }

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use crate::amx;
-use crate::bf16_gemm::{Epilogue, SendPtr};
+use crate::bf16_gemm::{odd_lines, Epilogue, SendPtr};
 use crate::weight_cache::{Mapped, Stored};
 
 /// Output columns per panel.
@@ -170,13 +170,12 @@ impl PackedI8 {
         if m == 0 {
             return;
         }
-        // Activations quantised per row (rows an odd number of cache lines apart, see
-        // `bf16_gemm::row_stride`; padding rows and inputs are zero, scale 0), reused between
-        // calls on a thread (taken, so a nested call makes its own). VNNI reads them as
-        // `q + 128`.
+        // Activations quantised per row (rows an odd number of cache lines apart; padding rows
+        // and inputs are zero, scale 0), reused between calls on a thread (taken, so a nested
+        // call makes its own). VNNI reads them as `q + 128`.
         let offset = if path == Path::Vnni { 0x80 } else { 0 };
         let (mut a, mut sa) = ROWS.with(|c| c.take());
-        let lda = ((kq / 64) | 1) * 64;
+        let lda = odd_lines(kq);
         let rows = m.div_ceil(AMX_M) * AMX_M;
         // Grown, never shrunk (a resize down and up again would zero megabytes per layer);
         // every row read is written below (bytes kq..lda of a row are never read).
@@ -234,6 +233,7 @@ impl PackedI8 {
         out: &SendPtr,
         vals: &mut [f32; AMX_M * NR],
     ) {
+        let off = if subtract { panel.offsets } else { [0; NR] };
         for (r, (v, c)) in vals
             .chunks_exact_mut(NR)
             .zip(block.chunks_exact(NR))
@@ -241,7 +241,6 @@ impl PackedI8 {
             .enumerate()
         {
             let s = sa[r0 + r];
-            let off = if subtract { panel.offsets } else { [0; NR] };
             for j in 0..NR {
                 v[j] = (c[j] - off[j]) as f32 * panel.sw[j] * s;
             }
@@ -392,20 +391,11 @@ fn quantize_row(src: &[f32], dst: &mut [u8], offset: u8) -> f32 {
         }
     }
     for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
-        *d = (round_even(v * inv) as i8 as u8) ^ offset;
+        // Half to even, as the vector conversion rounds (the default MXCSR mode).
+        *d = ((v * inv).round_ties_even() as i8 as u8) ^ offset;
     }
     dst[src.len()..].fill(offset);
     amax / 127.0
-}
-
-/// Round half to even, as the vector conversion does (the default MXCSR mode).
-fn round_even(v: f32) -> f32 {
-    let r = v.round();
-    if (r - v).abs() == 0.5 && r % 2.0 != 0.0 {
-        r - v.signum()
-    } else {
-        r
-    }
 }
 
 #[cfg(target_arch = "x86_64")]

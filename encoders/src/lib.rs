@@ -14,7 +14,7 @@
 //! | `config` | the checkpoint's configs ([`ClipConfig`] and its parts) |
 //! | `model` | [`ClipModel`]: loading, towers, identity, encoding |
 //! | [`text`], [`vision`] | the two towers |
-//! | `nn` | shared layers: linear (f32, bf16-packed, Q8), LayerNorm, attention, LoRA merge |
+//! | `nn` | shared layers: linear (f32, bf16-packed, int8-packed, Q8), LayerNorm, attention, LoRA merge |
 //! | `bf16_gemm`, `cpu_attention` | the AVX512-BF16 matmul and fused attention kernels (crate-private) |
 //! | `int8_gemm`, `amx` | the int8 matmul (AMX-INT8 tiles or AVX512-VNNI) and the AMX tile block both products share (crate-private) |
 //! | `tokenizer` | [`TextTokenizer`] |

@@ -42,11 +42,23 @@ enum Kernel {
     Q8(Vec<QMatMul>),
     /// bf16 weight packed for the AVX512-BF16 kernel (f32 activations rounded on the fly).
     Bf16(Arc<PackedBf16>),
-    /// int8 weight packed for the AVX512-VNNI kernel (activations quantised on the fly).
+    /// int8 weight packed for our int8 kernel, AMX-INT8 or AVX512-VNNI (activations quantised
+    /// per row on the fly).
     I8(Arc<PackedI8>),
     /// The `[out, in]` f32 weight inside a mapped weight-cache file, multiplied in place by the
     /// same GEMM candle uses (bit-identical to [`Kernel::Dense`] on the same values).
     MappedF32(Arc<MappedWeight>),
+}
+
+impl Kernel {
+    /// The weight as one of our kernels reads it, where it is packed for one.
+    fn packed(&self) -> Option<Packed<'_>> {
+        match self {
+            Kernel::Bf16(w) => Some(Packed::Bf16(w)),
+            Kernel::I8(w) => Some(Packed::I8(w)),
+            Kernel::Dense(_) | Kernel::Q8(_) | Kernel::MappedF32(_) => None,
+        }
+    }
 }
 
 /// An `[n, k]` row-major f32 weight in a mapped weight-cache file.
@@ -118,10 +130,8 @@ impl Linear {
     /// The packed weight (bf16 or int8) and the f32 bias, where this layer runs on one of our
     /// kernels.
     pub(crate) fn packed_dense(&self) -> Result<Option<crate::cpu_layers::Dense<'_>>> {
-        let w = match &self.kernel {
-            Kernel::Bf16(w) => Packed::Bf16(w),
-            Kernel::I8(w) => Packed::I8(w),
-            _ => return Ok(None),
+        let Some(w) = self.kernel.packed() else {
+            return Ok(None);
         };
         let bias = match &self.bias {
             Some(b) => Some(b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
@@ -135,9 +145,10 @@ impl Linear {
         self.out_dim
     }
 
-    /// Replaces the weight by an int8 quantisation, the activations quantised the same way on
-    /// the fly: on CPUs with AVX512-VNNI our kernel's packing ([`crate::int8_gemm`]: groups of 64
-    /// inputs, any input width), elsewhere candle's Q8_0 (blocks of 32 inputs with one scale).
+    /// Replaces the weight by an int8 quantisation, the activations quantised on the fly: on CPUs
+    /// with AVX512-VNNI our kernel's packing ([`crate::int8_gemm`]: one scale per output column
+    /// and per activation row, any input width), elsewhere candle's Q8_0 (blocks of 32 inputs
+    /// with one scale, on both sides).
     /// Returns `false`, leaving the layer dense, when the weight is not on the CPU, or for Q8_0
     /// when the input width is not a multiple of 32.
     pub fn quantize_q8(&mut self) -> Result<bool> {
@@ -377,10 +388,8 @@ impl CustomOp1 for PackedMatMul {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let w = match &self.0 {
-            Kernel::Bf16(p) => Packed::Bf16(p),
-            Kernel::I8(p) => Packed::I8(p),
-            _ => candle_core::bail!("packed-matmul: the weight is not packed"),
+        let Some(w) = self.0.packed() else {
+            candle_core::bail!("packed-matmul: the weight is not packed");
         };
         let CpuStorage::F32(src) = s else {
             candle_core::bail!("packed-matmul: f32 input required");

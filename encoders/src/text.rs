@@ -364,7 +364,8 @@ impl TextModel {
     }
 
     /// The layers as [`crate::cpu_layers`] runs them: where every linear layer is packed for
-    /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
+    /// one of our kernels (bf16 or int8), the tower is f32 on the CPU and the architecture is the
+    /// reference one.
     fn fused_layers(&self) -> Result<Option<Vec<FusedLayer<'_>>>> {
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = self.dev == Deviations::default();

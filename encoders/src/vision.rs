@@ -500,7 +500,8 @@ impl VisionModel {
     }
 
     /// The blocks as [`crate::cpu_layers`] runs them: where every linear layer is packed for
-    /// the bf16 kernel, the tower is f32 on the CPU and the architecture is the reference one.
+    /// one of our kernels (bf16 or int8), the tower is f32 on the CPU and the architecture is the
+    /// reference one.
     fn fused_blocks(&self) -> Result<Option<Vec<FusedBlock<'_>>>> {
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = self.dev == Deviations::default();

@@ -22,7 +22,7 @@
 //! An entry is `{name, kind, shape, offset, len, hash}`: `kind` is `f32` (little-endian f32
 //! values), `bf16-panels` (the `bf16_gemm` packing of an `[n, k]` weight, u16 values; shape
 //! `[n, k, number of values]`), `i8-panels` (the `int8_gemm` packing of an `[n, k]` weight: i8
-//! values and f32 scales per panel and group; shape `[n, k, number of bytes]`) or `q8_0`
+//! values, then each panel's f32 column scales and i32 offsets; shape `[n, k, number of bytes]`) or `q8_0`
 //! (candle's `BlockQ8_0` records, 34 bytes each); `hash` is the XXH3-64 of the entry's bytes.
 //!
 //! # Trust
@@ -62,7 +62,7 @@ pub enum Layout {
     Bf16Panels,
     /// Q8_0 blocks (copied once into candle's quantised tensors at load).
     Q8,
-    /// int8 panels for the AVX512-VNNI kernel, used straight from the mapping.
+    /// int8 panels for the int8 kernel (AMX-INT8 or AVX512-VNNI), used straight from the mapping.
     I8Panels,
 }
 

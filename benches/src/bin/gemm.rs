@@ -1,7 +1,8 @@
 //! The linear-layer products of jina-clip-v2 at the real sizes, one kernel at a time: candle's
 //! f32 matmul (what `--precision f32` runs), the bf16 kernel on AMX tiles or AVX512-BF16 (`--precision bf16` on the
-//! CPU) and candle's Q8_0 matmul (`--precision int8`), with GFLOP/s, the speed ratio to f32 and
-//! the relative RMS error against f32. Prints a markdown table.
+//! CPU) and the int8 kernel (`--precision int8`: AMX-INT8 or AVX512-VNNI, candle's Q8_0 on other
+//! CPUs), with GFLOP/s, the speed ratio to f32 and the relative RMS error against f32. Prints a
+//! markdown table; `--stream` measures one query's products with weights from memory instead.
 //!
 //! `cargo run --release -p jsearch-benches --bin gemm -- [--reps 5]`
 
@@ -73,10 +74,6 @@ fn main() -> Result<()> {
         rayon::current_num_threads(),
         jsearch_encoders::bf16_kernel().unwrap_or("none")
     );
-    let bf16_label = match jsearch_encoders::bf16_kernel() {
-        Some("AMX") => "bf16 (AMX)",
-        _ => "bf16 (AVX512-BF16)",
-    };
     println!(
         "| product | rows x in -> out | kernel | ms | GFLOP/s | vs f32 | rel. RMS error vs f32 |"
     );
@@ -91,7 +88,7 @@ fn main() -> Result<()> {
         let mut bf = Linear::new(w.clone(), None);
         if bf.pack_bf16()? {
             let (t, y) = time(a.reps, &|| Ok(bf.forward(&x)?))?;
-            rows.push((bf16_label, t, rel_rms(&y32, &y)?));
+            rows.push((bf16_label(), t, rel_rms(&y32, &y)?));
         }
         let mut q = Linear::new(w, None);
         if q.quantize_q8()? {
@@ -119,6 +116,13 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn bf16_label() -> &'static str {
+    match jsearch_encoders::bf16_kernel() {
+        Some("AMX") => "bf16 (AMX)",
+        _ => "bf16 (AVX512-BF16)",
+    }
 }
 
 fn int8_label() -> &'static str {
@@ -201,13 +205,7 @@ fn stream(reps: usize, hot: bool) -> Result<()> {
             t32 = t;
         }
         let label = match kind {
-            "bf16" => jsearch_encoders::bf16_kernel().map_or("bf16", |k| {
-                if k == "AMX" {
-                    "bf16 (AMX)"
-                } else {
-                    "bf16 (AVX512-BF16)"
-                }
-            }),
+            "bf16" => bf16_label(),
             "int8" => int8_label(),
             k => k,
         };

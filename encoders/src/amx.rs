@@ -82,13 +82,14 @@ mod imp {
 
     /// `C[32, 32] (+)= A[32, 64·steps bytes] · B` for one panel (the tiles configured by
     /// [`configure`]; C loaded from `c` first when `load`): `a` rows of `lda` bytes, `b` the
-    /// panel's rows of 128 bytes (16 per step); C to `c` (row stride 32 values of 4 bytes). With
-    /// `two` false only rows 0–15 are computed and stored.
+    /// panel's rows of 128 bytes (16 per step); C to `c` (32 values of 4 bytes a row, rows
+    /// `ldc` bytes apart). With `two` false only rows 0–15 are computed and stored.
     ///
     /// # Safety
     /// AMX-TILE and the AMX product of `op` must be usable (permission granted); `a` readable
     /// for 32 rows (16 when not `two`) of `steps · 64` bytes at stride `lda`, `b` for
-    /// `steps · 16` rows of 128 bytes, `c` writable for 32 (16) rows of 128 bytes.
+    /// `steps · 16` rows of 128 bytes, `c` writable for 32 (16) rows of 128 bytes at stride
+    /// `ldc`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) unsafe fn block(
         op: Op,
@@ -97,6 +98,7 @@ mod imp {
         b: *const u8,
         steps: usize,
         c: *mut u8,
+        ldc: usize,
         two: bool,
         load: bool,
     ) {
@@ -109,16 +111,16 @@ mod imp {
                     "tileloadd tmm1, [{c1} + {s}*1]",
                     c0 = in(reg) c,
                     c1 = in(reg) c.add(64),
-                    s = in(reg) 128usize,
+                    s = in(reg) ldc,
                     options(nostack, readonly)
                 );
                 if two {
                     asm!(
                         "tileloadd tmm2, [{c0} + {s}*1]",
                         "tileloadd tmm3, [{c1} + {s}*1]",
-                        c0 = in(reg) c.add(16 * 128),
-                        c1 = in(reg) c.add(16 * 128 + 64),
-                        s = in(reg) 128usize,
+                        c0 = in(reg) c.add(16 * ldc),
+                        c1 = in(reg) c.add(16 * ldc + 64),
+                        s = in(reg) ldc,
                         options(nostack, readonly)
                     );
                 }
@@ -144,16 +146,16 @@ mod imp {
                 "tilestored [{c1} + {s}*1], tmm1",
                 c0 = in(reg) c,
                 c1 = in(reg) c.add(64),
-                s = in(reg) 128usize,
+                s = in(reg) ldc,
                 options(nostack)
             );
             if two {
                 asm!(
                     "tilestored [{c0} + {s}*1], tmm2",
                     "tilestored [{c1} + {s}*1], tmm3",
-                    c0 = in(reg) c.add(16 * 128),
-                    c1 = in(reg) c.add(16 * 128 + 64),
-                    s = in(reg) 128usize,
+                    c0 = in(reg) c.add(16 * ldc),
+                    c1 = in(reg) c.add(16 * ldc + 64),
+                    s = in(reg) ldc,
                     options(nostack)
                 );
             }
@@ -189,6 +191,7 @@ pub(crate) unsafe fn block(
     _: *const u8,
     _: usize,
     _: *mut u8,
+    _: usize,
     _: bool,
     _: bool,
 ) {

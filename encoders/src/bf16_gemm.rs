@@ -457,6 +457,7 @@ impl PackedBf16 {
                                 b.as_ptr().add(k0 * AMX_KP * 2 * NR).cast(),
                                 kb,
                                 acc.as_mut_ptr().add((r0 - c0) * NR).cast(),
+                                NR * 4,
                                 rows > AMX_M / 2,
                                 k0 > 0,
                             );

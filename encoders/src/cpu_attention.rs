@@ -93,6 +93,59 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
+/// One head's q, k and v rows inside wider buffers: row `t` of q is
+/// `q[t·stride..t·stride + d]`, and likewise for k and v (a qkv product's rows, or `[n, d]`
+/// tensors with `stride = d`).
+#[derive(Clone, Copy)]
+pub(crate) struct HeadRows<'a> {
+    pub q: &'a [f32],
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    pub stride: usize,
+}
+
+impl HeadRows<'_> {
+    /// Whether q, k and v each hold `n` rows of `d` values.
+    fn holds(&self, n: usize, d: usize) -> bool {
+        let need = (n - 1) * self.stride + d;
+        d <= self.stride && [self.q, self.k, self.v].iter().all(|x| x.len() >= need)
+    }
+}
+
+/// How q and k are rotated: pairs `(i, i + d/2)` (NeoX halves, the text tower) or `(2i, 2i + 1)`
+/// (interleaved, the vision tower). The tables are `[n, d/2]` per token position.
+#[derive(Clone, Copy)]
+pub(crate) enum Rope<'a> {
+    Halves { cos: &'a [f32], sin: &'a [f32] },
+    Pairs { cos: &'a [f32], sin: &'a [f32] },
+}
+
+impl Rope<'_> {
+    /// Row `t` of q or k (`src`, `d` values) rotated into `dst`.
+    pub(crate) fn apply(&self, t: usize, src: &[f32], dst: &mut [f32]) {
+        let half = src.len() / 2;
+        match *self {
+            Rope::Halves { cos, sin } => {
+                let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                let (x1, x2) = src.split_at(half);
+                let (y1, y2) = dst.split_at_mut(half);
+                for i in 0..half {
+                    y1[i] = x1[i] * cos[i] - x2[i] * sin[i];
+                    y2[i] = x2[i] * cos[i] + x1[i] * sin[i];
+                }
+            }
+            Rope::Pairs { cos, sin } => {
+                let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                for i in 0..half {
+                    let (x1, x2) = (src[2 * i], src[2 * i + 1]);
+                    dst[2 * i] = x1 * cos[i] - x2 * sin[i];
+                    dst[2 * i + 1] = x1 * sin[i] + x2 * cos[i];
+                }
+            }
+        }
+    }
+}
+
 /// One head: `out = softmax(q·kᵀ + bias)·v` for `[n, d]` row-major `q`, `k`, `v` and `out`
 /// (`bias`: `n` key values).
 ///
@@ -108,16 +161,571 @@ pub(crate) fn attend(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    assert!(
+        [q, k, v].iter().all(|x| x.len() == n * d) && out.len() == n * d,
+        "cpu attention: shapes"
+    );
+    let head = HeadRows { q, k, v, stride: d };
+    // SAFETY: `out` holds n rows of d values at stride d and is borrowed mutably here.
+    unsafe { attend_into(head, n, d, bias, None, out.as_mut_ptr(), d) }
+}
+
+/// [`attend`] of `head`'s rows (q and k rotated by `rotate`, if any) into `n` rows of `d`
+/// values at `out`, `ldo` values apart (one head's columns of the `[n, heads·d]` context rows
+/// the output projection reads). With AMX, 32 query rows at a time through tiles ([`tiles`]):
+/// q, k and v are read (and rotated) straight from their rows as they are packed, and the
+/// scores, softmax numerators and output of a block never leave L2: the `n × n` score matrix
+/// is never written. Otherwise q, k and v are gathered and the two products of the whole head
+/// run on the AVX512-BF16 kernel.
+///
+/// # Safety
+/// `out` must be valid for writes of `n` rows of `d` values at stride `ldo ≥ d`, which no
+/// other thread accesses during the call.
+///
+/// # Panics
+/// If `head` does not hold `n` rows of `d` values, `bias` not `n`, or this CPU has no
+/// AVX512-BF16.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn attend_into(
+    head: HeadRows,
+    n: usize,
+    d: usize,
+    bias: Option<&[f32]>,
+    rope: Option<Rope>,
+    out: *mut f32,
+    ldo: usize,
+) {
+    if n == 0 || d == 0 {
+        return;
+    }
+    assert!(head.holds(n, d), "cpu attention: q, k, v shapes");
+    assert!(
+        bias.is_none_or(|b| b.len() == n),
+        "cpu attention: bias length"
+    );
+    assert!(
+        crate::bf16_gemm::available(),
+        "cpu attention runs where AVX512-BF16 does"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if crate::bf16_gemm::uses_amx() {
+        // SAFETY: AMX-BF16 is usable (`uses_amx`), which implies AVX512-BF16; the shapes are
+        // checked above and `out` is the caller's contract.
+        unsafe { tiles::attend(head, n, d, bias, rope, out, ldo) };
+        return;
+    }
+    let gather = |x: &[f32], rotated: bool| {
+        let mut g = vec![0f32; n * d];
+        for (t, row) in g.chunks_exact_mut(d).enumerate() {
+            let src = &x[t * head.stride..t * head.stride + d];
+            match rope {
+                Some(r) if rotated => r.apply(t, src, row),
+                _ => row.copy_from_slice(src),
+            }
+        }
+        g
+    };
+    let (q, k, v) = (
+        gather(head.q, true),
+        gather(head.k, true),
+        gather(head.v, false),
+    );
     let packed = |w: &[f32], rows, cols| {
         PackedBf16::pack(w, rows, cols).expect("cpu attention runs where AVX512-BF16 does")
     };
     // scores = q · kᵀ: k's rows are the "weight" rows
-    let mut s = packed(k, n, d).matmul_t(q, n);
+    let mut s = packed(&k, n, d).matmul_t(&q, n);
     s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
     // out = p · v = p · (vᵀ)ᵀ
-    PackedBf16::pack_transposed(v, n, d)
+    let mut o = vec![0f32; n * d];
+    PackedBf16::pack_transposed(&v, n, d)
         .expect("cpu attention runs where AVX512-BF16 does")
-        .matmul_into(&s, n, out, Default::default());
+        .matmul_into(&s, n, &mut o, Default::default());
+    for (r, row) in o.chunks_exact(d).enumerate() {
+        // SAFETY: row r < n of `out`, d values (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * ldo), d) };
+    }
+}
+
+/// Attention of one head on AMX tiles, 32 query rows at a time: the rows' scores against every
+/// key (`q·kᵀ`, k = the head width), their softmax numerators rounded to bf16 pairs as the next
+/// product's A rows, `p·v` (k = the keys), and each output row scaled by its `1/Σ` as it is
+/// stored. The scores of one block (32 × n f32, 64 KiB at n = 512) stay in L2; only the packed
+/// q, k and v of the head are made once per call. The rounding is the whole-head path's
+/// (bf16 q, k, v and probabilities; f32 sums), except that the probabilities are rounded
+/// before the division by their sum instead of after (the same relative error).
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use std::arch::x86_64::*;
+    use std::cell::Cell;
+
+    use super::{HeadRows, Rope};
+    use crate::amx;
+    use crate::bf16_gemm::avx512::mask;
+    use crate::bf16_gemm::odd_lines;
+
+    /// Rows and columns of an AMX block.
+    const B: usize = 32;
+    /// k-pairs per AMX step.
+    const STEP: usize = 16;
+
+    /// A thread's packings and block buffers, reused between heads (grown, never shrunk).
+    #[derive(Default)]
+    struct Buffers {
+        /// q as bf16 pairs: `nq` rows of `lq` pairs.
+        q: Vec<u32>,
+        /// k as B panels: `nq / 32` panels of `dp` pair rows × 32 keys.
+        k: Vec<u32>,
+        /// v as B panels: `ceil(d / 32)` panels of `nq / 2` pair rows × 32 columns.
+        v: Vec<u32>,
+        /// One block's scores: 32 rows of `ls` floats.
+        s: Vec<f32>,
+        /// One block's softmax numerators as bf16 pairs: 32 rows of `lp` pairs.
+        p: Vec<u32>,
+        /// One block's output before the division: 32 rows of `ceil(d / 32) · 32` floats.
+        o: Vec<f32>,
+    }
+
+    thread_local! {
+        static BUFFERS: Cell<Buffers> = const { Cell::new(Buffers {
+            q: Vec::new(),
+            k: Vec::new(),
+            v: Vec::new(),
+            s: Vec::new(),
+            p: Vec::new(),
+            o: Vec::new(),
+        }) };
+    }
+
+    /// The first `len` values of `v`, grown (zeroed) when shorter.
+    fn grown<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+        if v.len() < len {
+            *v = vec![T::default(); len];
+        }
+        &mut v[..len]
+    }
+
+    /// See [`super::attend_into`] and the module doc.
+    ///
+    /// # Safety
+    /// AMX-BF16 must be usable; `head` holds `n` rows of `d` values (`n, d > 0`), `bias` `n`;
+    /// `out` is valid for writes of `n` rows of `d` values at stride `ldo`, accessed by no one
+    /// else.
+    pub(super) unsafe fn attend(
+        head: HeadRows,
+        n: usize,
+        d: usize,
+        bias: Option<&[f32]>,
+        rope: Option<Rope>,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let mut bufs = BUFFERS.with(|c| c.take());
+        // SAFETY: the caller's contract; AMX-BF16 implies AVX-512 F/BW/VL and AVX512-BF16.
+        unsafe { attend_with(&mut bufs, head, n, d, bias, rope, out, ldo) };
+        BUFFERS.with(|c| c.set(bufs));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    unsafe fn attend_with(
+        bufs: &mut Buffers,
+        head: HeadRows,
+        n: usize,
+        d: usize,
+        bias: Option<&[f32]>,
+        rope: Option<Rope>,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let st = head.stride;
+        // Keys and query rows padded to whole blocks; the head width to whole AMX steps.
+        let nq = n.div_ceil(B) * B;
+        let dp = d.div_ceil(2 * STEP) * STEP;
+        let lq = odd_lines(dp * 4) / 4;
+        let kpv = nq / 2;
+        let lp = odd_lines(kpv * 4) / 4;
+        let ls = odd_lines(nq * 4) / 4;
+        let vpan = d.div_ceil(B);
+        let lo = vpan * B;
+
+        let qp = grown(&mut bufs.q, nq * lq);
+        for r in 0..nq {
+            // SAFETY: AVX512-BF16 (this function's features); `head` holds n rows.
+            unsafe { pack_row(head.q, r, n, d, st, rope, &mut qp[r * lq..r * lq + dp]) };
+        }
+        let kp = grown(&mut bufs.k, nq * dp);
+        let mut pairs = vec![0u32; dp];
+        for key in 0..nq {
+            let (panel, col) = (key / B, key % B);
+            // SAFETY: as above.
+            unsafe { pack_row(head.k, key, n, d, st, rope, &mut pairs) };
+            for (t, &x) in pairs.iter().enumerate() {
+                kp[(panel * dp + t) * B + col] = x;
+            }
+        }
+        let vp = grown(&mut bufs.v, vpan * kpv * B);
+        for t in 0..kpv {
+            let (lo_row, hi_row) = (2 * t, 2 * t + 1);
+            for c in 0..vpan {
+                for h in 0..2 {
+                    let col = c * B + h * 16;
+                    let m = mask(d.saturating_sub(col));
+                    let load = |r: usize| {
+                        if r < n {
+                            // SAFETY: masked to the row's d values (`head` holds n rows).
+                            unsafe { _mm512_maskz_loadu_ps(m, head.v.as_ptr().add(r * st + col)) }
+                        } else {
+                            _mm512_setzero_ps()
+                        }
+                    };
+                    let (a, b) = (load(lo_row), load(hi_row));
+                    let a = bf16x16(a);
+                    let b = bf16x16(b);
+                    let pair = _mm512_or_si512(
+                        _mm512_cvtepu16_epi32(a),
+                        _mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(b)),
+                    );
+                    // SAFETY: 16 pairs of panel c's row t, inside `vp`.
+                    unsafe {
+                        _mm512_storeu_si512(
+                            vp.as_mut_ptr().add((c * kpv + t) * B + h * 16).cast(),
+                            pair,
+                        )
+                    };
+                }
+            }
+        }
+        let s = grown(&mut bufs.s, B * ls);
+        let p = grown(&mut bufs.p, B * lp);
+        let o = grown(&mut bufs.o, B * lo);
+        let mut inv = [0f32; B];
+
+        // SAFETY: AMX is usable (the caller's contract).
+        unsafe { amx::configure() };
+        for i in (0..n).step_by(B) {
+            let rows = B.min(n - i);
+            let two = rows > B / 2;
+            for j in 0..nq / B {
+                // SAFETY: q rows i..i+32 of dp pairs (nq ≥ i + 32 rows), panel j of k (dp
+                // pair rows of 128 bytes), the block's 32 columns of s (32 rows at stride ls).
+                unsafe {
+                    amx::block(
+                        amx::Op::Bf16,
+                        qp.as_ptr().add(i * lq).cast(),
+                        lq * 4,
+                        kp.as_ptr().add(j * dp * B).cast(),
+                        dp / STEP,
+                        s.as_mut_ptr().add(j * B).cast(),
+                        ls * 4,
+                        two,
+                        false,
+                    )
+                };
+            }
+            for (r, inv) in inv.iter_mut().enumerate().take(rows) {
+                // SAFETY: AVX-512 F and BF16; a score row of nq floats, a p row of kpv pairs.
+                *inv = unsafe {
+                    numerators(
+                        &s[r * ls..r * ls + nq],
+                        n,
+                        bias,
+                        &mut p[r * lp..r * lp + kpv],
+                    )
+                };
+            }
+            // Rows past the last query (the tiles read all 32): zeros.
+            let tile_rows = if two { B } else { B / 2 };
+            p[rows * lp..tile_rows * lp].fill(0);
+            for c in 0..vpan {
+                // SAFETY: p's 32 (16) rows of kpv pairs, panel c of v (kpv pair rows of 128
+                // bytes), the block's columns c·32.. of o (rows of lo floats).
+                unsafe {
+                    amx::block(
+                        amx::Op::Bf16,
+                        p.as_ptr().cast(),
+                        lp * 4,
+                        vp.as_ptr().add(c * kpv * B).cast(),
+                        kpv / STEP,
+                        o.as_mut_ptr().add(c * B).cast(),
+                        lo * 4,
+                        two,
+                        false,
+                    )
+                };
+            }
+            for (r, &inv) in inv.iter().enumerate().take(rows) {
+                let scale = _mm512_set1_ps(inv);
+                let mut c = 0;
+                while c < d {
+                    let m = mask(d - c);
+                    // SAFETY: column c.. of o's row r; out row i + r < n (the caller's
+                    // contract), masked to d values.
+                    unsafe {
+                        let x = _mm512_maskz_loadu_ps(m, o.as_ptr().add(r * lo + c));
+                        _mm512_mask_storeu_ps(
+                            out.add((i + r) * ldo + c),
+                            m,
+                            _mm512_mul_ps(x, scale),
+                        );
+                    }
+                    c += 16;
+                }
+            }
+        }
+        // SAFETY: as for `configure`.
+        unsafe { amx::release() };
+    }
+
+    /// Row `t` of `x` (`d` values at stride `st`), rotated by `rope` if any, as bf16 pairs
+    /// into `dst` (zeros past the row; all zeros for a padding row `t ≥ n`). The rotation is
+    /// [`Rope::apply`]'s arithmetic in 16 lanes (the same products and sums, no FMA), so both
+    /// paths see the same rotated values.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    unsafe fn pack_row(
+        x: &[f32],
+        t: usize,
+        n: usize,
+        d: usize,
+        st: usize,
+        rope: Option<Rope>,
+        dst: &mut [u32],
+    ) {
+        if t >= n {
+            dst.fill(0);
+            return;
+        }
+        let src = &x[t * st..t * st + d];
+        let half = d / 2;
+        let rope = match rope {
+            Some(r) if d.is_multiple_of(2) => r,
+            // SAFETY: AVX512-BF16 (this function's features).
+            _ => return unsafe { pack_pairs(src, dst) },
+        };
+        dst.fill(0);
+        // The `m` lanes of `y` as bf16 values `at..` of the row (one u16 each: the low half
+        // of pair j is value 2j).
+        let put = |dst: &mut [u32], at: usize, y: __m512, m: __mmask16| {
+            let h = bf16x16(y);
+            // SAFETY: the `m` lanes are values below d, inside `dst` (d/2 pairs or more).
+            unsafe {
+                _mm256_mask_storeu_epi16(dst.as_mut_ptr().cast::<u16>().add(at).cast(), m, h)
+            };
+        };
+        match rope {
+            Rope::Halves { cos, sin } => {
+                let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                let mut i = 0;
+                while i < half {
+                    let m = mask(half - i);
+                    // SAFETY: lanes i..i+16 masked to `half`, inside both halves and tables.
+                    let (x1, x2, c, s) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(m, src.as_ptr().add(i)),
+                            _mm512_maskz_loadu_ps(m, src.as_ptr().add(i + half)),
+                            _mm512_maskz_loadu_ps(m, cos.as_ptr().add(i)),
+                            _mm512_maskz_loadu_ps(m, sin.as_ptr().add(i)),
+                        )
+                    };
+                    let y1 = _mm512_sub_ps(_mm512_mul_ps(x1, c), _mm512_mul_ps(x2, s));
+                    let y2 = _mm512_add_ps(_mm512_mul_ps(x2, c), _mm512_mul_ps(x1, s));
+                    put(dst, i, y1, m);
+                    put(dst, i + half, y2, m);
+                    i += 16;
+                }
+            }
+            Rope::Pairs { cos, sin } => {
+                // cos/sin of pair i on lanes 2i and 2i + 1; sin negated on the even lanes.
+                let dup = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+                let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
+                let mut j = 0;
+                while j < d {
+                    let m = mask(d - j);
+                    let m8 = mask(half - j / 2) as __mmask8;
+                    // SAFETY: lanes masked to the row's d values and the tables' half.
+                    let (x, c, s) = unsafe {
+                        (
+                            _mm512_maskz_loadu_ps(m, src.as_ptr().add(j)),
+                            _mm256_maskz_loadu_ps(m8, cos.as_ptr().add(j / 2)),
+                            _mm256_maskz_loadu_ps(m8, sin.as_ptr().add(j / 2)),
+                        )
+                    };
+                    let c = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(c));
+                    let s = _mm512_permutexvar_ps(dup, _mm512_castps256_ps512(s));
+                    let s = _mm512_mask_sub_ps(s, 0x5555, _mm512_setzero_ps(), s);
+                    // lane 2i: x₁·c − x₂·s; lane 2i + 1: x₂·c + x₁·s
+                    let swapped = _mm512_permute_ps::<0b1011_0001>(x);
+                    let y = _mm512_add_ps(_mm512_mul_ps(x, c), _mm512_mul_ps(swapped, s));
+                    put(dst, j, y, m);
+                    j += 16;
+                }
+            }
+        }
+    }
+
+    /// 16 floats rounded to bf16 (nearest even), as 16 bit patterns.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    fn bf16x16(x: __m512) -> __m256i {
+        // SAFETY: a vector of 16 bf16 values and one of 16 u16 have the same layout.
+        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)) }
+    }
+
+    /// `src` as bf16 pairs into `dst` (round to nearest even), zeros past its end; `dst.len()`
+    /// is a multiple of 8 pairs.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    unsafe fn pack_pairs(src: &[f32], dst: &mut [u32]) {
+        for (g, chunk) in dst.chunks_exact_mut(8).enumerate() {
+            let i = g * 16;
+            let m = mask(src.len().saturating_sub(i));
+            // SAFETY: masked to src's values; 8 pairs of `chunk`.
+            unsafe {
+                let x = if m == 0 {
+                    _mm512_setzero_ps()
+                } else {
+                    _mm512_maskz_loadu_ps(m, src.as_ptr().add(i))
+                };
+                let h = bf16x16(x);
+                _mm256_storeu_si256(chunk.as_mut_ptr().cast(), h);
+            }
+        }
+    }
+
+    /// One row of scores (`row`: `n` keys, padding after them) plus `bias` → `e^(s − max)` as
+    /// bf16 pairs into `dst` (zeros for the padding); returns `1 / Σ e`. Whole 16-key vectors
+    /// run unmasked, the last one masked.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    unsafe fn numerators(row: &[f32], n: usize, bias: Option<&[f32]>, dst: &mut [u32]) -> f32 {
+        let at = |i: usize, m: __mmask16| {
+            // SAFETY: masked to the first n values of `row` and `bias`.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(m, row.as_ptr().add(i));
+                match bias {
+                    Some(b) => _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, b.as_ptr().add(i))),
+                    None => x,
+                }
+            }
+        };
+        let full = n / 16 * 16;
+        let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(16) {
+            mx = _mm512_max_ps(mx, at(i, 0xFFFF));
+        }
+        if full < n {
+            let m = mask(n - full);
+            mx = _mm512_mask_max_ps(mx, m, mx, at(full, m));
+        }
+        let mx = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+        let mut sum = _mm512_setzero_ps();
+        let pairs = dst.as_mut_ptr();
+        for i in (0..full).step_by(16) {
+            let e = exp_neg(_mm512_sub_ps(at(i, 0xFFFF), mx));
+            sum = _mm512_add_ps(sum, e);
+            // SAFETY: 8 pairs (values i..i+16 < n ≤ 2·dst.len()).
+            unsafe { _mm256_storeu_si256(pairs.add(i / 2).cast(), bf16x16(e)) };
+        }
+        let mut i = full;
+        if full < n {
+            let m = mask(n - full);
+            let e = _mm512_maskz_mov_ps(m, exp_neg(_mm512_sub_ps(at(full, m), mx)));
+            sum = _mm512_add_ps(sum, e);
+            // SAFETY: as above (dst holds whole 8-pair groups: its length is a multiple of 8).
+            unsafe { _mm256_storeu_si256(pairs.add(full / 2).cast(), bf16x16(e)) };
+            i += 16;
+        }
+        dst[i / 2..].fill(0);
+        1.0 / _mm512_reduce_add_ps(sum)
+    }
+
+    /// `e^x` for `x ≤ 0` (16 lanes): `x = k·ln2 + r`, `|r| ≤ ln2/2`, the degree-5 Taylor
+    /// polynomial of `e^r` (relative error below 4e-6, far under the bf16 rounding the
+    /// numerators get next), `vscalefps` for `2^k`; `e^-87` (1.6e-38) below -87.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn exp_neg(x: __m512) -> __m512 {
+        let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+        let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.0 / 120.0);
+        for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+        }
+        _mm512_scalef_ps(p, k)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// `exp_neg` within 4e-6 of f64's `exp` down to -80 (below, f32 runs out of normal
+        /// numbers), a tiny positive number far below.
+        #[test]
+        fn exp_neg_is_close() {
+            if !crate::bf16_gemm::available() {
+                return;
+            }
+            let mut worst = 0f64;
+            for i in 0..=2000 {
+                let x = -(i as f32) * 0.04;
+                let mut out = [0f32; 16];
+                // SAFETY: AVX-512 F (checked above); 16 lanes.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp_neg(_mm512_set1_ps(x))) };
+                let want = (x as f64).exp();
+                worst = worst.max((out[0] as f64 - want).abs() / want);
+            }
+            assert!(worst < 4e-6, "relative error {worst}");
+            let mut out = [1f32; 16];
+            // SAFETY: as above.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp_neg(_mm512_set1_ps(-1e4))) };
+            assert!(out[0] >= 0.0 && out[0] < 1e-37, "{}", out[0]);
+        }
+
+        /// The vector rotation packs exactly what `Rope::apply` and a plain packing give, for
+        /// both layouts, odd halves and widths off the 16 lanes.
+        #[test]
+        fn rotated_rows_pack_as_the_scalar_rotation() {
+            if !crate::bf16_gemm::available() {
+                eprintln!("no AVX512-BF16 on this CPU: the tile attention is not used");
+                return;
+            }
+            for d in [2usize, 6, 34, 40, 64, 96] {
+                let (n, half, st) = (5, d / 2, d + 3);
+                let val = |i: usize| ((i * 7919 % 1013) as f32 - 506.0) / 97.0;
+                let x: Vec<f32> = (0..n * st).map(val).collect();
+                let cos: Vec<f32> = (0..n * half).map(|i| (i as f32 * 0.37).cos()).collect();
+                let sin: Vec<f32> = (0..n * half).map(|i| (i as f32 * 0.37).sin()).collect();
+                let dp = d.div_ceil(32) * 16;
+                for rope in [
+                    Rope::Halves {
+                        cos: &cos,
+                        sin: &sin,
+                    },
+                    Rope::Pairs {
+                        cos: &cos,
+                        sin: &sin,
+                    },
+                ] {
+                    for t in 0..n + 1 {
+                        let mut got = vec![u32::MAX; dp];
+                        let mut want = vec![0u32; dp];
+                        // SAFETY: AVX512-BF16 checked above; rows of d values at stride st.
+                        unsafe { pack_row(&x, t, n, d, st, Some(rope), &mut got) };
+                        if t < n {
+                            let mut y = vec![0f32; d];
+                            rope.apply(t, &x[t * st..t * st + d], &mut y);
+                            // SAFETY: as above.
+                            unsafe { pack_pairs(&y, &mut want) };
+                        }
+                        assert_eq!(got, want, "d {d} row {t}");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// In-place softmax of one score row after adding `bias`.
@@ -230,6 +838,17 @@ mod tests {
             return;
         }
         let dev = Device::Cpu;
+        // Query rows and keys across the 16- and 32-row tile edges, head widths off the
+        // 32-value AMX steps.
+        for (n, d) in [(1, 64), (16, 64), (17, 40), (33, 32), (70, 96)] {
+            let q = (Tensor::randn(0f32, 1.0, (1, 2, n, d), &dev).unwrap() * 0.125).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (1, 2, n, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (1, 2, n, d), &dev).unwrap();
+            let want = crate::nn::attention_by_head_groups(&q, &k, &v, None).unwrap();
+            let got = attention(&q, &k, &v, None).unwrap();
+            let err = max_abs_diff(&got, &want);
+            assert!(err < 2e-2, "n {n} d {d}: max abs error {err}");
+        }
         let (b, h, n, d) = (2, 3, 37, 64);
         let q = (Tensor::randn(0f32, 1.0, (b, h, n, d), &dev).unwrap() * 0.125).unwrap();
         let k = Tensor::randn(0f32, 1.0, (b, h, n, d), &dev).unwrap();

@@ -7,8 +7,9 @@
 //! a pass of its own for every bias, residual and activation: in a profile of two 512-token
 //! passages that was about half the time, with the products at 30 %. Here the products store
 //! their output through an [`Epilogue`] (bias, residual, GELU as the blocks leave the tiles),
-//! q/k/v are split into heads and rotated in one pass, attention writes each head's rows where
-//! the output projection reads them, and LayerNorms run in place.
+//! attention reads each head's q/k/v straight from the qkv product's rows (rotating q and k as
+//! it packs them) and writes its output rows where the output projection reads them, and
+//! LayerNorms run in place, vectorised.
 //!
 //! The arithmetic is the candle path's: the same bf16 products, the same f64-accumulated
 //! LayerNorm, the same attention kernel; only the GELU is a rational erf (about 1e-7, see
@@ -19,7 +20,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
-use crate::bf16_gemm::{Epilogue, PackedBf16};
+use crate::bf16_gemm::{Epilogue, PackedBf16, SendPtr};
 use crate::int8_gemm::PackedI8;
 use crate::weight_cache::Layout;
 
@@ -157,127 +158,155 @@ impl Norm {
     /// [`Norm::apply`] in place.
     fn apply_in_place(&self, x: &mut [f32]) {
         let dim = self.weight.len();
-        x.par_chunks_mut(dim).for_each(|r| {
-            let (mean, inv) = stats(r, self.eps);
-            for ((v, &w), &b) in r.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = normalized(*v, mean, inv, w, b);
-            }
-        });
+        x.par_chunks_mut(dim)
+            .for_each(|r| layer_norm_in_place(r, &self.weight, &self.bias, self.eps));
     }
 }
 
 /// One LayerNorm row, `src` into `dst`: two passes, f64 sums (what `nn::LayerNorm` computes on
 /// the CPU too).
 pub(crate) fn layer_norm_row(src: &[f32], dst: &mut [f32], weight: &[f32], bias: &[f32], eps: f64) {
-    let (mean, inv) = stats(src, eps);
-    for (((d, &v), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
-        *d = normalized(v, mean, inv, w, b);
+    norm_row(Row::Into { src, dst }, weight, bias, eps);
+}
+
+/// [`layer_norm_row`] in place.
+fn layer_norm_in_place(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f64) {
+    norm_row(Row::InPlace(x), weight, bias, eps);
+}
+
+/// [`norm`] compiled for the widest vectors this CPU has (the arithmetic is the same on each).
+fn norm_row(row: Row, weight: &[f32], bias: &[f32], eps: f64) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = jsearch_base::cpu::features();
+        if f.avx512 {
+            // SAFETY: AVX-512 F is available.
+            return unsafe { norm_avx512(row, weight, bias, eps) };
+        }
+        if f.avx2 {
+            // SAFETY: AVX2 is available.
+            return unsafe { norm_avx2(row, weight, bias, eps) };
+        }
+    }
+    norm(row, weight, bias, eps)
+}
+
+/// A row a LayerNorm reads and writes.
+enum Row<'a> {
+    Into { src: &'a [f32], dst: &'a mut [f32] },
+    InPlace(&'a mut [f32]),
+}
+
+/// [`norm`] compiled for AVX-512 (the same arithmetic: no FMA contraction, the same sums).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn norm_avx512(row: Row, weight: &[f32], bias: &[f32], eps: f64) {
+    norm(row, weight, bias, eps)
+}
+
+/// [`norm`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn norm_avx2(row: Row, weight: &[f32], bias: &[f32], eps: f64) {
+    norm(row, weight, bias, eps)
+}
+
+/// The LayerNorm of one row: mean and variance summed in f64 over 8 interleaved partial sums
+/// (independent chains the compiler turns into vector lanes; one sequential f64 sum was
+/// latency-bound and took a sixth of an image), each value `(v − mean) · inv` in f64, then
+/// scaled and shifted in f32.
+#[inline(always)]
+fn norm(row: Row, weight: &[f32], bias: &[f32], eps: f64) {
+    let (mean, inv) = stats(
+        match &row {
+            Row::Into { src, .. } => src,
+            Row::InPlace(x) => x,
+        },
+        eps,
+    );
+    let f = |v: f32, w: f32, b: f32| ((v as f64 - mean) * inv) as f32 * w + b;
+    match row {
+        Row::Into { src, dst } => {
+            for (((d, &v), &w), &b) in dst.iter_mut().zip(src).zip(weight).zip(bias) {
+                *d = f(v, w, b);
+            }
+        }
+        Row::InPlace(x) => {
+            for ((v, &w), &b) in x.iter_mut().zip(weight).zip(bias) {
+                *v = f(*v, w, b);
+            }
+        }
     }
 }
 
-/// One normalised value: `(v − mean) · inv` in f64, then scaled and shifted in f32.
+/// Mean and `1 / sqrt(var + eps)` of a row, summed in f64 (8 partial sums).
 #[inline(always)]
-fn normalized(v: f32, mean: f64, inv: f64, w: f32, b: f32) -> f32 {
-    ((v as f64 - mean) * inv) as f32 * w + b
-}
-
-/// Mean and `1 / sqrt(var + eps)` of a row, summed in f64.
 fn stats(s: &[f32], eps: f64) -> (f64, f64) {
     let dim = s.len() as f64;
-    let mean = s.iter().map(|&v| v as f64).sum::<f64>() / dim;
-    let var = s
-        .iter()
-        .map(|&v| {
-            let c = v as f64 - mean;
-            c * c
-        })
-        .sum::<f64>()
-        / dim;
+    let mean = partial_sums(s, |v| v as f64) / dim;
+    let var = partial_sums(s, |v| {
+        let c = v as f64 - mean;
+        c * c
+    }) / dim;
     (mean, 1.0 / (var + eps).sqrt())
 }
 
-/// How q and k are rotated: pairs `(i, i + d/2)` (NeoX halves, the text tower) or `(2i, 2i + 1)`
-/// (interleaved, the vision tower). The tables are `[n, d/2]` per token position.
-#[derive(Clone, Copy)]
-pub(crate) enum Rope<'a> {
-    Halves { cos: &'a [f32], sin: &'a [f32] },
-    Pairs { cos: &'a [f32], sin: &'a [f32] },
+/// `Σ g(v)` over `s` in f64: 8 interleaved partial sums, added at the end.
+#[inline(always)]
+fn partial_sums(s: &[f32], g: impl Fn(f32) -> f64) -> f64 {
+    const L: usize = 8;
+    let mut acc = [0f64; L];
+    let chunks = s.chunks_exact(L);
+    let tail: f64 = chunks.remainder().iter().map(|&v| g(v)).sum();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += g(v);
+        }
+    }
+    acc.iter().sum::<f64>() + tail
 }
 
-/// Splits a `[b·n, 3·nh·d]` qkv product into q, k and v, each `[b, nh, n, d]` (one after the
-/// other in `out`), rotating q and k.
-fn split_heads(qkv: &[f32], s: Shape, rope: Rope, out: &mut [f32]) {
+pub(crate) use crate::cpu_attention::Rope;
+
+/// `softmax(q·kᵀ + key_bias)·v` per head of a `[b·n, 3·nh·d]` qkv product (q and k rotated
+/// by `rope` as the attention reads them), each head written into its columns of the
+/// `[b·n, nh·d]` rows of `ctx`.
+fn attention(qkv: &[f32], s: Shape, rope: Rope, key_bias: Option<&[f32]>, ctx: &mut [f32]) {
     let Shape { b, n, nh, d } = s;
     let w = nh * d;
-    let half = d / 2;
-    out.par_chunks_mut(n * d).enumerate().for_each(|(c, dst)| {
-        let (part, bh) = (c / (b * nh), c % (b * nh));
+    assert_eq!(qkv.len(), b * n * 3 * w, "attention: qkv shape");
+    assert_eq!(ctx.len(), b * n * w, "attention: context shape");
+    let out = SendPtr(ctx.as_mut_ptr());
+    (0..b * nh).into_par_iter().for_each(|bh| {
+        let out = &out;
         let (bi, hh) = (bh / nh, bh % nh);
-        for t in 0..n {
-            let src = &qkv[(bi * n + t) * 3 * w + part * w + hh * d..][..d];
-            let row = &mut dst[t * d..(t + 1) * d];
-            if part == 2 {
-                row.copy_from_slice(src);
-                continue;
-            }
-            match rope {
-                Rope::Halves { cos, sin } => {
-                    let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
-                    for i in 0..half {
-                        let (x1, x2) = (src[i], src[i + half]);
-                        row[i] = x1 * cos[i] - x2 * sin[i];
-                        row[i + half] = x2 * cos[i] + x1 * sin[i];
-                    }
-                }
-                Rope::Pairs { cos, sin } => {
-                    let (cos, sin) = (&cos[t * half..][..half], &sin[t * half..][..half]);
-                    for i in 0..half {
-                        let (x1, x2) = (src[2 * i], src[2 * i + 1]);
-                        row[2 * i] = x1 * cos[i] - x2 * sin[i];
-                        row[2 * i + 1] = x1 * sin[i] + x2 * cos[i];
-                    }
-                }
-            }
-        }
-    });
-}
-
-/// `softmax(q·kᵀ + key_bias)·v` per head of `heads` (`[3, b, nh, n, d]` from [`split_heads`]),
-/// written as `[b·n, nh·d]` rows into `ctx`; `scratch` holds `b·nh·n·d` values.
-fn attention(
-    heads: &[f32],
-    s: Shape,
-    key_bias: Option<&[f32]>,
-    scratch: &mut [f32],
-    ctx: &mut [f32],
-) {
-    let Shape { b, n, nh, d } = s;
-    let size = b * nh * n * d;
-    let (q, rest) = heads.split_at(size);
-    let (k, v) = rest.split_at(size);
-    scratch
-        .par_chunks_mut(n * d)
-        .enumerate()
-        .for_each(|(bh, o)| {
-            let r = bh * n * d..(bh + 1) * n * d;
-            let bias = key_bias.map(|x| &x[(bh / nh) * n..(bh / nh + 1) * n]);
-            crate::cpu_attention::attend(&q[r.clone()], &k[r.clone()], &v[r], n, d, bias, o);
-        });
-    let w = nh * d;
-    ctx.par_chunks_mut(w).enumerate().for_each(|(row, dst)| {
-        let (bi, t) = (row / n, row % n);
-        for hh in 0..nh {
-            dst[hh * d..(hh + 1) * d]
-                .copy_from_slice(&scratch[((bi * nh + hh) * n + t) * d..][..d]);
-        }
+        let at = |part: usize| &qkv[bi * n * 3 * w + part * w + hh * d..];
+        let head = crate::cpu_attention::HeadRows {
+            q: at(0),
+            k: at(1),
+            v: at(2),
+            stride: 3 * w,
+        };
+        let bias = key_bias.map(|x| &x[bi * n..(bi + 1) * n]);
+        // SAFETY: rows bi·n.. of `ctx` (n of them, stride w), columns hh·d..(hh+1)·d: inside
+        // `ctx` (its length is checked above) and written by this task alone.
+        unsafe {
+            crate::cpu_attention::attend_into(
+                head,
+                n,
+                d,
+                bias,
+                Some(rope),
+                out.0.add(bi * n * w + hh * d),
+                w,
+            )
+        };
     });
 }
 
 /// Buffers of one forward, reused by every layer.
 struct Buffers {
     qkv: Vec<f32>,
-    heads: Vec<f32>,
-    scratch: Vec<f32>,
     ctx: Vec<f32>,
     mid: Vec<f32>,
 }
@@ -288,18 +317,15 @@ impl Buffers {
         let (m, w) = (s.b * s.n, s.nh * s.d);
         Self {
             qkv: vec![0.0; m * 3 * w],
-            heads: vec![0.0; 3 * m * w],
-            scratch: vec![0.0; m * w],
             ctx: vec![0.0; m * w],
             mid: vec![0.0; m * mid],
         }
     }
 
-    /// Self-attention of the qkv product in `self.qkv`: split into heads and rotated, each
-    /// head attended, the rows written into `self.ctx`.
+    /// Self-attention of the qkv product in `self.qkv`, each head's rows written into
+    /// `self.ctx`.
     fn attend(&mut self, s: Shape, rope: Rope, key_bias: Option<&[f32]>) {
-        split_heads(&self.qkv, s, rope, &mut self.heads);
-        attention(&self.heads, s, key_bias, &mut self.scratch, &mut self.ctx);
+        attention(&self.qkv, s, rope, key_bias, &mut self.ctx);
     }
 }
 

@@ -335,6 +335,7 @@ impl PackedI8 {
                                 panel.quads.as_ptr().add(k0 * 16 * NR * 4),
                                 kb,
                                 acc.as_mut_ptr().add((r0 - c0) * NR).cast(),
+                                NR * 4,
                                 c1 - r0 > AMX_M / 2,
                                 k0 > 0,
                             );

@@ -882,7 +882,10 @@ mod tests {
         let ok = packed.pack_bf16().unwrap();
         assert_eq!(ok, crate::bf16_gemm::available());
         assert_eq!(packed.weight().is_none(), ok);
-        assert!(!packed.quantize_q8().unwrap() || !ok);
+        if ok {
+            // a packed layer is not quantised on top
+            assert!(!packed.quantize_q8().unwrap());
+        }
         let (yd, yp) = (dense.forward(&x).unwrap(), packed.forward(&x).unwrap());
         assert_eq!(yp.dims(), &[2, 11, 70]);
         let rel = rms(&(&yd - &yp).unwrap()) / rms(&yd);

@@ -620,6 +620,12 @@ struct SyncArgs {
 /// Opens the store of `--db` with the model options (`m`'s, after the command, win over those
 /// before it).
 fn open_engine(cli: &Cli, m: Option<&ModelArgs>) -> Result<Engine> {
+    open_engine_for(cli, m, false)
+}
+
+/// [`open_engine`]; `long_lived`: the process serves many requests, so the model's packed
+/// weights are copied into memory at load (`OpenOptions::resident_weights`).
+fn open_engine_for(cli: &Cli, m: Option<&ModelArgs>, long_lived: bool) -> Result<Engine> {
     let none = ModelArgs::default();
     let m = m.unwrap_or(&none);
     let db = cli.db.clone().unwrap_or_else(jsearch::default_db_path);
@@ -637,6 +643,7 @@ fn open_engine(cli: &Cli, m: Option<&ModelArgs>) -> Result<Engine> {
         precision: m.precision_choice.unwrap_or(cli.precision),
         download_progress: !cli.quiet && std::io::stderr().is_terminal(),
         notify: (!cli.quiet).then_some(say as fn(&str)),
+        resident_weights: long_lived,
     })
     .context("opening the engine")
 }
@@ -1097,7 +1104,7 @@ fn dupes(cli: &Cli, a: &DupesArgs) -> Result<Status> {
 
 /// `jsearch serve`: until Ctrl-C or SIGTERM.
 fn serve(cli: &Cli, a: &ServeArgs) -> Result<Status> {
-    let engine = std::sync::Arc::new(open_engine(cli, Some(&a.model))?);
+    let engine = std::sync::Arc::new(open_engine_for(cli, Some(&a.model), true)?);
     let opts = jsearch_serve::ServeOptions {
         addr: a.addr,
         token: a.token.clone().filter(|t| !t.is_empty()),

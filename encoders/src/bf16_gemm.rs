@@ -12,7 +12,7 @@
 use rayon::prelude::*;
 
 use crate::amx;
-use crate::weight_cache::{Mapped, Stored};
+use crate::weight_cache::Stored;
 
 /// Output columns per packed panel (two 16-lane registers).
 const NR: usize = 32;
@@ -155,9 +155,9 @@ impl PackedBf16 {
     }
 
     /// A packing read from a weight cache (made by [`PackedBf16::pack`] and
-    /// [`PackedBf16::panels`]), used in place; `None` when this CPU has no AVX512-BF16 or the
+    /// [`PackedBf16::panels`]): mapped in place or copied out (`CacheFile::resident`); `None` when this CPU has no AVX512-BF16 or the
     /// length does not match `[n, k]`.
-    pub(crate) fn from_mapped(values: Mapped<u16>, n: usize, k: usize) -> Option<Self> {
+    pub(crate) fn from_stored(values: Stored<u16>, n: usize, k: usize) -> Option<Self> {
         if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
             return None;
         }
@@ -165,7 +165,7 @@ impl PackedBf16 {
             n,
             k,
             kp: k.div_ceil(2),
-            data: Stored::Mapped(values),
+            data: values,
         })
     }
 

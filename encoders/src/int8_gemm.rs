@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::amx;
 use crate::bf16_gemm::{odd_lines, Epilogue, SendPtr};
-use crate::weight_cache::{Mapped, Stored};
+use crate::weight_cache::Stored;
 
 /// Output columns per panel.
 const NR: usize = 32;
@@ -119,9 +119,9 @@ impl PackedI8 {
     }
 
     /// A packing read from a weight cache (made by [`PackedI8::quantize`] and
-    /// [`PackedI8::bytes`]), used in place; `None` when this CPU has no AVX512-VNNI or the length
-    /// does not match `[n, k]`.
-    pub(crate) fn from_mapped(values: Mapped<u8>, n: usize, k: usize) -> Option<Self> {
+    /// [`PackedI8::bytes`]): mapped in place or copied out (`CacheFile::resident`); `None` when
+    /// this CPU has no AVX512-VNNI or the length does not match `[n, k]`.
+    pub(crate) fn from_stored(values: Stored<u8>, n: usize, k: usize) -> Option<Self> {
         if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
             return None;
         }
@@ -129,8 +129,14 @@ impl PackedI8 {
             n,
             k,
             kq: k.div_ceil(K_STEP) * K_STEP,
-            data: Stored::Mapped(values),
+            data: values,
         })
+    }
+
+    /// Where the packed bytes live.
+    #[cfg(test)]
+    pub(crate) fn stored(&self) -> &Stored<u8> {
+        &self.data
     }
 
     /// The packed bytes (what a weight cache stores).

@@ -74,6 +74,13 @@ pub struct LoadOptions {
     pub bf16_matmul: bool,
     /// Where prepared weights are cached (see [`WeightCache`]).
     pub cache: WeightCache,
+    /// Copy the packed weights read from the weight cache into this process's memory instead
+    /// of using the mapping in place: a one-off copy at load (about 40 ms for the int8 text
+    /// tower on a Sapphire Rapids) for faster forward passes after it (one query 20 → 17 ms
+    /// there: the mapping's 4 KiB page-cache pages cost TLB misses on every weight read, the
+    /// copy lands on huge pages). For long-lived processes (a server, an app); a one-shot
+    /// command keeps the mapping.
+    pub resident: bool,
     /// Called with one line for each thing a user should hear about the load (a weight cache
     /// built for the first time, rebuilt because it was stale or damaged, or not writable).
     pub notify: Option<fn(&str)>,
@@ -88,6 +95,7 @@ impl Default for LoadOptions {
             int8: false,
             bf16_matmul: false,
             cache: WeightCache::Default,
+            resident: false,
             notify: None,
         }
     }
@@ -438,7 +446,7 @@ impl ClipModel {
                     |c| TextModel::from_cache(&config.text_config, c, layout, table.clone()),
                     build,
                     TextModel::save,
-                    opts.notify,
+                    opts,
                 )?,
                 (Ok(_), None) => (
                     build()?,
@@ -472,7 +480,7 @@ impl ClipModel {
                     |c| VisionModel::from_cache(&config.vision_config, c, layout),
                     build,
                     VisionModel::save,
-                    opts.notify,
+                    opts,
                 )?,
                 Err(why) => (build()?, TowerSource::Checkpoint(why.clone())),
             };
@@ -792,15 +800,17 @@ fn cached_tower<T>(
     from_cache: impl FnOnce(&CacheFile) -> Result<T>,
     build: impl FnOnce() -> Result<T>,
     save: fn(&T, &mut CacheWriter) -> Result<()>,
-    notify: Option<fn(&str)>,
+    opts: &LoadOptions,
 ) -> Result<(T, TowerSource)> {
     let path = weight_cache::file_path(dir, fingerprint, tower, layout);
     let say = |m: &str| {
-        if let Some(f) = notify {
+        if let Some(f) = opts.notify {
             f(m)
         }
     };
-    let unusable = match CacheFile::open(&path, fingerprint, tower, layout) {
+    let opened =
+        CacheFile::open(&path, fingerprint, tower, layout).map(|c| c.resident(opts.resident));
+    let unusable = match opened {
         Ok(c) => match from_cache(&c) {
             Ok(t) => return Ok((t, TowerSource::Cache(c.path().to_path_buf()))),
             Err(e) => CacheError::Corrupt(e.to_string()),

@@ -255,13 +255,13 @@ impl Linear {
             CacheLayout::F32 => dense(c)?,
             CacheLayout::Bf16Panels => {
                 let (key, n, k) = packed_entry(c, name, "bf16")?;
-                let packed = PackedBf16::from_mapped(c.panels(&key)?, n, k)
+                let packed = PackedBf16::from_stored(c.panels(&key)?, n, k)
                     .ok_or_else(|| unusable(&key, "AVX512-BF16"))?;
                 Kernel::Bf16(Arc::new(packed))
             }
             CacheLayout::I8Panels => {
                 let (key, n, k) = packed_entry(c, name, "i8")?;
-                let packed = PackedI8::from_mapped(c.i8_panels(&key)?, n, k)
+                let packed = PackedI8::from_stored(c.i8_panels(&key)?, n, k)
                     .ok_or_else(|| unusable(&key, "AVX512-VNNI"))?;
                 Kernel::I8(Arc::new(packed))
             }
@@ -866,6 +866,18 @@ mod tests {
         assert_eq!(
             yq.to_vec2::<f32>().unwrap(),
             ym.to_vec2::<f32>().unwrap(),
+            "bit-identical"
+        );
+        // copied out of the mapping (`LoadOptions::resident`): the same values, owned
+        let c = c.resident(true);
+        let owned = Linear::load(&c, "l", CacheLayout::I8Panels).unwrap();
+        let Kernel::I8(p) = &owned.kernel else {
+            panic!("resident int8 panels")
+        };
+        assert!(matches!(p.stored(), crate::weight_cache::Stored::Owned(_)));
+        assert_eq!(
+            yq.to_vec2::<f32>().unwrap(),
+            owned.forward(&x).unwrap().to_vec2::<f32>().unwrap(),
             "bit-identical"
         );
     }

@@ -152,6 +152,8 @@ pub(crate) struct CacheFile {
     map: Arc<Mmap>,
     entries: Arc<HashMap<String, Entry>>,
     path: PathBuf,
+    /// Packed entries are copied out of the mapping ([`CacheFile::resident`]).
+    resident: bool,
 }
 
 impl std::fmt::Debug for CacheFile {
@@ -305,6 +307,7 @@ impl CacheFile {
             map: Arc::new(map),
             entries: Arc::new(entries),
             path: path.to_path_buf(),
+            resident: false,
         })
     }
 
@@ -346,16 +349,32 @@ impl CacheFile {
         Ok(self.mapped(e, 4))
     }
 
-    /// A bf16-panel entry as a mapped slice (no copy).
-    pub(crate) fn panels(&self, name: &str) -> candle_core::Result<Mapped<u16>> {
-        let e = self.entry(name, Kind::Bf16Panels)?;
-        Ok(self.mapped(e, 2))
+    /// Whether packed entries are copied into this process's memory ([`Stored::Owned`], on
+    /// huge pages where the allocator gets them) instead of used in place
+    /// (`LoadOptions::resident`).
+    pub(crate) fn resident(mut self, on: bool) -> Self {
+        self.resident = on;
+        self
     }
 
-    /// An int8-panel entry as a mapped slice (no copy).
-    pub(crate) fn i8_panels(&self, name: &str) -> candle_core::Result<Mapped<u8>> {
+    /// A bf16-panel entry: mapped, or a copy when [`CacheFile::resident`].
+    pub(crate) fn panels(&self, name: &str) -> candle_core::Result<Stored<u16>> {
+        let e = self.entry(name, Kind::Bf16Panels)?;
+        Ok(self.stored(self.mapped(e, 2)))
+    }
+
+    /// An int8-panel entry: mapped, or a copy when [`CacheFile::resident`].
+    pub(crate) fn i8_panels(&self, name: &str) -> candle_core::Result<Stored<u8>> {
         let e = self.entry(name, Kind::I8Panels)?;
-        Ok(self.mapped(e, 1))
+        Ok(self.stored(self.mapped(e, 1)))
+    }
+
+    fn stored<T: Pod>(&self, m: Mapped<T>) -> Stored<T> {
+        if self.resident {
+            Stored::Owned(m.as_slice().to_vec())
+        } else {
+            Stored::Mapped(m)
+        }
     }
 
     /// The raw bytes of a Q8_0 entry.

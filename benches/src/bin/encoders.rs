@@ -41,7 +41,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Args {
     /// Rust paths to measure: f32, bf16, f16, int8 (Q8_0 linear layers, f32 elsewhere), bf16mm
     /// (linear layers through the bf16 kernel: AMX tiles or AVX512-BF16, f32 elsewhere), auto (per case what
-    /// `--precision auto` runs on this CPU, loaded from the weight cache; the others are
+    /// `--precision auto` runs on this CPU, loaded from the weight cache as `jsearch serve`
+    /// loads it: packed weights copied into memory, see `--auto-mapped`; the others are
     /// prepared from the checkpoint at load).
     #[arg(long, default_value = "f32,int8", value_delimiter = ',')]
     dtypes: Vec<String>,
@@ -72,6 +73,10 @@ struct Args {
     /// The system the speed column divides by (accuracy is always against pytorch float32).
     #[arg(long, default_value = "pytorch float32")]
     speed_vs: String,
+    /// `auto` with the weight cache mapped in place, as a one-shot `jsearch query` loads it
+    /// (instead of copied into memory as a long-lived process does: `LoadOptions::resident`).
+    #[arg(long)]
+    auto_mapped: bool,
     /// Threads for both sides (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -340,7 +345,7 @@ fn rust_options(name: &str, device: &Device) -> Result<LoadOptions> {
         int8,
         bf16_matmul,
         cache: WeightCache::Off,
-        notify: None,
+        ..LoadOptions::default()
     })
 }
 
@@ -387,6 +392,7 @@ fn worker(a: &Args, ckpt: &Path, work: &Path, name: &str) -> Result<()> {
         if auto {
             opts.towers = towers;
             opts.cache = WeightCache::Dir(work.join("weight-cache"));
+            opts.resident = !a.auto_mapped;
         }
         Ok(ClipModel::load(ckpt, &opts)?)
     };

@@ -167,6 +167,7 @@ fn main() -> Result<()> {
         precision: a.precision.parse()?,
         download_progress: false,
         notify: None,
+        resident_weights: false,
     })?;
     let dev = engine.device()?.description.clone();
     let opts = IndexOptions {

@@ -93,22 +93,29 @@ impl CustomOp3 for FusedAttention {
     }
 }
 
-/// One head's q, k and v rows inside wider buffers: row `t` of q is
-/// `q[t·stride..t·stride + d]`, and likewise for k and v (a qkv product's rows, or `[n, d]`
-/// tensors with `stride = d`).
+/// What one head attends over: `n` rows of `d` values of q, k and v inside wider buffers (row
+/// `t` of q is `q[t·stride..t·stride + d]`, likewise k and v: a qkv product's rows, or `[n, d]`
+/// tensors with `stride = d`), an additive key bias of `n` values, and the rotation of q and k.
 #[derive(Clone, Copy)]
-pub(crate) struct HeadRows<'a> {
+pub(crate) struct Head<'a> {
     pub q: &'a [f32],
     pub k: &'a [f32],
     pub v: &'a [f32],
     pub stride: usize,
+    pub n: usize,
+    pub d: usize,
+    pub bias: Option<&'a [f32]>,
+    pub rope: Option<Rope<'a>>,
 }
 
-impl HeadRows<'_> {
-    /// Whether q, k and v each hold `n` rows of `d` values.
-    fn holds(&self, n: usize, d: usize) -> bool {
+impl Head<'_> {
+    /// Whether q, k and v each hold `n` rows of `d` values and the bias `n` values.
+    fn holds(&self) -> bool {
+        let (n, d) = (self.n, self.d);
         let need = (n - 1) * self.stride + d;
-        d <= self.stride && [self.q, self.k, self.v].iter().all(|x| x.len() >= need)
+        d <= self.stride
+            && [self.q, self.k, self.v].iter().all(|x| x.len() >= need)
+            && self.bias.is_none_or(|b| b.len() == n)
     }
 }
 
@@ -165,12 +172,21 @@ pub(crate) fn attend(
         [q, k, v].iter().all(|x| x.len() == n * d) && out.len() == n * d,
         "cpu attention: shapes"
     );
-    let head = HeadRows { q, k, v, stride: d };
+    let head = Head {
+        q,
+        k,
+        v,
+        stride: d,
+        n,
+        d,
+        bias,
+        rope: None,
+    };
     // SAFETY: `out` holds n rows of d values at stride d and is borrowed mutably here.
-    unsafe { attend_into(head, n, d, bias, None, out.as_mut_ptr(), d) }
+    unsafe { attend_into(head, out.as_mut_ptr(), d) }
 }
 
-/// [`attend`] of `head`'s rows (q and k rotated by `rotate`, if any) into `n` rows of `d`
+/// [`attend`] of `head` (q and k rotated by its `rope`, if any) into `n` rows of `d`
 /// values at `out`, `ldo` values apart (one head's columns of the `[n, heads·d]` context rows
 /// the output projection reads). With AMX, 32 query rows at a time through tiles ([`tiles`]):
 /// q, k and v are read (and rotated) straight from their rows as they are packed, and the
@@ -183,26 +199,16 @@ pub(crate) fn attend(
 /// other thread accesses during the call.
 ///
 /// # Panics
-/// If `head` does not hold `n` rows of `d` values, `bias` not `n`, or this CPU has no
+/// If `head` does not hold `n` rows of `d` values (and `n` bias values), or this CPU has no
 /// AVX512-BF16.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn attend_into(
-    head: HeadRows,
-    n: usize,
-    d: usize,
-    bias: Option<&[f32]>,
-    rope: Option<Rope>,
-    out: *mut f32,
-    ldo: usize,
-) {
+pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
+    let Head {
+        n, d, bias, rope, ..
+    } = head;
     if n == 0 || d == 0 {
         return;
     }
-    assert!(head.holds(n, d), "cpu attention: q, k, v shapes");
-    assert!(
-        bias.is_none_or(|b| b.len() == n),
-        "cpu attention: bias length"
-    );
+    assert!(head.holds(), "cpu attention: q, k, v or bias shapes");
     assert!(
         crate::bf16_gemm::available(),
         "cpu attention runs where AVX512-BF16 does"
@@ -211,7 +217,7 @@ pub(crate) unsafe fn attend_into(
     if crate::bf16_gemm::uses_amx() {
         // SAFETY: AMX-BF16 is usable (`uses_amx`), which implies AVX512-BF16; the shapes are
         // checked above and `out` is the caller's contract.
-        unsafe { tiles::attend(head, n, d, bias, rope, out, ldo) };
+        unsafe { tiles::attend(head, out, ldo) };
         return;
     }
     let gather = |x: &[f32], rotated: bool| {
@@ -259,7 +265,7 @@ mod tiles {
     use std::arch::x86_64::*;
     use std::cell::Cell;
 
-    use super::{HeadRows, Rope};
+    use super::{Head, Rope};
     use crate::amx;
     use crate::bf16_gemm::avx512::mask;
     use crate::bf16_gemm::odd_lines;
@@ -308,37 +314,26 @@ mod tiles {
     /// See [`super::attend_into`] and the module doc.
     ///
     /// # Safety
-    /// AMX-BF16 must be usable; `head` holds `n` rows of `d` values (`n, d > 0`), `bias` `n`;
+    /// AMX-BF16 must be usable; `head` holds its rows and bias (`n, d > 0`);
     /// `out` is valid for writes of `n` rows of `d` values at stride `ldo`, accessed by no one
     /// else.
-    pub(super) unsafe fn attend(
-        head: HeadRows,
-        n: usize,
-        d: usize,
-        bias: Option<&[f32]>,
-        rope: Option<Rope>,
-        out: *mut f32,
-        ldo: usize,
-    ) {
+    pub(super) unsafe fn attend(head: Head, out: *mut f32, ldo: usize) {
         let mut bufs = BUFFERS.with(|c| c.take());
         // SAFETY: the caller's contract; AMX-BF16 implies AVX-512 F/BW/VL and AVX512-BF16.
-        unsafe { attend_with(&mut bufs, head, n, d, bias, rope, out, ldo) };
+        unsafe { attend_with(&mut bufs, head, out, ldo) };
         BUFFERS.with(|c| c.set(bufs));
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    unsafe fn attend_with(
-        bufs: &mut Buffers,
-        head: HeadRows,
-        n: usize,
-        d: usize,
-        bias: Option<&[f32]>,
-        rope: Option<Rope>,
-        out: *mut f32,
-        ldo: usize,
-    ) {
-        let st = head.stride;
+    unsafe fn attend_with(bufs: &mut Buffers, head: Head, out: *mut f32, ldo: usize) {
+        let Head {
+            n,
+            d,
+            bias,
+            rope,
+            stride: st,
+            ..
+        } = head;
         // Keys and query rows padded to whole blocks; the head width to whole AMX steps.
         let nq = n.div_ceil(B) * B;
         let dp = d.div_ceil(2 * STEP) * STEP;

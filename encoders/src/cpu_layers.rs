@@ -281,26 +281,19 @@ fn attention(qkv: &[f32], s: Shape, rope: Rope, key_bias: Option<&[f32]>, ctx: &
         let out = &out;
         let (bi, hh) = (bh / nh, bh % nh);
         let at = |part: usize| &qkv[bi * n * 3 * w + part * w + hh * d..];
-        let head = crate::cpu_attention::HeadRows {
+        let head = crate::cpu_attention::Head {
             q: at(0),
             k: at(1),
             v: at(2),
             stride: 3 * w,
+            n,
+            d,
+            bias: key_bias.map(|x| &x[bi * n..(bi + 1) * n]),
+            rope: Some(rope),
         };
-        let bias = key_bias.map(|x| &x[bi * n..(bi + 1) * n]);
         // SAFETY: rows bi·n.. of `ctx` (n of them, stride w), columns hh·d..(hh+1)·d: inside
         // `ctx` (its length is checked above) and written by this task alone.
-        unsafe {
-            crate::cpu_attention::attend_into(
-                head,
-                n,
-                d,
-                bias,
-                Some(rope),
-                out.0.add(bi * n * w + hh * d),
-                w,
-            )
-        };
+        unsafe { crate::cpu_attention::attend_into(head, out.0.add(bi * n * w + hh * d), w) };
     });
 }
 

@@ -155,8 +155,8 @@ impl PackedBf16 {
     }
 
     /// A packing read from a weight cache (made by [`PackedBf16::pack`] and
-    /// [`PackedBf16::panels`]): mapped in place or copied out (`CacheFile::resident`); `None` when this CPU has no AVX512-BF16 or the
-    /// length does not match `[n, k]`.
+    /// [`PackedBf16::panels`]): mapped in place or copied out (`CacheFile::resident`); `None`
+    /// when this CPU has no AVX512-BF16 or the length does not match `[n, k]`.
     pub(crate) fn from_stored(values: Stored<u16>, n: usize, k: usize) -> Option<Self> {
         if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
             return None;
@@ -239,11 +239,7 @@ impl PackedBf16 {
         let pad = if path == Path::Amx { AMX_M } else { MR };
         let mut a = PACKED_ROWS.with(|c| c.take());
         let lda = row_stride(kp);
-        let len = m.div_ceil(pad) * pad * lda;
-        if a.len() < len {
-            a = vec![0u32; len];
-        }
-        let a_rows = &mut a[..len];
+        let a_rows = grown(&mut a, m.div_ceil(pad) * pad * lda);
         a_rows[m * lda..].fill(0);
         a_rows[..m * lda]
             .par_chunks_mut(lda)
@@ -434,10 +430,8 @@ impl PackedBf16 {
                 let b = &panels[p * kp * 2 * NR..(p + 1) * kp * 2 * NR];
                 // The chunk's 32 columns of C, accumulated over k-blocks of the panel small
                 // enough to stay in L1 while every row block of the chunk passes.
-                let mut acc = PANEL_ACC.with(|c| c.take());
-                if acc.len() < chunk_rows * NR {
-                    acc = vec![0f32; chunk_rows * NR];
-                }
+                let mut buf = PANEL_ACC.with(|c| c.take());
+                let acc = grown(&mut buf, chunk_rows * NR);
                 // SAFETY: AMX is usable (`Path::Amx` is only chosen where `uses_amx()` holds).
                 unsafe { amx::configure() };
                 for k0 in (0..steps).step_by(kb_steps) {
@@ -494,7 +488,7 @@ impl PackedBf16 {
                     // `y`; no other task touches this panel's columns.
                     unsafe { epi.store_block(block, NR, rows, cols, out.0, n, r0, p * NR) };
                 }
-                PANEL_ACC.with(|c| c.replace(acc));
+                PANEL_ACC.with(|c| c.replace(buf));
             });
         }
     }
@@ -520,8 +514,9 @@ pub(crate) fn odd_lines(bytes: usize) -> usize {
     (bytes.div_ceil(64) | 1) * 64
 }
 
-/// One activation row to bf16 pairs (zero-padded to `dst.len()` pairs).
-fn pack_row(src: &[f32], dst: &mut [u32]) {
+/// One row to bf16 pairs (zero-padded to `dst.len()` pairs); `dst` holds at least
+/// `ceil(src.len() / 2)`. Only called where the kernel is available (AVX512-BF16).
+pub(crate) fn pack_row(src: &[f32], dst: &mut [u32]) {
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     {
@@ -538,6 +533,17 @@ fn pack_row(src: &[f32], dst: &mut [u32]) {
         dst[i / 2] = lo | (hi << 16);
         i += 2;
     }
+    dst[src.len().div_ceil(2)..].fill(0);
+}
+
+/// The first `len` values of a thread's reused buffer `v`, which is grown (zeroed) when shorter
+/// and never shrunk: a resize down and up again would zero megabytes per layer. Callers write
+/// every value they read.
+pub(crate) fn grown<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
+    if v.len() < len {
+        *v = vec![T::default(); len];
+    }
+    &mut v[..len]
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -568,11 +574,15 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub unsafe fn pack16(src: *const f32, dst: *mut u32) {
         // SAFETY: the caller upholds this function's `# Safety` contract.
-        unsafe {
-            let v = _mm512_loadu_ps(src);
-            let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-            _mm256_storeu_si256(dst.cast(), h);
-        }
+        unsafe { _mm256_storeu_si256(dst.cast(), bf16x16(_mm512_loadu_ps(src))) }
+    }
+
+    /// 16 floats rounded to bf16 (nearest even), as 16 bit patterns.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(crate) fn bf16x16(x: __m512) -> __m256i {
+        // SAFETY: a vector of 16 bf16 values and one of 16 u16 have the same layout.
+        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)) }
     }
 
     /// Mask of the first `min(n, 16)` lanes of a 16-lane register.

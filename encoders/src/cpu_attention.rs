@@ -267,8 +267,8 @@ mod tiles {
 
     use super::{Head, Rope};
     use crate::amx;
-    use crate::bf16_gemm::avx512::mask;
-    use crate::bf16_gemm::odd_lines;
+    use crate::bf16_gemm::avx512::{bf16x16, mask};
+    use crate::bf16_gemm::{grown, odd_lines, pack_row};
 
     /// Rows and columns of an AMX block.
     const B: usize = 32;
@@ -301,14 +301,6 @@ mod tiles {
             p: Vec::new(),
             o: Vec::new(),
         }) };
-    }
-
-    /// The first `len` values of `v`, grown (zeroed) when shorter.
-    fn grown<T: Copy + Default>(v: &mut Vec<T>, len: usize) -> &mut [T] {
-        if v.len() < len {
-            *v = vec![T::default(); len];
-        }
-        &mut v[..len]
     }
 
     /// See [`super::attend_into`] and the module doc.
@@ -347,14 +339,14 @@ mod tiles {
         let qp = grown(&mut bufs.q, nq * lq);
         for r in 0..nq {
             // SAFETY: AVX512-BF16 (this function's features); `head` holds n rows.
-            unsafe { pack_row(head.q, r, n, d, st, rope, &mut qp[r * lq..r * lq + dp]) };
+            unsafe { pack_head_row(head.q, r, n, d, st, rope, &mut qp[r * lq..r * lq + dp]) };
         }
         let kp = grown(&mut bufs.k, nq * dp);
         let mut pairs = vec![0u32; dp];
         for key in 0..nq {
             let (panel, col) = (key / B, key % B);
             // SAFETY: as above.
-            unsafe { pack_row(head.k, key, n, d, st, rope, &mut pairs) };
+            unsafe { pack_head_row(head.k, key, n, d, st, rope, &mut pairs) };
             for (t, &x) in pairs.iter().enumerate() {
                 kp[(panel * dp + t) * B + col] = x;
             }
@@ -478,7 +470,7 @@ mod tiles {
     /// paths see the same rotated values.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    unsafe fn pack_row(
+    unsafe fn pack_head_row(
         x: &[f32],
         t: usize,
         n: usize,
@@ -495,8 +487,7 @@ mod tiles {
         let half = d / 2;
         let rope = match rope {
             Some(r) if d.is_multiple_of(2) => r,
-            // SAFETY: AVX512-BF16 (this function's features).
-            _ => return unsafe { pack_pairs(src, dst) },
+            _ => return pack_row(src, dst),
         };
         dst.fill(0);
         // The `m` lanes of `y` as bf16 values `at..` of the row (one u16 each: the low half
@@ -555,34 +546,6 @@ mod tiles {
                     put(dst, j, y, m);
                     j += 16;
                 }
-            }
-        }
-    }
-
-    /// 16 floats rounded to bf16 (nearest even), as 16 bit patterns.
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    fn bf16x16(x: __m512) -> __m256i {
-        // SAFETY: a vector of 16 bf16 values and one of 16 u16 have the same layout.
-        unsafe { std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(x)) }
-    }
-
-    /// `src` as bf16 pairs into `dst` (round to nearest even), zeros past its end; `dst.len()`
-    /// is a multiple of 8 pairs.
-    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    unsafe fn pack_pairs(src: &[f32], dst: &mut [u32]) {
-        for (g, chunk) in dst.chunks_exact_mut(8).enumerate() {
-            let i = g * 16;
-            let m = mask(src.len().saturating_sub(i));
-            // SAFETY: masked to src's values; 8 pairs of `chunk`.
-            unsafe {
-                let x = if m == 0 {
-                    _mm512_setzero_ps()
-                } else {
-                    _mm512_maskz_loadu_ps(m, src.as_ptr().add(i))
-                };
-                let h = bf16x16(x);
-                _mm256_storeu_si256(chunk.as_mut_ptr().cast(), h);
             }
         }
     }
@@ -708,12 +671,11 @@ mod tiles {
                         let mut got = vec![u32::MAX; dp];
                         let mut want = vec![0u32; dp];
                         // SAFETY: AVX512-BF16 checked above; rows of d values at stride st.
-                        unsafe { pack_row(&x, t, n, d, st, Some(rope), &mut got) };
+                        unsafe { pack_head_row(&x, t, n, d, st, Some(rope), &mut got) };
                         if t < n {
                             let mut y = vec![0f32; d];
                             rope.apply(t, &x[t * st..t * st + d], &mut y);
-                            // SAFETY: as above.
-                            unsafe { pack_pairs(&y, &mut want) };
+                            pack_row(&y, &mut want);
                         }
                         assert_eq!(got, want, "d {d} row {t}");
                     }

@@ -17,7 +17,7 @@
 use rayon::prelude::*;
 
 use crate::amx;
-use crate::bf16_gemm::{odd_lines, Epilogue, SendPtr};
+use crate::bf16_gemm::{grown, odd_lines, Epilogue, SendPtr};
 use crate::weight_cache::Stored;
 
 /// Output columns per panel.
@@ -183,25 +183,18 @@ impl PackedI8 {
         let (mut a, mut sa) = ROWS.with(|c| c.take());
         let lda = odd_lines(kq);
         let rows = m.div_ceil(AMX_M) * AMX_M;
-        // Grown, never shrunk (a resize down and up again would zero megabytes per layer);
-        // every row read is written below (bytes kq..lda of a row are never read).
-        if a.len() < rows * lda {
-            a.resize(rows * lda, 0);
-        }
-        if sa.len() < rows {
-            sa.resize(rows, 0.0);
-        }
-        a[m * lda..rows * lda].fill(offset);
-        sa[m..rows].fill(0.0);
-        a[..m * lda]
+        // Every row read is written below (bytes kq..lda of a row are never read).
+        let (a_rows, sa_rows) = (grown(&mut a, rows * lda), grown(&mut sa, rows));
+        a_rows[m * lda..].fill(offset);
+        sa_rows[m..].fill(0.0);
+        a_rows[..m * lda]
             .par_chunks_mut(lda)
-            .zip(sa[..m].par_iter_mut())
+            .zip(sa_rows[..m].par_iter_mut())
             .zip(x.par_chunks(k))
             .for_each(|((dst, scale), src)| *scale = quantize_row(src, &mut dst[..kq], offset));
-        let (a_rows, scales) = (&a[..rows * lda], &sa[..rows]);
         match path {
-            Path::Amx => self.matmul_amx(a_rows, lda, scales, m, epi, y),
-            Path::Vnni => self.matmul_vnni(a_rows, lda, scales, m, epi, y),
+            Path::Amx => self.matmul_amx(a_rows, lda, sa_rows, m, epi, y),
+            Path::Vnni => self.matmul_vnni(a_rows, lda, sa_rows, m, epi, y),
         }
         ROWS.with(|c| c.replace((a, sa)));
     }
@@ -320,10 +313,8 @@ impl PackedI8 {
             };
             (0..self.n.div_ceil(NR)).into_par_iter().for_each(|p| {
                 let panel = self.panel(p);
-                let mut acc = PANEL_ACC.with(|c| c.take());
-                if acc.len() < chunk_rows * NR {
-                    acc = vec![0i32; chunk_rows * NR];
-                }
+                let mut buf = PANEL_ACC.with(|c| c.take());
+                let acc = grown(&mut buf, chunk_rows * NR);
                 // SAFETY: AMX-INT8 is usable (`Path::Amx` is only chosen where `uses_amx()`).
                 unsafe { amx::configure() };
                 for k0 in (0..steps).step_by(kb_steps) {
@@ -356,7 +347,7 @@ impl PackedI8 {
                     let rows = AMX_M.min(m - r0);
                     self.store(p, &panel, r0, block, rows, sa, false, &epi, &out, &mut vals);
                 }
-                PANEL_ACC.with(|c| c.replace(acc));
+                PANEL_ACC.with(|c| c.replace(buf));
             });
         }
     }

@@ -75,10 +75,10 @@ pub struct LoadOptions {
     /// Where prepared weights are cached (see [`WeightCache`]).
     pub cache: WeightCache,
     /// Copy the packed weights read from the weight cache into this process's memory instead
-    /// of using the mapping in place: a one-off copy at load (about 40 ms for the int8 text
-    /// tower on a Sapphire Rapids) for faster forward passes after it (one query 20 → 17 ms
-    /// there: the mapping's 4 KiB page-cache pages cost TLB misses on every weight read, the
-    /// copy lands on huge pages). For long-lived processes (a server, an app); a one-shot
+    /// of using the mapping in place: a one-off copy at load (the int8 text tower on a
+    /// Sapphire Rapids: load 0.04 → 0.10–0.12 s) for faster forward passes after it (one query
+    /// 18.8 → 16.8 ms there: the mapping's 4 KiB page-cache pages cost TLB misses on every
+    /// weight read, the copy lands on huge pages). For long-lived processes (a server, an app); a one-shot
     /// command keeps the mapping.
     pub resident: bool,
     /// Called with one line for each thing a user should hear about the load (a weight cache

@@ -319,15 +319,13 @@ impl Epilogue<'_> {
     /// the first `cols` are `y`'s columns `c0..c0 + cols` in rows `r0..r0 + rows` (row stride
     /// `ldy`). Each value becomes `[y +] (product [+ bias])`, then GELU: the sums are formed in
     /// `block`, which GELU then runs over at once (its polynomial chains overlap across the
-    /// block's vectors; per 32-value row they stalled), and the rows are copied out.
+    /// block's vectors; per 32-value row they stalled), and the rows are copied out. Compiled
+    /// for AVX-512 (zmm row copies instead of `memcpy` calls) and AVX2, picked at run time.
     ///
     /// # Safety
-    /// AVX-512 F must be available (both AMX products and the VNNI one imply it: compiled for
-    /// it, the row sums and copies are zmm moves instead of `memcpy` calls); `y` must be valid for
-    /// reads and writes at those rows and columns, and no other thread may access them during
-    /// the call.
+    /// `y` must be valid for reads and writes at those rows and columns, and no other thread
+    /// may access them during the call.
     #[allow(clippy::too_many_arguments)]
-    #[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
     pub(crate) unsafe fn store_block(
         &self,
         block: &mut [f32],
@@ -338,6 +336,71 @@ impl Epilogue<'_> {
         ldy: usize,
         r0: usize,
         c0: usize,
+    ) {
+        let at = (ldb, rows, cols, y, ldy, r0, c0);
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = jsearch_base::cpu::features();
+            if f.avx512 {
+                // SAFETY: AVX-512 F was just checked; `y` is the caller's contract.
+                return unsafe { self.store_block_avx512(block, at) };
+            }
+            if f.avx2 {
+                // SAFETY: AVX2 was just checked; as above.
+                return unsafe { self.store_block_avx2(block, at) };
+            }
+        }
+        // SAFETY: as above.
+        unsafe { self.store_block_in(block, at, |s, d| d.copy_from_slice(s)) }
+    }
+
+    /// [`Epilogue::store_block`] on AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512 F must be available; `store_block`'s contract.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_block_avx512(&self, block: &mut [f32], at: BlockAt) {
+        // SAFETY: AVX-512 F is available (this function's contract), as `copy_row` needs;
+        // `store_block`'s contract.
+        unsafe { self.store_block_in(block, at, |s, d| copy_row(s, d)) }
+    }
+
+    /// [`Epilogue::store_block`] on AVX2 (8-lane sums and copies).
+    ///
+    /// # Safety
+    /// AVX2 must be available; `store_block`'s contract.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn store_block_avx2(&self, block: &mut [f32], at: BlockAt) {
+        let copy = |s: &[f32], d: &mut [f32]| {
+            let mut cs = s.chunks_exact(8);
+            let mut cd = d.chunks_exact_mut(8);
+            for (s, d) in (&mut cs).zip(&mut cd) {
+                // SAFETY: 8 values of each (AVX2 is available: this function's contract).
+                unsafe {
+                    use std::arch::x86_64::*;
+                    _mm256_storeu_ps(d.as_mut_ptr(), _mm256_loadu_ps(s.as_ptr()));
+                }
+            }
+            for (d, s) in cd.into_remainder().iter_mut().zip(cs.remainder()) {
+                *d = *s;
+            }
+        };
+        // SAFETY: `store_block`'s contract.
+        unsafe { self.store_block_in(block, at, copy) }
+    }
+
+    /// The body of [`Epilogue::store_block`], `copy` moving a finished row into `y`.
+    ///
+    /// # Safety
+    /// `store_block`'s contract.
+    #[inline(always)]
+    unsafe fn store_block_in(
+        &self,
+        block: &mut [f32],
+        (ldb, rows, cols, y, ldy, r0, c0): BlockAt,
+        copy: impl Fn(&[f32], &mut [f32]),
     ) {
         let bias = self.bias.map(|b| &b[c0..c0 + cols]);
         for r in 0..rows {
@@ -351,8 +414,7 @@ impl Epilogue<'_> {
                 src.iter_mut().zip(dst.iter()).for_each(|(s, d)| *s += d);
             }
             if !self.gelu {
-                // SAFETY: AVX-512 F is available (this function's contract).
-                unsafe { copy_row(src, dst) };
+                copy(src, dst);
             }
         }
         if self.gelu {
@@ -361,12 +423,14 @@ impl Epilogue<'_> {
                 // SAFETY: as above.
                 let dst =
                     unsafe { std::slice::from_raw_parts_mut(y.add((r0 + r) * ldy + c0), cols) };
-                // SAFETY: as above.
-                unsafe { copy_row(&block[r * ldb..r * ldb + cols], dst) };
+                copy(&block[r * ldb..r * ldb + cols], dst);
             }
         }
     }
 }
+
+/// Where [`Epilogue::store_block`] puts a block: `(ldb, rows, cols, y, ldy, r0, c0)`.
+type BlockAt = (usize, usize, usize, *mut f32, usize, usize, usize);
 
 /// `dst = src` for one row of a block, in 16-lane masked moves (a `memcpy` call per 128-byte
 /// row took a sixth of a passage batch).
@@ -388,12 +452,6 @@ unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
         }
         i += 16;
     }
-}
-
-/// `dst = src` (never called off x86-64: the block epilogue needs AVX-512).
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn copy_row(src: &[f32], dst: &mut [f32]) {
-    dst.copy_from_slice(src);
 }
 
 thread_local! {

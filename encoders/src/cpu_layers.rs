@@ -1,5 +1,5 @@
 //! Whole-layer forward passes of the packed CPU paths (towers packed by `pack_bf16`, or by
-//! `quantize_q8` for the int8 kernel where the bf16 attention kernel runs too), over flat f32
+//! `quantize_q8` for our int8 kernel), over flat f32
 //! buffers that one forward allocates once and every layer reuses.
 //!
 //! The candle path allocates a tensor per op (and the kernel gives freed huge pages back, so
@@ -46,13 +46,13 @@ pub(crate) fn runs(packed: bool, dtype: candle_core::DType, reference: bool) -> 
     enabled() && packed && dtype == candle_core::DType::F32 && reference
 }
 
-/// Whether towers whose linear layers are in `layout` run their attention on the bf16 kernel
-/// and their layers here: bf16 panels; int8 panels (AVX512-VNNI) where the bf16 kernel runs
-/// too. The others take the candle ops.
+/// Whether towers whose linear layers are in `layout` run their layers here: bf16 panels;
+/// int8 panels wherever the int8 kernel runs (the attention on the bf16 kernel where there is
+/// one, else in f32). The others take the candle ops.
 pub(crate) fn fuses(layout: Layout) -> bool {
     match layout {
         Layout::Bf16Panels => true,
-        Layout::I8Panels => crate::int8_gemm::available() && crate::bf16_gemm::available(),
+        Layout::I8Panels => crate::int8_gemm::available(),
         Layout::F32 | Layout::Q8 => false,
     }
 }
@@ -82,7 +82,7 @@ fn set_enabled(on: bool) {
 pub(crate) enum Packed<'a> {
     /// bf16 panels (AMX tiles or AVX512-BF16).
     Bf16(&'a PackedBf16),
-    /// int8 panels (AMX-INT8 tiles or AVX512-VNNI).
+    /// int8 panels (AMX-INT8 tiles, AVX512-VNNI or AVX2).
     I8(&'a PackedI8),
 }
 
@@ -451,7 +451,7 @@ mod tests {
                 &LoadOptions::default(),
             )
             .expect("toy model");
-            // `fuses` holds only where the layout's kernels run (int8: VNNI and bf16).
+            // `fuses` holds only where the layout's kernels run.
             if convert(&mut m).expect("converts") == 0 || !fuses(layout) {
                 eprintln!("{name}: the fused layers do not run on this CPU");
                 continue;

@@ -1,6 +1,7 @@
 //! int8 matrix products for the linear layers on x86-64 CPUs with AMX-INT8 (`tdpbssd`: a 16 × 64
-//! int8 tile times a 64 × 16 one, 16384 multiply-adds per instruction, twice `tdpbf16ps`'s) or
-//! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction).
+//! int8 tile times a 64 × 16 one, 16384 multiply-adds per instruction, twice `tdpbf16ps`'s),
+//! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction) or AVX2
+//! (`vpmaddubsw` + `vpmaddwd`: 32 multiply-adds in two instructions, where f32 needs four FMAs).
 //!
 //! Weights are quantised once (at load, or read from the weight cache), symmetric per output
 //! column; activations per row on the fly (symmetric): `y[r, c] = sa[r] · sw[c] · Σ qa · qw`,
@@ -8,6 +9,9 @@
 //! time is the weights' bytes over the memory bandwidth: int8 weights are half of bf16's. On
 //! VNNI the activations are stored as `qa + 128` (`vpdpbusd`'s unsigned operand), and the
 //! `128 · Σ qw` this adds is taken off with a per-column constant stored beside the scales.
+//! `vpmaddubsw` sums two u8 × i8 products into a saturating i16, so on AVX2 the activations get
+//! 7 bits (`qa ∈ [-63, 63]`, stored as `qa + 64`): two products then stay below 2 · 127 · 127 =
+//! 32258, never saturating, and the stored constant, halved, takes the `64 · Σ qw` off.
 //!
 //! The packing: panels of 32 output columns, each k-quad row holding the 32 columns' 4
 //! consecutive inputs (128 bytes: AMX's B layout for two 16-column tiles, and two `vpdpbusd`
@@ -36,9 +40,15 @@ const AMX_CHUNK_BYTES: usize = 1 << 20;
 /// How far ahead of its loads the VNNI kernel prefetches a panel's weights (bytes).
 const PREFETCH: usize = 4096;
 
-/// Whether this CPU runs the int8 kernel (AVX-512 F/BW/VL and AVX512-VNNI, `JSEARCH_CPU_TIER`
-/// not below `avx512`).
+/// Whether this CPU runs the int8 kernel: AVX-512 F/BW/VL and AVX512-VNNI, or AVX2 and FMA
+/// (`JSEARCH_CPU_TIER` not below `avx2`).
 pub fn available() -> bool {
+    let f = jsearch_base::cpu::features();
+    f.avx512_vnni || (f.avx2 && f.fma)
+}
+
+/// Whether the products run on AVX512-VNNI (or AMX-INT8), else on the AVX2 kernel.
+pub fn uses_vnni() -> bool {
     jsearch_base::cpu::features().avx512_vnni
 }
 
@@ -55,6 +65,20 @@ enum Path {
     Vnni,
     /// `tdpbssd`, 32 × 32 blocks of four AMX tiles.
     Amx,
+    /// `vpmaddubsw` + `vpmaddwd`, 4 × 16 register blocks, 7-bit activations.
+    Avx2,
+}
+
+impl Path {
+    /// How this kernel takes the activations: `(levels, offset)`: `qa ∈ [-levels, levels]`,
+    /// stored as the byte `qa + offset`.
+    fn activations(self) -> (f32, u8) {
+        match self {
+            Path::Vnni => (127.0, 0x80),
+            Path::Amx => (127.0, 0),
+            Path::Avx2 => (63.0, 64),
+        }
+    }
 }
 
 /// An `[n, k]` weight quantised for [`PackedI8::matmul_into`] (see the module's packing).
@@ -78,8 +102,8 @@ fn packed_len(n: usize, k: usize) -> usize {
 }
 
 impl PackedI8 {
-    /// Quantises a row-major `[n, k]` f32 weight, or `None` when this CPU has no AVX512-VNNI, the
-    /// slice does not hold `n * k` values or a value is not finite.
+    /// Quantises a row-major `[n, k]` f32 weight, or `None` when this CPU runs no int8 kernel
+    /// ([`available`]), the slice does not hold `n * k` values or a value is not finite.
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Option<Self> {
         if !available() || w.len() != n * k || n == 0 || k == 0 || !w.iter().all(|v| v.is_finite())
         {
@@ -120,7 +144,7 @@ impl PackedI8 {
 
     /// A packing read from a weight cache (made by [`PackedI8::quantize`] and
     /// [`PackedI8::bytes`]): mapped in place or copied out (`CacheFile::resident`); `None` when
-    /// this CPU has no AVX512-VNNI or the length does not match `[n, k]`.
+    /// this CPU runs no int8 kernel or the length does not match `[n, k]`.
     pub(crate) fn from_stored(values: Stored<u8>, n: usize, k: usize) -> Option<Self> {
         if !available() || n == 0 || k == 0 || values.as_slice().len() != packed_len(n, k) {
             return None;
@@ -161,7 +185,13 @@ impl PackedI8 {
     /// If `x.len() != m * k`, `y.len() != m * n` or the bias does not hold `n` values (callers
     /// check shapes first).
     pub(crate) fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32], epi: Epilogue<'_>) {
-        let path = if uses_amx() { Path::Amx } else { Path::Vnni };
+        let path = if uses_amx() {
+            Path::Amx
+        } else if uses_vnni() {
+            Path::Vnni
+        } else {
+            Path::Avx2
+        };
         self.matmul_on(x, m, y, epi, path);
     }
 
@@ -178,8 +208,9 @@ impl PackedI8 {
         }
         // Activations quantised per row (rows an odd number of cache lines apart; padding rows
         // and inputs are zero, scale 0), reused between calls on a thread (taken, so a nested
-        // call makes its own). VNNI reads them as `q + 128`.
-        let offset = if path == Path::Vnni { 0x80 } else { 0 };
+        // call makes its own). VNNI reads them as `q + 128`, AVX2 as `q + 64`.
+        let act = path.activations();
+        let offset = act.1;
         let (mut a, mut sa) = ROWS.with(|c| c.take());
         let lda = odd_lines(kq);
         let rows = m.div_ceil(AMX_M) * AMX_M;
@@ -191,10 +222,14 @@ impl PackedI8 {
             .par_chunks_mut(lda)
             .zip(sa_rows[..m].par_iter_mut())
             .zip(x.par_chunks(k))
-            .for_each(|((dst, scale), src)| *scale = quantize_row(src, &mut dst[..kq], offset));
+            .for_each(|((dst, scale), src)| *scale = quantize_row(src, &mut dst[..kq], act));
         match path {
             Path::Amx => self.matmul_amx(a_rows, lda, sa_rows, m, epi, y),
-            Path::Vnni => self.matmul_vnni(a_rows, lda, sa_rows, m, epi, y),
+            // SAFETY: a `PackedI8` exists only where `available()` holds, and `Path::Vnni` is
+            // chosen only where `uses_vnni()` does (AVX512-VNNI).
+            Path::Vnni => unsafe { self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path) },
+            // SAFETY: `available()` without VNNI means AVX2 and FMA.
+            Path::Avx2 => unsafe { self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path) },
         }
         ROWS.with(|c| c.replace((a, sa)));
     }
@@ -216,8 +251,9 @@ impl PackedI8 {
         }
     }
 
-    /// `y[r, c] = sa[r] · sw[c] · (C[r, c] [− offset[c]])` through `epi` for one block of rows
-    /// of panel `p` (`block`: `rows` rows of NR i32 from the kernels, from row `r0`).
+    /// `y[r, c] = sa[r] · sw[c] · (C[r, c] − offset · Σ qw[c])` through `epi` for one block of
+    /// rows of panel `p` (`block`: `rows` rows of NR i32 from the kernels, from row `r0`;
+    /// `offset`: what the kernel's activation bytes add to each `qa`).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &self,
@@ -227,12 +263,13 @@ impl PackedI8 {
         block: &[i32],
         rows: usize,
         sa: &[f32],
-        subtract: bool,
+        offset: u8,
         epi: &Epilogue<'_>,
         out: &SendPtr,
         vals: &mut [f32; AMX_M * NR],
     ) {
-        let off = if subtract { panel.offsets } else { [0; NR] };
+        // The stored constants are 128 · Σ qw (exact multiples of 128).
+        let off = panel.offsets.map(|o| o / 128 * offset as i32);
         for (r, (v, c)) in vals
             .chunks_exact_mut(NR)
             .zip(block.chunks_exact(NR))
@@ -250,7 +287,13 @@ impl PackedI8 {
         unsafe { epi.store_block(vals, NR, rows, cols, out.0, self.n, r0, p * NR) };
     }
 
-    fn matmul_vnni(
+    /// The register-blocked products (VNNI or AVX2): rayon over panels, MR × 32 blocks.
+    ///
+    /// # Safety
+    /// `path` is [`Path::Vnni`] only where AVX512-VNNI is available, [`Path::Avx2`] only where
+    /// AVX2 is.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn matmul_regs(
         &self,
         a: &[u8],
         lda: usize,
@@ -258,7 +301,9 @@ impl PackedI8 {
         m: usize,
         epi: Epilogue<'_>,
         y: &mut [f32],
+        path: Path,
     ) {
+        let offset = path.activations().1;
         let out = SendPtr(y.as_mut_ptr());
         (0..self.n.div_ceil(NR))
             .into_par_iter()
@@ -269,21 +314,24 @@ impl PackedI8 {
                 // The f32 values of a block, made once per panel task (not per block).
                 let mut vals = [0f32; AMX_M * NR];
                 for r0 in (0..m).step_by(MR) {
-                    // SAFETY: `PackedI8` exists only where `available()` holds (AVX512-VNNI);
-                    // `a` holds MR rows of `lda` ≥ kq bytes from r0 (padded to a multiple of
-                    // AMX_M rows, itself a multiple of MR); `quads` holds kq / 4 rows of 128
-                    // bytes; `block` MR × NR values.
+                    let (ar, w, quads, c) = (
+                        a.as_ptr().wrapping_add(r0 * lda),
+                        panel.quads.as_ptr(),
+                        self.kq / 4,
+                        block.as_mut_ptr(),
+                    );
+                    // SAFETY: the kernel's CPU features hold (this function's contract); `a`
+                    // holds MR rows of `lda` ≥ kq bytes from r0 (padded to a multiple of AMX_M
+                    // rows, itself a multiple of MR); `quads` holds kq / 4 rows of 128 bytes;
+                    // `block` MR × NR values.
                     unsafe {
-                        vnni::kernel(
-                            a.as_ptr().add(r0 * lda),
-                            lda,
-                            panel.quads.as_ptr(),
-                            self.kq / 4,
-                            block.as_mut_ptr(),
-                        )
+                        match path {
+                            Path::Vnni => vnni::kernel(ar, lda, w, quads, c),
+                            _ => avx2::kernel(ar, lda, w, quads, c),
+                        }
                     };
                     let rows = MR.min(m - r0);
-                    self.store(p, &panel, r0, &block, rows, sa, true, &epi, &out, &mut vals);
+                    self.store(p, &panel, r0, &block, rows, sa, offset, &epi, &out, &mut vals);
                 }
             });
     }
@@ -345,7 +393,7 @@ impl PackedI8 {
                 for r0 in (c0..c1).step_by(AMX_M) {
                     let block = &acc[(r0 - c0) * NR..(r0 - c0 + AMX_M) * NR];
                     let rows = AMX_M.min(m - r0);
-                    self.store(p, &panel, r0, block, rows, sa, false, &epi, &out, &mut vals);
+                    self.store(p, &panel, r0, block, rows, sa, 0, &epi, &out, &mut vals);
                 }
                 PANEL_ACC.with(|c| c.replace(buf));
             });
@@ -359,7 +407,7 @@ struct Panel<'a> {
     quads: &'a [u8],
     /// `sw[c]`: the columns' scales.
     sw: [f32; NR],
-    /// `128 · Σ qw[c]`: what VNNI's `+ 128` adds to each column's sum.
+    /// `128 · Σ qw[c]`: what VNNI's `+ 128` adds to each column's sum (halved: AVX2's `+ 64`).
     offsets: [i32; NR],
 }
 
@@ -372,28 +420,43 @@ thread_local! {
     static PANEL_ACC: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// One activation row to int8 (`dst`: the row's values, then zeros; each byte XORed with
-/// `offset`, 0x80 turning i8 `q` into u8 `q + 128`); returns its scale `max |x| / 127` (0 for a
-/// row of zeros).
-fn quantize_row(src: &[f32], dst: &mut [u8], offset: u8) -> f32 {
+/// One activation row to int8 with `(levels, offset)` ([`Path::activations`]): `dst` gets the
+/// row's values as bytes `q + offset` (wrapping: 0x80 turns i8 `q` into u8 `q + 128`), then
+/// `offset` (q = 0) for the padding; returns its scale `max |x| / levels` (0 for a row of
+/// zeros).
+fn quantize_row(src: &[f32], dst: &mut [u8], (levels, offset): (f32, u8)) -> f32 {
     let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    let inv = if amax > 0.0 { levels / amax } else { 0.0 };
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        while i + 16 <= src.len() {
-            // SAFETY: the int8 kernel (hence AVX-512 F) is available wherever a `PackedI8`
-            // exists; 16 floats are read from src[i..] and 16 bytes written to dst[i..].
-            unsafe { vnni::quantize16(src.as_ptr().add(i), inv, offset, dst.as_mut_ptr().add(i)) };
-            i += 16;
+        let f = jsearch_base::cpu::features();
+        if f.avx512 {
+            while i + 16 <= src.len() {
+                // SAFETY: AVX-512 F was checked; 16 floats are read from src[i..] and 16 bytes
+                // written to dst[i..].
+                unsafe {
+                    vnni::quantize16(src.as_ptr().add(i), inv, offset, dst.as_mut_ptr().add(i))
+                };
+                i += 16;
+            }
+        } else if f.avx2 {
+            while i + 8 <= src.len() {
+                // SAFETY: AVX2 was checked; 8 floats are read from src[i..] and 8 bytes
+                // written to dst[i..].
+                unsafe {
+                    avx2::quantize8(src.as_ptr().add(i), inv, offset, dst.as_mut_ptr().add(i))
+                };
+                i += 8;
+            }
         }
     }
     for (d, &v) in dst[i..].iter_mut().zip(&src[i..]) {
         // Half to even, as the vector conversion rounds (the default MXCSR mode).
-        *d = ((v * inv).round_ties_even() as i8 as u8) ^ offset;
+        *d = ((v * inv).round_ties_even() as i32).wrapping_add(offset as i32) as u8;
     }
     dst[src.len()..].fill(offset);
-    amax / 127.0
+    amax / levels
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -401,8 +464,8 @@ mod vnni {
     use super::{MR, NR, PREFETCH};
     use std::arch::x86_64::*;
 
-    /// 16 floats at `src` times `inv`, rounded (to nearest even) to i8, XORed with `offset`, as
-    /// bytes at `dst`.
+    /// 16 floats at `src` times `inv`, rounded (to nearest even) to integers, plus `offset`, as
+    /// bytes at `dst` (wrapping).
     ///
     /// # Safety
     /// AVX-512 F must be available; `src` readable for 16 floats, `dst` writable for 16 bytes.
@@ -411,7 +474,7 @@ mod vnni {
         // SAFETY: the caller upholds this function's `# Safety` contract.
         unsafe {
             let v = _mm512_mul_ps(_mm512_loadu_ps(src), _mm512_set1_ps(inv));
-            let q = _mm512_xor_si512(_mm512_cvtps_epi32(v), _mm512_set1_epi32(offset as i32));
+            let q = _mm512_add_epi32(_mm512_cvtps_epi32(v), _mm512_set1_epi32(offset as i32));
             _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(q));
         }
     }
@@ -449,11 +512,92 @@ mod vnni {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{MR, NR};
+    use std::arch::x86_64::*;
+
+    /// 8 floats at `src` times `inv`, rounded (to nearest even) to integers, plus `offset`, as
+    /// bytes at `dst` (wrapping).
+    ///
+    /// # Safety
+    /// AVX2 must be available; `src` readable for 8 floats, `dst` writable for 8 bytes.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn quantize8(src: *const f32, inv: f32, offset: u8, dst: *mut u8) {
+        // SAFETY: the caller upholds this function's `# Safety` contract.
+        unsafe {
+            let v = _mm256_mul_ps(_mm256_loadu_ps(src), _mm256_set1_ps(inv));
+            let q = _mm256_add_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(offset as i32));
+            // The low byte of each i32: 4 bytes at the start of each 128-bit half.
+            let low = _mm256_setr_epi8(
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, //
+                0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+            );
+            let b = _mm256_shuffle_epi8(q, low);
+            let bytes = _mm_unpacklo_epi32(
+                _mm256_castsi256_si128(b),
+                _mm256_extracti128_si256::<1>(b),
+            );
+            _mm_storel_epi64(dst.cast(), bytes);
+        }
+    }
+
+    /// One MR × 32 block of `Σ (qa + 64) · qw` (i32), as [`super::vnni::kernel`] computes with
+    /// `+ 128`: four passes of 4 rows × 16 columns (8 accumulators, two weight vectors, a
+    /// broadcast and the ones of `vpmaddwd` fit AVX2's 16 registers). `a`'s bytes must be below
+    /// 128 (7-bit activations), so that `vpmaddubsw`'s pair sums cannot saturate.
+    ///
+    /// # Safety
+    /// AVX2 must be available; `a` readable for MR rows of `4 · quads` bytes, `w` for
+    /// `quads · 128` bytes, `out` writable for MR · 32 values.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn kernel(a: *const u8, lda: usize, w: *const u8, quads: usize, out: *mut i32) {
+        const R: usize = 4;
+        // SAFETY: the caller upholds this function's `# Safety` contract; every address read
+        // lies in the ranges it names.
+        unsafe {
+            let ones = _mm256_set1_epi16(1);
+            for half in 0..2 {
+                for r0 in (0..MR).step_by(R) {
+                    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                    for q in 0..quads {
+                        let wq = w.add(q * NR * 4 + half * 64);
+                        let w0 = _mm256_loadu_si256(wq.cast());
+                        let w1 = _mm256_loadu_si256(wq.add(32).cast());
+                        for (r, acc) in acc.iter_mut().enumerate() {
+                            let av = _mm256_set1_epi32(
+                                a.add((r0 + r) * lda + 4 * q).cast::<i32>().read_unaligned(),
+                            );
+                            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, w0), ones);
+                            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(av, w1), ones);
+                            acc[0] = _mm256_add_epi32(acc[0], p0);
+                            acc[1] = _mm256_add_epi32(acc[1], p1);
+                        }
+                    }
+                    for (r, acc) in acc.iter().enumerate() {
+                        let o = out.add((r0 + r) * NR + half * 16);
+                        _mm256_storeu_si256(o.cast(), acc[0]);
+                        _mm256_storeu_si256(o.add(8).cast(), acc[1]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 mod vnni {
-    /// Never called: `PackedI8` is never built without AVX512-VNNI.
+    /// Never called: `PackedI8` is never built off x86-64.
     pub unsafe fn kernel(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut i32) {
-        unreachable!("PackedI8 is never built without AVX512-VNNI")
+        unreachable!("PackedI8 is never built off x86-64")
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod avx2 {
+    /// Never called: `PackedI8` is never built off x86-64.
+    pub unsafe fn kernel(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut i32) {
+        unreachable!("PackedI8 is never built off x86-64")
     }
 }
 
@@ -482,7 +626,7 @@ mod tests {
         )
     }
 
-    /// Every edge, on both kernels: rows not a multiple of 8 or 16 or 32, columns not a multiple
+    /// Every edge, on every kernel this CPU runs: rows not a multiple of 8 or 16 or 32, columns not a multiple
     /// of 32 (and below 16), k not a multiple of 64 (and below 4), several panels, a row chunk
     /// boundary; against an f64 product of the quantised values (which the kernels must match up
     /// to f32 rounding of the scales), against the f32 product within the quantisation's error,
@@ -491,15 +635,18 @@ mod tests {
     fn matches_a_reference_product_of_quantised_inputs() {
         if !available() {
             assert!(PackedI8::quantize(&[1.0; 4], 2, 2).is_none());
-            eprintln!("no AVX512-VNNI on this CPU: checked that nothing is quantised");
+            eprintln!("no int8 kernel on this CPU: checked that nothing is quantised");
             return;
         }
-        let paths: &[Path] = if uses_amx() {
-            &[Path::Vnni, Path::Amx]
-        } else {
-            eprintln!("no AMX-INT8 (or JSEARCH_CPU_TIER below amx): the VNNI kernel only");
-            &[Path::Vnni]
-        };
+        // AVX2 runs wherever a kernel does; VNNI and AMX where the CPU (and tier) has them.
+        let mut paths = vec![Path::Avx2];
+        if uses_vnni() {
+            paths.push(Path::Vnni);
+        }
+        if uses_amx() {
+            paths.push(Path::Amx);
+        }
+        eprintln!("int8 kernels checked: {paths:?}");
         for &(m, n, k) in &[
             (1, 1, 1),
             (3, 7, 5),
@@ -517,7 +664,7 @@ mod tests {
             assert_eq!((p.n(), p.k()), (n, k));
             let bias = rnd(n, 3 + k as u64);
             let resid = rnd(m * n, 4 + m as u64);
-            for &path in paths {
+            for &path in &paths {
                 let mut y = vec![f32::NAN; m * n];
                 let plain = Epilogue {
                     bias: Some(&bias),
@@ -534,7 +681,8 @@ mod tests {
                 for i in 0..m {
                     let row = &x[i * k..(i + 1) * k];
                     let mut qa = vec![0u8; p.kq];
-                    let sa = quantize_row(row, &mut qa, 0) as f64;
+                    let (levels, _) = path.activations();
+                    let sa = quantize_row(row, &mut qa, (levels, 0)) as f64;
                     for j in 0..n {
                         let (mut dot, mut float) = (0i64, bias[j] as f64);
                         let (_, sw) = weight_at(&p, j, 0);
@@ -549,9 +697,10 @@ mod tests {
                             (exact - got).abs() <= tol,
                             "{path:?} m={m} n={n} k={k} ({i},{j}): {exact} vs {got}"
                         );
-                        // Each quantised value is within half a step (1/254 of its row's or
-                        // column's range, here ≤ 1).
-                        let bound = 4.0 * (k as f64).sqrt() / 254.0 + 1e-6;
+                        // Each quantised value is within half a step (1/(2·levels) of its row's
+                        // range, 1/254 of its column's, here ≤ 1).
+                        let half_steps = 0.5 / levels as f64 + 0.5 / 127.0;
+                        let bound = 2.0 * (k as f64).sqrt() * half_steps + 1e-6;
                         assert!(
                             (float - got).abs() <= bound,
                             "{path:?} m={m} n={n} k={k} ({i},{j}): f32 {float} vs int8 {got}"
@@ -585,16 +734,20 @@ mod tests {
         row[16] = 0.5; // the scalar tail
         row[17] = -3.5;
         row[18] = 126.5;
-        for offset in [0u8, 0x80] {
+        for (levels, offset) in [(127.0, 0u8), (127.0, 0x80), (63.0, 64)] {
+            row[0] = levels; // scale 1: the others quantise to themselves
+            row[18] = levels - 0.5;
             let mut q = vec![0u8; 64];
-            assert_eq!(quantize_row(&row, &mut q, offset), 1.0);
-            let q = |i: usize| (q[i] ^ offset) as i8;
-            assert_eq!([q(0), q(1), q(2), q(3)], [127, 0, 2, -2]);
-            assert_eq!([q(16), q(17), q(18)], [0, -4, 126]);
+            assert_eq!(quantize_row(&row, &mut q, (levels, offset)), 1.0);
+            let q = |i: usize| q[i].wrapping_sub(offset) as i8;
+            let top = levels as i8;
+            assert_eq!([q(0), q(1), q(2), q(3)], [top, 0, 2, -2]);
+            // levels − 0.5 rounds to the even neighbour: 126 (127 levels), 62 (63 levels).
+            assert_eq!([q(16), q(17), q(18)], [0, -4, top - 1]);
             assert!((19..64).all(|i| q(i) == 0));
         }
         let mut zeros = vec![0u8; 64];
-        assert_eq!(quantize_row(&[0.0; 20], &mut zeros, 0x80), 0.0);
+        assert_eq!(quantize_row(&[0.0; 20], &mut zeros, (127.0, 0x80)), 0.0);
         assert!(zeros.iter().all(|&b| b == 0x80));
     }
 }

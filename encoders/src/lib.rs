@@ -74,13 +74,16 @@ pub fn bf16_kernel() -> Option<&'static str> {
 }
 
 /// The int8 matmul kernel this process runs for `--precision int8`: `"AMX-INT8"` (tiles,
-/// Sapphire Rapids and later) or `"AVX512-VNNI"` (both our packing: int8 per output column and
-/// per row), or `"Q8_0"` (candle's quantised matmul, every other CPU).
+/// Sapphire Rapids and later), `"AVX512-VNNI"` or `"AVX2"` (7-bit activations), all our packing
+/// (int8 per output column and per row), or `"Q8_0"` (candle's quantised matmul, every other
+/// CPU).
 pub fn int8_kernel() -> &'static str {
     if int8_gemm::uses_amx() {
         "AMX-INT8"
-    } else if int8_gemm::available() {
+    } else if int8_gemm::uses_vnni() {
         "AVX512-VNNI"
+    } else if int8_gemm::available() {
+        "AVX2"
     } else {
         "Q8_0"
     }

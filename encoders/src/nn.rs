@@ -42,8 +42,8 @@ enum Kernel {
     Q8(Vec<QMatMul>),
     /// bf16 weight packed for the AVX512-BF16 kernel (f32 activations rounded on the fly).
     Bf16(Arc<PackedBf16>),
-    /// int8 weight packed for our int8 kernel, AMX-INT8 or AVX512-VNNI (activations quantised
-    /// per row on the fly).
+    /// int8 weight packed for our int8 kernel, AMX-INT8, AVX512-VNNI or AVX2 (activations
+    /// quantised per row on the fly).
     I8(Arc<PackedI8>),
     /// The `[out, in]` f32 weight inside a mapped weight-cache file, multiplied in place by the
     /// same GEMM candle uses (bit-identical to [`Kernel::Dense`] on the same values).
@@ -146,7 +146,7 @@ impl Linear {
     }
 
     /// Replaces the weight by an int8 quantisation, the activations quantised on the fly: on CPUs
-    /// with AVX512-VNNI our kernel's packing ([`crate::int8_gemm`]: one scale per output column
+    /// with AVX512-VNNI or AVX2 + FMA our kernel's packing ([`crate::int8_gemm`]: one scale per output column
     /// and per activation row, any input width), elsewhere candle's Q8_0 (blocks of 32 inputs
     /// with one scale, on both sides).
     /// Returns `false`, leaving the layer dense, when the weight is not on the CPU, or for Q8_0
@@ -262,7 +262,7 @@ impl Linear {
             CacheLayout::I8Panels => {
                 let (key, n, k) = packed_entry(c, name, "i8")?;
                 let packed = PackedI8::from_stored(c.i8_panels(&key)?, n, k)
-                    .ok_or_else(|| unusable(&key, "AVX512-VNNI"))?;
+                    .ok_or_else(|| unusable(&key, "AVX512-VNNI or AVX2"))?;
                 Kernel::I8(Arc::new(packed))
             }
             CacheLayout::Q8 => {
@@ -776,9 +776,10 @@ mod tests {
     }
 
     /// Several row blocks (2100 outputs = 1024 + 1024 + 52), a bias and a 3-D input: the int8
-    /// product stays within 1.5 % (rms) of the dense one. (Gaussian rows of 256 values have
-    /// `max |x|` ≈ 2.9σ: a step of 2.9σ/127 on each side gives about 0.95 % by itself with one
-    /// scale per row and column, 0.7 % with Q8_0's groups of 32.)
+    /// product stays within 1.5 % (rms) of the dense one, 2.5 % with the AVX2 kernel's 7-bit
+    /// activations. (Gaussian rows of 256 values have `max |x|` ≈ 2.9σ: a step of 2.9σ/127 on
+    /// each side gives about 0.95 % by itself with one scale per row and column, 0.7 % with
+    /// Q8_0's groups of 32; a step of 2.9σ/63 on the activations adds about 1 %.)
     #[test]
     fn q8_linear_matches_dense_across_row_blocks() {
         let dev = Device::Cpu;
@@ -792,7 +793,13 @@ mod tests {
         let (yd, yq) = (dense.forward(&x).unwrap(), q.forward(&x).unwrap());
         assert_eq!(yq.dims(), &[2, 5, 2100]);
         let rel = rms(&(&yd - &yq).unwrap()) / rms(&yd);
-        assert!(rel < 0.015, "relative rms error {rel}");
+        let bound = if crate::int8_kernel() == "AVX2" {
+            0.025
+        } else {
+            0.015
+        };
+        eprintln!("{}: relative rms error {rel}", crate::int8_kernel());
+        assert!(rel < bound, "relative rms error {rel}");
     }
 
     /// The f32 layer mapped from a weight cache, at tile edges (rows 1..17, outputs 1..45,
@@ -834,7 +841,7 @@ mod tests {
         }
     }
 
-    /// With our int8 kernel (AVX512-VNNI) any input width is quantised, within 1.5 % of dense,
+    /// With our int8 kernel (AVX512-VNNI or AVX2) any input width is quantised, within 1.5 % of dense,
     /// and a layer saved to a weight cache and mapped back gives the same outputs bit for bit;
     /// with candle's Q8_0 an input width that is not a multiple of 32 stays dense (and exact).
     #[test]
@@ -853,7 +860,13 @@ mod tests {
         assert!(l.weight().is_none());
         let (yd, yq) = (dense.forward(&x).unwrap(), l.forward(&x).unwrap());
         let rel = rms(&(&yd - &yq).unwrap()) / rms(&yd);
-        assert!(rel < 0.015, "relative rms error {rel}");
+        let bound = if crate::int8_kernel() == "AVX2" {
+            0.025
+        } else {
+            0.015
+        };
+        eprintln!("{}: relative rms error {rel}", crate::int8_kernel());
+        assert!(rel < bound, "relative rms error {rel}");
         let dir = tempfile::tempdir().unwrap();
         let mut cw = CacheWriter::new();
         l.save(&mut cw, "l").unwrap();

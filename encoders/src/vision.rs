@@ -539,10 +539,10 @@ impl VisionModel {
             .flat_map(|b| [&mut b.qkv, &mut b.proj, &mut b.w12, &mut b.w3])
     }
 
-    /// Quantises every linear layer's weight to int8 (see [`Linear::quantize_q8`]: our AVX512-VNNI
-    /// packing, else Q8_0, where a layer whose input width is not a multiple of 32 stays dense)
-    /// and, with the VNNI packing on a CPU with the bf16 kernel, runs the layers fused with the
-    /// bf16 attention kernel; returns how many layers were quantised.
+    /// Quantises every linear layer's weight to int8 (see [`Linear::quantize_q8`]: our int8
+    /// kernel's packing (AMX-INT8, AVX512-VNNI or AVX2), else Q8_0, where a layer whose input
+    /// width is not a multiple of 32 stays dense) and, with our packing, runs the layers fused
+    /// (`cpu_layers`); returns how many layers were quantised.
     pub fn quantize_q8(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::quantize_q8)?;
         self.fused_attention = n > 0 && crate::cpu_layers::fuses(Layout::I8Panels);

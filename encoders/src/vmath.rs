@@ -44,6 +44,12 @@ pub(crate) fn gelu_erf_in_place(xs: &mut [f32]) {
         unsafe { avx512::gelu_erf(xs) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable() {
+        // SAFETY: AVX2 and FMA were just checked; the kernel reads and writes only `xs`.
+        unsafe { avx2::gelu_erf(xs) };
+        return;
+    }
     xs.iter_mut().for_each(|x| *x = gelu_erf(*x));
 }
 
@@ -54,6 +60,12 @@ pub(crate) fn silu_mul(a: &[f32], v: &[f32], out: &mut [f32]) {
         // SAFETY: AVX-512 F was just checked; the kernel reads `a`, `v` and writes `out` within
         // the shortest of the three.
         unsafe { avx512::silu_mul(a, v, out) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2::usable() {
+        // SAFETY: AVX2 and FMA were just checked; as above.
+        unsafe { avx2::silu_mul(a, v, out) };
         return;
     }
     for ((o, &a), &v) in out.iter_mut().zip(a).zip(v) {
@@ -180,6 +192,194 @@ pub(crate) mod avx512 {
     }
 }
 
+/// The same functions on 8 lanes for CPUs with AVX2 and FMA but no AVX-512 (the formulas and
+/// constants of [`avx512`]; `vdivps` for the reciprocals, `2^n` through the exponent bits).
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    use super::{ERF_DEN, ERF_NUM};
+    use std::arch::x86_64::*;
+
+    /// Whether this CPU has AVX2 and FMA (`JSEARCH_CPU_TIER` not below `avx2`).
+    pub(crate) fn usable() -> bool {
+        let f = jsearch_base::cpu::features();
+        f.avx2 && f.fma
+    }
+
+    /// `e^x` for 8 lanes: [`super::avx512::exp16`]'s reduction and polynomial; `x` clamped to
+    /// [-87.3, 88.3] (so that `2^n` stays a normal f32), 0 below -87.3.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn exp8(x: __m256) -> __m256 {
+        let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(-87.3));
+        let x = _mm256_max_ps(x, _mm256_set1_ps(-87.3));
+        let x = _mm256_min_ps(x, _mm256_set1_ps(88.3));
+        let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm256_set1_ps(1.987_569_1e-4);
+        for c in [
+            1.398_2e-3,
+            8.333_452e-3,
+            4.166_579_6e-2,
+            1.666_666_5e-1,
+            0.5,
+        ] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let r2 = _mm256_mul_ps(r, r);
+        let e = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), _mm256_set1_ps(1.0));
+        // 2^n as exponent bits: n ∈ [-126, 127] after the clamps.
+        let two_n = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(n),
+            _mm256_set1_epi32(127),
+        )));
+        _mm256_andnot_ps(tiny, _mm256_mul_ps(e, two_n))
+    }
+
+    /// GELU (erf) of 8 lanes: [`super::ERF_NUM`] / [`super::ERF_DEN`] in `z = x/√2` clamped
+    /// to ±4.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu8(x: __m256) -> __m256 {
+        let z = _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let z = _mm256_max_ps(_mm256_min_ps(z, _mm256_set1_ps(4.0)), _mm256_set1_ps(-4.0));
+        let z2 = _mm256_mul_ps(z, z);
+        let mut p = _mm256_set1_ps(ERF_NUM[0]);
+        for &c in &ERF_NUM[1..] {
+            p = _mm256_fmadd_ps(p, z2, _mm256_set1_ps(c));
+        }
+        let mut q = _mm256_set1_ps(ERF_DEN[0]);
+        for &c in &ERF_DEN[1..] {
+            q = _mm256_fmadd_ps(q, z2, _mm256_set1_ps(c));
+        }
+        let erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+        let half_x = _mm256_mul_ps(_mm256_set1_ps(0.5), x);
+        _mm256_fmadd_ps(half_x, erf, half_x)
+    }
+
+    /// GELU (erf) of every value of `xs`, in place (the tail through a zero-padded vector).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn gelu_erf(xs: &mut [f32]) {
+        let mut chunks = xs.chunks_exact_mut(8);
+        for c in &mut chunks {
+            // SAFETY: 8 values of `c`.
+            unsafe { _mm256_storeu_ps(c.as_mut_ptr(), gelu8(_mm256_loadu_ps(c.as_ptr()))) };
+        }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let mut t = [0f32; 8];
+            t[..tail.len()].copy_from_slice(tail);
+            // SAFETY: 8 values of `t`.
+            unsafe { _mm256_storeu_ps(t.as_mut_ptr(), gelu8(_mm256_loadu_ps(t.as_ptr()))) };
+            let n = tail.len();
+            tail.copy_from_slice(&t[..n]);
+        }
+    }
+
+    /// `silu(a) · v` of the first `min` values of the three slices.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn silu_mul(a: &[f32], v: &[f32], out: &mut [f32]) {
+        let len = a.len().min(v.len()).min(out.len());
+        let one = _mm256_set1_ps(1.0);
+        let gate = |x: __m256, y: __m256| {
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            let e = unsafe { exp8(_mm256_sub_ps(_mm256_setzero_ps(), x)) };
+            _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), y)
+        };
+        let mut i = 0;
+        while i + 8 <= len {
+            // SAFETY: values i..i+8 < len of all three slices.
+            unsafe {
+                let x = _mm256_loadu_ps(a.as_ptr().add(i));
+                let y = _mm256_loadu_ps(v.as_ptr().add(i));
+                _mm256_storeu_ps(out.as_mut_ptr().add(i), gate(x, y));
+            }
+            i += 8;
+        }
+        if i < len {
+            let (mut x, mut y, mut o) = ([0f32; 8], [0f32; 8], [0f32; 8]);
+            x[..len - i].copy_from_slice(&a[i..len]);
+            y[..len - i].copy_from_slice(&v[i..len]);
+            // SAFETY: 8 values of each array.
+            unsafe {
+                let g = gate(_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(y.as_ptr()));
+                _mm256_storeu_ps(o.as_mut_ptr(), g);
+            }
+            out[i..len].copy_from_slice(&o[..len - i]);
+        }
+    }
+
+    /// In-place softmax of `row` (max, `e^(x − max)` and its sum, then the division as one
+    /// multiplication by `1 / Σ`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn softmax(row: &mut [f32]) {
+        let len = row.len();
+        let full = len / 8 * 8;
+        let p = row.as_mut_ptr();
+        let mut mx = _mm256_set1_ps(f32::NEG_INFINITY);
+        for i in (0..full).step_by(8) {
+            // SAFETY: values i..i+8 < len.
+            mx = _mm256_max_ps(mx, unsafe { _mm256_loadu_ps(p.add(i)) });
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: 8 values of `lanes`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), mx) };
+        let m = row[full..]
+            .iter()
+            .chain(&lanes)
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mv = _mm256_set1_ps(m);
+        let mut sum = _mm256_setzero_ps();
+        for i in (0..full).step_by(8) {
+            // SAFETY: as above.
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mv));
+                sum = _mm256_add_ps(sum, e);
+                _mm256_storeu_ps(p.add(i), e);
+            }
+        }
+        // SAFETY: 8 values of `lanes`.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        let mut total: f32 = lanes.iter().sum();
+        if full < len {
+            let mut t = [f32::NEG_INFINITY; 8];
+            t[..len - full].copy_from_slice(&row[full..]);
+            // SAFETY: 8 values of `t`; e^-inf is 0 for the padding lanes.
+            unsafe {
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(t.as_ptr()), mv));
+                _mm256_storeu_ps(t.as_mut_ptr(), e);
+            }
+            total += t[..len - full].iter().sum::<f32>();
+            row[full..].copy_from_slice(&t[..len - full]);
+        }
+        let inv = _mm256_set1_ps(1.0 / total);
+        for i in (0..full).step_by(8) {
+            // SAFETY: as above.
+            unsafe { _mm256_storeu_ps(p.add(i), _mm256_mul_ps(_mm256_loadu_ps(p.add(i)), inv)) };
+        }
+        let inv = 1.0 / total;
+        row[full..].iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +434,63 @@ mod tests {
         gelu_erf_in_place(&mut big);
         assert!((big[0] - 30.0).abs() < 4e-6, "{}", big[0]);
         assert!(big[1].abs() < 4e-6 && big[2] == 0.0, "{big:?}");
+    }
+
+    /// The 8-lane functions (what CPUs without AVX-512 run) against f64, whatever tier this CPU
+    /// would pick: `e^x` over its range (0 below -87.3), GELU, the SwiGLU gate, and the softmax
+    /// at lengths around the vector width.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_functions_match_f64() {
+        use std::arch::x86_64::*;
+        if !avx2::usable() {
+            eprintln!("no AVX2 + FMA: nothing to check");
+            return;
+        }
+        let exp = |x: f32| {
+            let mut out = [0f32; 8];
+            // SAFETY: AVX2 and FMA were checked above; 8 values of `out`.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), avx2::exp8(_mm256_set1_ps(x))) };
+            out[0]
+        };
+        for i in -1000..=883 {
+            let x = i as f32 * 0.1;
+            let want = (x as f64).exp();
+            let got = exp(x) as f64;
+            if x < -87.3 {
+                assert_eq!(got, 0.0, "e^{x}");
+            } else {
+                assert!((got - want).abs() <= 3e-7 * want, "e^{x}: {got} vs {want}");
+            }
+        }
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        let xs: Vec<f32> = (-1000..=1003).map(|i| i as f32 * 0.0071).collect();
+        let mut g = xs.clone();
+        // SAFETY: AVX2 and FMA were checked above.
+        unsafe { avx2::gelu_erf(&mut g) };
+        for (&x, &v) in xs.iter().zip(&g) {
+            let want = 0.5 * x as f64 * (1.0 + erf_f64(x as f64 / std::f64::consts::SQRT_2));
+            assert!((v as f64 - want).abs() < 3e-7 * (1.0 + x.abs() as f64), "{x}");
+        }
+        let v: Vec<f32> = xs.iter().map(|x| 1.0 - x * 0.3).collect();
+        let mut out = vec![0f32; xs.len()];
+        // SAFETY: as above.
+        unsafe { avx2::silu_mul(&xs, &v, &mut out) };
+        for ((&a, &v), &o) in xs.iter().zip(&v).zip(&out) {
+            let want = a as f64 / (1.0 + (-a as f64).exp()) * v as f64;
+            assert!((o as f64 - want).abs() < 1e-6 * (1.0 + want.abs()), "{a}");
+        }
+        for len in [1, 7, 8, 9, 33] {
+            let row: Vec<f32> = (0..len).map(|i| ((i * 37 % 11) as f32) * 0.7 - 3.0).collect();
+            let mut got = row.clone();
+            // SAFETY: as above.
+            unsafe { avx2::softmax(&mut got) };
+            let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let sum: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
+            for (&x, &p) in row.iter().zip(&got) {
+                let want = (x as f64 - m).exp() / sum;
+                assert!((p as f64 - want).abs() < 1e-6 * want.max(1e-3), "len {len}: {p} {want}");
+            }
+        }
     }
 }

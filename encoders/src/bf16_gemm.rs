@@ -65,7 +65,7 @@ fn bf16_bits(x: f32) -> u16 {
     }
 }
 
-/// A `[n, k]` weight packed for [`PackedBf16::matmul_t`]: panels of 32 weight rows (output
+/// A `[n, k]` weight packed for [`PackedBf16::matmul_into`]: panels of 32 weight rows (output
 /// columns), each stored as k-pairs `(W[c, 2t], W[c, 2t + 1])` for the panel's 32 rows `c`,
 /// zero-padded in both directions. Only exists on CPUs where [`available`] holds.
 #[derive(Debug, Clone)]
@@ -118,42 +118,6 @@ impl PackedBf16 {
         })
     }
 
-    /// [`PackedBf16::pack`] of the transpose of a row-major `[k, n]` `src` (the weight is
-    /// `srcᵀ`, `[n, k]`), without making the transpose: a pair of `src` rows gives one k-pair
-    /// row of every panel. `None` where [`PackedBf16::pack`] gives `None`.
-    pub fn pack_transposed(src: &[f32], k: usize, n: usize) -> Option<Self> {
-        if !available() || src.len() != n * k || n == 0 || k == 0 {
-            return None;
-        }
-        let kp = k.div_ceil(2);
-        let panel_len = kp * 2 * NR;
-        let mut data = vec![0u16; packed_len(n, k)];
-        let zero = vec![0f32; n];
-        for t in 0..kp {
-            let lo = &src[2 * t * n..(2 * t + 1) * n];
-            let hi = if 2 * t + 1 < k {
-                &src[(2 * t + 1) * n..(2 * t + 2) * n]
-            } else {
-                &zero
-            };
-            for (p, panel) in data.chunks_exact_mut(panel_len).enumerate() {
-                let c0 = p * NR;
-                let cols = NR.min(n - c0);
-                let row = &mut panel[t * 2 * NR..(t + 1) * 2 * NR];
-                for c in 0..cols {
-                    row[2 * c] = bf16_bits(lo[c0 + c]);
-                    row[2 * c + 1] = bf16_bits(hi[c0 + c]);
-                }
-            }
-        }
-        Some(Self {
-            n,
-            k,
-            kp,
-            data: Stored::Owned(data),
-        })
-    }
-
     /// A packing read from a weight cache (made by [`PackedBf16::pack`] and
     /// [`PackedBf16::panels`]): mapped in place or copied out (`CacheFile::resident`); `None`
     /// when this CPU has no AVX512-BF16 or the length does not match `[n, k]`.
@@ -182,33 +146,6 @@ impl PackedBf16 {
     /// Input width (weight columns).
     pub fn k(&self) -> usize {
         self.k
-    }
-
-    /// `x · Wᵀ` for a row-major `[m, k]` f32 `x`; returns the row-major `[m, n]` f32 product.
-    ///
-    /// # Panics
-    /// If `x.len() != m * k` (callers check shapes first).
-    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_t_bias(x, m, None)
-    }
-
-    /// [`PackedBf16::matmul_t`] plus a bias of `n` values added to every row as the product is
-    /// stored.
-    ///
-    /// # Panics
-    /// If `x.len() != m * k` or the bias does not hold `n` values (callers check shapes first).
-    pub fn matmul_t_bias(&self, x: &[f32], m: usize, bias: Option<&[f32]>) -> Vec<f32> {
-        let mut y = vec![0f32; m * self.n];
-        self.matmul_into(
-            x,
-            m,
-            &mut y,
-            Epilogue {
-                bias,
-                ..Epilogue::default()
-            },
-        );
-        y
     }
 
     /// `x · Wᵀ` written into `y` (`[m, n]` row-major) through `epi`: each stored value is
@@ -795,25 +732,9 @@ mod tests {
         assert!(PackedBf16::pack(&[1.0; 3], 2, 2).is_none());
     }
 
-    /// The packing of a transpose is the packing of the transposed matrix, bit for bit; the
-    /// rounding is half's, NaN included.
+    /// The rounding is half's, NaN included.
     #[test]
-    fn transposed_packing_and_rounding() {
-        if !available() {
-            return;
-        }
-        for &(k, n) in &[(1, 1), (5, 3), (64, 37), (37, 64), (512, 64)] {
-            let src = rnd(k * n, 7 + k as u64);
-            let mut t = vec![0f32; n * k];
-            for i in 0..k {
-                for j in 0..n {
-                    t[j * k + i] = src[i * n + j];
-                }
-            }
-            let a = PackedBf16::pack_transposed(&src, k, n).expect("packs");
-            let b = PackedBf16::pack(&t, n, k).expect("packs");
-            assert_eq!(a.panels(), b.panels(), "k={k} n={n}");
-        }
+    fn rounding_is_halfs() {
         for x in [
             0.0f32,
             -0.0,

@@ -9,8 +9,6 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::bf16_gemm::PackedBf16;
-
 /// `softmax(q·kᵀ + bias)·v` for f32 CPU tensors `[b, heads, n, d]` (the scale folded into q);
 /// `bias`, if any, is `[b, 1, 1, n]` (a key padding mask). Returns `[b, heads, n, d]` (f32).
 pub fn attention(
@@ -198,9 +196,7 @@ pub(crate) fn attend(
 /// # Panics
 /// If `head` does not hold `n` rows of `d` values (and `n` bias values).
 pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
-    let Head {
-        n, d, bias, rope, ..
-    } = head;
+    let Head { n, d, .. } = head;
     if n == 0 || d == 0 {
         return;
     }
@@ -211,52 +207,21 @@ pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if crate::bf16_gemm::uses_amx() {
-        // SAFETY: AMX-BF16 is usable (`uses_amx`), which implies AVX512-BF16; the shapes are
-        // checked above and `out` is the caller's contract.
-        unsafe { tiles::attend(head, out, ldo) };
-        return;
-    }
-    let gather = |x: &[f32], rotated: bool| {
-        let mut g = vec![0f32; n * d];
-        for (t, row) in g.chunks_exact_mut(d).enumerate() {
-            let src = &x[t * head.stride..t * head.stride + d];
-            match rope {
-                Some(r) if rotated => r.apply(t, src, row),
-                _ => row.copy_from_slice(src),
-            }
-        }
-        g
+    // SAFETY: AVX512-BF16 is usable (`bf16_gemm::available`, checked above); the shapes are
+    // checked above and `out` is the caller's contract.
+    unsafe {
+        tiles::attend(head, out, ldo)
     };
-    let (q, k, v) = (
-        gather(head.q, true),
-        gather(head.k, true),
-        gather(head.v, false),
-    );
-    let packed = |w: &[f32], rows, cols| {
-        PackedBf16::pack(w, rows, cols).expect("cpu attention runs where AVX512-BF16 does")
-    };
-    // scores = q · kᵀ: k's rows are the "weight" rows
-    let mut s = packed(&k, n, d).matmul_t(&q, n);
-    s.chunks_exact_mut(n).for_each(|row| softmax_row(row, bias));
-    // out = p · v = p · (vᵀ)ᵀ
-    let mut o = vec![0f32; n * d];
-    PackedBf16::pack_transposed(&v, n, d)
-        .expect("cpu attention runs where AVX512-BF16 does")
-        .matmul_into(&s, n, &mut o, Default::default());
-    for (r, row) in o.chunks_exact(d).enumerate() {
-        // SAFETY: row r < n of `out`, d values (the caller's contract).
-        unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), out.add(r * ldo), d) };
-    }
 }
 
-/// Attention of one head on AMX tiles, 32 query rows at a time: the rows' scores against every
-/// key (`q·kᵀ`, k = the head width), their softmax numerators rounded to bf16 pairs as the next
+/// Attention of one head in bf16, 32 query rows at a time: the rows' scores against every key
+/// (`q·kᵀ`, k = the head width), their softmax numerators rounded to bf16 pairs as the next
 /// product's A rows, `p·v` (k = the keys), and each output row scaled by its `1/Σ` as it is
-/// stored. The scores of one block (32 × n f32, 64 KiB at n = 512) stay in L2; only the packed
-/// q, k and v of the head are made once per call. The rounding is the whole-head path's
-/// (bf16 q, k, v and probabilities; f32 sums), except that the probabilities are rounded
-/// before the division by their sum instead of after (the same relative error).
+/// stored. The products run on AMX tiles (32 × 32 blocks) where the CPU has them, else on the
+/// AVX512-BF16 register kernel (8 × 32 blocks, the same panel layout). The scores of one block
+/// (32 × n f32, 64 KiB at n = 512) stay in L2; only the packed q, k and v of the head are made
+/// once per call. Rounding: bf16 q, k, v and probabilities (rounded before the division by
+/// their sum), f32 sums.
 #[cfg(target_arch = "x86_64")]
 mod tiles {
     use std::arch::x86_64::*;
@@ -303,18 +268,21 @@ mod tiles {
     /// See [`super::attend_into`] and the module doc.
     ///
     /// # Safety
-    /// AMX-BF16 must be usable; `head` holds its rows and bias (`n, d > 0`);
+    /// AVX512-BF16 must be usable; `head` holds its rows and bias (`n, d > 0`);
     /// `out` is valid for writes of `n` rows of `d` values at stride `ldo`, accessed by no one
     /// else.
     pub(super) unsafe fn attend(head: Head, out: *mut f32, ldo: usize) {
         let mut bufs = BUFFERS.with(|c| c.take());
-        // SAFETY: the caller's contract; AMX-BF16 implies AVX-512 F/BW/VL and AVX512-BF16.
-        unsafe { attend_with(&mut bufs, head, out, ldo) };
+        // SAFETY: the caller's contract (AVX512-BF16 comes with AVX-512 F/BW/VL).
+        let amx = crate::bf16_gemm::uses_amx();
+        unsafe { attend_with(&mut bufs, head, out, ldo, amx) };
         BUFFERS.with(|c| c.set(bufs));
     }
 
+    /// # Safety
+    /// [`attend`]'s contract; AMX-BF16 usable if `amx`.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
-    unsafe fn attend_with(bufs: &mut Buffers, head: Head, out: *mut f32, ldo: usize) {
+    unsafe fn attend_with(bufs: &mut Buffers, head: Head, out: *mut f32, ldo: usize, amx: bool) {
         let Head {
             n,
             d,
@@ -385,27 +353,72 @@ mod tiles {
         let o = grown(&mut bufs.o, B * lo);
         let mut inv = [0f32; B];
 
-        // SAFETY: AMX is usable (the caller's contract).
-        unsafe { amx::configure() };
+        // One product of a block: `rows` A rows of `lda` pairs (32 readable), `kc` pair rows of
+        // a 32-column panel, into 32 C columns at row stride `ldc`. On AMX all 32 (or 16) rows
+        // in one block of tiles, else 8 rows at a time on the register kernel.
+        let product = |a: *const u32,
+                       lda: usize,
+                       b: *const u32,
+                       kc: usize,
+                       c: *mut f32,
+                       ldc: usize,
+                       rows: usize| {
+            if amx {
+                // SAFETY: AMX is usable (`amx`); A holds 32 rows of lda ≥ kc pairs, B kc pair
+                // rows of 128 bytes, C 32 rows of 32 floats at stride ldc (the callers' buffers).
+                unsafe {
+                    amx::block(
+                        amx::Op::Bf16,
+                        a.cast(),
+                        lda * 4,
+                        b.cast(),
+                        kc / STEP,
+                        c.cast(),
+                        ldc * 4,
+                        rows > B / 2,
+                        false,
+                    )
+                };
+            } else {
+                for r in (0..rows).step_by(8) {
+                    // SAFETY: AVX512-BF16 (this function's features); A rows r..r+8 of kc
+                    // pairs (32 rows readable), B as above, C rows r..r+8 (≤ rows stored).
+                    unsafe {
+                        crate::bf16_gemm::avx512::kernel(
+                            a.add(r * lda),
+                            lda,
+                            b.cast(),
+                            kc,
+                            c.add(r * ldc),
+                            ldc,
+                            8.min(rows - r),
+                            B,
+                            false,
+                        )
+                    };
+                }
+            }
+        };
+
+        if amx {
+            // SAFETY: AMX is usable (`amx`).
+            unsafe { amx::configure() };
+        }
         for i in (0..n).step_by(B) {
             let rows = B.min(n - i);
             let two = rows > B / 2;
             for j in 0..nq / B {
-                // SAFETY: q rows i..i+32 of dp pairs (nq ≥ i + 32 rows), panel j of k (dp
-                // pair rows of 128 bytes), the block's 32 columns of s (32 rows at stride ls).
-                unsafe {
-                    amx::block(
-                        amx::Op::Bf16,
-                        qp.as_ptr().add(i * lq).cast(),
-                        lq * 4,
-                        kp.as_ptr().add(j * dp * B).cast(),
-                        dp / STEP,
-                        s.as_mut_ptr().add(j * B).cast(),
-                        ls * 4,
-                        two,
-                        false,
-                    )
-                };
+                // q rows i..i+32 of dp pairs (nq ≥ i + 32 rows), panel j of k (dp pair rows of
+                // 128 bytes), the block's 32 columns of s (32 rows at stride ls).
+                product(
+                    qp[i * lq..].as_ptr(),
+                    lq,
+                    kp[j * dp * B..].as_ptr(),
+                    dp,
+                    s[j * B..].as_mut_ptr(),
+                    ls,
+                    rows,
+                );
             }
             for (r, inv) in inv.iter_mut().enumerate().take(rows) {
                 // SAFETY: AVX-512 F and BF16; a score row of nq floats, a p row of kpv pairs.
@@ -422,21 +435,17 @@ mod tiles {
             let tile_rows = if two { B } else { B / 2 };
             p[rows * lp..tile_rows * lp].fill(0);
             for c in 0..vpan {
-                // SAFETY: p's 32 (16) rows of kpv pairs, panel c of v (kpv pair rows of 128
-                // bytes), the block's columns c·32.. of o (rows of lo floats).
-                unsafe {
-                    amx::block(
-                        amx::Op::Bf16,
-                        p.as_ptr().cast(),
-                        lp * 4,
-                        vp.as_ptr().add(c * kpv * B).cast(),
-                        kpv / STEP,
-                        o.as_mut_ptr().add(c * B).cast(),
-                        lo * 4,
-                        two,
-                        false,
-                    )
-                };
+                // p's 32 (16) rows of kpv pairs, panel c of v (kpv pair rows of 128 bytes), the
+                // block's columns c·32.. of o (rows of lo floats).
+                product(
+                    p.as_ptr(),
+                    lp,
+                    vp[c * kpv * B..].as_ptr(),
+                    kpv,
+                    o[c * B..].as_mut_ptr(),
+                    lo,
+                    rows,
+                );
             }
             for (r, &inv) in inv.iter().enumerate().take(rows) {
                 let scale = _mm512_set1_ps(inv);
@@ -457,8 +466,10 @@ mod tiles {
                 }
             }
         }
-        // SAFETY: as for `configure`.
-        unsafe { amx::release() };
+        if amx {
+            // SAFETY: as for `configure`.
+            unsafe { amx::release() };
+        }
     }
 
     /// Row `t` of `x` (`d` values at stride `st`), rotated by `rope` if any, as bf16 pairs

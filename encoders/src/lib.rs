@@ -74,7 +74,7 @@ pub fn bf16_kernel() -> Option<&'static str> {
 }
 
 /// The int8 matmul kernel this process runs for `--precision int8`: `"AMX-INT8"` (tiles,
-/// Sapphire Rapids and later), `"AVX512-VNNI"` or `"AVX2"` (7-bit activations), all our packing
+/// Sapphire Rapids and later), `"AVX512-VNNI"` or `"AVX2"`, all our packing
 /// (int8 per output column and per row), or `"Q8_0"` (candle's quantised matmul, every other
 /// CPU).
 pub fn int8_kernel() -> &'static str {

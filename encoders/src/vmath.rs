@@ -470,7 +470,10 @@ mod tests {
         unsafe { avx2::gelu_erf(&mut g) };
         for (&x, &v) in xs.iter().zip(&g) {
             let want = 0.5 * x as f64 * (1.0 + erf_f64(x as f64 / std::f64::consts::SQRT_2));
-            assert!((v as f64 - want).abs() < 3e-7 * (1.0 + x.abs() as f64), "{x}");
+            assert!(
+                (v as f64 - want).abs() < 3e-7 * (1.0 + x.abs() as f64),
+                "{x}"
+            );
         }
         let v: Vec<f32> = xs.iter().map(|x| 1.0 - x * 0.3).collect();
         let mut out = vec![0f32; xs.len()];
@@ -481,7 +484,9 @@ mod tests {
             assert!((o as f64 - want).abs() < 1e-6 * (1.0 + want.abs()), "{a}");
         }
         for len in [1, 7, 8, 9, 33] {
-            let row: Vec<f32> = (0..len).map(|i| ((i * 37 % 11) as f32) * 0.7 - 3.0).collect();
+            let row: Vec<f32> = (0..len)
+                .map(|i| ((i * 37 % 11) as f32) * 0.7 - 3.0)
+                .collect();
             let mut got = row.clone();
             // SAFETY: as above.
             unsafe { avx2::softmax(&mut got) };
@@ -489,7 +494,10 @@ mod tests {
             let sum: f64 = row.iter().map(|&x| (x as f64 - m).exp()).sum();
             for (&x, &p) in row.iter().zip(&got) {
                 let want = (x as f64 - m).exp() / sum;
-                assert!((p as f64 - want).abs() < 1e-6 * want.max(1e-3), "len {len}: {p} {want}");
+                assert!(
+                    (p as f64 - want).abs() < 1e-6 * want.max(1e-3),
+                    "len {len}: {p} {want}"
+                );
             }
         }
     }

@@ -11,8 +11,8 @@
 //! among those, the fastest on the workload's cases (geometric mean) wins, f32 otherwise.
 //!
 //! A CPU uses the rows of its tier; an AVX-512 CPU without VNNI (Skylake-SP) runs the same int8
-//! (candle's Q8_0) and f32 kernels as an AVX2 one and uses the AVX2 rows; the portable tier (ARM,
-//! old x86) gets f32, the exact reference.
+//! kernel (our AVX2 one) as an AVX2 CPU and uses the AVX2 rows; the portable tier (ARM, old x86)
+//! gets f32, the exact reference.
 
 use jsearch_base::cpu::Tier;
 use jsearch_encoders::Towers;
@@ -76,9 +76,9 @@ use Tier::{Amx, Avx2, Avx512, Avx512Bf16};
 /// Speeds relative to f32 in the same run, from `encoders --dtypes f32,int8,bf16mm --cases
 /// q1,q32,p512,img` (docs/encoders.md): AMX on the 2-core Xeon (Sapphire Rapids class) of
 /// 2026-12-07, int8 on AMX-INT8 tiles and bf16 on AMX-BF16 tiles (our int8 kernel, after the
-/// forward passes moved onto the thread pool); AVX512-BF16 forced on the same machine the same
-/// day (int8 on AVX512-VNNI); AVX2 + FMA on the 2-core AMD EPYC of issue #12 (int8 only: no bf16
-/// kernel there).
+/// forward passes moved onto the thread pool); AVX512-BF16 on a 2-core Zen 4 (int8 on
+/// AVX512-VNNI), AVX-512 without BF16 and AVX2 + FMA forced on the same Zen 4 (int8 only: no
+/// bf16 kernel there).
 const MEASURED: &[Row] = &[
     // `coldstart --runs 4 --precision int8,bf16,f32`: 63 / 128 / 246 ms per `jsearch query`
     // process (weights mapped from the cache; cosines those of q1).
@@ -94,35 +94,45 @@ const MEASURED: &[Row] = &[
     row(Amx, Q32, Bf16, 5.60, 0.999960),
     row(Amx, P512, Bf16, 5.45, 0.999974),
     row(Amx, Img, Bf16, 4.48, 0.999962),
-    // Forced on the same machine (`JSEARCH_CPU_TIER=avx512bf16`): int8 on AVX512-VNNI, bf16 on
-    // `vdpbf16ps`. `coldstart`: 73 / 176 / 267 ms per `jsearch query` process; jsearch f32
-    // 104.3 / 1086.8 / 4769.1 / 7155.7 ms. Cosines: the AMX run's (the int8 kernels sum the
-    // same integers; that run had the PyTorch reference).
-    row(Avx512Bf16, Cli, Int8, 3.66, 0.999437),
-    row(Avx512Bf16, Cli, Bf16, 1.52, 0.999969),
-    row(Avx512Bf16, Q1, Int8, 5.76, 0.999437),
-    row(Avx512Bf16, Q32, Int8, 4.92, 0.999258),
-    row(Avx512Bf16, P512, Int8, 3.74, 0.999538),
-    row(Avx512Bf16, Img, Int8, 2.87, 0.997107),
-    row(Avx512Bf16, Q1, Bf16, 1.78, 0.999969),
-    row(Avx512Bf16, Q32, Bf16, 1.20, 0.999960),
-    row(Avx512Bf16, P512, Bf16, 1.26, 0.999974),
-    row(Avx512Bf16, Img, Bf16, 1.15, 0.999962),
-    // Forced on the same machine (`JSEARCH_CPU_TIER=avx512`: AVX-512 with VNNI, no BF16): int8 on
-    // the VNNI kernel without the fused layers (their attention needs the bf16 kernel).
-    // `coldstart --precision int8,f32`: 86 / 263 ms; jsearch f32 107.0 / 1046.4 / 4777.3 /
-    // 7575.9 ms. Cosines from a second forced run with the PyTorch reference.
-    row(Avx512, Cli, Int8, 3.06, 0.999453),
-    row(Avx512, Q1, Int8, 4.41, 0.999453),
-    row(Avx512, Q32, Int8, 2.96, 0.999282),
-    row(Avx512, P512, Int8, 2.05, 0.999535),
-    row(Avx512, Img, Int8, 1.71, 0.997202),
-    // int8 on AVX2 (issue #12's figures as ratios to f32 in its run; the cosines are those of the
-    // same int8 code measured above).
-    row(Avx2, Q1, Int8, 1.62, 0.999679),
-    row(Avx2, Q32, Int8, 0.53, 0.999598),
-    row(Avx2, P512, Int8, 0.24, 0.999756),
-    row(Avx2, Img, Int8, 0.28, 0.998898),
+    // AVX512-BF16 without AMX: the 2-core Zen 4 (AMD EPYC) of 2026-12-07, natively. int8 on
+    // AVX512-VNNI, bf16 on `vdpbf16ps`, attention on the register kernel in blocks of 32 query
+    // rows. `coldstart --precision auto,int8,bf16,f32 --runs 4`: 54 / 124 / 404 ms per
+    // `jsearch query` process; `encoders --dtypes auto,int8,bf16mm --peer-dtypes
+    // float32,bfloat16,onnx-int8`: int8 12.4 / 248.0 / 1113.4 / 1849.2 ms, bf16 28.0 / 401.7 /
+    // 1881.2 / 2662.2, against jsearch f32 156.2 / 1071.7 / 4490.5 / 7237.1 from the day's
+    // first run on the same machine (the f32 path did not change in between).
+    row(Avx512Bf16, Cli, Int8, 7.48, 0.999327),
+    row(Avx512Bf16, Cli, Bf16, 3.26, 0.999965),
+    row(Avx512Bf16, Q1, Int8, 12.60, 0.999327),
+    row(Avx512Bf16, Q32, Int8, 4.32, 0.999291),
+    row(Avx512Bf16, P512, Int8, 4.03, 0.999533),
+    row(Avx512Bf16, Img, Int8, 3.91, 0.997081),
+    row(Avx512Bf16, Q1, Bf16, 5.58, 0.999965),
+    row(Avx512Bf16, Q32, Bf16, 2.67, 0.999961),
+    row(Avx512Bf16, P512, Bf16, 2.39, 0.999973),
+    row(Avx512Bf16, Img, Bf16, 2.72, 0.999962),
+    // Forced on the same Zen 4 (`JSEARCH_CPU_TIER=avx512`: AVX-512 with VNNI, no BF16): int8 on
+    // the VNNI kernel, the fused layers with the f32 attention (`encoders --dtypes f32,int8
+    // --peer-dtypes float32`): int8 19.7 / 296.6 / 2229.9 / 3678.6 ms against jsearch f32
+    // 235.0 / 1321.2 / 6588.7 / 9968.0 (a slow run of f32 on this shared machine: 156 / 1072 /
+    // 4491 / 7237 earlier the same day, so these ratios are on the high side). `coldstart
+    // --precision int8,f32 --runs 4`: 60 / 371 ms.
+    row(Avx512, Cli, Int8, 6.18, 0.999373),
+    row(Avx512, Q1, Int8, 11.93, 0.999373),
+    row(Avx512, Q32, Int8, 4.45, 0.999264),
+    row(Avx512, P512, Int8, 2.95, 0.999534),
+    row(Avx512, Img, Int8, 2.71, 0.997068),
+    // int8 on our AVX2 kernel (`vpsignb` + `vpmaddubsw`, the fused layers with the f32
+    // attention), forced on the 2-core Zen 4 of 2026-12-07 (`JSEARCH_CPU_TIER=avx2 encoders
+    // --dtypes f32,int8 --peer-dtypes float32`): int8 39.8 / 711.1 / 3637.5 / 5460.9 ms against
+    // jsearch f32 244.2 / 1202.1 / 5504.5 / 7590.9 (candle's f32 GEMM is not capped by the tier;
+    // Zen 4 runs AVX-512 FMAs at AVX2's rate, so the ratios hold for an AVX2 CPU of that width).
+    // `coldstart --precision int8,f32 --runs 4`, forced the same way: 147 / 390 ms.
+    row(Avx2, Cli, Int8, 2.65, 0.999410),
+    row(Avx2, Q1, Int8, 6.14, 0.999410),
+    row(Avx2, Q32, Int8, 1.69, 0.999236),
+    row(Avx2, P512, Int8, 1.51, 0.999534),
+    row(Avx2, Img, Int8, 1.39, 0.996912),
 ];
 
 fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
@@ -141,7 +151,7 @@ fn cases(tier: Tier, workload: Workload, towers: Towers) -> &'static [Case] {
 }
 
 /// The measured tier whose rows apply to a CPU of `tier` (this CPU's VNNI decides for AVX-512:
-/// without it, int8 is candle's Q8_0, as on AVX2).
+/// without it, int8 runs the AVX2 kernel).
 fn measured_tier(tier: Tier) -> Option<Tier> {
     match tier {
         Tier::Amx => Some(Tier::Amx),
@@ -304,10 +314,10 @@ mod tests {
         }
     }
 
-    /// The choices the measurements lead to, said in words: int8 for text queries on every
-    /// measured tier (our kernel's mapped panels on AMX and AVX-512, Q8_0 on AVX2); never int8
-    /// for images (cosine 0.9971 / 0.9989); bf16 for images only where the CPU has the kernel;
-    /// int8 for indexing texts where our kernel runs; f32 on the portable tier.
+    /// The choices the measurements lead to, said in words: int8 for text queries and for
+    /// indexing texts on every measured tier (our kernel: AMX-INT8, AVX512-VNNI or AVX2); never
+    /// int8 for images (cosine 0.997); bf16 for images only where the CPU has the kernel; f32 on
+    /// the portable tier.
     #[test]
     fn the_measured_choices() {
         let c = |t, w, towers| choose(t, w, towers).precision;
@@ -324,11 +334,15 @@ mod tests {
         assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Both), Bf16);
         assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx512Bf16, Workload::Index, Towers::Vision), Bf16);
+        assert_eq!(c(Tier::Avx2, Workload::Index, Towers::Text), Int8);
         assert_eq!(c(Tier::Avx2, Workload::Index, Towers::Both), Precision::F32);
-        // AVX-512 with VNNI (Ice Lake, Cascade Lake): our int8 kernel for texts, f32 for images.
-        let vnni = jsearch_base::cpu::features().avx512_vnni;
-        let want = if vnni { Int8 } else { Precision::F32 };
-        assert_eq!(c(Tier::Avx512, Workload::Index, Towers::Text), want);
+        assert_eq!(
+            c(Tier::Avx2, Workload::Query, Towers::Vision),
+            Precision::F32
+        );
+        // AVX-512 (with VNNI: Ice Lake, Cascade Lake; without: the AVX2 rows): our int8 kernel
+        // for texts, f32 for images.
+        assert_eq!(c(Tier::Avx512, Workload::Index, Towers::Text), Int8);
         assert_eq!(
             c(Tier::Avx512, Workload::Index, Towers::Vision),
             Precision::F32

@@ -72,7 +72,8 @@ pub enum Precision {
     Bf16,
     /// float16 weights and activations.
     F16,
-    /// 8-bit (Q8_0) linear layers with f32 elsewhere: the fastest CPU path (CPU only).
+    /// int8 linear layers (our kernel on x86-64 with AVX2 or better, candle's Q8_0 elsewhere)
+    /// with f32 elsewhere: the fastest CPU path for texts (CPU only).
     Int8,
 }
 

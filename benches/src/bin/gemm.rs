@@ -1,7 +1,7 @@
 //! The linear-layer products of jina-clip-v2 at the real sizes, one kernel at a time: candle's
 //! f32 matmul (what `--precision f32` runs), the bf16 kernel on AMX tiles or AVX512-BF16 (`--precision bf16` on the
-//! CPU) and the int8 kernel (`--precision int8`: AMX-INT8 or AVX512-VNNI, candle's Q8_0 on other
-//! CPUs), with GFLOP/s, the speed ratio to f32 and the relative RMS error against f32. Prints a
+//! CPU) and the int8 kernel (`--precision int8`: AMX-INT8, AVX512-VNNI or AVX2, candle's Q8_0 on
+//! other CPUs), with GFLOP/s, the speed ratio to f32 and the relative RMS error against f32. Prints a
 //! markdown table; `--stream` measures one query's products with weights from memory instead.
 //!
 //! `cargo run --release -p jsearch-benches --bin gemm -- [--reps 5]`
@@ -129,6 +129,7 @@ fn int8_label() -> &'static str {
     match jsearch_encoders::int8_kernel() {
         "AMX-INT8" => "int8 (AMX-INT8)",
         "AVX512-VNNI" => "int8 (AVX512-VNNI)",
+        "AVX2" => "int8 (AVX2)",
         _ => "int8 (candle Q8_0)",
     }
 }

@@ -23,6 +23,8 @@ pub struct Features {
     pub fma: bool,
     /// f16 <-> f32 conversions (F16C).
     pub f16c: bool,
+    /// AVX-VNNI (256-bit `vpdpbusd` without AVX-512: Alder Lake and later, Zen 5), with AVX2.
+    pub avx_vnni: bool,
     /// AVX-512 F, BW and VL together.
     pub avx512: bool,
     /// AVX-512 VNNI (int8 dot products).
@@ -44,6 +46,8 @@ pub enum Tier {
     Portable,
     /// AVX2 + FMA + F16C.
     Avx2,
+    /// AVX2 with AVX-VNNI (int8 dot products on 256-bit vectors).
+    AvxVnni,
     /// AVX-512 F/BW/VL (and VNNI).
     Avx512,
     /// AVX-512 with AVX512-BF16.
@@ -58,6 +62,7 @@ impl Tier {
         match s.trim().to_ascii_lowercase().as_str() {
             "portable" | "none" | "scalar" => Some(Tier::Portable),
             "avx2" => Some(Tier::Avx2),
+            "avxvnni" | "avx-vnni" => Some(Tier::AvxVnni),
             "avx512" => Some(Tier::Avx512),
             "avx512bf16" | "avx512-bf16" => Some(Tier::Avx512Bf16),
             "amx" | "native" | "" => Some(Tier::Amx),
@@ -77,6 +82,7 @@ impl Features {
                 avx2: has!("avx2"),
                 fma: has!("fma"),
                 f16c: has!("f16c"),
+                avx_vnni: has!("avx2") && has!("avxvnni"),
                 avx512,
                 avx512_vnni: avx512 && has!("avx512vnni"),
                 avx512_bf16: avx512 && has!("avx512bf16"),
@@ -104,6 +110,9 @@ impl Features {
             f.avx512 = false;
             f.avx512_vnni = false;
         }
+        if tier < Tier::AvxVnni {
+            f.avx_vnni = false;
+        }
         if tier < Tier::Avx2 {
             f.avx2 = false;
             f.fma = false;
@@ -120,6 +129,8 @@ impl Features {
             Tier::Avx512Bf16
         } else if self.avx512 {
             Tier::Avx512
+        } else if self.avx_vnni && self.fma && self.f16c {
+            Tier::AvxVnni
         } else if self.avx2 && self.fma && self.f16c {
             Tier::Avx2
         } else {
@@ -209,6 +220,7 @@ mod tests {
             avx2: true,
             fma: true,
             f16c: true,
+            avx_vnni: true,
             avx512: true,
             avx512_vnni: true,
             avx512_bf16: true,
@@ -219,7 +231,10 @@ mod tests {
         assert_eq!(all.capped(Tier::Avx512Bf16).tier(), Tier::Avx512Bf16);
         assert_eq!(Tier::parse("native"), Some(Tier::Amx));
         assert_eq!(all.capped(Tier::Avx512).tier(), Tier::Avx512);
+        assert_eq!(all.capped(Tier::AvxVnni).tier(), Tier::AvxVnni);
+        assert!(all.capped(Tier::AvxVnni).avx_vnni && !all.capped(Tier::Avx2).avx_vnni);
         assert_eq!(all.capped(Tier::Avx2).tier(), Tier::Avx2);
+        assert_eq!(Tier::parse("avx-vnni"), Some(Tier::AvxVnni));
         assert_eq!(all.capped(Tier::Portable), Features::default());
         assert_eq!(Tier::parse("AVX2"), Some(Tier::Avx2));
         assert_eq!(Tier::parse("sse9"), None);

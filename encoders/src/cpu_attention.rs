@@ -614,8 +614,8 @@ mod tiles {
         let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(crate::vmath::EXP_LN2_HI), x);
+        let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(crate::vmath::EXP_LN2_LO), r);
         let mut p = _mm512_set1_ps(1.0 / 120.0);
         for c in [1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));

@@ -1,8 +1,8 @@
 //! int8 matrix products for the linear layers on x86-64 CPUs with AMX-INT8 (`tdpbssd`: a 16 × 64
 //! int8 tile times a 64 × 16 one, 16384 multiply-adds per instruction, twice `tdpbf16ps`'s),
-//! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction) or AVX2
-//! (`vpsignb` + `vpmaddubsw` + `vpmaddwd`: 32 multiply-adds in three instructions, where f32
-//! needs four FMAs).
+//! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction), AVX-VNNI (the same on
+//! 256 bits, without AVX-512: Alder Lake and later, Zen 5) or AVX2 (`vpsignb` + `vpmaddubsw` +
+//! `vpmaddwd`: 32 multiply-adds in three instructions, where f32 needs four FMAs).
 //!
 //! Weights are quantised once (at load, or read from the weight cache), symmetric per output
 //! column; activations per row on the fly (symmetric): `y[r, c] = sa[r] · sw[c] · Σ qa · qw`,
@@ -67,6 +67,8 @@ enum Path {
     Vnni,
     /// `tdpbssd`, 32 × 32 blocks of four AMX tiles.
     Amx,
+    /// 256-bit `vpdpbusd` (AVX-VNNI), 4 × 16 register blocks.
+    AvxVnni,
     /// `vpsignb` + `vpmaddubsw` + `vpmaddwd`, 4 × 16 register blocks.
     Avx2,
 }
@@ -75,7 +77,7 @@ impl Path {
     /// What this kernel's activation bytes add to each `qa` (VNNI's operand is unsigned).
     fn offset(self) -> u8 {
         match self {
-            Path::Vnni => 0x80,
+            Path::Vnni | Path::AvxVnni => 0x80,
             Path::Amx | Path::Avx2 => 0,
         }
     }
@@ -189,6 +191,8 @@ impl PackedI8 {
             Path::Amx
         } else if uses_vnni() {
             Path::Vnni
+        } else if jsearch_base::cpu::features().avx_vnni {
+            Path::AvxVnni
         } else {
             Path::Avx2
         };
@@ -227,8 +231,11 @@ impl PackedI8 {
             // SAFETY: a `PackedI8` exists only where `available()` holds, and `Path::Vnni` is
             // chosen only where `uses_vnni()` does (AVX512-VNNI).
             Path::Vnni => unsafe { self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path) },
-            // SAFETY: `available()` without VNNI means AVX2 and FMA.
-            Path::Avx2 => unsafe { self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path) },
+            // SAFETY: `Path::AvxVnni` is chosen only where the CPU has AVX-VNNI (with AVX2);
+            // `available()` without VNNI means AVX2 and FMA.
+            Path::AvxVnni | Path::Avx2 => unsafe {
+                self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path)
+            },
         }
         ROWS.with(|c| c.replace((a, sa)));
     }
@@ -289,8 +296,8 @@ impl PackedI8 {
     /// The register-blocked products (VNNI or AVX2): rayon over panels, MR × 32 blocks.
     ///
     /// # Safety
-    /// `path` is [`Path::Vnni`] only where AVX512-VNNI is available, [`Path::Avx2`] only where
-    /// AVX2 is.
+    /// `path` is [`Path::Vnni`] only where AVX512-VNNI is available, [`Path::AvxVnni`] only
+    /// where AVX-VNNI is, [`Path::Avx2`] only where AVX2 is.
     #[allow(clippy::too_many_arguments)]
     unsafe fn matmul_regs(
         &self,
@@ -326,6 +333,7 @@ impl PackedI8 {
                     unsafe {
                         match path {
                             Path::Vnni => vnni::kernel(ar, lda, w, quads, c),
+                            Path::AvxVnni => avx2::kernel_vnni(ar, lda, w, quads, c),
                             _ => avx2::kernel(ar, lda, w, quads, c),
                         }
                     };
@@ -540,50 +548,103 @@ mod avx2 {
         }
     }
 
-    /// One MR × 32 block of `Σ qa · qw` (i32) as `|qa| · (qw with qa's sign)`: four passes of 4
-    /// rows × 16 columns (8 accumulators, two weight vectors, a broadcast, its absolute value
-    /// and the ones of `vpmaddwd` fit AVX2's 16 registers). `a`'s bytes are i8 in [-127, 127]
-    /// (so that `vpmaddubsw`'s pair sums cannot saturate).
-    ///
-    /// # Safety
-    /// AVX2 must be available; `a` readable for MR rows of `4 · quads` bytes, `w` for
-    /// `quads · 128` bytes, `out` writable for MR · 32 values.
+    /// `acc + Σ₄ a·w` per i32 lane: `|a|` (u8) times `w` carrying `a`'s sign (`vpsignb`), pairs
+    /// into i16 (`vpmaddubsw`; both within ±127, so a pair stays below 32258 and never
+    /// saturates), then pairs of those into i32.
+    #[inline]
     #[target_feature(enable = "avx2")]
-    pub unsafe fn kernel(a: *const u8, lda: usize, w: *const u8, quads: usize, out: *mut i32) {
-        const R: usize = 4;
-        // SAFETY: the caller upholds this function's `# Safety` contract; every address read
-        // lies in the ranges it names.
-        unsafe {
-            let ones = _mm256_set1_epi16(1);
-            for half in 0..2 {
-                for r0 in (0..MR).step_by(R) {
-                    let mut acc = [[_mm256_setzero_si256(); 2]; R];
-                    for q in 0..quads {
-                        let wq = w.add(q * NR * 4 + half * 64);
-                        let w0 = _mm256_loadu_si256(wq.cast());
-                        let w1 = _mm256_loadu_si256(wq.add(32).cast());
-                        for (r, acc) in acc.iter_mut().enumerate() {
-                            let av = _mm256_set1_epi32(
-                                a.add((r0 + r) * lda + 4 * q).cast::<i32>().read_unaligned(),
-                            );
-                            let abs = _mm256_abs_epi8(av);
-                            let s0 = _mm256_sign_epi8(w0, av);
-                            let s1 = _mm256_sign_epi8(w1, av);
-                            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, s0), ones);
-                            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(abs, s1), ones);
-                            acc[0] = _mm256_add_epi32(acc[0], p0);
-                            acc[1] = _mm256_add_epi32(acc[1], p1);
+    fn dot_signed(acc: __m256i, a: __m256i, w: __m256i) -> __m256i {
+        let p = _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+        _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)))
+    }
+
+    /// `acc + Σ₄ a·w` per i32 lane, `a` as u8 (`qa + 128`): one AVX-VNNI `vpdpbusd`.
+    #[inline]
+    #[target_feature(enable = "avx2,avxvnni")]
+    fn dot_avx_vnni(acc: __m256i, a: __m256i, w: __m256i) -> __m256i {
+        _mm256_dpbusd_avx_epi32(acc, a, w)
+    }
+
+    /// The same on the AVX-512 VL encoding, which the tests run where AVX-VNNI is missing
+    /// (the kernel body is the AVX-VNNI one, instruction for instruction).
+    #[cfg(test)]
+    #[inline]
+    #[target_feature(enable = "avx512vnni,avx512vl")]
+    fn dot_evex(acc: __m256i, a: __m256i, w: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(acc, a, w)
+    }
+
+    /// An MR × 32 block kernel over `dot`: four passes of 4 rows × 16 columns (8 accumulators,
+    /// two weight vectors and a broadcast fit the 16 ymm registers with `dot`'s temporaries).
+    macro_rules! block_kernel {
+        ($(#[$meta:meta])* $name:ident, $features:literal, $dot:ident) => {
+            $(#[$meta])*
+            ///
+            /// # Safety
+            /// The CPU features named must be available; `a` readable for MR rows of
+            /// `4 · quads` bytes, `w` for `quads · 128` bytes, `out` writable for MR · 32 values.
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(
+                a: *const u8,
+                lda: usize,
+                w: *const u8,
+                quads: usize,
+                out: *mut i32,
+            ) {
+                const R: usize = 4;
+                // SAFETY: the caller upholds this function's `# Safety` contract; every
+                // address read lies in the ranges it names.
+                unsafe {
+                    for half in 0..2 {
+                        for r0 in (0..MR).step_by(R) {
+                            let mut acc = [[_mm256_setzero_si256(); 2]; R];
+                            for q in 0..quads {
+                                let wq = w.add(q * NR * 4 + half * 64);
+                                let w0 = _mm256_loadu_si256(wq.cast());
+                                let w1 = _mm256_loadu_si256(wq.add(32).cast());
+                                for (r, acc) in acc.iter_mut().enumerate() {
+                                    let av = _mm256_set1_epi32(
+                                        a.add((r0 + r) * lda + 4 * q)
+                                            .cast::<i32>()
+                                            .read_unaligned(),
+                                    );
+                                    acc[0] = $dot(acc[0], av, w0);
+                                    acc[1] = $dot(acc[1], av, w1);
+                                }
+                            }
+                            for (r, acc) in acc.iter().enumerate() {
+                                let o = out.add((r0 + r) * NR + half * 16);
+                                _mm256_storeu_si256(o.cast(), acc[0]);
+                                _mm256_storeu_si256(o.add(8).cast(), acc[1]);
+                            }
                         }
-                    }
-                    for (r, acc) in acc.iter().enumerate() {
-                        let o = out.add((r0 + r) * NR + half * 16);
-                        _mm256_storeu_si256(o.cast(), acc[0]);
-                        _mm256_storeu_si256(o.add(8).cast(), acc[1]);
                     }
                 }
             }
-        }
+        };
     }
+
+    block_kernel!(
+        /// One MR × 32 block of `Σ qa · qw` (i32) on AVX2 ([`dot_signed`]; `a`'s bytes are i8
+        /// in [-127, 127]).
+        kernel,
+        "avx2",
+        dot_signed
+    );
+    block_kernel!(
+        /// One MR × 32 block of `Σ (qa + 128) · qw` (i32) on AVX-VNNI, as
+        /// [`super::vnni::kernel`] computes it on 512 bits.
+        kernel_vnni,
+        "avx2,avxvnni",
+        dot_avx_vnni
+    );
+    block_kernel!(
+        /// [`kernel_vnni`] on the AVX-512 VL encoding of `vpdpbusd` (tests only).
+        #[cfg(test)]
+        kernel_evex,
+        "avx2,avx512vnni,avx512vl",
+        dot_evex
+    );
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -598,6 +659,11 @@ mod vnni {
 mod avx2 {
     /// Never called: `PackedI8` is never built off x86-64.
     pub unsafe fn kernel(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut i32) {
+        unreachable!("PackedI8 is never built off x86-64")
+    }
+
+    /// Never called, as [`kernel`].
+    pub unsafe fn kernel_vnni(_: *const u8, _: usize, _: *const u8, _: usize, _: *mut i32) {
         unreachable!("PackedI8 is never built off x86-64")
     }
 }
@@ -639,8 +705,11 @@ mod tests {
             eprintln!("no int8 kernel on this CPU: checked that nothing is quantised");
             return;
         }
-        // AVX2 runs wherever a kernel does; VNNI and AMX where the CPU (and tier) has them.
+        // AVX2 runs wherever a kernel does; the others where the CPU (and tier) has them.
         let mut paths = vec![Path::Avx2];
+        if jsearch_base::cpu::features().avx_vnni {
+            paths.push(Path::AvxVnni);
+        }
         if uses_vnni() {
             paths.push(Path::Vnni);
         }
@@ -744,5 +813,30 @@ mod tests {
         let mut zeros = vec![0u8; 64];
         assert_eq!(quantize_row(&[0.0; 20], &mut zeros, 0x80), 0.0);
         assert!(zeros.iter().all(|&b| b == 0x80));
+    }
+
+    /// The AVX-VNNI kernel's body gives the 512-bit VNNI kernel's sums, bit for bit: run on the
+    /// AVX-512 VL encoding of the same instruction where the CPU has AVX512-VNNI (AVX-VNNI CPUs
+    /// also run it through `matches_a_reference_product_of_quantised_inputs`).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx_vnni_kernel_sums_as_vnni_does() {
+        let f = jsearch_base::cpu::Features::detect();
+        if !f.avx512_vnni {
+            eprintln!("no AVX512-VNNI: the AVX-VNNI body is checked on AVX-VNNI CPUs only");
+            return;
+        }
+        let quads = 37;
+        let a: Vec<u8> = (0..MR * 4 * quads).map(|i| (i * 97 % 256) as u8).collect();
+        let w: Vec<u8> = (0..quads * 128).map(|i| (i * 31 % 255) as u8).collect();
+        let (mut want, mut got) = ([0i32; MR * NR], [0i32; MR * NR]);
+        // SAFETY: AVX512-VNNI (and with it AVX-512 F/BW/VL, AVX2) was detected above; `a` holds
+        // MR rows of 4·quads bytes, `w` quads rows of 128, the outputs MR × 32 values.
+        unsafe {
+            vnni::kernel(a.as_ptr(), 4 * quads, w.as_ptr(), quads, want.as_mut_ptr());
+            avx2::kernel_evex(a.as_ptr(), 4 * quads, w.as_ptr(), quads, got.as_mut_ptr());
+        }
+        assert_eq!(want, got);
+        assert!(want.iter().any(|&v| v != 0));
     }
 }

@@ -74,7 +74,7 @@ pub fn bf16_kernel() -> Option<&'static str> {
 }
 
 /// The int8 matmul kernel this process runs for `--precision int8`: `"AMX-INT8"` (tiles,
-/// Sapphire Rapids and later), `"AVX512-VNNI"` or `"AVX2"`, all our packing
+/// Sapphire Rapids and later), `"AVX512-VNNI"`, `"AVX-VNNI"` or `"AVX2"`, all our packing
 /// (int8 per output column and per row), or `"Q8_0"` (candle's quantised matmul, every other
 /// CPU).
 pub fn int8_kernel() -> &'static str {
@@ -82,6 +82,8 @@ pub fn int8_kernel() -> &'static str {
         "AMX-INT8"
     } else if int8_gemm::uses_vnni() {
         "AVX512-VNNI"
+    } else if jsearch_base::cpu::features().avx_vnni {
+        "AVX-VNNI"
     } else if int8_gemm::available() {
         "AVX2"
     } else {

@@ -22,6 +22,19 @@ const ERF_DEN: [f32; 5] = [
     -1.426_474e-2,
 ];
 
+/// `e^x` (Cephes): `x = n·ln2 + r` with ln2 in two parts, then `e^r = 1 + r + r²·P(r)`, `P`'s
+/// coefficients highest power first.
+pub(crate) const EXP_LN2_HI: f32 = 0.693_359_4;
+pub(crate) const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
+
 /// `erf(x)` (scalar, the formula of the vector path).
 pub(crate) fn erf(x: f32) -> f32 {
     let z = x.clamp(-4.0, 4.0);
@@ -75,7 +88,7 @@ pub(crate) fn silu_mul(a: &[f32], v: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
-    use super::{ERF_DEN, ERF_NUM};
+    use super::{ERF_DEN, ERF_NUM, EXP_LN2_HI, EXP_LN2_LO, EXP_POLY};
     use crate::bf16_gemm::avx512::mask;
     use std::arch::x86_64::*;
 
@@ -92,16 +105,10 @@ pub(crate) mod avx512 {
         let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm512_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_HI), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(EXP_LN2_LO), r);
+        let mut p = _mm512_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
         }
         let r2 = _mm512_mul_ps(r, r);
@@ -196,7 +203,7 @@ pub(crate) mod avx512 {
 /// constants of [`avx512`]; `vdivps` for the reciprocals, `2^n` through the exponent bits).
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
-    use super::{ERF_DEN, ERF_NUM};
+    use super::{ERF_DEN, ERF_NUM, EXP_LN2_HI, EXP_LN2_LO, EXP_POLY};
     use std::arch::x86_64::*;
 
     /// Whether this CPU has AVX2 and FMA (`JSEARCH_CPU_TIER` not below `avx2`).
@@ -219,16 +226,10 @@ pub(crate) mod avx2 {
         let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, _mm256_set1_ps(std::f32::consts::LOG2_E)),
         );
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-        let mut p = _mm256_set1_ps(1.987_569_1e-4);
-        for c in [
-            1.398_2e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            0.5,
-        ] {
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_HI), x);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(EXP_LN2_LO), r);
+        let mut p = _mm256_set1_ps(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
         }
         let r2 = _mm256_mul_ps(r, r);

@@ -129,6 +129,7 @@ fn int8_label() -> &'static str {
     match jsearch_encoders::int8_kernel() {
         "AMX-INT8" => "int8 (AMX-INT8)",
         "AVX512-VNNI" => "int8 (AVX512-VNNI)",
+        "AVX-VNNI" => "int8 (AVX-VNNI)",
         "AVX2" => "int8 (AVX2)",
         _ => "int8 (candle Q8_0)",
     }

@@ -40,6 +40,7 @@ const AMX_KB_STEPS: usize = 8;
 /// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
 const AMX_CHUNK_BYTES: usize = 1 << 20;
 /// How far ahead of its loads the VNNI kernel prefetches a panel's weights (bytes).
+#[cfg(target_arch = "x86_64")]
 const PREFETCH: usize = 4096;
 
 /// Whether this CPU runs the int8 kernel: AVX-512 F/BW/VL and AVX512-VNNI, or AVX2 and FMA
@@ -435,6 +436,8 @@ thread_local! {
 fn quantize_row(src: &[f32], dst: &mut [u8], offset: u8) -> f32 {
     let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
     let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    // Advanced by the x86-64 vector loops; the scalar loop takes the rest.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     {

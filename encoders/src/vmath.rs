@@ -23,9 +23,12 @@ const ERF_DEN: [f32; 5] = [
 ];
 
 /// `e^x` (Cephes): `x = n·ln2 + r` with ln2 in two parts, then `e^r = 1 + r + r²·P(r)`, `P`'s
-/// coefficients highest power first.
+/// coefficients highest power first (the vector versions; the scalar paths use libm's).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const EXP_LN2_HI: f32 = 0.693_359_4;
+#[cfg(target_arch = "x86_64")]
 pub(crate) const EXP_LN2_LO: f32 = -2.121_944_4e-4;
+#[cfg(target_arch = "x86_64")]
 const EXP_POLY: [f32; 6] = [
     1.987_569_1e-4,
     1.398_2e-3,

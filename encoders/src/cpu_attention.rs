@@ -183,11 +183,11 @@ pub(crate) fn attend(
 
 /// [`attend`] of `head` (q and k rotated by its `rope`, if any) into `n` rows of `d`
 /// values at `out`, `ldo` values apart (one head's columns of the `[n, heads·d]` context rows
-/// the output projection reads). With AMX, 32 query rows at a time through tiles ([`tiles`]):
-/// q, k and v are read (and rotated) straight from their rows as they are packed, and the
-/// scores, softmax numerators and output of a block never leave L2: the `n × n` score matrix
-/// is never written. With AVX512-BF16 but no AMX, q, k and v are gathered and the two products
-/// of the whole head run on the AVX512-BF16 kernel. Without AVX512-BF16, in f32 ([`exact`]).
+/// the output projection reads). With AVX512-BF16, 32 query rows at a time ([`blocks`]: on AMX
+/// tiles where the CPU has them, else on the register kernel): q, k and v are read (and
+/// rotated) straight from their rows as they are packed, and the scores, softmax numerators
+/// and output of a block never leave L2: the `n × n` score matrix is never written. Without
+/// AVX512-BF16, the same blocks in f32 ([`exact`]).
 ///
 /// # Safety
 /// `out` must be valid for writes of `n` rows of `d` values at stride `ldo ≥ d`, which no
@@ -210,7 +210,7 @@ pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
     // SAFETY: AVX512-BF16 is usable (`bf16_gemm::available`, checked above); the shapes are
     // checked above and `out` is the caller's contract.
     unsafe {
-        tiles::attend(head, out, ldo)
+        blocks::attend(head, out, ldo)
     };
 }
 
@@ -223,7 +223,7 @@ pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
 /// once per call. Rounding: bf16 q, k, v and probabilities (rounded before the division by
 /// their sum), f32 sums.
 #[cfg(target_arch = "x86_64")]
-mod tiles {
+mod blocks {
     use std::arch::x86_64::*;
     use std::cell::Cell;
 
@@ -273,8 +273,9 @@ mod tiles {
     /// else.
     pub(super) unsafe fn attend(head: Head, out: *mut f32, ldo: usize) {
         let mut bufs = BUFFERS.with(|c| c.take());
-        // SAFETY: the caller's contract (AVX512-BF16 comes with AVX-512 F/BW/VL).
         let amx = crate::bf16_gemm::uses_amx();
+        // SAFETY: the caller's contract (AVX512-BF16 comes with AVX-512 F/BW/VL); AMX-BF16 is
+        // usable where `uses_amx` says so.
         unsafe { attend_with(&mut bufs, head, out, ldo, amx) };
         BUFFERS.with(|c| c.set(bufs));
     }

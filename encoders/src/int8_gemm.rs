@@ -229,12 +229,10 @@ impl PackedI8 {
             .for_each(|((dst, scale), src)| *scale = quantize_row(src, &mut dst[..kq], offset));
         match path {
             Path::Amx => self.matmul_amx(a_rows, lda, sa_rows, m, epi, y),
-            // SAFETY: a `PackedI8` exists only where `available()` holds, and `Path::Vnni` is
-            // chosen only where `uses_vnni()` does (AVX512-VNNI).
-            Path::Vnni => unsafe { self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path) },
-            // SAFETY: `Path::AvxVnni` is chosen only where the CPU has AVX-VNNI (with AVX2);
-            // `available()` without VNNI means AVX2 and FMA.
-            Path::AvxVnni | Path::Avx2 => unsafe {
+            // SAFETY: `matmul_into` picks `Path::Vnni` only where AVX512-VNNI is available,
+            // `Path::AvxVnni` only where AVX-VNNI is, and otherwise `Path::Avx2`, which a
+            // `PackedI8` (built only where `available()` holds) implies.
+            Path::Vnni | Path::AvxVnni | Path::Avx2 => unsafe {
                 self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path)
             },
         }
@@ -275,8 +273,9 @@ impl PackedI8 {
         out: &SendPtr,
         vals: &mut [f32; AMX_M * NR],
     ) {
-        // The stored constants are 128 · Σ qw (exact multiples of 128).
-        let off = panel.offsets.map(|o| o / 128 * offset as i32);
+        // The stored constants are 128 · Σ qw: what VNNI's `+ 128` adds (the only offset).
+        debug_assert!(offset == 0 || offset == 0x80, "offset {offset}");
+        let off = if offset == 0 { [0; NR] } else { panel.offsets };
         for (r, (v, c)) in vals
             .chunks_exact_mut(NR)
             .zip(block.chunks_exact(NR))

@@ -1,10 +1,10 @@
-//! Attention for the CPU bf16 path (`LoadOptions::bf16_matmul`): per (image or text, head), the
-//! two products go through the AVX512-BF16 kernel ([`crate::bf16_gemm`]) and the softmax runs
-//! in place with a 16-lane exp, so neither candle's f32 matmul nor its scalar-exp softmax over a
-//! materialised `[heads, n, n]` score tensor is on the path. Scores and probabilities are rounded
-//! to bf16 only as inputs of the products (as PyTorch's bf16 SDPA on the CPU does); max, exp
-//! and sums are f32. CPUs without AVX512-BF16 (the int8 path's fused layers on AVX2 or on
-//! AVX-512 without BF16) run the same blocks in f32 ([`exact`]).
+//! Attention of the fused CPU layers ([`crate::cpu_layers`]), a block of query rows at a time,
+//! so that no `[heads, n, n]` score tensor is ever materialised. In [`Precision::Fast`] (the
+//! bf16 and int8 towers) per (image or text, head) the two products go through the AVX512-BF16
+//! kernel ([`crate::bf16_gemm`]) and the softmax runs in place with a 16-lane exp: scores and
+//! probabilities are rounded to bf16 only as inputs of the products (as PyTorch's bf16 SDPA on
+//! the CPU does); max, exp and sums are f32. In [`Precision::F32`] (the f32 towers), and on CPUs
+//! without AVX512-BF16, the same blocks run in f32 ([`exact`]).
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -33,6 +33,17 @@ pub fn attention(
     };
     q.contiguous()?
         .apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &FusedAttention { bias })
+}
+
+/// The arithmetic of an attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Precision {
+    /// f32 products and softmax (the f32 towers: only the summation order differs from
+    /// candle's).
+    F32,
+    /// bf16 products where the CPU has AVX512-BF16 (AMX tiles or registers), else f32 (the
+    /// bf16 and int8 towers).
+    Fast,
 }
 
 struct FusedAttention {
@@ -83,7 +94,16 @@ impl CustomOp3 for FusedAttention {
                 .bias
                 .as_ref()
                 .map(|x| &x[(bh / h) * n..(bh / h + 1) * n]);
-            attend(&q[r.clone()], &k[r.clone()], &v[r], n, d, bias, o);
+            attend(
+                &q[r.clone()],
+                &k[r.clone()],
+                &v[r],
+                n,
+                d,
+                bias,
+                Precision::Fast,
+                o,
+            );
         });
         Ok((CpuStorage::F32(out), lq.shape().clone()))
     }
@@ -150,10 +170,11 @@ impl Rope<'_> {
 }
 
 /// One head: `out = softmax(q·kᵀ + bias)·v` for `[n, d]` row-major `q`, `k`, `v` and `out`
-/// (`bias`: `n` key values).
+/// (`bias`: `n` key values), in `precision`.
 ///
 /// # Panics
 /// If the slices are not `n·d` long.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attend(
     q: &[f32],
     k: &[f32],
@@ -161,6 +182,7 @@ pub(crate) fn attend(
     n: usize,
     d: usize,
     bias: Option<&[f32]>,
+    precision: Precision,
     out: &mut [f32],
 ) {
     assert!(
@@ -178,16 +200,17 @@ pub(crate) fn attend(
         rope: None,
     };
     // SAFETY: `out` holds n rows of d values at stride d and is borrowed mutably here.
-    unsafe { attend_into(head, out.as_mut_ptr(), d) }
+    unsafe { attend_into(head, out.as_mut_ptr(), d, precision) }
 }
 
 /// [`attend`] of `head` (q and k rotated by its `rope`, if any) into `n` rows of `d`
 /// values at `out`, `ldo` values apart (one head's columns of the `[n, heads·d]` context rows
-/// the output projection reads). With AVX512-BF16, 32 query rows at a time ([`blocks`]: on AMX
-/// tiles where the CPU has them, else on the register kernel): q, k and v are read (and
-/// rotated) straight from their rows as they are packed, and the scores, softmax numerators
-/// and output of a block never leave L2: the `n × n` score matrix is never written. Without
-/// AVX512-BF16, the same blocks in f32 ([`exact`]).
+/// the output projection reads). In [`Precision::Fast`] with AVX512-BF16, 32 query rows at a
+/// time ([`blocks`]: on AMX tiles where the CPU has them, else on the register kernel): q, k
+/// and v are read (and rotated) straight from their rows as they are packed, and the scores,
+/// softmax numerators and output of a block never leave L2: the `n × n` score matrix is never
+/// written. In [`Precision::F32`], or without AVX512-BF16, blocks of 64 rows in f32
+/// ([`exact`]).
 ///
 /// # Safety
 /// `out` must be valid for writes of `n` rows of `d` values at stride `ldo ≥ d`, which no
@@ -195,13 +218,13 @@ pub(crate) fn attend(
 ///
 /// # Panics
 /// If `head` does not hold `n` rows of `d` values (and `n` bias values).
-pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize) {
+pub(crate) unsafe fn attend_into(head: Head, out: *mut f32, ldo: usize, precision: Precision) {
     let Head { n, d, .. } = head;
     if n == 0 || d == 0 {
         return;
     }
     assert!(head.holds(), "cpu attention: q, k, v or bias shapes");
-    if !crate::bf16_gemm::available() {
+    if precision == Precision::F32 || !crate::bf16_gemm::available() {
         // SAFETY: the caller's contract.
         unsafe { exact::attend(head, out, ldo) };
         return;
@@ -955,5 +978,37 @@ mod tests {
         let err = max_abs_diff(&got, &want);
         assert!(err < bound, "max abs error {err}");
         assert!(attention(&q, &k, &v, Some(&q)).is_err());
+    }
+
+    /// The f32 attention (what f32 towers run, on every CPU) against candle's, with a padding
+    /// bias, across its 64-row blocks: only the summation order differs.
+    #[test]
+    fn f32_attention_matches_candle_on_every_cpu() {
+        let dev = Device::Cpu;
+        for (n, d, masked) in [(1, 64, 0), (63, 40, 5), (64, 64, 0), (130, 96, 17)] {
+            let q = (Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap() * 0.125).unwrap();
+            let k = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
+            let v = Tensor::randn(0f32, 1.0, (n, d), &dev).unwrap();
+            let mut bias = vec![0f32; n];
+            bias[n - masked..].iter_mut().for_each(|x| *x = -10000.0);
+            let b = Tensor::from_slice(&bias, (1, 1, 1, n), &dev).unwrap();
+            let as4 = |t: &Tensor| t.reshape((1, 1, n, d)).unwrap();
+            let want = crate::nn::attention_by_head_groups(&as4(&q), &as4(&k), &as4(&v), Some(&b))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut got = vec![0f32; n * d];
+            let (q, k, v) = (flat(&q), flat(&k), flat(&v));
+            attend(&q, &k, &v, n, d, Some(&bias), Precision::F32, &mut got);
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err < 2e-5, "n {n} d {d}: max abs error {err}");
+        }
     }
 }

@@ -1,6 +1,6 @@
-//! Whole-layer forward passes of the packed CPU paths (towers packed by `pack_bf16`, or by
-//! `quantize_q8` for our int8 kernel), over flat f32
-//! buffers that one forward allocates once and every layer reuses.
+//! Whole-layer forward passes of the CPU towers (f32 weights read in place by
+//! [`crate::f32_gemm`], or packed by `pack_bf16`, or by `quantize_q8` for our int8 kernel),
+//! over flat f32 buffers that one forward allocates once and every layer reuses.
 //!
 //! The candle path allocates a tensor per op (and the kernel gives freed huge pages back, so
 //! each one is faulted in and zeroed again), copies q/k/v into head order and back, and makes
@@ -11,17 +11,23 @@
 //! it packs them) and writes its output rows where the output projection reads them, and
 //! LayerNorms run in place, vectorised.
 //!
-//! The arithmetic is the candle path's: the same bf16 products, the same f64-accumulated
-//! LayerNorm, the same attention kernel; only the GELU is a rational erf (about 1e-7, see
-//! `vmath`) instead of libm's. Only the reference architecture runs here (the trap tests' deviations take the
-//! candle path).
+//! The arithmetic is the candle path's: the same products (f32 towers: the same gemm calls),
+//! the same f64-accumulated LayerNorm, the same attention kernel (f32 towers: f32 blocks, only
+//! the summation order differs from candle's); only the GELU is a rational erf (about 1e-7, see
+//! `vmath`) instead of libm's, and bias and residual join a product's first k-block. An f32
+//! image ran 1.16x, two 512-token passages 1.36x as fast as on the candle ops (AVX2 Zen 3,
+//! `JSEARCH_FUSED_LAYERS=0` for the other). Only the reference architecture runs here (the
+//! trap tests' deviations take the candle path).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use rayon::prelude::*;
 
 use crate::bf16_gemm::{Epilogue, PackedBf16, SendPtr};
+use crate::cpu_attention::Precision;
+use crate::f32_gemm;
 use crate::int8_gemm::PackedI8;
+use crate::nn::MappedWeight;
 use crate::weight_cache::Layout;
 
 /// 0: not read yet, 1: on, 2: off.
@@ -40,20 +46,24 @@ pub(crate) fn enabled() -> bool {
     }
 }
 
-/// Whether a tower runs its layers here: fused layers on, the tower `packed` for our kernels
-/// (see [`fuses`]), computing in f32 and built as the reference (not a trap test's deviation).
-pub(crate) fn runs(packed: bool, dtype: candle_core::DType, reference: bool) -> bool {
-    enabled() && packed && dtype == candle_core::DType::F32 && reference
+/// Whether a tower runs its layers here: fused layers on, a `fusion` for the tower (see
+/// [`fusion`]), computing in f32 and built as the reference (not a trap test's deviation).
+/// A layer whose weight none of our kernels reads (Q8_0, f16, on a GPU) still sends the tower
+/// to the candle ops (`Linear::packed_dense`).
+pub(crate) fn runs(fusion: Option<Precision>, dtype: candle_core::DType, reference: bool) -> bool {
+    enabled() && fusion.is_some() && dtype == candle_core::DType::F32 && reference
 }
 
-/// Whether towers whose linear layers are in `layout` run their layers here: bf16 panels;
-/// int8 panels wherever the int8 kernel runs (the attention on the bf16 kernel where there is
-/// one, else in f32). The others take the candle ops.
-pub(crate) fn fuses(layout: Layout) -> bool {
+/// How towers whose linear layers are in `layout` run their layers here (the attention's
+/// arithmetic), or `None` for the candle ops: f32 weights with f32 attention (on every CPU);
+/// bf16 panels, and int8 panels wherever the int8 kernel runs, with the attention on the bf16
+/// kernel where there is one (else in f32). Q8_0 takes the candle ops.
+pub(crate) fn fusion(layout: Layout) -> Option<Precision> {
     match layout {
-        Layout::Bf16Panels => true,
-        Layout::I8Panels => crate::int8_gemm::available(),
-        Layout::F32 | Layout::Q8 => false,
+        Layout::F32 => Some(Precision::F32),
+        Layout::Bf16Panels => Some(Precision::Fast),
+        Layout::I8Panels => crate::int8_gemm::available().then_some(Precision::Fast),
+        Layout::Q8 => None,
     }
 }
 
@@ -77,13 +87,17 @@ fn set_enabled(on: bool) {
     ENABLED.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
-/// A linear layer's weight packed for one of our kernels.
+/// A linear layer's weight as one of our kernels reads it.
 #[derive(Clone, Copy)]
 pub(crate) enum Packed<'a> {
     /// bf16 panels (AMX tiles or AVX512-BF16).
     Bf16(&'a PackedBf16),
     /// int8 panels (AMX-INT8 tiles, AVX512-VNNI or AVX2).
     I8(&'a PackedI8),
+    /// The `[n, k]` f32 weight of an f32 tower, in this process's memory ([`crate::f32_gemm`]).
+    F32(F32Tensor<'a>),
+    /// The `[n, k]` f32 weight in a mapped weight-cache file ([`crate::f32_gemm`]).
+    F32Mapped(&'a MappedWeight),
 }
 
 impl Packed<'_> {
@@ -92,6 +106,8 @@ impl Packed<'_> {
         match self {
             Packed::Bf16(w) => w.matmul_into(x, m, y, epi),
             Packed::I8(w) => w.matmul_into(x, m, y, epi),
+            Packed::F32(w) => w.with_values(|v| f32_gemm::matmul_into(v, w.n, w.k, x, m, y, epi)),
+            Packed::F32Mapped(w) => f32_gemm::matmul_into(w.values(), w.n(), w.k(), x, m, y, epi),
         }
     }
 
@@ -100,6 +116,8 @@ impl Packed<'_> {
         match self {
             Packed::Bf16(w) => w.n(),
             Packed::I8(w) => w.n(),
+            Packed::F32(w) => w.n,
+            Packed::F32Mapped(w) => w.n(),
         }
     }
 
@@ -108,7 +126,43 @@ impl Packed<'_> {
         match self {
             Packed::Bf16(w) => w.k(),
             Packed::I8(w) => w.k(),
+            Packed::F32(w) => w.k,
+            Packed::F32Mapped(w) => w.k(),
         }
+    }
+}
+
+/// A contiguous `[n, k]` f32 tensor on the CPU, read in place.
+#[derive(Clone, Copy)]
+pub(crate) struct F32Tensor<'a> {
+    t: &'a candle_core::Tensor,
+    n: usize,
+    k: usize,
+}
+
+impl<'a> F32Tensor<'a> {
+    /// `t` as a weight, where it is a contiguous 2-D f32 tensor on the CPU.
+    pub(crate) fn new(t: &'a candle_core::Tensor) -> Option<Self> {
+        let ok = t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous();
+        match t.dims() {
+            &[n, k] if ok => Some(Self { t, n, k }),
+            _ => None,
+        }
+    }
+
+    /// Runs `f` on the `n · k` values.
+    ///
+    /// # Panics
+    /// If the storage is not the CPU f32 storage [`F32Tensor::new`] saw (candle tensors do
+    /// not change their storage).
+    fn with_values<R>(self, f: impl FnOnce(&[f32]) -> R) -> R {
+        let (storage, layout) = self.t.storage_and_layout();
+        let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)), Some((o, e))) =
+            (&*storage, layout.contiguous_offsets())
+        else {
+            panic!("f32 weight: not a contiguous f32 CPU tensor any more");
+        };
+        f(&v[o..e])
     }
 }
 
@@ -271,7 +325,14 @@ pub(crate) use crate::cpu_attention::Rope;
 /// `softmax(q·kᵀ + key_bias)·v` per head of a `[b·n, 3·nh·d]` qkv product (q and k rotated
 /// by `rope` as the attention reads them), each head written into its columns of the
 /// `[b·n, nh·d]` rows of `ctx`.
-fn attention(qkv: &[f32], s: Shape, rope: Rope, key_bias: Option<&[f32]>, ctx: &mut [f32]) {
+fn attention(
+    qkv: &[f32],
+    s: Shape,
+    rope: Rope,
+    key_bias: Option<&[f32]>,
+    precision: Precision,
+    ctx: &mut [f32],
+) {
     let Shape { b, n, nh, d } = s;
     let w = nh * d;
     assert_eq!(qkv.len(), b * n * 3 * w, "attention: qkv shape");
@@ -293,7 +354,9 @@ fn attention(qkv: &[f32], s: Shape, rope: Rope, key_bias: Option<&[f32]>, ctx: &
         };
         // SAFETY: rows bi·n.. of `ctx` (n of them, stride w), columns hh·d..(hh+1)·d: inside
         // `ctx` (its length is checked above) and written by this task alone.
-        unsafe { crate::cpu_attention::attend_into(head, out.0.add(bi * n * w + hh * d), w) };
+        unsafe {
+            crate::cpu_attention::attend_into(head, out.0.add(bi * n * w + hh * d), w, precision)
+        };
     });
 }
 
@@ -317,8 +380,8 @@ impl Buffers {
 
     /// Self-attention of the qkv product in `self.qkv`, each head's rows written into
     /// `self.ctx`.
-    fn attend(&mut self, s: Shape, rope: Rope, key_bias: Option<&[f32]>) {
-        attention(&self.qkv, s, rope, key_bias, &mut self.ctx);
+    fn attend(&mut self, s: Shape, rope: Rope, key_bias: Option<&[f32]>, precision: Precision) {
+        attention(&self.qkv, s, rope, key_bias, precision, &mut self.ctx);
     }
 }
 
@@ -341,14 +404,15 @@ pub(crate) struct Shape {
     pub d: usize,
 }
 
-/// Runs the text layers on `x` (`[b·n, nh·d]`) in place; `key_bias` is `[b, n]`;
-/// `each_layer` sees `x` after every layer.
+/// Runs the text layers on `x` (`[b·n, nh·d]`) in place, the attention in `precision`;
+/// `key_bias` is `[b, n]`; `each_layer` sees `x` after every layer.
 pub(crate) fn text_layers(
     layers: &[TextLayer],
     x: &mut [f32],
     s: Shape,
     rope: Rope,
     key_bias: &[f32],
+    precision: Precision,
     mut each_layer: impl FnMut(&[f32]) -> candle_core::Result<()>,
 ) -> candle_core::Result<()> {
     let m = s.b * s.n;
@@ -356,7 +420,7 @@ pub(crate) fn text_layers(
     let mut buf = Buffers::new(s, inter);
     for l in layers {
         l.wqkv.run(x, m, &mut buf.qkv, false, false);
-        buf.attend(s, rope, Some(key_bias));
+        buf.attend(s, rope, Some(key_bias), precision);
         l.out_proj.run(&buf.ctx, m, x, true, false);
         l.norm1.apply_in_place(x);
         l.fc1.run(x, m, &mut buf.mid, false, true);
@@ -380,13 +444,14 @@ pub(crate) struct VisionBlock<'a> {
     pub w3: Dense<'a>,
 }
 
-/// Runs the vision blocks on `x` (`[b·n, nh·d]`) in place; `each_block` sees `x` after every
-/// block.
+/// Runs the vision blocks on `x` (`[b·n, nh·d]`) in place, the attention in `precision`;
+/// `each_block` sees `x` after every block.
 pub(crate) fn vision_blocks(
     blocks: &[VisionBlock],
     x: &mut [f32],
     s: Shape,
     rope: Rope,
+    precision: Precision,
     mut each_block: impl FnMut(&[f32]) -> candle_core::Result<()>,
 ) -> candle_core::Result<()> {
     let (m, w) = (s.b * s.n, s.nh * s.d);
@@ -398,7 +463,7 @@ pub(crate) fn vision_blocks(
     for blk in blocks {
         blk.norm1.apply(x, &mut t);
         blk.qkv.run(&t, m, &mut buf.qkv, false, false);
-        buf.attend(s, rope, None);
+        buf.attend(s, rope, None, precision);
         blk.inner_attn_ln.apply_in_place(&mut buf.ctx);
         blk.proj.run(&buf.ctx, m, x, true, false);
         blk.norm2.apply(x, &mut t);
@@ -434,14 +499,16 @@ mod tests {
             .fold(0.0, f32::max)
     }
 
-    /// The fused layers against the candle ops over the same packed weights (bf16, then int8),
+    /// The fused layers against the candle ops over the same weights (f32, bf16 packed, then
+    /// int8),
     /// on the toy model: texts of different lengths (padding masks) and images, compared on the
     /// embeddings. Only the GELU and the order of the bias and residual additions differ (for
     /// int8 that can move an activation by one quantisation step, hence its wider bound).
     #[test]
     fn fused_layers_match_the_candle_ops() {
         type Convert = fn(&mut ClipModel) -> crate::Result<usize>;
-        let kinds: [(&str, Convert, Layout, f32); 2] = [
+        let kinds: [(&str, Convert, Layout, f32); 3] = [
+            ("f32", |_| Ok(1), Layout::F32, 2e-5),
             ("bf16", ClipModel::pack_bf16, Layout::Bf16Panels, 2e-4),
             ("int8", ClipModel::quantize_q8, Layout::I8Panels, 1e-3),
         ];
@@ -451,8 +518,8 @@ mod tests {
                 &LoadOptions::default(),
             )
             .expect("toy model");
-            // `fuses` holds only where the layout's kernels run.
-            if convert(&mut m).expect("converts") == 0 || !fuses(layout) {
+            // A fusion exists only where the layout's kernels run.
+            if convert(&mut m).expect("converts") == 0 || fusion(layout).is_none() {
                 eprintln!("{name}: the fused layers do not run on this CPU");
                 continue;
             }

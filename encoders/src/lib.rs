@@ -31,6 +31,7 @@ mod cpu_layers;
 mod cuda_libs;
 mod deviation;
 mod error;
+mod f32_gemm;
 pub mod hub;
 mod int8_gemm;
 mod model;

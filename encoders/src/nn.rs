@@ -51,12 +51,15 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The weight as one of our kernels reads it, where it is packed for one.
+    /// The weight as one of our kernels reads it, where it is packed for one or is a
+    /// contiguous f32 weight in this process's memory.
     fn packed(&self) -> Option<Packed<'_>> {
         match self {
             Kernel::Bf16(w) => Some(Packed::Bf16(w)),
             Kernel::I8(w) => Some(Packed::I8(w)),
-            Kernel::Dense(_) | Kernel::Q8(_) | Kernel::MappedF32(_) => None,
+            Kernel::MappedF32(w) => Some(Packed::F32Mapped(w)),
+            Kernel::Dense(w) => crate::cpu_layers::F32Tensor::new(w).map(Packed::F32),
+            Kernel::Q8(_) => None,
         }
     }
 }
@@ -67,6 +70,23 @@ pub(crate) struct MappedWeight {
     values: Mapped<f32>,
     n: usize,
     k: usize,
+}
+
+impl MappedWeight {
+    /// The `n · k` values.
+    pub(crate) fn values(&self) -> &[f32] {
+        self.values.as_slice()
+    }
+
+    /// Output width.
+    pub(crate) fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Input width.
+    pub(crate) fn k(&self) -> usize {
+        self.k
+    }
 }
 
 /// Largest attention score tensor of one group of heads (4M floats = 16 MiB): the towers run
@@ -414,9 +434,8 @@ impl CustomOp1 for PackedMatMul {
     }
 }
 
-/// `x · Wᵀ` for a 2-D f32 CPU tensor and a weight in a mapped cache file, through the `gemm`
-/// crate exactly as candle's CPU matmul calls it for `x.matmul(&w.t())` (same kernel, same
-/// threads, same accumulation order: the result is bit-identical to [`Kernel::Dense`]).
+/// `x · Wᵀ` for a 2-D f32 CPU tensor and a weight in a mapped cache file, through
+/// [`crate::f32_gemm`] (the result is bit-identical to [`Kernel::Dense`]).
 struct MappedMatMul(Arc<MappedWeight>);
 
 impl CustomOp1 for MappedMatMul {
@@ -436,45 +455,17 @@ impl CustomOp1 for MappedMatMul {
         if k != w.k {
             candle_core::bail!("mapped-matmul: input width {k}, weight expects {}", w.k);
         }
-        let lhs = &src[o..e];
-        let rhs = w.values.as_slice();
         let n = w.n;
         let mut dst = vec![0f32; m * n];
-        if m == 0 || n == 0 {
-            return Ok((CpuStorage::F32(dst), Shape::from((m, n))));
-        }
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = if threads > 1 {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        };
-        // SAFETY: lhs is [m, k] row-major (m * k values), rhs is the [n, k] row-major weight
-        // read as its [k, n] transpose (row stride 1, column stride k), dst is [m, n] row-major;
-        // all three lie inside their slices for these strides.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                false,
-                lhs.as_ptr(),
-                1,
-                k as isize,
-                rhs.as_ptr(),
-                k as isize,
-                1,
-                0f32,
-                1f32,
-                false,
-                false,
-                false,
-                parallelism,
-            )
-        };
+        crate::f32_gemm::matmul_into(
+            w.values.as_slice(),
+            n,
+            k,
+            &src[o..e],
+            m,
+            &mut dst,
+            Epilogue::default(),
+        );
         Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
 }

@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::TextConfig;
+use crate::cpu_attention::Precision;
 use crate::cpu_layers::{each_output, runs, text_layers, Rope, Shape, TextLayer as FusedLayer};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
@@ -62,8 +63,10 @@ pub struct TextModel {
     dtype: DType,
     device: Device,
     dev: Deviations,
-    /// Attention through [`crate::cpu_attention`] (set by `pack_bf16`).
-    fused_attention: bool,
+    /// How the layers run on the CPU ([`crate::cpu_layers`], attention in this precision), or
+    /// `None` for the candle ops: f32 towers on the CPU from the start, `Fast` once packed for
+    /// the bf16 or int8 kernels.
+    fusion: Option<Precision>,
 }
 
 /// Outputs of [`TextModel::forward_hidden`].
@@ -199,7 +202,7 @@ impl TextModel {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dev,
-            fused_attention: false,
+            fusion: (vb.dtype() == DType::F32 && vb.device().is_cpu()).then_some(Precision::F32),
         })
     }
 
@@ -279,7 +282,7 @@ impl TextModel {
             self.cfg.rotary_emb_base,
             self.dev.text_position_offset(),
         );
-        if let Some(layers) = self.fused_layers()? {
+        if let Some((layers, precision)) = self.fused_layers()? {
             let key_bias: Vec<f32> = mask
                 .flatten_all()?
                 .to_vec1::<f32>()?
@@ -297,7 +300,7 @@ impl TextModel {
                 (b, l, h),
                 &self.device,
             );
-            text_layers(&layers, &mut xv, shape, rope, &key_bias, each)?;
+            text_layers(&layers, &mut xv, shape, rope, &key_bias, precision, each)?;
             let x = Tensor::from_vec(xv, (b, l, h), &self.device)?;
             return Ok((x, mask, hidden));
         }
@@ -330,7 +333,13 @@ impl TextModel {
                     candle_nn::rotary_emb::rope(&k, &cos, &sin)?,
                 )
             };
-            let ctx = attention(&q, &k, &v, Some(&bias), self.fused_attention)?;
+            let ctx = attention(
+                &q,
+                &k,
+                &v,
+                Some(&bias),
+                self.fusion == Some(Precision::Fast),
+            )?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((b, l, h))?;
             let attn_out = layer.out_proj.forward(&ctx)?;
             if self.dev.text_pre_ln() {
@@ -363,13 +372,13 @@ impl TextModel {
         Ok((x, mask, hidden))
     }
 
-    /// The layers as [`crate::cpu_layers`] runs them: where every linear layer is packed for
-    /// one of our kernels (bf16 or int8), the tower is f32 on the CPU and the architecture is the
-    /// reference one.
-    fn fused_layers(&self) -> Result<Option<Vec<FusedLayer<'_>>>> {
+    /// The layers as [`crate::cpu_layers`] runs them, and the attention's precision: where every
+    /// linear layer's weight is one our kernels read (f32, bf16 or int8 panels), the tower is
+    /// f32 on the CPU and the architecture is the reference one.
+    fn fused_layers(&self) -> Result<Option<(Vec<FusedLayer<'_>>, Precision)>> {
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = self.dev == Deviations::default();
-        if !runs(self.fused_attention, self.dtype, reference) {
+        if !runs(self.fusion, self.dtype, reference) {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(self.layers.len());
@@ -391,7 +400,7 @@ impl TextModel {
                 norm2: l.norm2.norm()?,
             });
         }
-        Ok(Some(out))
+        Ok(self.fusion.map(|p| (out, p)))
     }
 
     /// Masked mean pooling (`Σ mask·x / Σ mask`, mask = ids != pad): `[B, H]` f32.
@@ -421,7 +430,10 @@ impl TextModel {
     /// (`cpu_layers`); returns how many layers were quantised.
     pub fn quantize_q8(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::quantize_q8)?;
-        self.fused_attention = n > 0 && crate::cpu_layers::fuses(Layout::I8Panels);
+        if n > 0 {
+            // Q8_0 (no int8 kernel here) takes the candle ops.
+            self.fusion = crate::cpu_layers::fusion(Layout::I8Panels);
+        }
         Ok(n)
     }
 
@@ -429,7 +441,10 @@ impl TextModel {
     /// switches attention to the fused `cpu_attention` kernel; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
-        self.fused_attention = n > 0; // packing succeeds only where the kernel runs
+        if n > 0 {
+            // Packing succeeds only where the kernel runs.
+            self.fusion = Some(Precision::Fast);
+        }
         Ok(n)
     }
 
@@ -483,7 +498,7 @@ impl TextModel {
             dtype: DType::F32,
             device: Device::Cpu,
             dev,
-            fused_attention: crate::cpu_layers::fuses(layout),
+            fusion: crate::cpu_layers::fusion(layout),
         })
     }
 

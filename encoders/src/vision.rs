@@ -6,6 +6,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use crate::config::VisionConfig;
+use crate::cpu_attention::Precision;
 use crate::cpu_layers::{each_output, runs, vision_blocks, Rope, Shape, VisionBlock as FusedBlock};
 use crate::deviation::Deviations;
 use crate::error::{EncoderError, Result};
@@ -108,8 +109,10 @@ pub struct VisionModel {
     dtype: DType,
     device: Device,
     dev: Deviations,
-    /// Attention through [`crate::cpu_attention`] (set by `pack_bf16`).
-    fused_attention: bool,
+    /// How the layers run on the CPU ([`crate::cpu_layers`], attention in this precision), or
+    /// `None` for the candle ops: f32 towers on the CPU from the start, `Fast` once packed for
+    /// the bf16 or int8 kernels.
+    fusion: Option<Precision>,
 }
 
 /// Intermediate activations of [`VisionModel::forward_hidden`] (f32).
@@ -249,7 +252,7 @@ impl VisionModel {
             dtype,
             device: vb.device().clone(),
             dev,
-            fused_attention: false,
+            fusion: (vb.dtype() == DType::F32 && vb.device().is_cpu()).then_some(Precision::F32),
         })
     }
 
@@ -314,7 +317,7 @@ impl VisionModel {
             dtype: DType::F32,
             device: Device::Cpu,
             dev,
-            fused_attention: crate::cpu_layers::fuses(layout),
+            fusion: crate::cpu_layers::fusion(layout),
         })
     }
 
@@ -370,7 +373,7 @@ impl VisionModel {
             };
             let q = rope(&q, &self.rope_cos, &self.rope_sin)?;
             let k = rope(&k, &self.rope_cos, &self.rope_sin)?;
-            let ctx = attention(&q, &k, &v, None, self.fused_attention)?;
+            let ctx = attention(&q, &k, &v, None, self.fusion == Some(Precision::Fast))?;
             let ctx = ctx.transpose(1, 2)?.contiguous()?.reshape((len, n, w))?;
             outs.push(ctx);
             start += len;
@@ -446,7 +449,7 @@ impl VisionModel {
         let cls = self.cls_pos.broadcast_as((b, 1, w))?;
         let mut x = Tensor::cat(&[&cls, &x_patch], 1)?;
         let fused = self.fused_blocks()?;
-        if let Some(blocks) = &fused {
+        if let Some((blocks, precision)) = &fused {
             let n = g * g + 1;
             let cos = self.rope_cos.flatten_all()?.to_vec1::<f32>()?;
             let sin = self.rope_sin.flatten_all()?.to_vec1::<f32>()?;
@@ -467,7 +470,7 @@ impl VisionModel {
                 (b, n, w),
                 &self.device,
             );
-            vision_blocks(blocks, &mut xv, shape, rope, each)?;
+            vision_blocks(blocks, &mut xv, shape, rope, *precision, each)?;
             x = Tensor::from_vec(xv, (b, n, w), &self.device)?;
         }
         for blk in self.blocks.iter().filter(|_| fused.is_none()) {
@@ -499,13 +502,13 @@ impl VisionModel {
         Ok((emb, hidden))
     }
 
-    /// The blocks as [`crate::cpu_layers`] runs them: where every linear layer is packed for
-    /// one of our kernels (bf16 or int8), the tower is f32 on the CPU and the architecture is the
-    /// reference one.
-    fn fused_blocks(&self) -> Result<Option<Vec<FusedBlock<'_>>>> {
+    /// The blocks as [`crate::cpu_layers`] runs them, and the attention's precision: where
+    /// every linear layer's weight is one our kernels read (f32, bf16 or int8 panels), the tower
+    /// is f32 on the CPU and the architecture is the reference one.
+    fn fused_blocks(&self) -> Result<Option<(Vec<FusedBlock<'_>>, Precision)>> {
         #[allow(clippy::default_constructed_unit_structs)]
         let reference = self.dev == Deviations::default();
-        if !runs(self.fused_attention, self.dtype, reference) {
+        if !runs(self.fusion, self.dtype, reference) {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(self.blocks.len());
@@ -529,7 +532,7 @@ impl VisionModel {
                 w3,
             });
         }
-        Ok(Some(out))
+        Ok(self.fusion.map(|p| (out, p)))
     }
 
     /// Every linear layer, in order.
@@ -545,7 +548,10 @@ impl VisionModel {
     /// (`cpu_layers`); returns how many layers were quantised.
     pub fn quantize_q8(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::quantize_q8)?;
-        self.fused_attention = n > 0 && crate::cpu_layers::fuses(Layout::I8Panels);
+        if n > 0 {
+            // Q8_0 (no int8 kernel here) takes the candle ops.
+            self.fusion = crate::cpu_layers::fusion(Layout::I8Panels);
+        }
         Ok(n)
     }
 
@@ -553,7 +559,10 @@ impl VisionModel {
     /// switches attention to the fused `cpu_attention` kernel; returns how many layers were packed.
     pub fn pack_bf16(&mut self) -> Result<usize> {
         let n = convert_linears(self.linears_mut(), Linear::pack_bf16)?;
-        self.fused_attention = n > 0; // packing succeeds only where the kernel runs
+        if n > 0 {
+            // Packing succeeds only where the kernel runs.
+            self.fusion = Some(Precision::Fast);
+        }
         Ok(n)
     }
 

@@ -54,6 +54,15 @@ pub(crate) fn runs(fusion: Option<Precision>, dtype: candle_core::DType, referen
     enabled() && fusion.is_some() && dtype == candle_core::DType::F32 && reference
 }
 
+/// How a tower built from a checkpoint in `dtype` on `device` runs its layers before any
+/// packing: f32 on the CPU here with f32 attention, anything else on the candle ops.
+pub(crate) fn unpacked_fusion(
+    dtype: candle_core::DType,
+    device: &candle_core::Device,
+) -> Option<Precision> {
+    (dtype == candle_core::DType::F32 && device.is_cpu()).then_some(Precision::F32)
+}
+
 /// How towers whose linear layers are in `layout` run their layers here (the attention's
 /// arithmetic), or `None` for the candle ops: f32 weights with f32 attention (on every CPU);
 /// bf16 panels, and int8 panels wherever the int8 kernel runs, with the attention on the bf16

@@ -379,10 +379,11 @@ impl Module for Linear {
                     .apply_op1_no_bwd(&PackedMatMul(self.kernel.clone(), bias))?
                     .to_dtype(x.dtype())?
             }
-            Kernel::MappedF32(m) => x2
+            // The bias is added after the product, as for `Kernel::Dense`: the same values.
+            Kernel::MappedF32(_) => x2
                 .to_dtype(DType::F32)?
                 .contiguous()?
-                .apply_op1_no_bwd(&MappedMatMul(m.clone()))?
+                .apply_op1_no_bwd(&PackedMatMul(self.kernel.clone(), None))?
                 .to_dtype(x.dtype())?,
         };
         let y = match &self.bias {
@@ -398,8 +399,9 @@ impl Module for Linear {
     }
 }
 
-/// `x · Wᵀ (+ bias)` through our bf16 or int8 kernel ([`Kernel::Bf16`], [`Kernel::I8`]) for a
-/// 2-D f32 CPU tensor.
+/// `x · Wᵀ (+ bias)` through our bf16 or int8 kernel ([`Kernel::Bf16`], [`Kernel::I8`]), or
+/// [`crate::f32_gemm`] for a weight in a mapped cache file ([`Kernel::MappedF32`], no bias
+/// here: bit-identical to [`Kernel::Dense`]), for a 2-D f32 CPU tensor.
 struct PackedMatMul(Kernel, Option<Vec<f32>>);
 
 impl CustomOp1 for PackedMatMul {
@@ -431,42 +433,6 @@ impl CustomOp1 for PackedMatMul {
         };
         w.matmul_into(&src[o..e], m, &mut y, epi);
         Ok((CpuStorage::F32(y), Shape::from((m, w.n()))))
-    }
-}
-
-/// `x · Wᵀ` for a 2-D f32 CPU tensor and a weight in a mapped cache file, through
-/// [`crate::f32_gemm`] (the result is bit-identical to [`Kernel::Dense`]).
-struct MappedMatMul(Arc<MappedWeight>);
-
-impl CustomOp1 for MappedMatMul {
-    fn name(&self) -> &'static str {
-        "mapped-matmul"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(src) = s else {
-            candle_core::bail!("mapped-matmul: f32 input required");
-        };
-        let Some((o, e)) = l.contiguous_offsets() else {
-            candle_core::bail!("mapped-matmul: contiguous input required");
-        };
-        let (m, k) = l.shape().dims2()?;
-        let w = &self.0;
-        if k != w.k {
-            candle_core::bail!("mapped-matmul: input width {k}, weight expects {}", w.k);
-        }
-        let n = w.n;
-        let mut dst = vec![0f32; m * n];
-        crate::f32_gemm::matmul_into(
-            w.values.as_slice(),
-            n,
-            k,
-            &src[o..e],
-            m,
-            &mut dst,
-            Epilogue::default(),
-        );
-        Ok((CpuStorage::F32(dst), Shape::from((m, n))))
     }
 }
 

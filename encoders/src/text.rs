@@ -202,7 +202,7 @@ impl TextModel {
             dtype: vb.dtype(),
             device: vb.device().clone(),
             dev,
-            fusion: (vb.dtype() == DType::F32 && vb.device().is_cpu()).then_some(Precision::F32),
+            fusion: crate::cpu_layers::unpacked_fusion(vb.dtype(), vb.device()),
         })
     }
 

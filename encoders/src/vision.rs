@@ -252,7 +252,7 @@ impl VisionModel {
             dtype,
             device: vb.device().clone(),
             dev,
-            fusion: (vb.dtype() == DType::F32 && vb.device().is_cpu()).then_some(Precision::F32),
+            fusion: crate::cpu_layers::unpacked_fusion(vb.dtype(), vb.device()),
         })
     }
 

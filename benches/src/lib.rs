@@ -1,6 +1,7 @@
 //! Shared helpers of the jsearch benchmark binaries (`encoders`, `ann`, `ingest`).
 
 pub mod checkpoint;
+pub mod peaks;
 pub mod products;
 pub mod synth;
 pub mod usearch_graph;

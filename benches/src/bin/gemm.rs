@@ -2,7 +2,8 @@
 //! f32 matmul (what `--precision f32` runs), the bf16 kernel on AMX tiles or AVX512-BF16 (`--precision bf16` on the
 //! CPU) and the int8 kernel (`--precision int8`: AMX-INT8, AVX512-VNNI or AVX2, candle's Q8_0 on
 //! other CPUs), with GFLOP/s, the speed ratio to f32 and the relative RMS error against f32. Prints a
-//! markdown table; `--stream` measures one query's products with weights from memory instead.
+//! markdown table; `--stream` measures one query's products with weights from memory instead,
+//! `--peaks` the instruction rates the kernels are made of.
 //!
 //! `cargo run --release -p jsearch-benches --bin gemm -- [--reps 5]`
 
@@ -30,6 +31,11 @@ struct Args {
     /// of bf16: from the caches instead of memory), to see what is not memory.
     #[arg(long)]
     hot: bool,
+    /// Instead of the shapes: the multiply-adds a nanosecond of each kernel's inner step on one
+    /// core, registers only (f32 FMA, the AVX2 int8 steps, `vpdpbusd`): the ceilings the
+    /// kernels' rates sit under.
+    #[arg(long)]
+    peaks: bool,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -58,6 +64,14 @@ fn main() -> Result<()> {
     let a = Args::parse();
     if a.stream {
         return stream(a.reps, a.hot);
+    }
+    if a.peaks {
+        println!("| inner step (products per instruction group) | products / ns, one core |");
+        println!("|---|---:|");
+        for p in jsearch_benches::peaks::measure() {
+            println!("| {} | {:.1} |", p.step, p.per_ns);
+        }
+        return Ok(());
     }
     let dev = Device::Cpu;
     // (label, rows, in, out): vision at 512 px has 1025 tokens; texts of 512 tokens; a query.

@@ -1,10 +1,12 @@
 //! int8 matrix products for the linear layers on x86-64 CPUs with AMX-INT8 (`tdpbssd`: a 16 × 64
 //! int8 tile times a 64 × 16 one, 16384 multiply-adds per instruction, twice `tdpbf16ps`'s),
 //! AVX512-VNNI (`vpdpbusd`: 64 multiply-adds of u8 × i8 per instruction), AVX-VNNI (the same on
-//! 256 bits, without AVX-512: Alder Lake and later, Zen 5) or AVX2 (`vpsignb` + `vpmaddubsw` +
-//! `vpmaddwd` + `vpaddd`: 32 multiply-adds in four instructions, as f32 needs four FMAs, but at a
-//! higher rate: 72 against 53 products a nanosecond on one Zen 4 core, with `|qa|` made once per
-//! row rather than by a `vpabsb` per block step, which ran 63).
+//! 256 bits, without AVX-512: Alder Lake and later, Zen 5) or AVX2. On AVX2 a product of fewer
+//! than 128 rows runs `vpsignb` + `vpmaddubsw` + `vpmaddwd` + `vpaddd` on the bytes (32
+//! multiply-adds in four instructions, 73 a nanosecond on one Zen 4 core against f32 FMA's 54,
+//! with `|qa|` made once per row rather than by a `vpabsb` per block step, which ran 66); a
+//! batch widens the same values to i16 and runs `vpmaddwd` + `vpaddd` (16 in two, 94 a
+//! nanosecond), the sums the same integers (`gemm --peaks` measures these rates).
 //!
 //! Weights are quantised once (at load, or read from the weight cache), symmetric per output
 //! column; activations per row on the fly (symmetric): `y[r, c] = sa[r] · sw[c] · Σ qa · qw`,
@@ -42,6 +44,12 @@ const AMX_M: usize = 32;
 const AMX_KB_STEPS: usize = 8;
 /// Bytes of activations an AMX row chunk keeps in the core's L2 while every panel passes.
 const AMX_CHUNK_BYTES: usize = 1 << 20;
+/// Rows from which a product on AVX2 runs on 16-bit words ([`Path::Avx2Words`]): batches (32
+/// queries of 8 tokens, passages, images), where the kernel's rate counts and the one-time
+/// widening of a layer's weights (about 0.3 ms per million weights on two Zen 4 cores: ~0.1 s
+/// for the text tower) pays off; a query's few tokens keep the int8 bytes (half the bytes to
+/// read, nothing to widen), so a one-shot `jsearch query` never widens.
+const WORDS_MIN_ROWS: usize = 128;
 /// How far ahead of its loads the VNNI kernel prefetches a panel's weights (bytes).
 #[cfg(target_arch = "x86_64")]
 const PREFETCH: usize = 4096;
@@ -75,6 +83,9 @@ enum Path {
     AvxVnni,
     /// `vpsignb` + `vpmaddubsw` + `vpmaddwd`, 4 × 16 register blocks.
     Avx2,
+    /// The same values widened to i16 (activations per row, weights once per packing):
+    /// `vpmaddwd` + `vpaddd`, 4 × 16 register blocks; the sums are the same integers.
+    Avx2Words,
 }
 
 impl Path {
@@ -82,7 +93,7 @@ impl Path {
     fn offset(self) -> u8 {
         match self {
             Path::Vnni | Path::AvxVnni => 0x80,
-            Path::Amx | Path::Avx2 => 0,
+            Path::Amx | Path::Avx2 | Path::Avx2Words => 0,
         }
     }
 }
@@ -95,6 +106,9 @@ pub struct PackedI8 {
     /// k padded to a multiple of [`K_STEP`].
     kq: usize,
     data: Stored<u8>,
+    /// The weights as i16 in k-pair rows for [`Path::Avx2Words`] (see [`PackedI8::words`]),
+    /// made on the first batch an AVX2 CPU runs.
+    words: std::sync::OnceLock<Vec<u8>>,
 }
 
 /// Bytes of one panel: the k-quad rows, then 32 scales and 32 offsets.
@@ -145,6 +159,7 @@ impl PackedI8 {
             k,
             kq,
             data: Stored::Owned(data),
+            words: std::sync::OnceLock::new(),
         })
     }
 
@@ -160,6 +175,7 @@ impl PackedI8 {
             k,
             kq: k.div_ceil(K_STEP) * K_STEP,
             data: values,
+            words: std::sync::OnceLock::new(),
         })
     }
 
@@ -197,6 +213,8 @@ impl PackedI8 {
             Path::Vnni
         } else if jsearch_base::cpu::features().avx_vnni {
             Path::AvxVnni
+        } else if m >= WORDS_MIN_ROWS {
+            Path::Avx2Words
         } else {
             Path::Avx2
         };
@@ -220,8 +238,12 @@ impl PackedI8 {
         let offset = path.offset();
         let (mut a, mut sa) = ROWS.with(|c| c.take());
         // AVX2 reads each row twice: `qa`, then `|qa|` from byte `kq` (vpmaddubsw's unsigned
-        // operand, made once here instead of once per panel in the kernel).
-        let row_bytes = if path == Path::Avx2 { 2 * kq } else { kq };
+        // operand, made once here instead of once per panel in the kernel); its words path reads
+        // `qa` as i16 (2 bytes each).
+        let row_bytes = match path {
+            Path::Avx2 | Path::Avx2Words => 2 * kq,
+            _ => kq,
+        };
         let lda = odd_lines(row_bytes);
         let rows = m.div_ceil(AMX_M) * AMX_M;
         // Every row read is written below (bytes kq..lda of a row are never read).
@@ -233,18 +255,28 @@ impl PackedI8 {
             .zip(sa_rows[..m].par_iter_mut())
             .zip(x.par_chunks(k))
             .for_each(|((dst, scale), src)| {
-                let (q, abs) = dst[..row_bytes].split_at_mut(kq);
+                let (q, rest) = dst[..row_bytes].split_at_mut(kq);
                 *scale = quantize_row(src, q, offset);
-                for (d, &v) in abs.iter_mut().zip(q.iter()) {
-                    *d = (v as i8).unsigned_abs();
+                if path == Path::Avx2Words {
+                    // Widened in place from the end: word i (bytes 2i, 2i + 1) is written after
+                    // byte i and every byte above it were read.
+                    let row = &mut dst[..row_bytes];
+                    for i in (0..kq).rev() {
+                        let w = (row[i] as i8 as i16).to_le_bytes();
+                        row[2 * i..2 * i + 2].copy_from_slice(&w);
+                    }
+                } else {
+                    for (d, &v) in rest.iter_mut().zip(q.iter()) {
+                        *d = (v as i8).unsigned_abs();
+                    }
                 }
             });
         match path {
             Path::Amx => self.matmul_amx(a_rows, lda, sa_rows, m, epi, y),
             // SAFETY: `matmul_into` picks `Path::Vnni` only where AVX512-VNNI is available,
-            // `Path::AvxVnni` only where AVX-VNNI is, and otherwise `Path::Avx2`, which a
+            // `Path::AvxVnni` only where AVX-VNNI is, and otherwise an AVX2 path, which a
             // `PackedI8` (built only where `available()` holds) implies.
-            Path::Vnni | Path::AvxVnni | Path::Avx2 => unsafe {
+            Path::Vnni | Path::AvxVnni | Path::Avx2 | Path::Avx2Words => unsafe {
                 self.matmul_regs(a_rows, lda, sa_rows, m, epi, y, path)
             },
         }
@@ -266,6 +298,35 @@ impl PackedI8 {
             sw: std::array::from_fn(|c| f32::from_le_bytes(word(c))),
             offsets: std::array::from_fn(|c| i32::from_le_bytes(word(NR + c))),
         }
+    }
+
+    /// The weights as i16 for [`Path::Avx2Words`], made on first use: per panel, `kq / 2` k-pair
+    /// rows of 128 bytes (the 32 columns' two consecutive inputs as i16, the layout of
+    /// [`crate::bf16_gemm`]'s panels), each quad row of the int8 panel giving two.
+    fn words(&self) -> &[u8] {
+        self.words.get_or_init(|| {
+            let (panels, quads) = (self.n.div_ceil(NR), self.kq / 4);
+            let mut out = vec![0u8; panels * quads * 2 * NR * 4];
+            out.par_chunks_mut(quads * 2 * NR * 4)
+                .enumerate()
+                .for_each(|(p, dst)| {
+                    let src = self.panel(p).quads;
+                    for (row, pairs) in src
+                        .chunks_exact(NR * 4)
+                        .zip(dst.chunks_exact_mut(2 * NR * 4))
+                    {
+                        let (lo, hi) = pairs.split_at_mut(NR * 4);
+                        for c in 0..NR {
+                            for (j, &b) in row[c * 4..c * 4 + 4].iter().enumerate() {
+                                let half = if j < 2 { &mut *lo } else { &mut *hi };
+                                let at = c * 4 + (j % 2) * 2;
+                                half[at..at + 2].copy_from_slice(&(b as i8 as i16).to_le_bytes());
+                            }
+                        }
+                    }
+                });
+            out
+        })
     }
 
     /// `y[r, c] = sa[r] · sw[c] · (C[r, c] − offset · Σ qw[c])` through `epi` for one block of
@@ -309,7 +370,7 @@ impl PackedI8 {
     ///
     /// # Safety
     /// `path` is [`Path::Vnni`] only where AVX512-VNNI is available, [`Path::AvxVnni`] only
-    /// where AVX-VNNI is, [`Path::Avx2`] only where AVX2 is.
+    /// where AVX-VNNI is, [`Path::Avx2`] and [`Path::Avx2Words`] only where AVX2 is.
     #[allow(clippy::too_many_arguments)]
     unsafe fn matmul_regs(
         &self,
@@ -323,31 +384,34 @@ impl PackedI8 {
     ) {
         let offset = path.offset();
         let out = SendPtr(y.as_mut_ptr());
+        let words = (path == Path::Avx2Words).then(|| self.words());
         (0..self.n.div_ceil(NR))
             .into_par_iter()
             .with_min_len(2)
             .for_each(|p| {
                 let panel = self.panel(p);
+                // The kernels' steps: k-quads of bytes, or k-pairs of words (as many bytes).
+                let (w, steps) = match words {
+                    Some(words) => (words[p * self.kq * 2 * NR..].as_ptr(), self.kq / 2),
+                    None => (panel.quads.as_ptr(), self.kq / 4),
+                };
                 let mut block = [0i32; MR * NR];
                 // The f32 values of a block, made once per panel task (not per block).
                 let mut vals = [0f32; AMX_M * NR];
                 for r0 in (0..m).step_by(MR) {
-                    let (ar, w, quads, c) = (
-                        a.as_ptr().wrapping_add(r0 * lda),
-                        panel.quads.as_ptr(),
-                        self.kq / 4,
-                        block.as_mut_ptr(),
-                    );
+                    let (ar, c) = (a.as_ptr().wrapping_add(r0 * lda), block.as_mut_ptr());
                     // SAFETY: the kernel's CPU features hold (this function's contract); `a`
-                    // holds MR rows of `lda` ≥ kq bytes from r0 (padded to a multiple of AMX_M
-                    // rows, itself a multiple of MR); `quads` holds kq / 4 rows of 128 bytes;
-                    // `block` MR × NR values; on AVX2 each row's `|qa|` follows its kq bytes of
-                    // `qa` (`matmul_on`'s `row_bytes`).
+                    // holds MR rows of `lda` ≥ 4 · steps bytes from r0 (padded to a multiple of
+                    // AMX_M rows, itself a multiple of MR; kq bytes, or 2 · kq as words); `w`
+                    // holds `steps` rows of 128 bytes (kq / 4 quads of the panel, or kq / 2
+                    // pairs of its words); `block` MR × NR values; on the AVX2 bytes path each
+                    // row's `|qa|` follows its kq bytes of `qa` (`matmul_on`'s `row_bytes`).
                     unsafe {
                         match path {
-                            Path::Vnni => vnni::kernel(ar, lda, w, quads, c),
-                            Path::AvxVnni => avx2::kernel_vnni(ar, lda, 0, w, quads, c),
-                            _ => avx2::kernel(ar, lda, self.kq, w, quads, c),
+                            Path::Vnni => vnni::kernel(ar, lda, w, steps, c),
+                            Path::AvxVnni => avx2::kernel_vnni(ar, lda, 0, w, steps, c),
+                            Path::Avx2Words => avx2::kernel_words(ar, lda, 0, w, steps, c),
+                            _ => avx2::kernel(ar, lda, self.kq, w, steps, c),
                         }
                     };
                     let rows = MR.min(m - r0);
@@ -580,6 +644,14 @@ mod avx2 {
         _mm256_dpbusd_avx_epi32(acc, a, w)
     }
 
+    /// `acc + Σ₂ a·w` per i32 lane over i16 words (`vpmaddwd`: exact for the int8 values they
+    /// hold).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn dot_words(acc: __m256i, a: __m256i, _: __m256i, w: __m256i) -> __m256i {
+        _mm256_add_epi32(acc, _mm256_madd_epi16(a, w))
+    }
+
     /// The same on the AVX-512 VL encoding, which the tests run where AVX-VNNI is missing
     /// (the kernel body is the AVX-VNNI one, instruction for instruction).
     #[cfg(test)]
@@ -655,6 +727,14 @@ mod avx2 {
         true
     );
     block_kernel!(
+        /// One MR × 32 block of `Σ qa · qw` (i32) on AVX2 over i16 words ([`dot_words`]; each
+        /// step, `quads`, a k-pair: 4 bytes of `a`, 128 of `w`).
+        kernel_words,
+        "avx2",
+        dot_words,
+        false
+    );
+    block_kernel!(
         /// One MR × 32 block of `Σ (qa + 128) · qw` (i32) on AVX-VNNI, as
         /// [`super::vnni::kernel`] computes it on 512 bits.
         kernel_vnni,
@@ -682,22 +762,24 @@ mod vnni {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod avx2 {
-    /// Never called: `PackedI8` is never built off x86-64.
-    pub unsafe fn kernel(_: *const u8, _: usize, _: usize, _: *const u8, _: usize, _: *mut i32) {
-        unreachable!("PackedI8 is never built off x86-64")
+    /// Stubs of the x86-64 block kernels, never called: `PackedI8` is never built off x86-64.
+    macro_rules! never_called {
+        ($($name:ident),*) => {$(
+            /// Never called: `PackedI8` is never built off x86-64.
+            pub unsafe fn $name(
+                _: *const u8,
+                _: usize,
+                _: usize,
+                _: *const u8,
+                _: usize,
+                _: *mut i32,
+            ) {
+                unreachable!("PackedI8 is never built off x86-64")
+            }
+        )*};
     }
 
-    /// Never called, as [`kernel`].
-    pub unsafe fn kernel_vnni(
-        _: *const u8,
-        _: usize,
-        _: usize,
-        _: *const u8,
-        _: usize,
-        _: *mut i32,
-    ) {
-        unreachable!("PackedI8 is never built off x86-64")
-    }
+    never_called!(kernel, kernel_words, kernel_vnni);
 }
 
 #[cfg(test)]
@@ -738,7 +820,7 @@ mod tests {
             return;
         }
         // AVX2 runs wherever a kernel does; the others where the CPU (and tier) has them.
-        let mut paths = vec![Path::Avx2];
+        let mut paths = vec![Path::Avx2, Path::Avx2Words];
         if jsearch_base::cpu::features().avx_vnni {
             paths.push(Path::AvxVnni);
         }
@@ -766,6 +848,7 @@ mod tests {
             assert_eq!((p.n(), p.k()), (n, k));
             let bias = rnd(n, 3 + k as u64);
             let resid = rnd(m * n, 4 + m as u64);
+            let mut bytes_path: Option<Vec<f32>> = None;
             for &path in &paths {
                 let mut y = vec![f32::NAN; m * n];
                 let plain = Epilogue {
@@ -773,6 +856,18 @@ mod tests {
                     ..Epilogue::default()
                 };
                 p.matmul_on(&x, m, &mut y, plain, path);
+                // The words path sums the same integers as the bytes path: the same bits.
+                match path {
+                    Path::Avx2 => bytes_path = Some(y.clone()),
+                    Path::Avx2Words => {
+                        let want = bytes_path.as_ref().expect("Avx2 runs first");
+                        assert!(
+                            want.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "words differ from bytes: m={m} n={n} k={k}"
+                        );
+                    }
+                    _ => {}
+                }
                 let mut fused = resid.clone();
                 let epi = Epilogue {
                     bias: Some(&bias),

@@ -78,9 +78,10 @@ use Tier::{Amx, Avx2, Avx512, Avx512Bf16};
 /// 2026-12-07, int8 on AMX-INT8 tiles and bf16 on AMX-BF16 tiles (our int8 kernel, after the
 /// forward passes moved onto the thread pool); AVX512-BF16 on a 2-core Zen 4 (int8 on
 /// AVX512-VNNI), AVX-512 without BF16 forced on the same Zen 4 (int8 only: no bf16 kernel
-/// there); AVX2 + FMA natively on a 2-core Zen 3. f32 ran on the candle ops in every row but
-/// the AVX2 ones (the fused f32 layers came after, 1.16–1.36x faster on Zen 3: the other
-/// tiers' int8 and bf16 ratios overstate by that much, and still clear 1 on every case).
+/// there); AVX2 + FMA natively on a 2-core Zen 3. Every row but AMX's is against the fused
+/// f32 layers (`cpu_layers`); the AMX rows are against candle's f32 ops, which the fused
+/// layers beat by 1.16–1.36x on Zen 3 and 1.08–1.26x on Zen 4, so AMX's int8 and bf16 ratios
+/// overstate by about that much, and still clear 1 on every case.
 const MEASURED: &[Row] = &[
     // `coldstart --runs 4 --precision int8,bf16,f32`: 63 / 128 / 246 ms per `jsearch query`
     // process (weights mapped from the cache; cosines those of q1).
@@ -96,34 +97,33 @@ const MEASURED: &[Row] = &[
     row(Amx, Q32, Bf16, 5.60, 0.999960),
     row(Amx, P512, Bf16, 5.45, 0.999974),
     row(Amx, Img, Bf16, 4.48, 0.999962),
-    // AVX512-BF16 without AMX: the 2-core Zen 4 (AMD EPYC) of 2026-12-07, natively. int8 on
-    // AVX512-VNNI, bf16 on `vdpbf16ps`, attention on the register kernel in blocks of 32 query
-    // rows. `coldstart --precision auto,int8,bf16,f32 --runs 4`: 54 / 124 / 404 ms per
-    // `jsearch query` process; `encoders --dtypes auto,int8,bf16mm --peer-dtypes
-    // float32,bfloat16,onnx-int8`: int8 12.4 / 248.0 / 1113.4 / 1849.2 ms, bf16 28.0 / 401.7 /
-    // 1881.2 / 2662.2, against jsearch f32 156.2 / 1071.7 / 4490.5 / 7237.1 from the day's
-    // first run on the same machine (the f32 path did not change in between).
-    row(Avx512Bf16, Cli, Int8, 7.48, 0.999327),
-    row(Avx512Bf16, Cli, Bf16, 3.26, 0.999965),
-    row(Avx512Bf16, Q1, Int8, 12.60, 0.999327),
-    row(Avx512Bf16, Q32, Int8, 4.32, 0.999291),
-    row(Avx512Bf16, P512, Int8, 4.03, 0.999533),
-    row(Avx512Bf16, Img, Int8, 3.91, 0.997081),
-    row(Avx512Bf16, Q1, Bf16, 5.58, 0.999965),
-    row(Avx512Bf16, Q32, Bf16, 2.67, 0.999961),
-    row(Avx512Bf16, P512, Bf16, 2.39, 0.999973),
-    row(Avx512Bf16, Img, Bf16, 2.72, 0.999962),
+    // AVX512-BF16 without AMX: a 2-core Zen 4 (AMD EPYC, family 25 model 17) of 2026-12-08,
+    // natively, against the fused f32 layers. int8 on AVX512-VNNI, bf16 on `vdpbf16ps`,
+    // attention on the register kernel in blocks of 32 query rows. `coldstart --precision
+    // auto,int8,bf16,f32 --runs 4`: 47 / 86 / 223 ms per `jsearch query` process (int8 / bf16 /
+    // f32); `encoders --dtypes auto,f32,int8,bf16mm --peer-dtypes
+    // float32,bfloat16,onnx-float32,onnx-int8`: int8 12.0 / 224.1 / 1076.5 / 1738.1 ms, bf16
+    // 22.4 / 402.1 / 1713.9 / 2506.6, f32 147.3 / 860.8 / 3411.7 / 4974.3.
+    row(Avx512Bf16, Cli, Int8, 4.74, 0.999327),
+    row(Avx512Bf16, Cli, Bf16, 2.59, 0.999965),
+    row(Avx512Bf16, Q1, Int8, 12.28, 0.999327),
+    row(Avx512Bf16, Q32, Int8, 3.84, 0.999291),
+    row(Avx512Bf16, P512, Int8, 3.17, 0.999533),
+    row(Avx512Bf16, Img, Int8, 2.86, 0.997081),
+    row(Avx512Bf16, Q1, Bf16, 6.58, 0.999965),
+    row(Avx512Bf16, Q32, Bf16, 2.14, 0.999961),
+    row(Avx512Bf16, P512, Bf16, 1.99, 0.999973),
+    row(Avx512Bf16, Img, Bf16, 1.98, 0.999962),
     // Forced on the same Zen 4 (`JSEARCH_CPU_TIER=avx512`: AVX-512 with VNNI, no BF16): int8 on
-    // the VNNI kernel, the fused layers with the f32 attention (`encoders --dtypes f32,int8
-    // --peer-dtypes float32`): int8 19.7 / 296.6 / 2229.9 / 3678.6 ms against jsearch f32
-    // 235.0 / 1321.2 / 6588.7 / 9968.0 (a slow run of f32 on this shared machine: 156 / 1072 /
-    // 4491 / 7237 earlier the same day, so these ratios are on the high side). `coldstart
-    // --precision int8,f32 --runs 4`: 60 / 371 ms.
-    row(Avx512, Cli, Int8, 6.18, 0.999373),
-    row(Avx512, Q1, Int8, 11.93, 0.999373),
-    row(Avx512, Q32, Int8, 4.45, 0.999264),
-    row(Avx512, P512, Int8, 2.95, 0.999534),
-    row(Avx512, Img, Int8, 2.71, 0.997068),
+    // the VNNI kernel, f32 attention in both (`encoders --dtypes f32,int8 --peer-dtypes ""`,
+    // 2026-12-08; cosines from the same kernels' run with the PyTorch peer on 2026-12-07): int8
+    // 11.6 / 259.9 / 1329.3 / 2357.8 ms against f32 146.5 / 888.5 / 3611.7 / 5143.7.
+    // `coldstart --precision int8,f32 --runs 4 --no-peer`: 49 / 222 ms.
+    row(Avx512, Cli, Int8, 4.53, 0.999373),
+    row(Avx512, Q1, Int8, 12.63, 0.999373),
+    row(Avx512, Q32, Int8, 3.42, 0.999264),
+    row(Avx512, P512, Int8, 2.72, 0.999534),
+    row(Avx512, Img, Int8, 2.18, 0.997068),
     // int8 on our AVX2 kernel (`vpsignb` + `vpmaddubsw`, the fused layers with the f32
     // attention), natively on a 2-core Zen 3 (AMD EPYC, family 25 model 1: AVX2 + FMA, no
     // AVX-512) of 2026-12-07, against the fused f32 layers (`encoders --dtypes auto,f32,int8

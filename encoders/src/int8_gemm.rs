@@ -46,7 +46,7 @@ const AMX_KB_STEPS: usize = 8;
 const AMX_CHUNK_BYTES: usize = 1 << 20;
 /// Rows from which a product on AVX2 runs on 16-bit words ([`Path::Avx2Words`]): batches (32
 /// queries of 8 tokens, passages, images), where the kernel's rate counts and the one-time
-/// widening of a layer's weights (about 0.3 ms per million weights on two Zen 4 cores: ~0.1 s
+/// widening of a layer's weights (about 0.3 ms per million weights on one Zen 4 core: ~0.1 s
 /// for the text tower) pays off; a query's few tokens keep the int8 bytes (half the bytes to
 /// read, nothing to widen), so a one-shot `jsearch query` never widens.
 const WORDS_MIN_ROWS: usize = 128;
@@ -300,14 +300,17 @@ impl PackedI8 {
         }
     }
 
-    /// The weights as i16 for [`Path::Avx2Words`], made on first use: per panel, `kq / 2` k-pair
+    /// The weights as i16 for [`Path::Avx2Words`], made on first use (about 0.3 ms per million
+    /// weights, once; concurrent first products wait for one copy): per panel, `kq / 2` k-pair
     /// rows of 128 bytes (the 32 columns' two consecutive inputs as i16, the layout of
     /// [`crate::bf16_gemm`]'s panels), each quad row of the int8 panel giving two.
     fn words(&self) -> &[u8] {
         self.words.get_or_init(|| {
             let (panels, quads) = (self.n.div_ceil(NR), self.kq / 4);
             let mut out = vec![0u8; panels * quads * 2 * NR * 4];
-            out.par_chunks_mut(quads * 2 * NR * 4)
+            // On this thread alone: a rayon task inside the `OnceLock`'s initialiser could steal
+            // another product on the same layer and initialise it again (re-entrantly).
+            out.chunks_mut(quads * 2 * NR * 4)
                 .enumerate()
                 .for_each(|(p, dst)| {
                     let src = self.panel(p).quads;

@@ -318,12 +318,12 @@ impl PackedI8 {
                         .chunks_exact(NR * 4)
                         .zip(dst.chunks_exact_mut(2 * NR * 4))
                     {
-                        let (lo, hi) = pairs.split_at_mut(NR * 4);
-                        for c in 0..NR {
-                            for (j, &b) in row[c * 4..c * 4 + 4].iter().enumerate() {
-                                let half = if j < 2 { &mut *lo } else { &mut *hi };
-                                let at = c * 4 + (j % 2) * 2;
-                                half[at..at + 2].copy_from_slice(&(b as i8 as i16).to_le_bytes());
+                        // Column c's inputs 0 and 1 go to the first pair row, 2 and 3 to the
+                        // second, each as two little-endian bytes at the column's 4.
+                        for (c, quad) in row.chunks_exact(4).enumerate() {
+                            for (j, &b) in quad.iter().enumerate() {
+                                let at = (j / 2) * NR * 4 + c * 4 + (j % 2) * 2;
+                                pairs[at..at + 2].copy_from_slice(&(b as i8 as i16).to_le_bytes());
                             }
                         }
                     }
